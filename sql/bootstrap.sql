@@ -1,0 +1,77 @@
+-- pg_upkeep bootstrap: the policy tables and the run log. Runs before the
+-- generated function definitions.
+
+CREATE SEQUENCE upkeep.job_id_seq;
+COMMENT ON SEQUENCE upkeep.job_id_seq IS
+  'Job ids shared by every kind of pg_upkeep policy, so a job_id names one job across upkeep.jobs and upkeep.job_runs.';
+
+CREATE TABLE upkeep.partition_policies (
+    job_id      bigint PRIMARY KEY DEFAULT nextval('upkeep.job_id_seq'),
+    parent      regclass NOT NULL UNIQUE,
+    control     text NOT NULL,
+    granularity text NOT NULL DEFAULT 'month',
+    premake     integer NOT NULL DEFAULT 3 CHECK (premake >= 0),
+    retention   interval CHECK (retention > interval '0'),
+    archive     text NOT NULL DEFAULT 'archive_table',
+    time_zone   text NOT NULL DEFAULT 'UTC',
+    start_at    timestamptz,
+    enabled     boolean NOT NULL DEFAULT true,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE upkeep.partition_policies IS
+  'Partition policies: which range-partitioned tables pg_upkeep keeps supplied with partitions. Write it through upkeep.manage_partitions(); carried by pg_dump.';
+COMMENT ON COLUMN upkeep.partition_policies.parent IS 'The range-partitioned table.';
+COMMENT ON COLUMN upkeep.partition_policies.control IS 'The date, timestamp or timestamptz column the table is partitioned by.';
+COMMENT ON COLUMN upkeep.partition_policies.granularity IS 'Period of one partition: day, week, month, quarter or year.';
+COMMENT ON COLUMN upkeep.partition_policies.premake IS 'How many future periods to keep ready beyond the current one.';
+COMMENT ON COLUMN upkeep.partition_policies.retention IS 'Partitions wholly older than now minus this are archived; NULL keeps them.';
+COMMENT ON COLUMN upkeep.partition_policies.archive IS 'Where archived partitions go: archive_table, schema:<name>, tablespace:<name>, detach or drop.';
+COMMENT ON COLUMN upkeep.partition_policies.time_zone IS 'IANA zone whose local midnight bounds timestamptz partitions.';
+COMMENT ON COLUMN upkeep.partition_policies.start_at IS 'Oldest period to cover; NULL starts at the oldest existing partition or the current period.';
+COMMENT ON COLUMN upkeep.partition_policies.enabled IS 'false pauses the policy without forgetting it.';
+
+CREATE TABLE upkeep.job_runs (
+    run_id     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job_id     bigint NOT NULL,
+    action     text NOT NULL,
+    target     text NOT NULL,
+    started_at timestamptz NOT NULL,
+    duration   interval NOT NULL,
+    status     text NOT NULL CHECK (status IN ('ok', 'failed', 'lock_timeout')),
+    detail     text,
+    error      text,
+    sql        text
+);
+CREATE INDEX job_runs_job_id_run_id ON upkeep.job_runs (job_id, run_id);
+CREATE INDEX job_runs_started_at ON upkeep.job_runs (started_at);
+COMMENT ON TABLE upkeep.job_runs IS
+  'The run log: one row per action pg_upkeep took (what, on what, when, how long, outcome, error, the SQL it ran).';
+COMMENT ON COLUMN upkeep.job_runs.action IS 'What was done, e.g. create_partition; check_policy when a policy no longer fits its table.';
+COMMENT ON COLUMN upkeep.job_runs.status IS 'ok, failed, or lock_timeout (gave up after upkeep.lock_timeout; retried on a later run).';
+COMMENT ON COLUMN upkeep.job_runs.sql IS 'The statements the action ran.';
+
+-- Policies travel with pg_dump; the run log is history and does not.
+SELECT pg_catalog.pg_extension_config_dump('upkeep.partition_policies', '');
+SELECT pg_catalog.pg_extension_config_dump('upkeep.job_id_seq', '');
+
+-- Microseconds since 1970 of one partition bound as pg_get_expr() prints it,
+-- in the column's own domain (civil time for date/timestamp, UTC for
+-- timestamptz). NULL for MINVALUE/MAXVALUE and infinities.
+CREATE FUNCTION upkeep.bound_micros(bound text, with_time_zone boolean)
+RETURNS bigint
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT CASE
+    WHEN bound IS NULL OR bound IN ('MINVALUE', 'MAXVALUE') THEN NULL
+    WHEN with_time_zone THEN
+      CASE WHEN isfinite(btrim(bound, '''')::timestamptz)
+           THEN (extract(epoch FROM btrim(bound, '''')::timestamptz) * 1000000)::int8 END
+    ELSE
+      CASE WHEN isfinite(btrim(bound, '''')::timestamp)
+           THEN (extract(epoch FROM btrim(bound, '''')::timestamp) * 1000000)::int8 END
+  END
+$$;
+COMMENT ON FUNCTION upkeep.bound_micros(text, boolean) IS
+  'Internal: a partition bound literal as microseconds since 1970 in the column''s domain.';

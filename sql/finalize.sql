@@ -1,0 +1,64 @@
+-- pg_upkeep finalize: views over the generated functions, and the COMMENT ON
+-- text a DBA reads in \df+ and \d+.
+
+CREATE VIEW upkeep.jobs AS
+SELECT p.job_id,
+       'partitions'::text AS kind,
+       p.parent::text AS target,
+       'every maintenance run'::text AS schedule,
+       p.enabled,
+       NULL::timestamptz AS next_run,
+       last.started_at AS last_run,
+       last.status AS last_status,
+       last.error AS last_error,
+       (SELECT count(*) FROM upkeep.job_runs f
+         WHERE f.job_id = p.job_id AND f.status <> 'ok'
+           AND f.run_id > coalesce((SELECT max(o.run_id) FROM upkeep.job_runs o
+                                     WHERE o.job_id = p.job_id AND o.status = 'ok'), 0)) AS consecutive_failures,
+       last.duration AS last_duration
+  FROM upkeep.partition_policies p
+  LEFT JOIN LATERAL (SELECT r.started_at, r.status, r.error, r.duration
+                       FROM upkeep.job_runs r
+                      WHERE r.job_id = p.job_id
+                      ORDER BY r.run_id DESC LIMIT 1) last ON true;
+COMMENT ON VIEW upkeep.jobs IS
+  'Every policy is a job: what it maintains, whether it is enabled, and how its last action went.';
+
+CREATE VIEW upkeep.partitions AS
+SELECT r.job_id,
+       r.parent::regclass AS parent,
+       r.partition::regclass AS partition,
+       r.lower_bound,
+       r.upper_bound,
+       r.state,
+       pg_total_relation_size(r.partition::regclass) AS size_bytes,
+       pg_size_pretty(pg_total_relation_size(r.partition::regclass)) AS size,
+       nullif(c.reltuples, -1)::bigint AS estimated_rows
+  FROM upkeep.partition_report() r
+  JOIN pg_class c ON c.oid = r.partition::regclass;
+COMMENT ON VIEW upkeep.partitions IS
+  'Every partition of every managed table: bounds (in the policy''s time zone), state (past, current, future, default), size and estimated rows.';
+
+CREATE VIEW upkeep.partition_health AS
+SELECT h.job_id, h.parent::regclass AS parent, h.granularity, h.premake, h.partitions,
+       h.covered_until, h.future_partitions, h.gaps, h.due,
+       h.default_partition, h.rows_in_default,
+       j.last_run, j.last_status, j.last_error,
+       h.status, h.hint
+  FROM upkeep.partition_health_report() h
+  LEFT JOIN upkeep.jobs j ON j.job_id = h.job_id;
+COMMENT ON VIEW upkeep.partition_health IS
+  'One row per managed table: covered until, future partitions ready, holes, rows sitting in the DEFAULT partition, status (ok, due, gap, rows_in_default, error) and a hint.';
+
+COMMENT ON FUNCTION upkeep.manage_partitions(regclass, text, text, integer, interval, text, text, timestamptz) IS
+  'Registers or updates the partition policy of a RANGE-partitioned table and creates what is due at once. Returns the partitions created. Example: SELECT upkeep.manage_partitions(''public.nav_history'', ''nav_date'', premake => 3);';
+COMMENT ON FUNCTION upkeep.unmanage_partitions(regclass) IS
+  'Forgets the partition policy of a table. Touches no table or partition.';
+COMMENT ON FUNCTION upkeep.create_partitions(regclass, boolean) IS
+  'Creates the partitions that are due (all policies when parent is NULL), one row per action. dry_run => true shows the same actions and SQL without doing them.';
+COMMENT ON FUNCTION upkeep.run_maintenance(boolean) IS
+  'Everything that is due, in the caller''s transaction; one row per action. This is what pg_cron calls.';
+COMMENT ON FUNCTION upkeep.partition_report() IS
+  'The rows of the view upkeep.partitions, without sizes.';
+COMMENT ON FUNCTION upkeep.partition_health_report() IS
+  'The rows of the view upkeep.partition_health, without run history.';

@@ -1,0 +1,55 @@
+//! What a plan asks the executor to do. An action is plain data: the
+//! statements it will run, already quoted, so a dry run can show them and
+//! unit tests can read them.
+
+use crate::sql::QualifiedName;
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionKind {
+    CreatePartition,
+}
+
+impl fmt::Display for ActionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ActionKind::CreatePartition => "create_partition",
+        })
+    }
+}
+
+/// One statement of an action. When `counts` is set, the number of rows the
+/// statement processed is reported in the run log under that label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub sql: String,
+    pub counts: Option<&'static str>,
+}
+
+impl Step {
+    pub fn new(sql: String) -> Self {
+        Step { sql, counts: None }
+    }
+
+    pub fn counting(sql: String, label: &'static str) -> Self {
+        Step { sql, counts: Some(label) }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Action {
+    pub job_id: i64,
+    pub kind: ActionKind,
+    /// The object acted on.
+    pub target: QualifiedName,
+    /// What the action is about, e.g. the partition's range.
+    pub detail: String,
+    pub steps: Vec<Step>,
+}
+
+impl Action {
+    /// The whole action as one SQL script (what a dry run shows).
+    pub fn script(&self) -> String {
+        self.steps.iter().map(|s| format!("{};", s.sql)).collect::<Vec<_>>().join("\n")
+    }
+}

@@ -1,0 +1,48 @@
+//! Jobs and their run log. Every policy is a job (`upkeep.jobs`); every
+//! action the executor takes is one row in `upkeep.job_runs`.
+
+use crate::executor::Outcome;
+use pgrx::prelude::*;
+
+const RECORD_SQL: &str = "INSERT INTO upkeep.job_runs \
+    (job_id, action, target, started_at, duration, status, detail, error, sql) \
+    VALUES ($1, $2, $3, clock_timestamp() - make_interval(secs => $4), make_interval(secs => $4), \
+            $5, nullif($6, ''), $7, nullif($8, ''))";
+
+/// Appends one outcome to `upkeep.job_runs`.
+pub fn record(o: &Outcome) {
+    Spi::run_with_args(
+        RECORD_SQL,
+        &[
+            o.job_id.into(),
+            o.action.as_str().into(),
+            o.target.as_str().into(),
+            o.seconds.into(),
+            o.status.to_string().into(),
+            o.detail.as_str().into(),
+            o.error.clone().into(),
+            o.sql.as_str().into(),
+        ],
+    )
+    .expect("upkeep.job_runs accepts the run record");
+}
+
+/// Everything that is due, in the caller's transaction: what pg_cron calls.
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn run_maintenance(
+    dry_run: default!(bool, false),
+) -> TableIterator<
+    'static,
+    (
+        name!(job_id, i64),
+        name!(action, String),
+        name!(target, String),
+        name!(status, String),
+        name!(detail, Option<String>),
+        name!(error, Option<String>),
+        name!(sql, Option<String>),
+    ),
+> {
+    crate::partitions::action_rows(crate::partitions::maintain(None, dry_run))
+}

@@ -1,0 +1,39 @@
+//! pg_upkeep: partitions, archives, materialized views and index health,
+//! maintained from inside PostgreSQL. See DESIGN.md for the contract.
+//!
+//! Each capability is facts (catalog reads), plan (pure Rust) and act (the
+//! one executor); the SQL functions are thin callers.
+
+use pgrx::prelude::*;
+
+pub mod actions;
+pub mod archive;
+pub mod calendar;
+pub mod errors;
+pub mod executor;
+pub mod jobs;
+pub mod ownership;
+pub mod partitions;
+pub mod regclass;
+pub mod settings;
+pub mod sql;
+
+::pgrx::pg_module_magic!(name, version);
+
+pgrx::extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
+pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    settings::register();
+}
+
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec!["shared_preload_libraries = 'pg_upkeep'"]
+    }
+}

@@ -1,0 +1,37 @@
+//! Who may register a policy: the owner of the table (a member of its owning
+//! role) or a superuser.
+
+use crate::errors::bad_input;
+use crate::regclass::RegClass;
+use pgrx::prelude::*;
+
+/// Returns the table's name as `regclass` prints it, or raises an ERROR with
+/// a HINT when the argument is NULL, the table is gone, or the caller does
+/// not own it.
+pub fn require_owner(table: Option<RegClass>, argument: &str) -> (pg_sys::Oid, String) {
+    let Some(RegClass(oid)) = table else {
+        bad_input(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            format!("{argument} must not be NULL"),
+            format!("Pass the table, e.g. {argument} => 'public.nav_history'."),
+        );
+    };
+    let row = Spi::get_two_with_args::<String, bool>(
+        "SELECT c.oid::regclass::text, pg_has_role(current_user, c.relowner, 'USAGE') \
+           FROM pg_class c WHERE c.oid = $1",
+        &[oid.into()],
+    );
+    match row {
+        Ok((Some(name), Some(true))) => (oid, name),
+        Ok((Some(name), _)) => bad_input(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("must be owner of table {name}"),
+            "Run this as the table's owner (or a member of the owning role), or as a superuser.",
+        ),
+        _ => bad_input(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+            format!("table with OID {} does not exist", oid.to_u32()),
+            "The table was dropped, or the OID is wrong: check the name in \\dt.",
+        ),
+    }
+}

@@ -1,0 +1,355 @@
+//! Partition facts: what the catalogs say about managed parents, read in a
+//! fixed number of queries however many parents there are.
+
+use crate::calendar::{parse_time_zone, Bound, Calendar, ColumnKind, Granularity};
+use crate::sql::QualifiedName;
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A registered partition policy, validated into typed values.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub job_id: i64,
+    pub parent: QualifiedName,
+    pub control: String,
+    pub calendar: Calendar,
+    pub premake: u32,
+    /// `start_at` as UTC microseconds since 1970.
+    pub start_at: Option<i64>,
+}
+
+/// A partition's bounds. `None` stands for MINVALUE (lower) or MAXVALUE (upper).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Range {
+    Default,
+    Bounded { lower: Option<Bound>, upper: Option<Bound> },
+}
+
+#[derive(Debug, Clone)]
+pub struct Partition {
+    pub name: QualifiedName,
+    pub range: Range,
+}
+
+/// One entry of the parent's ACL; `grantee` None is PUBLIC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub grantee: Option<String>,
+    pub privilege: String,
+    pub grantable: bool,
+}
+
+/// Everything the planner needs to know about one managed parent.
+#[derive(Debug, Clone)]
+pub struct ParentFacts {
+    pub policy: Policy,
+    pub partitions: Vec<Partition>,
+    pub default_partition: Option<QualifiedName>,
+    pub owner: String,
+    pub tablespace: Option<String>,
+    /// Insertable columns (not dropped, not generated), in order.
+    pub columns: Vec<String>,
+    pub grants: Vec<Grant>,
+}
+
+/// A policy whose table no longer fits it (dropped, re-created unpartitioned,
+/// column renamed ...). Reported and recorded, never planned.
+#[derive(Debug, Clone)]
+pub struct PolicyProblem {
+    pub job_id: i64,
+    pub target: String,
+    pub message: String,
+    pub hint: String,
+}
+
+/// What one raw policy row says about its parent, before validation.
+#[derive(Debug, Clone, Default)]
+pub struct RawParent {
+    pub job_id: i64,
+    pub oid: i64,
+    pub target: String,
+    pub exists: bool,
+    pub schema: String,
+    pub name: String,
+    pub control: String,
+    pub granularity: String,
+    pub premake: i32,
+    pub time_zone: String,
+    pub start_at: Option<i64>,
+    pub relkind: String,
+    pub strategy: Option<String>,
+    pub key_columns: i32,
+    pub keyed_on_control: bool,
+    pub control_type: Option<String>,
+    pub owner: String,
+    pub tablespace: Option<String>,
+    pub columns: Vec<String>,
+    pub grants: Vec<Grant>,
+}
+
+impl RawParent {
+    /// Checks that the table still fits the policy. The same rules serve
+    /// registration (as an ERROR with a HINT) and maintenance (as a
+    /// recorded problem), so they live in one place.
+    pub fn validate(self) -> Result<ParentFacts, PolicyProblem> {
+        let problem = |message: String, hint: &str| PolicyProblem {
+            job_id: self.job_id,
+            target: self.target.clone(),
+            message,
+            hint: hint.to_string(),
+        };
+        let t = &self.target;
+        if !self.exists {
+            return Err(problem(
+                format!("table {t} of partition policy {} no longer exists", self.job_id),
+                "Remove the policy with upkeep.unmanage_partitions(), or re-create the table.",
+            ));
+        }
+        if self.relkind != "p" {
+            return Err(problem(
+                format!("table {t} is not partitioned"),
+                "Create it with PARTITION BY RANGE (<time column>), then register it.",
+            ));
+        }
+        if self.strategy.as_deref() != Some("r") {
+            let s = match self.strategy.as_deref() {
+                Some("l") => "LIST",
+                Some("h") => "HASH",
+                _ => "an unknown strategy",
+            };
+            return Err(problem(
+                format!("table {t} is partitioned by {s}, not by RANGE"),
+                "pg_upkeep manages time ranges: the table must be PARTITION BY RANGE on one date, timestamp or timestamptz column.",
+            ));
+        }
+        let c = &self.control;
+        let Some(column_type) = &self.control_type else {
+            return Err(problem(
+                format!("column \"{c}\" does not exist in table {t}"),
+                "Name the column the table is partitioned by, e.g. upkeep.manage_partitions('public.nav_history', 'nav_date').",
+            ));
+        };
+        let Some(kind) = ColumnKind::from_sql_type(column_type) else {
+            return Err(problem(
+                format!("column \"{c}\" of table {t} has type {column_type}"),
+                "The control column must be of type date, timestamp or timestamptz.",
+            ));
+        };
+        if self.key_columns != 1 || !self.keyed_on_control {
+            return Err(problem(
+                format!("table {t} is not partitioned by exactly the column \"{c}\""),
+                "The partition key must be that one column, with no expression: PARTITION BY RANGE (<column>).",
+            ));
+        }
+        let Ok(granularity) = self.granularity.parse::<Granularity>() else {
+            return Err(problem(
+                format!("unknown granularity \"{}\" for table {t}", self.granularity),
+                "Use 'month' or 'year' (also 'day', 'week' or 'quarter').",
+            ));
+        };
+        let Some(tz) = parse_time_zone(&self.time_zone) else {
+            return Err(problem(
+                format!("unknown time zone \"{}\" for table {t}", self.time_zone),
+                "Use an IANA zone name such as 'UTC' or 'Europe/Paris' (see pg_timezone_names).",
+            ));
+        };
+        if self.premake < 0 {
+            return Err(problem(
+                format!("premake {} for table {t} is negative", self.premake),
+                "premake counts future partitions to keep ready: 0 or more.",
+            ));
+        }
+        Ok(ParentFacts {
+            policy: Policy {
+                job_id: self.job_id,
+                parent: QualifiedName::new(self.schema, self.name),
+                control: self.control,
+                calendar: Calendar::new(granularity, kind, tz),
+                premake: self.premake as u32,
+                start_at: self.start_at,
+            },
+            partitions: vec![],
+            default_partition: None,
+            owner: self.owner,
+            tablespace: self.tablespace,
+            columns: self.columns,
+            grants: self.grants,
+        })
+    }
+}
+
+/// The policies (all, or the one for `parent`) and what their tables look like.
+const POLICIES_SQL: &str = r#"
+SELECT p.job_id,
+       p.parent::oid::int8 AS oid,
+       p.parent::text AS target,
+       c.oid IS NOT NULL AS exists,
+       n.nspname::text AS schema,
+       c.relname::text AS name,
+       p.control, p.granularity, p.premake, p.time_zone,
+       (extract(epoch FROM p.start_at) * 1000000)::int8 AS start_at,
+       c.relkind::text AS relkind,
+       pt.partstrat::text AS strategy,
+       coalesce(pt.partnatts, 0)::int4 AS key_columns,
+       coalesce(pt.partattrs[0] = a.attnum, false) AS keyed_on_control,
+       format_type(a.atttypid, a.atttypmod) AS control_type,
+       pg_get_userbyid(c.relowner)::text AS owner,
+       ts.spcname::text AS tablespace,
+       ARRAY(SELECT x.attname::text FROM pg_attribute x
+              WHERE x.attrelid = c.oid AND x.attnum > 0 AND NOT x.attisdropped AND x.attgenerated = ''
+              ORDER BY x.attnum) AS columns,
+       acl.grantees, acl.privileges, acl.grantable
+  FROM upkeep.partition_policies p
+  LEFT JOIN pg_class c ON c.oid = p.parent
+  LEFT JOIN pg_namespace n ON n.oid = c.relnamespace
+  LEFT JOIN pg_partitioned_table pt ON pt.partrelid = c.oid
+  LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = p.control AND NOT a.attisdropped
+  LEFT JOIN pg_tablespace ts ON ts.oid = c.reltablespace
+  LEFT JOIN LATERAL (
+       SELECT array_agg(CASE WHEN g.grantee = 0 THEN '' ELSE pg_get_userbyid(g.grantee)::text END) AS grantees,
+              array_agg(g.privilege_type::text) AS privileges,
+              array_agg(g.is_grantable) AS grantable
+         FROM aclexplode(c.relacl) g) acl ON true
+ WHERE p.enabled AND ($1::oid IS NULL OR p.parent::oid = $1)
+ ORDER BY p.job_id"#;
+
+/// Every partition of the given parents, bounds in the calendar's domain.
+const PARTITIONS_SQL: &str = r#"
+SELECT i.inhparent::int8 AS parent,
+       kn.nspname::text AS schema,
+       k.relname::text AS name,
+       r.m IS NULL AS is_default,
+       upkeep.bound_micros(r.m[1], pt.is_tz) AS lower,
+       upkeep.bound_micros(r.m[2], pt.is_tz) AS upper
+  FROM pg_inherits i
+  JOIN pg_class k ON k.oid = i.inhrelid
+  JOIN pg_namespace kn ON kn.oid = k.relnamespace
+  JOIN LATERAL (SELECT a.atttypid = 'timestamptz'::regtype AS is_tz
+                  FROM pg_partitioned_table t
+                  JOIN pg_attribute a ON a.attrelid = t.partrelid AND a.attnum = t.partattrs[0]
+                 WHERE t.partrelid = i.inhparent) pt ON true
+  CROSS JOIN LATERAL (SELECT regexp_match(pg_get_expr(k.relpartbound, k.oid),
+                             '^FOR VALUES FROM \((.*)\) TO \((.*)\)$') AS m) r
+ WHERE i.inhparent = ANY($1)
+ ORDER BY i.inhparent, lower NULLS FIRST"#;
+
+fn spi_err(e: pgrx::spi::SpiError) -> String {
+    e.to_string()
+}
+
+/// Reads the raw policy rows: one query whatever the number of policies.
+pub fn read_raw(client: &SpiClient<'_>, parent: Option<pg_sys::Oid>) -> Result<Vec<RawParent>, String> {
+    let rows = client.select(POLICIES_SQL, None, &[parent.into()]).map_err(spi_err)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let text = |c: &str| row.get_by_name::<String, _>(c).map_err(spi_err);
+        let grantees: Vec<String> = row.get_by_name::<Vec<String>, _>("grantees").map_err(spi_err)?.unwrap_or_default();
+        let privileges: Vec<String> = row.get_by_name::<Vec<String>, _>("privileges").map_err(spi_err)?.unwrap_or_default();
+        let grantable: Vec<bool> = row.get_by_name::<Vec<bool>, _>("grantable").map_err(spi_err)?.unwrap_or_default();
+        let grants = grantees
+            .into_iter()
+            .zip(privileges)
+            .zip(grantable)
+            .map(|((g, privilege), grantable)| Grant {
+                grantee: if g.is_empty() { None } else { Some(g) },
+                privilege,
+                grantable,
+            })
+            .collect();
+        out.push(RawParent {
+            job_id: row.get_by_name::<i64, _>("job_id").map_err(spi_err)?.unwrap_or_default(),
+            oid: row.get_by_name::<i64, _>("oid").map_err(spi_err)?.unwrap_or_default(),
+            target: text("target")?.unwrap_or_default(),
+            exists: row.get_by_name::<bool, _>("exists").map_err(spi_err)?.unwrap_or(false),
+            schema: text("schema")?.unwrap_or_default(),
+            name: text("name")?.unwrap_or_default(),
+            control: text("control")?.unwrap_or_default(),
+            granularity: text("granularity")?.unwrap_or_default(),
+            premake: row.get_by_name::<i32, _>("premake").map_err(spi_err)?.unwrap_or(0),
+            time_zone: text("time_zone")?.unwrap_or_default(),
+            start_at: row.get_by_name::<i64, _>("start_at").map_err(spi_err)?,
+            relkind: text("relkind")?.unwrap_or_default(),
+            strategy: text("strategy")?,
+            key_columns: row.get_by_name::<i32, _>("key_columns").map_err(spi_err)?.unwrap_or(0),
+            keyed_on_control: row.get_by_name::<bool, _>("keyed_on_control").map_err(spi_err)?.unwrap_or(false),
+            control_type: text("control_type")?,
+            owner: text("owner")?.unwrap_or_default(),
+            tablespace: text("tablespace")?,
+            columns: row.get_by_name::<Vec<String>, _>("columns").map_err(spi_err)?.unwrap_or_default(),
+            grants,
+        });
+    }
+    Ok(out)
+}
+
+/// Facts for every enabled policy (or the one on `parent`): two catalog
+/// queries in all. Policies whose tables no longer fit come back as problems.
+pub fn load(
+    client: &SpiClient<'_>,
+    parent: Option<pg_sys::Oid>,
+) -> Result<(Vec<ParentFacts>, Vec<PolicyProblem>), String> {
+    let mut parents = Vec::new();
+    let mut problems = Vec::new();
+    let mut by_oid: BTreeMap<i64, usize> = BTreeMap::new();
+    for raw in read_raw(client, parent)? {
+        let oid = raw.oid;
+        match raw.validate() {
+            Ok(f) => {
+                by_oid.insert(oid, parents.len());
+                parents.push(f);
+            }
+            Err(p) => problems.push(p),
+        }
+    }
+    if parents.is_empty() {
+        return Ok((parents, problems));
+    }
+    let oids: Vec<pg_sys::Oid> = by_oid.keys().map(|&o| pg_sys::Oid::from(o as u32)).collect();
+    let rows = client.select(PARTITIONS_SQL, None, &[oids.into()]).map_err(spi_err)?;
+    for row in rows {
+        let parent = row.get_by_name::<i64, _>("parent").map_err(spi_err)?.unwrap_or_default();
+        let Some(&i) = by_oid.get(&parent) else { continue };
+        let name = QualifiedName::new(
+            row.get_by_name::<String, _>("schema").map_err(spi_err)?.unwrap_or_default(),
+            row.get_by_name::<String, _>("name").map_err(spi_err)?.unwrap_or_default(),
+        );
+        let is_default = row.get_by_name::<bool, _>("is_default").map_err(spi_err)?.unwrap_or(false);
+        let f = &mut parents[i];
+        if is_default {
+            f.default_partition = Some(name.clone());
+            f.partitions.push(Partition { name, range: Range::Default });
+        } else {
+            let lower = row.get_by_name::<i64, _>("lower").map_err(spi_err)?;
+            let upper = row.get_by_name::<i64, _>("upper").map_err(spi_err)?;
+            f.partitions.push(Partition { name, range: Range::Bounded { lower, upper } });
+        }
+    }
+    Ok((parents, problems))
+}
+
+/// Which of the given names are taken in their schemas (by any relation).
+pub fn taken_names(
+    client: &SpiClient<'_>,
+    wanted: &[QualifiedName],
+) -> Result<BTreeSet<QualifiedName>, String> {
+    let schemas: Vec<String> = wanted.iter().map(|q| q.schema.clone()).collect();
+    let names: Vec<String> = wanted.iter().map(|q| q.name.clone()).collect();
+    let rows = client
+        .select(
+            "SELECT w.s, w.n FROM unnest($1::text[], $2::text[]) w(s, n) \
+               JOIN pg_namespace ns ON ns.nspname = w.s \
+               JOIN pg_class c ON c.relnamespace = ns.oid AND c.relname = w.n",
+            None,
+            &[schemas.into(), names.into()],
+        )
+        .map_err(spi_err)?;
+    let mut out = BTreeSet::new();
+    for row in rows {
+        out.insert(QualifiedName::new(
+            row.get::<String>(1).map_err(spi_err)?.unwrap_or_default(),
+            row.get::<String>(2).map_err(spi_err)?.unwrap_or_default(),
+        ));
+    }
+    Ok(out)
+}

@@ -1,0 +1,371 @@
+//! Partition management: the SQL surface. Thin callers of facts, plan and
+//! the executor.
+
+pub mod facts;
+pub mod health;
+pub mod plan;
+
+use crate::archive::ArchiveMode;
+use crate::calendar::parse_time_zone;
+use crate::errors::{bad_input, invalid};
+use crate::executor::{self, Outcome, Status};
+use crate::ownership::require_owner;
+use crate::regclass::RegClass;
+use crate::sql::QualifiedName;
+use facts::ParentFacts;
+use pgrx::datum::{Interval, TimestampWithTimeZone};
+use pgrx::prelude::*;
+use std::collections::BTreeSet;
+
+/// The transaction's `now()` as UTC microseconds since 1970.
+pub fn now_micros() -> i64 {
+    Spi::get_one::<i64>("SELECT (extract(epoch FROM now()) * 1000000)::int8")
+        .ok()
+        .flatten()
+        .expect("now() is known")
+}
+
+fn load(parent: Option<pg_sys::Oid>) -> (Vec<ParentFacts>, Vec<facts::PolicyProblem>) {
+    Spi::connect(|client| facts::load(client, parent))
+        .unwrap_or_else(|e| error!("pg_upkeep could not read the partition catalogs: {e}"))
+}
+
+/// Plans every parent, giving each new partition a name no relation in its
+/// schema has. Names are checked only when something is due, so a run with
+/// nothing to do costs the two fact queries and nothing else.
+fn plan_all(parents: &[ParentFacts], now: i64) -> Vec<crate::actions::Action> {
+    let mut taken: BTreeSet<QualifiedName> = BTreeSet::new();
+    loop {
+        let actions: Vec<_> = parents
+            .iter()
+            .flat_map(|f| {
+                let in_schema = taken
+                    .iter()
+                    .filter(|q| q.schema == f.policy.parent.schema)
+                    .map(|q| q.name.clone())
+                    .collect();
+                plan::plan(f, now, &in_schema)
+            })
+            .collect();
+        let wanted: Vec<QualifiedName> = actions.iter().map(|a| a.target.clone()).collect();
+        if wanted.is_empty() {
+            return actions;
+        }
+        let found = Spi::connect(|client| facts::taken_names(client, &wanted))
+            .unwrap_or_else(|e| error!("pg_upkeep could not check relation names: {e}"));
+        if found.is_subset(&taken) {
+            return actions;
+        }
+        taken.extend(found);
+    }
+}
+
+/// Creates what is due for every enabled policy, or for one parent.
+pub fn maintain(parent: Option<pg_sys::Oid>, dry_run: bool) -> Vec<Outcome> {
+    let now = now_micros();
+    let (parents, problems) = load(parent);
+    let mut outcomes: Vec<Outcome> = problems
+        .into_iter()
+        .map(|p| executor::report_problem(p.job_id, "check_policy", &p.target, format!("{} (HINT: {})", p.message, p.hint), dry_run))
+        .collect();
+    outcomes.extend(executor::execute(plan_all(&parents, now), dry_run));
+    outcomes
+}
+
+/// One row per action, as returned by `create_partitions` and
+/// `run_maintenance` (pgrx needs the column names spelled out in each
+/// signature, so this alias only serves the helper below).
+pub type ActionRows = TableIterator<'static, (i64, String, String, String, Option<String>, Option<String>, Option<String>)>;
+
+/// Rows for functions that return one row per action.
+pub fn action_rows(outcomes: Vec<Outcome>) -> ActionRows {
+    TableIterator::new(outcomes.into_iter().map(|o| {
+        let opt = |s: String| if s.is_empty() { None } else { Some(s) };
+        (o.job_id, o.action, o.target, o.status.to_string(), opt(o.detail), o.error, opt(o.sql))
+    }))
+}
+
+fn managed_job(oid: pg_sys::Oid) -> Option<i64> {
+    Spi::get_one_with_args::<i64>(
+        "SELECT job_id FROM upkeep.partition_policies WHERE parent::oid = $1",
+        &[oid.into()],
+    )
+    .ok()
+    .flatten()
+}
+
+/// Checks the arguments that need no catalog, before anything is written.
+fn check_policy_arguments(
+    target: &str,
+    control: Option<&str>,
+    granularity: &str,
+    premake: i32,
+    retention: Option<&Interval>,
+    archive: &str,
+    time_zone: &str,
+) {
+    if control.is_none_or(|c| c.is_empty()) {
+        bad_input(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            format!("control column for table {target} must be given"),
+            "Name the date, timestamp or timestamptz column the table is partitioned by.",
+        );
+    }
+    if granularity.parse::<crate::calendar::Granularity>().is_err() {
+        invalid(
+            format!("unknown granularity \"{granularity}\" for table {target}"),
+            "Use 'month' or 'year' (also 'day', 'week' or 'quarter').",
+        );
+    }
+    if parse_time_zone(time_zone).is_none() {
+        invalid(
+            format!("unknown time zone \"{time_zone}\" for table {target}"),
+            "Use an IANA zone name such as 'UTC' or 'Europe/Paris' (see pg_timezone_names).",
+        );
+    }
+    if premake < 0 || premake > plan::MAX_PERIODS as i32 {
+        invalid(
+            format!("premake {premake} for table {target} is out of range"),
+            format!("premake counts future partitions to keep ready: 0 to {}.", plan::MAX_PERIODS),
+        );
+    }
+    if let Some(r) = retention {
+        let positive = Spi::get_one_with_args::<bool>("SELECT $1 > interval '0'", &[r.clone().into()])
+            .ok()
+            .flatten()
+            .unwrap_or(false);
+        if !positive {
+            invalid(
+                format!("retention {r} for table {target} is not a positive interval"),
+                "Give how long partitions stay live, e.g. retention => '24 months', or NULL to keep them forever.",
+            );
+        }
+    }
+    if archive.parse::<ArchiveMode>().is_err() {
+        invalid(
+            format!("unknown archive mode \"{archive}\" for table {target}"),
+            "Use 'archive_table', 'detach', 'drop', 'schema:<name>' or 'tablespace:<name>'.",
+        );
+    }
+}
+
+const UPSERT_SQL: &str = "INSERT INTO upkeep.partition_policies AS p \
+       (parent, control, granularity, premake, retention, archive, time_zone, start_at) \
+     VALUES ($1::oid::regclass, $2, lower($3), $4, $5, $6, $7, $8) \
+     ON CONFLICT (parent) DO UPDATE SET control = EXCLUDED.control, granularity = EXCLUDED.granularity, \
+       premake = EXCLUDED.premake, retention = EXCLUDED.retention, archive = EXCLUDED.archive, \
+       time_zone = EXCLUDED.time_zone, start_at = EXCLUDED.start_at, updated_at = now()";
+
+/// Registers (or updates) the partition policy of `parent` and creates what
+/// is due at once. Returns the partitions it created.
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+#[allow(clippy::too_many_arguments)]
+fn manage_partitions(
+    parent: Option<RegClass>,
+    control: Option<&str>,
+    granularity: default!(Option<&str>, "'month'"),
+    premake: default!(Option<i32>, 3),
+    retention: default!(Option<Interval>, "NULL"),
+    archive: default!(Option<&str>, "'archive_table'"),
+    time_zone: default!(Option<&str>, "'UTC'"),
+    start_at: default!(Option<TimestampWithTimeZone>, "NULL"),
+) -> SetOfIterator<'static, String> {
+    let (oid, target) = require_owner(parent, "parent");
+    let granularity = granularity.unwrap_or("month");
+    let premake = premake.unwrap_or(3);
+    let archive = archive.unwrap_or("archive_table");
+    let time_zone = time_zone.unwrap_or("UTC");
+    check_policy_arguments(&target, control, granularity, premake, retention.as_ref(), archive, time_zone);
+
+    Spi::run_with_args(
+        UPSERT_SQL,
+        &[
+            oid.into(),
+            control.into(),
+            granularity.into(),
+            premake.into(),
+            retention.into(),
+            archive.into(),
+            time_zone.into(),
+            start_at.into(),
+        ],
+    )
+    .unwrap_or_else(|e| error!("could not register the partition policy of {target}: {e}"));
+
+    // The catalog checks are the ones maintenance applies later; here a
+    // failure is an ERROR, which also undoes the registration above.
+    let (_, problems) = load(Some(oid));
+    if let Some(p) = problems.into_iter().next() {
+        bad_input(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, p.message, p.hint);
+    }
+    let created = maintain(Some(oid), false)
+        .into_iter()
+        .filter_map(|o| match o.status {
+            Status::Ok => Some(o.target),
+            _ => {
+                warning!(
+                    "pg_upkeep could not create {}: {} (recorded in upkeep.job_runs; retried on the next run)",
+                    o.target,
+                    o.error.unwrap_or_default()
+                );
+                None
+            }
+        })
+        .collect::<Vec<_>>();
+    SetOfIterator::new(created)
+}
+
+/// Forgets the partition policy of `parent`. Touches no table.
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn unmanage_partitions(parent: Option<RegClass>) {
+    let (oid, target) = require_owner(parent, "parent");
+    let removed = Spi::get_one_with_args::<i64>(
+        "DELETE FROM upkeep.partition_policies WHERE parent::oid = $1 RETURNING job_id",
+        &[oid.into()],
+    )
+    .ok()
+    .flatten();
+    if removed.is_none() {
+        invalid(
+            format!("table {target} has no partition policy"),
+            "See SELECT * FROM upkeep.jobs WHERE kind = 'partitions'; for the managed tables.",
+        );
+    }
+}
+
+/// Creates the partitions that are due (all policies when `parent` is NULL).
+/// One row per action; with `dry_run` the rows show what would be done.
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn create_partitions(
+    parent: default!(Option<RegClass>, "NULL"),
+    dry_run: default!(bool, false),
+) -> TableIterator<
+    'static,
+    (
+        name!(job_id, i64),
+        name!(action, String),
+        name!(target, String),
+        name!(status, String),
+        name!(detail, Option<String>),
+        name!(error, Option<String>),
+        name!(sql, Option<String>),
+    ),
+> {
+    let oid = parent.map(|p| {
+        let (oid, target) = require_owner(Some(p), "parent");
+        if managed_job(oid).is_none() {
+            invalid(
+                format!("table {target} has no partition policy"),
+                format!("Register it first: SELECT upkeep.manage_partitions('{target}', '<column>');"),
+            );
+        }
+        oid
+    });
+    action_rows(maintain(oid, dry_run))
+}
+
+/// Every partition of every managed parent (the rows of `upkeep.partitions`).
+#[pg_extern(stable)]
+#[search_path(pg_catalog, pg_temp)]
+fn partition_report() -> TableIterator<
+    'static,
+    (
+        name!(job_id, i64),
+        name!(parent, String),
+        name!(partition, String),
+        name!(lower_bound, Option<String>),
+        name!(upper_bound, Option<String>),
+        name!(state, String),
+    ),
+> {
+    let now = now_micros();
+    let (parents, _) = load(None);
+    let rows: Vec<_> = parents
+        .iter()
+        .flat_map(|f| {
+            let cal = f.policy.calendar;
+            let current = cal.bound_of(cal.period_start(cal.civil_date_of_instant(now)));
+            let next = cal.bound_of(cal.next_start(cal.period_start(cal.civil_date_of_instant(now))));
+            f.partitions.iter().map(move |p| {
+                let (lower, upper, state) = match p.range {
+                    facts::Range::Default => (None, None, "default"),
+                    facts::Range::Bounded { lower, upper } => {
+                        let state = match (lower, upper) {
+                            (_, Some(u)) if u <= current => "past",
+                            (Some(l), _) if l >= next => "future",
+                            _ => "current",
+                        };
+                        (
+                            Some(lower.map_or("MINVALUE".to_string(), |b| cal.display(b))),
+                            Some(upper.map_or("MAXVALUE".to_string(), |b| cal.display(b))),
+                            state,
+                        )
+                    }
+                };
+                (f.policy.job_id, f.policy.parent.quoted(), p.name.quoted(), lower, upper, state.to_string())
+            })
+        })
+        .collect();
+    TableIterator::new(rows)
+}
+
+/// Per managed parent: coverage, holes, rows in DEFAULT, status and a hint
+/// (the rows of `upkeep.partition_health`).
+#[pg_extern(stable)]
+#[search_path(pg_catalog, pg_temp)]
+fn partition_health_report() -> TableIterator<
+    'static,
+    (
+        name!(job_id, i64),
+        name!(parent, String),
+        name!(granularity, String),
+        name!(premake, i32),
+        name!(partitions, i32),
+        name!(covered_until, Option<String>),
+        name!(future_partitions, i32),
+        name!(gaps, i32),
+        name!(due, i32),
+        name!(default_partition, Option<String>),
+        name!(rows_in_default, Option<i64>),
+        name!(status, String),
+        name!(hint, Option<String>),
+    ),
+> {
+    let now = now_micros();
+    let (parents, problems) = load(None);
+    let mut rows: Vec<_> = parents
+        .iter()
+        .map(|f| {
+            let rows_in_default = f.default_partition.as_ref().map(|d| {
+                Spi::get_one::<i64>(&format!("SELECT count(*) FROM ONLY {}", d.quoted()))
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0)
+            });
+            let h = health::assess(f, now, rows_in_default.unwrap_or(0));
+            let cal = f.policy.calendar;
+            (
+                f.policy.job_id,
+                f.policy.parent.quoted(),
+                cal.granularity.to_string(),
+                f.policy.premake as i32,
+                f.partitions.iter().filter(|p| p.range != facts::Range::Default).count() as i32,
+                h.covered_until.map(|b| cal.display(b)),
+                h.future_partitions as i32,
+                h.gaps as i32,
+                h.due as i32,
+                f.default_partition.as_ref().map(QualifiedName::quoted),
+                rows_in_default,
+                h.status.to_string(),
+                h.hint,
+            )
+        })
+        .collect();
+    rows.extend(problems.into_iter().map(|p| {
+        (p.job_id, p.target, String::new(), 0, 0, None, 0, 0, 0, None, None, "error".to_string(), Some(format!("{} {}", p.message, p.hint)))
+    }));
+    TableIterator::new(rows)
+}

@@ -1,0 +1,464 @@
+//! Partition planning: policies plus facts plus "now" in, actions out.
+//! Pure Rust: no SPI here, so every rule is unit-tested without a database.
+
+use super::facts::{Grant, ParentFacts, Range};
+use crate::actions::{Action, ActionKind, Step};
+use crate::calendar::{Bound, Calendar};
+use crate::sql::{ident, QualifiedName};
+use chrono::NaiveDate;
+use std::collections::BTreeSet;
+
+/// PostgreSQL's identifier limit (NAMEDATALEN - 1), in bytes.
+pub const MAX_NAME_BYTES: usize = 63;
+
+/// Upper limit of periods one policy may span, so that a typo such as a
+/// daily policy starting in year 1 cannot plan a million tables.
+pub const MAX_PERIODS: usize = 5_000;
+
+/// Name of the temporary constraint that proves a new partition's bounds,
+/// so that ATTACH does not scan it.
+const BOUNDS_CHECK: &str = "pg_upkeep_bounds";
+
+/// The periods a policy wants covered at `now`: from `start_at` (or the
+/// oldest existing partition, or the current period) through the current
+/// period plus `premake` more. Returns period starts, oldest first.
+pub fn wanted_periods(facts: &ParentFacts, now_utc: i64) -> Vec<NaiveDate> {
+    let p = &facts.policy;
+    let cal = &p.calendar;
+    let current = cal.period_start(cal.civil_date_of_instant(now_utc));
+    let oldest_existing = facts
+        .partitions
+        .iter()
+        .filter_map(|part| match part.range {
+            Range::Bounded { lower: Some(l), .. } => Some(cal.period_of(l)),
+            _ => None,
+        })
+        .min();
+    let first = match p.start_at {
+        Some(s) => cal.period_start(cal.civil_date_of_instant(s)),
+        None => oldest_existing.unwrap_or(current),
+    }
+    .min(current);
+
+    let mut periods = Vec::new();
+    let mut d = first;
+    let mut future = 0;
+    while periods.len() < MAX_PERIODS {
+        periods.push(d);
+        if d >= current {
+            if future == p.premake {
+                break;
+            }
+            future += 1;
+        }
+        d = cal.next_start(d);
+    }
+    periods
+}
+
+/// Parts of `[lo, hi)` that no existing partition covers, in order.
+pub fn free_pieces(lo: Bound, hi: Bound, ranges: &[(Bound, Bound)]) -> Vec<(Bound, Bound)> {
+    let mut pieces = Vec::new();
+    let mut at = lo;
+    for &(l, u) in ranges {
+        if u <= at || l >= hi {
+            continue;
+        }
+        if l > at {
+            pieces.push((at, l.min(hi)));
+        }
+        at = at.max(u);
+        if at >= hi {
+            break;
+        }
+    }
+    if at < hi {
+        pieces.push((at, hi));
+    }
+    pieces
+}
+
+/// Existing bounded ranges, sorted, with MINVALUE/MAXVALUE as the extremes.
+fn existing_ranges(facts: &ParentFacts) -> Vec<(Bound, Bound)> {
+    let mut r: Vec<(Bound, Bound)> = facts
+        .partitions
+        .iter()
+        .filter_map(|p| match p.range {
+            Range::Bounded { lower, upper } => {
+                Some((lower.unwrap_or(Bound::MIN), upper.unwrap_or(Bound::MAX)))
+            }
+            Range::Default => None,
+        })
+        .collect();
+    r.sort();
+    r
+}
+
+/// The missing ranges a policy should create at `now`: each with the period
+/// it belongs to. Existing partitions are recognised by bounds, never names.
+pub fn missing_ranges(facts: &ParentFacts, now_utc: i64) -> Vec<(NaiveDate, Bound, Bound)> {
+    let cal = &facts.policy.calendar;
+    let existing = existing_ranges(facts);
+    wanted_periods(facts, now_utc)
+        .into_iter()
+        .flat_map(|d| {
+            let (lo, hi) = (cal.bound_of(d), cal.bound_of(cal.next_start(d)));
+            free_pieces(lo, hi, &existing).into_iter().map(move |(l, u)| (d, l, u))
+        })
+        .collect()
+}
+
+/// A stable 32-bit FNV-1a hash, for shortened names.
+fn fnv1a(s: &str) -> u32 {
+    s.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193))
+}
+
+/// `<parent>_<suffix>`, shortened to 63 bytes when needed: the parent part is
+/// cut on a character boundary and followed by a hash of the full parent
+/// name, so two long parents that share a prefix still get distinct names.
+pub fn shortened_name(parent: &str, suffix: &str) -> String {
+    let full = format!("{parent}_{suffix}");
+    if full.len() <= MAX_NAME_BYTES {
+        return full;
+    }
+    let tail = format!("_{:08x}_{suffix}", fnv1a(parent));
+    let mut cut = MAX_NAME_BYTES.saturating_sub(tail.len());
+    while !parent.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{tail}", &parent[..cut])
+}
+
+/// The name for a new partition: `<parent>_p<label>`, or with `_2`, `_3`, ...
+/// when that name is taken in the schema (by any relation, or by an earlier
+/// partition of the same plan).
+pub fn partition_name(parent: &str, label: &str, taken: &BTreeSet<String>) -> String {
+    (1..)
+        .map(|n| match n {
+            1 => shortened_name(parent, &format!("p{label}")),
+            n => shortened_name(parent, &format!("p{label}_{n}")),
+        })
+        .find(|name| !taken.contains(name))
+        .expect("an unused name exists")
+}
+
+fn grant_sql(grant: &Grant, table: &QualifiedName) -> String {
+    let grantee = match &grant.grantee {
+        Some(role) => ident(role),
+        None => "PUBLIC".to_string(),
+    };
+    let option = if grant.grantable { " WITH GRANT OPTION" } else { "" };
+    format!("GRANT {} ON TABLE {} TO {grantee}{option}", grant.privilege, table.quoted())
+}
+
+/// The statements that create one partition without blocking readers and
+/// writers of the parent: build a stand-alone table shaped like the parent,
+/// prove its bounds with a CHECK constraint, move any matching rows out of
+/// the DEFAULT partition, attach (SHARE UPDATE EXCLUSIVE on the parent,
+/// not ACCESS EXCLUSIVE), then hand it to the parent's owner with the
+/// parent's privileges.
+pub fn create_partition_steps(
+    facts: &ParentFacts,
+    partition: &QualifiedName,
+    lower: Bound,
+    upper: Bound,
+) -> Vec<Step> {
+    let p = &facts.policy;
+    let cal: &Calendar = &p.calendar;
+    let parent = p.parent.quoted();
+    let part = partition.quoted();
+    let col = ident(&p.control);
+    let (lo, hi) = (cal.literal(lower), cal.literal(upper));
+    let in_range = format!("{col} >= {lo} AND {col} < {hi}");
+
+    let mut steps = vec![Step::new(format!("LOCK TABLE ONLY {parent} IN SHARE UPDATE EXCLUSIVE MODE"))];
+    if let Some(def) = &facts.default_partition {
+        steps.push(Step::new(format!("LOCK TABLE ONLY {} IN ACCESS EXCLUSIVE MODE", def.quoted())));
+    }
+    let tablespace = match &facts.tablespace {
+        Some(ts) => format!(" TABLESPACE {}", ident(ts)),
+        None => String::new(),
+    };
+    steps.push(Step::new(format!(
+        "CREATE TABLE {part} (LIKE {parent} INCLUDING ALL EXCLUDING INDEXES EXCLUDING IDENTITY){tablespace}"
+    )));
+    steps.push(Step::new(format!(
+        "ALTER TABLE {part} ADD CONSTRAINT {} CHECK ({col} IS NOT NULL AND {in_range})",
+        ident(BOUNDS_CHECK)
+    )));
+    if let Some(def) = &facts.default_partition {
+        let cols = facts.columns.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+        steps.push(Step::counting(
+            format!(
+                "WITH moved AS (DELETE FROM ONLY {} WHERE {in_range} RETURNING {cols}) \
+                 INSERT INTO {part} ({cols}) SELECT {cols} FROM moved",
+                def.quoted()
+            ),
+            "rows moved from the default partition",
+        ));
+    }
+    steps.push(Step::new(format!(
+        "ALTER TABLE {parent} ATTACH PARTITION {part} FOR VALUES FROM ({lo}) TO ({hi})"
+    )));
+    steps.push(Step::new(format!("ALTER TABLE {part} DROP CONSTRAINT {}", ident(BOUNDS_CHECK))));
+    steps.push(Step::new(format!("ALTER TABLE {part} OWNER TO {}", ident(&facts.owner))));
+    steps.extend(
+        facts
+            .grants
+            .iter()
+            .filter(|g| g.grantee.as_deref() != Some(facts.owner.as_str()))
+            .map(|g| Step::new(grant_sql(g, partition))),
+    );
+    steps
+}
+
+/// Everything due for one managed parent at `now`, given the relation names
+/// already taken in its schema.
+pub fn plan(facts: &ParentFacts, now_utc: i64, taken: &BTreeSet<String>) -> Vec<Action> {
+    let p = &facts.policy;
+    let cal = &p.calendar;
+    let mut used = taken.clone();
+    missing_ranges(facts, now_utc)
+        .into_iter()
+        .map(|(period, lower, upper)| {
+            let name = partition_name(&p.parent.name, &cal.label(period), &used);
+            used.insert(name.clone());
+            let partition = QualifiedName::new(p.parent.schema.clone(), name);
+            Action {
+                job_id: p.job_id,
+                kind: ActionKind::CreatePartition,
+                detail: format!("FOR VALUES FROM ({}) TO ({})", cal.display(lower), cal.display(upper)),
+                steps: create_partition_steps(facts, &partition, lower, upper),
+                target: partition,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calendar::{parse_time_zone, ColumnKind, Granularity};
+    use crate::partitions::facts::{Partition, Policy};
+
+    fn ymd(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).unwrap()
+    }
+
+    fn cal(g: Granularity, k: ColumnKind) -> Calendar {
+        Calendar::new(g, k, parse_time_zone("UTC").unwrap())
+    }
+
+    fn facts(c: Calendar, premake: u32) -> ParentFacts {
+        ParentFacts {
+            policy: Policy {
+                job_id: 7,
+                parent: QualifiedName::new("public", "nav_history"),
+                control: "nav_date".into(),
+                calendar: c,
+                premake,
+                start_at: None,
+            },
+            partitions: vec![],
+            default_partition: None,
+            owner: "app".into(),
+            tablespace: None,
+            columns: vec!["fund_id".into(), "nav_date".into(), "nav".into()],
+            grants: vec![],
+        }
+    }
+
+    fn with_part(mut f: ParentFacts, name: &str, lo: NaiveDate, hi: NaiveDate) -> ParentFacts {
+        let c = f.policy.calendar;
+        f.partitions.push(Partition {
+            name: QualifiedName::new("public", name),
+            range: Range::Bounded { lower: Some(c.bound_of(lo)), upper: Some(c.bound_of(hi)) },
+        });
+        f
+    }
+
+    fn now(d: NaiveDate) -> i64 {
+        cal(Granularity::Day, ColumnKind::Timestamptz).bound_of(d) + 3_600_000_000 * 12
+    }
+
+    fn targets(actions: &[Action]) -> Vec<String> {
+        actions.iter().map(|a| a.target.to_string()).collect()
+    }
+
+    #[test]
+    fn fresh_parent_gets_current_plus_premake() {
+        let f = facts(cal(Granularity::Month, ColumnKind::Date), 3);
+        let a = plan(&f, now(ymd(2026, 11, 23)), &BTreeSet::new());
+        assert_eq!(
+            targets(&a),
+            [
+                "public.nav_history_p2026_11",
+                "public.nav_history_p2026_12",
+                "public.nav_history_p2027_01",
+                "public.nav_history_p2027_02"
+            ]
+        );
+        assert_eq!(a[1].detail, "FOR VALUES FROM (2026-12-01) TO (2027-01-01)");
+        assert!(a.iter().all(|x| x.job_id == 7 && x.kind == ActionKind::CreatePartition));
+    }
+
+    #[test]
+    fn yearly_names_and_premake_zero() {
+        let f = facts(cal(Granularity::Year, ColumnKind::Timestamptz), 0);
+        let a = plan(&f, now(ymd(2026, 11, 23)), &BTreeSet::new());
+        assert_eq!(targets(&a), ["public.nav_history_p2026"]);
+    }
+
+    #[test]
+    fn second_run_plans_nothing() {
+        let f = facts(cal(Granularity::Month, ColumnKind::Date), 2);
+        let t = now(ymd(2026, 11, 23));
+        let mut done = f.clone();
+        for (_, lo, hi) in missing_ranges(&f, t) {
+            done.partitions.push(Partition {
+                name: QualifiedName::new("public", format!("x{lo}")),
+                range: Range::Bounded { lower: Some(lo), upper: Some(hi) },
+            });
+        }
+        assert_eq!(missing_ranges(&f, t).len(), 3);
+        assert!(plan(&done, t, &BTreeSet::new()).is_empty());
+    }
+
+    #[test]
+    fn gaps_are_filled_from_the_oldest_partition() {
+        let f = facts(cal(Granularity::Month, ColumnKind::Date), 1);
+        let f = with_part(f, "jan", ymd(2026, 8, 1), ymd(2026, 9, 1));
+        let f = with_part(f, "hand_made_oct", ymd(2026, 10, 1), ymd(2026, 11, 1));
+        let a = plan(&f, now(ymd(2026, 11, 23)), &BTreeSet::new());
+        assert_eq!(
+            targets(&a),
+            ["public.nav_history_p2026_09", "public.nav_history_p2026_11", "public.nav_history_p2026_12"]
+        );
+    }
+
+    #[test]
+    fn start_at_reaches_back() {
+        let mut f = facts(cal(Granularity::Year, ColumnKind::Date), 1);
+        f.policy.start_at = Some(cal(Granularity::Day, ColumnKind::Timestamptz).bound_of(ymd(2023, 6, 15)));
+        let a = plan(&f, now(ymd(2026, 11, 23)), &BTreeSet::new());
+        assert_eq!(targets(&a).len(), 5); // 2023 .. 2027
+        assert_eq!(a[0].target.to_string(), "public.nav_history_p2023");
+    }
+
+    #[test]
+    fn hand_made_partitions_are_recognised_by_bounds_not_names() {
+        // A weekly-ish hand-made partition covers the first half of December:
+        // only the rest of December is created, never an overlap.
+        let f = facts(cal(Granularity::Month, ColumnKind::Date), 1);
+        let f = with_part(f, "nav_history_p2026_11", ymd(2026, 11, 1), ymd(2026, 12, 1));
+        let f = with_part(f, "whatever", ymd(2026, 12, 1), ymd(2026, 12, 15));
+        let a = plan(&f, now(ymd(2026, 11, 23)), &BTreeSet::new());
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].detail, "FOR VALUES FROM (2026-12-15) TO (2027-01-01)");
+        // A bigger partition (a whole year) covers every month inside it.
+        let f = facts(cal(Granularity::Month, ColumnKind::Date), 3);
+        let f = with_part(f, "y2026", ymd(2026, 1, 1), ymd(2027, 1, 1));
+        let a = plan(&f, now(ymd(2026, 11, 23)), &BTreeSet::new());
+        assert_eq!(targets(&a), ["public.nav_history_p2027_01", "public.nav_history_p2027_02"]);
+    }
+
+    #[test]
+    fn minvalue_and_maxvalue_partitions_cover_everything_on_their_side() {
+        let mut f = facts(cal(Granularity::Month, ColumnKind::Date), 3);
+        let c = f.policy.calendar;
+        f.partitions.push(Partition {
+            name: QualifiedName::new("public", "tail"),
+            range: Range::Bounded { lower: Some(c.bound_of(ymd(2027, 1, 1))), upper: None },
+        });
+        f.partitions.push(Partition {
+            name: QualifiedName::new("public", "head"),
+            range: Range::Bounded { lower: None, upper: Some(c.bound_of(ymd(2026, 12, 1))) },
+        });
+        let a = plan(&f, now(ymd(2026, 11, 23)), &BTreeSet::new());
+        assert_eq!(targets(&a), ["public.nav_history_p2026_12"]);
+    }
+
+    #[test]
+    fn free_pieces_subtracts_ranges() {
+        assert_eq!(free_pieces(0, 10, &[]), [(0, 10)]);
+        assert_eq!(free_pieces(0, 10, &[(2, 4), (6, 7)]), [(0, 2), (4, 6), (7, 10)]);
+        assert_eq!(free_pieces(0, 10, &[(-5, 3), (8, 20)]), [(3, 8)]);
+        assert!(free_pieces(0, 10, &[(0, 10)]).is_empty());
+        assert_eq!(free_pieces(0, 10, &[(10, 20)]), [(0, 10)]);
+    }
+
+    #[test]
+    fn long_names_are_shortened_deterministically_and_stay_unique() {
+        let a = "a".repeat(60);
+        let b = format!("{}b", "a".repeat(59));
+        let na = partition_name(&a, "2026_11", &BTreeSet::new());
+        let nb = partition_name(&b, "2026_11", &BTreeSet::new());
+        assert!(na.len() <= MAX_NAME_BYTES && nb.len() <= MAX_NAME_BYTES);
+        assert_ne!(na, nb);
+        assert!(na.ends_with("_p2026_11"));
+        assert_eq!(na, partition_name(&a, "2026_11", &BTreeSet::new()));
+        // Multi-byte characters are never cut in half.
+        let u = "é".repeat(40);
+        let nu = partition_name(&u, "2026_11", &BTreeSet::new());
+        assert!(nu.len() <= MAX_NAME_BYTES);
+        assert!(nu.starts_with("éé"));
+    }
+
+    #[test]
+    fn taken_names_get_a_counter() {
+        let taken: BTreeSet<String> = ["nav_history_p2026_11".to_string()].into();
+        assert_eq!(partition_name("nav_history", "2026_11", &taken), "nav_history_p2026_11_2");
+        // Two pieces of one period in one plan get distinct names.
+        let f = facts(cal(Granularity::Month, ColumnKind::Date), 0);
+        let f = with_part(f, "mid", ymd(2026, 11, 10), ymd(2026, 11, 20));
+        let a = plan(&f, now(ymd(2026, 11, 23)), &BTreeSet::new());
+        assert_eq!(targets(&a), ["public.nav_history_p2026_11", "public.nav_history_p2026_11_2"]);
+    }
+
+    #[test]
+    fn runaway_spans_are_capped() {
+        let mut f = facts(cal(Granularity::Day, ColumnKind::Date), 3);
+        f.policy.start_at = Some(cal(Granularity::Day, ColumnKind::Timestamptz).bound_of(ymd(1900, 1, 1)));
+        assert_eq!(wanted_periods(&f, now(ymd(2026, 11, 23))).len(), MAX_PERIODS);
+    }
+
+    #[test]
+    fn steps_quote_everything_and_move_default_rows() {
+        let mut f = facts(cal(Granularity::Month, ColumnKind::Timestamptz), 0);
+        f.policy.parent = QualifiedName::new("My Schema", r#"a"; DROP TABLE b; --"#);
+        f.policy.control = "Created At".into();
+        f.default_partition = Some(QualifiedName::new("My Schema", "def"));
+        f.owner = "o'wner".into();
+        f.grants = vec![
+            Grant { grantee: None, privilege: "SELECT".into(), grantable: false },
+            Grant { grantee: Some("Reader".into()), privilege: "SELECT".into(), grantable: true },
+            Grant { grantee: Some("o'wner".into()), privilege: "INSERT".into(), grantable: false },
+        ];
+        let a = plan(&f, now(ymd(2026, 11, 23)), &BTreeSet::new());
+        let s = a[0].script();
+        assert!(s.contains(r#"LOCK TABLE ONLY "My Schema"."a""; DROP TABLE b; --" IN SHARE UPDATE EXCLUSIVE MODE"#));
+        assert!(s.contains(r#"LOCK TABLE ONLY "My Schema"."def" IN ACCESS EXCLUSIVE MODE"#));
+        assert!(s.contains(r#"CREATE TABLE "My Schema"."a""; DROP TABLE b; --_p2026_11" (LIKE"#));
+        assert!(s.contains(r#""Created At" >= '2026-11-01 00:00:00+00' AND "Created At" < '2026-12-01 00:00:00+00'"#));
+        assert!(s.contains(r#"DELETE FROM ONLY "My Schema"."def""#));
+        assert!(s.contains(r#"RETURNING "fund_id", "nav_date", "nav""#));
+        assert!(s.contains(r#"OWNER TO "o'wner""#));
+        assert!(s.contains(r#"GRANT SELECT ON TABLE "My Schema"."a""; DROP TABLE b; --_p2026_11" TO PUBLIC;"#));
+        assert!(s.contains(r#"TO "Reader" WITH GRANT OPTION"#));
+        assert!(!s.contains("GRANT INSERT"), "the owner's own privileges come with ownership");
+        // LOCK before CREATE before the move before ATTACH.
+        let pos = |needle: &str| s.find(needle).unwrap();
+        assert!(pos("LOCK TABLE ONLY") < pos("CREATE TABLE"));
+        assert!(pos("WITH moved") < pos("ATTACH PARTITION"));
+        assert!(pos("ATTACH PARTITION") < pos("DROP CONSTRAINT"));
+        assert_eq!(a[0].steps.iter().filter(|s| s.counts.is_some()).count(), 1);
+    }
+
+    #[test]
+    fn no_default_means_no_move() {
+        let f = facts(cal(Granularity::Month, ColumnKind::Date), 0);
+        let a = plan(&f, now(ymd(2026, 11, 23)), &BTreeSet::new());
+        assert!(!a[0].script().contains("DELETE"));
+        assert!(a[0].script().contains("FOR VALUES FROM ('2026-11-01') TO ('2026-12-01')"));
+    }
+}

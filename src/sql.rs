@@ -1,0 +1,59 @@
+//! Quoting for the SQL that pg_upkeep generates. Pure, so that plans (and
+//! the statements they carry) can be unit-tested without a database.
+
+/// Always-quoted identifier: `a"b` becomes `"a""b"`.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Standard-conforming string literal: `O'Brien` becomes `'O''Brien'`.
+pub fn literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// A schema-qualified relation name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QualifiedName {
+    pub schema: String,
+    pub name: String,
+}
+
+impl QualifiedName {
+    pub fn new(schema: impl Into<String>, name: impl Into<String>) -> Self {
+        QualifiedName { schema: schema.into(), name: name.into() }
+    }
+
+    /// `"schema"."name"`, for statements.
+    pub fn quoted(&self) -> String {
+        format!("{}.{}", ident(&self.schema), ident(&self.name))
+    }
+}
+
+impl std::fmt::Display for QualifiedName {
+    /// The form a DBA reads in reports: quoted only where needed, as
+    /// `regclass` output does.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let part = |s: &str| {
+            let plain = !s.is_empty()
+                && s.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+                && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if plain { s.to_string() } else { ident(s) }
+        };
+        write!(f, "{}.{}", part(&self.schema), part(&self.name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_hostile_names() {
+        assert_eq!(ident(r#"a"; DROP TABLE b; --"#), r#""a""; DROP TABLE b; --""#);
+        assert_eq!(literal("O'Brien"), "'O''Brien'");
+        let q = QualifiedName::new("My Schema", "nav\"history");
+        assert_eq!(q.quoted(), r#""My Schema"."nav""history""#);
+        assert_eq!(q.to_string(), r#""My Schema"."nav""history""#);
+        assert_eq!(QualifiedName::new("public", "nav_history").to_string(), "public.nav_history");
+    }
+}
