@@ -42,7 +42,7 @@ COMMENT ON VIEW upkeep.partitions IS
 CREATE VIEW upkeep.partition_health AS
 SELECT h.job_id, h.parent::regclass AS parent, h.granularity, h.premake, h.partitions,
        h.covered_until, h.future_partitions, h.gaps, h.due,
-       h.default_partition, h.rows_in_default,
+       h.default_partition::regclass AS default_partition, h.rows_in_default,
        j.last_run, j.last_status, j.last_error,
        h.status, h.hint
   FROM upkeep.partition_health_report() h

@@ -369,3 +369,6 @@ fn partition_health_report() -> TableIterator<
     }));
     TableIterator::new(rows)
 }
+
+#[cfg(any(test, feature = "pg_test"))]
+mod tests;

@@ -1,0 +1,232 @@
+//! In-database tests of partition management (each runs in one transaction).
+
+#[allow(clippy::module_inception)]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    fn one<T: FromDatum + IntoDatum>(sql: &str) -> T {
+        Spi::get_one::<T>(sql).expect("query runs").expect("not NULL")
+    }
+
+    fn count(sql: &str) -> i64 {
+        one::<i64>(&format!("SELECT count(*) FROM ({sql}) q"))
+    }
+
+    fn nav_history(schema_and_name: &str) {
+        Spi::run(&format!(
+            "CREATE TABLE {schema_and_name} (fund_id int NOT NULL, nav_date date NOT NULL, nav numeric(12,4), \
+             PRIMARY KEY (fund_id, nav_date)) PARTITION BY RANGE (nav_date)"
+        ))
+        .unwrap();
+    }
+
+    #[pg_test]
+    fn creates_current_and_premade_months_then_nothing() {
+        nav_history("public.nav_history");
+        let made = count("SELECT upkeep.manage_partitions('public.nav_history', 'nav_date', premake => 2)");
+        assert_eq!(made, 3);
+        let this_month: String = one("SELECT 'nav_history_p' || to_char(now(), 'YYYY_MM')");
+        assert_eq!(count(&format!("SELECT 1 FROM pg_class WHERE relname = '{this_month}' AND relispartition")), 1);
+        // Bounds are plain calendar months.
+        let bound: String = one(&format!("SELECT pg_get_expr(relpartbound, oid) FROM pg_class WHERE relname = '{this_month}'"));
+        let expected: String = one("SELECT format('FOR VALUES FROM (%L) TO (%L)', date_trunc('month', now())::date, (date_trunc('month', now()) + interval '1 month')::date)");
+        assert_eq!(bound, expected);
+
+        let runs = count("SELECT * FROM upkeep.job_runs");
+        assert_eq!(runs, 3);
+        // A second run does nothing and records nothing.
+        assert_eq!(count("SELECT * FROM upkeep.create_partitions()"), 0);
+        assert_eq!(count("SELECT * FROM upkeep.run_maintenance()"), 0);
+        assert_eq!(count("SELECT * FROM upkeep.job_runs"), runs);
+        assert_eq!(one::<String>("SELECT status FROM upkeep.partition_health"), "ok");
+        assert_eq!(one::<i32>("SELECT future_partitions FROM upkeep.partition_health"), 2);
+    }
+
+    #[pg_test]
+    fn dry_run_shows_what_a_real_run_does_and_changes_nothing() {
+        nav_history("public.nav_history");
+        Spi::run("SELECT upkeep.manage_partitions('public.nav_history', 'nav_date', premake => 0)").unwrap();
+        Spi::run("UPDATE upkeep.partition_policies SET premake = 4").unwrap();
+        let tables = count("SELECT 1 FROM pg_inherits WHERE inhparent = 'public.nav_history'::regclass");
+        let runs = count("SELECT * FROM upkeep.job_runs");
+        Spi::run("CREATE TEMP TABLE planned AS SELECT target, sql FROM upkeep.create_partitions(dry_run => true)").unwrap();
+        assert_eq!(count("SELECT * FROM planned"), 4);
+        assert_eq!(count("SELECT 1 FROM pg_inherits WHERE inhparent = 'public.nav_history'::regclass"), tables);
+        assert_eq!(count("SELECT * FROM upkeep.job_runs"), runs);
+        assert_eq!(count("SELECT * FROM upkeep.run_maintenance(dry_run => true) WHERE status = 'dry_run'"), 4);
+        // The real run takes exactly the planned actions, with the same SQL.
+        Spi::run("CREATE TEMP TABLE done AS SELECT target, sql FROM upkeep.create_partitions() WHERE status = 'ok'").unwrap();
+        assert_eq!(count("SELECT * FROM planned EXCEPT SELECT * FROM done"), 0);
+        assert_eq!(count("SELECT * FROM done EXCEPT SELECT * FROM planned"), 0);
+    }
+
+    #[pg_test]
+    fn yearly_timestamptz_bounds_are_local_midnight() {
+        Spi::run("CREATE TABLE audit_log (id bigint, at timestamptz NOT NULL) PARTITION BY RANGE (at)").unwrap();
+        Spi::run("SELECT upkeep.manage_partitions('audit_log', 'at', 'year', 1, time_zone => 'Asia/Kathmandu')").unwrap();
+        let year: i32 = one("SELECT extract(year FROM now() AT TIME ZONE 'Asia/Kathmandu')::int");
+        let lower: bool = one(&format!(
+            "SELECT pg_get_expr(relpartbound, oid) LIKE '%' || (timestamptz '{year}-01-01 00:00:00 Asia/Kathmandu')::text || '%' \
+               FROM pg_class WHERE relname = 'audit_log_p{year}'"
+        ));
+        assert!(lower, "the {year} partition starts at local midnight of 1 January in Kathmandu");
+        // A row stamped just after local midnight lands in the new year's partition.
+        Spi::run(&format!("INSERT INTO audit_log VALUES (1, timestamptz '{}-01-01 00:00:01 Asia/Kathmandu')", year + 1)).unwrap();
+        assert_eq!(count(&format!("SELECT 1 FROM audit_log_p{}", year + 1)), 1);
+    }
+
+    #[pg_test]
+    fn rows_in_default_move_into_the_new_partition() {
+        nav_history("public.nav_history");
+        Spi::run("CREATE TABLE public.nav_history_default PARTITION OF public.nav_history DEFAULT").unwrap();
+        Spi::run(
+            "INSERT INTO public.nav_history SELECT f, d, 1 FROM generate_series(1, 4) f, \
+             generate_series(date_trunc('month', now())::date - 40, date_trunc('month', now())::date + 40, interval '1 day') d",
+        )
+        .unwrap();
+        let total = count("SELECT * FROM public.nav_history");
+        let checksum: String = one("SELECT md5(string_agg(fund_id || ':' || nav_date, ',' ORDER BY fund_id, nav_date)) FROM public.nav_history");
+        let made = count("SELECT upkeep.manage_partitions('public.nav_history', 'nav_date', premake => 1)");
+        assert_eq!(made, 2);
+        // Only rows outside the new partitions stay in DEFAULT; none lost or doubled.
+        assert_eq!(count("SELECT * FROM public.nav_history"), total);
+        assert_eq!(
+            one::<String>("SELECT md5(string_agg(fund_id || ':' || nav_date, ',' ORDER BY fund_id, nav_date)) FROM public.nav_history"),
+            checksum
+        );
+        assert_eq!(
+            count("SELECT * FROM ONLY public.nav_history_default WHERE nav_date >= date_trunc('month', now())"),
+            0
+        );
+        assert!(count("SELECT * FROM ONLY public.nav_history_default") > 0);
+        assert_eq!(one::<String>("SELECT status FROM upkeep.partition_health"), "rows_in_default");
+        let moved: String = one("SELECT string_agg(detail, ' | ') FROM upkeep.job_runs");
+        assert!(moved.contains("rows moved from the default partition"), "{moved}");
+    }
+
+    #[pg_test]
+    fn hand_made_partitions_are_recognised_by_bounds() {
+        nav_history("public.nav_history");
+        Spi::run(
+            "CREATE TABLE public.legacy_this_month PARTITION OF public.nav_history \
+             FOR VALUES FROM (date_trunc('month', now())::date) TO ((date_trunc('month', now()) + interval '1 month')::date)",
+        )
+        .unwrap();
+        let made = count("SELECT upkeep.manage_partitions('public.nav_history', 'nav_date', premake => 1)");
+        assert_eq!(made, 1, "only next month is missing");
+        assert_eq!(count("SELECT 1 FROM pg_inherits WHERE inhparent = 'public.nav_history'::regclass"), 2);
+    }
+
+    #[pg_test]
+    fn gaps_are_filled_and_names_that_are_taken_get_a_counter() {
+        nav_history("public.nav_history");
+        Spi::run(
+            "CREATE TABLE public.old PARTITION OF public.nav_history \
+             FOR VALUES FROM ((date_trunc('month', now()) - interval '3 months')::date) \
+                          TO ((date_trunc('month', now()) - interval '2 months')::date)",
+        )
+        .unwrap();
+        // A stray table already uses the name of this month's partition.
+        Spi::run("CREATE TABLE public.nav_history_p_placeholder ()").unwrap();
+        let this_month: String = one("SELECT 'nav_history_p' || to_char(now(), 'YYYY_MM')");
+        Spi::run(&format!("ALTER TABLE public.nav_history_p_placeholder RENAME TO {this_month}")).unwrap();
+        assert_eq!(one::<i32>("SELECT 1"), 1);
+        Spi::run("SELECT upkeep.manage_partitions('public.nav_history', 'nav_date', premake => 0)").unwrap();
+        // The two missing months between the old partition and now, and this month.
+        assert_eq!(count("SELECT 1 FROM pg_inherits WHERE inhparent = 'public.nav_history'::regclass"), 4);
+        assert_eq!(count(&format!("SELECT 1 FROM pg_class WHERE relname = '{this_month}_2' AND relispartition")), 1);
+        assert_eq!(one::<i32>("SELECT gaps FROM upkeep.partition_health"), 0);
+    }
+
+    #[pg_test]
+    fn hostile_names_work() {
+        Spi::run(r#"CREATE SCHEMA "My Schema""#).unwrap();
+        Spi::run(
+            r#"CREATE TABLE "My Schema"."Nav; DROP TABLE x; --""" ("Fund Id" int, "Nav Date" timestamp NOT NULL) PARTITION BY RANGE ("Nav Date")"#,
+        )
+        .unwrap();
+        let made = count(r#"SELECT upkeep.manage_partitions('"My Schema"."Nav; DROP TABLE x; --"""', 'Nav Date', premake => 1)"#);
+        assert_eq!(made, 2);
+        assert_eq!(
+            count(r#"SELECT 1 FROM pg_inherits WHERE inhparent = '"My Schema"."Nav; DROP TABLE x; --"""'::regclass"#),
+            2
+        );
+        assert_eq!(count("SELECT * FROM upkeep.partitions WHERE state = 'current'"), 1);
+    }
+
+    #[pg_test]
+    fn long_names_are_shortened_and_unique() {
+        let a = "a".repeat(60);
+        let b = format!("{}b", "a".repeat(59));
+        for t in [&a, &b] {
+            Spi::run(&format!("CREATE TABLE {t} (d date NOT NULL) PARTITION BY RANGE (d)")).unwrap();
+            Spi::run(&format!("SELECT upkeep.manage_partitions('{t}', 'd', premake => 0)")).unwrap();
+        }
+        assert_eq!(count("SELECT DISTINCT partition FROM upkeep.partitions"), 2);
+        assert_eq!(count("SELECT 1 FROM pg_class WHERE relispartition AND length(relname) <= 63 AND relname LIKE 'aaaa%'"), 2);
+    }
+
+    #[pg_test]
+    fn new_partitions_belong_to_the_parent_owner_with_its_privileges() {
+        Spi::run("CREATE ROLE upkeep_app_owner").unwrap();
+        Spi::run("CREATE ROLE upkeep_reader").unwrap();
+        nav_history("public.nav_history");
+        Spi::run("ALTER TABLE public.nav_history OWNER TO upkeep_app_owner").unwrap();
+        Spi::run("GRANT SELECT ON public.nav_history TO upkeep_reader").unwrap();
+        Spi::run("SELECT upkeep.manage_partitions('public.nav_history', 'nav_date', premake => 0)").unwrap();
+        let owner: String = one(
+            "SELECT pg_get_userbyid(c.relowner)::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+              WHERE i.inhparent = 'public.nav_history'::regclass",
+        );
+        assert_eq!(owner, "upkeep_app_owner");
+        let can_read: bool = one(
+            "SELECT has_table_privilege('upkeep_reader', c.oid, 'SELECT') FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+              WHERE i.inhparent = 'public.nav_history'::regclass",
+        );
+        assert!(can_read);
+    }
+
+    #[pg_test]
+    fn a_broken_policy_is_recorded_and_does_not_stop_the_others() {
+        nav_history("public.first");
+        nav_history("public.second");
+        Spi::run("SELECT upkeep.manage_partitions('public.first', 'nav_date', premake => 0)").unwrap();
+        Spi::run("SELECT upkeep.manage_partitions('public.second', 'nav_date', premake => 0)").unwrap();
+        Spi::run("UPDATE upkeep.partition_policies SET premake = 2").unwrap();
+        // The first table's control column is renamed behind the policy's back.
+        Spi::run("ALTER TABLE public.first RENAME COLUMN nav_date TO day").unwrap();
+        let failed = count("SELECT * FROM upkeep.run_maintenance() WHERE status = 'failed' AND target = 'public.first'");
+        assert_eq!(failed, 1);
+        assert_eq!(count("SELECT 1 FROM pg_inherits WHERE inhparent = 'public.second'::regclass"), 3);
+        let err: String = one("SELECT last_error FROM upkeep.jobs WHERE target = 'first'");
+        assert!(err.contains("\"nav_date\" does not exist in table public.first"), "{err}");
+        assert_eq!(one::<String>("SELECT status FROM upkeep.partition_health WHERE parent = 'public.first'::regclass"), "error");
+    }
+
+    #[pg_test]
+    fn unmanage_forgets_the_policy_and_keeps_the_tables() {
+        nav_history("public.nav_history");
+        Spi::run("SELECT upkeep.manage_partitions('public.nav_history', 'nav_date', premake => 1)").unwrap();
+        Spi::run("SELECT upkeep.unmanage_partitions('public.nav_history')").unwrap();
+        assert_eq!(count("SELECT * FROM upkeep.partition_policies"), 0);
+        assert_eq!(count("SELECT 1 FROM pg_inherits WHERE inhparent = 'public.nav_history'::regclass"), 2);
+        assert_eq!(count("SELECT * FROM upkeep.run_maintenance()"), 0);
+    }
+
+    #[pg_test]
+    fn updating_a_policy_takes_effect() {
+        nav_history("public.nav_history");
+        Spi::run("SELECT upkeep.manage_partitions('public.nav_history', 'nav_date', premake => 0)").unwrap();
+        let made = count("SELECT upkeep.manage_partitions('public.nav_history', 'nav_date', premake => 3)");
+        assert_eq!(made, 3);
+        assert_eq!(count("SELECT * FROM upkeep.partition_policies"), 1);
+        assert_eq!(one::<i32>("SELECT premake FROM upkeep.partition_policies"), 3);
+    }
+
+    #[pg_test(error = "unknown granularity \"fortnight\" for table public.nav_history")]
+    fn unknown_granularity_is_refused() {
+        nav_history("public.nav_history");
+        Spi::run("SELECT upkeep.manage_partitions('public.nav_history', 'nav_date', 'fortnight')").unwrap();
+    }
+}
