@@ -62,3 +62,50 @@ COMMENT ON FUNCTION upkeep.partition_report() IS
   'The rows of the view upkeep.partitions, without sizes.';
 COMMENT ON FUNCTION upkeep.partition_health_report() IS
   'The rows of the view upkeep.partition_health, without run history.';
+
+-- Name-taking overloads. A regclass argument that names a missing table
+-- fails in the cast, before any function runs, with no HINT; these take the
+-- name as text, resolve it with the caller's search_path, and say what to do.
+CREATE FUNCTION upkeep.table_named(name text) RETURNS regclass
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+  t regclass;
+BEGIN
+  IF name IS NULL THEN
+    RETURN NULL;
+  END IF;
+  t := pg_catalog.to_regclass(name);
+  IF t IS NULL THEN
+    RAISE EXCEPTION 'table "%" does not exist', name
+      USING ERRCODE = 'undefined_table',
+            HINT = 'Check the name and schema (\dt *.*). Names with capitals, spaces or quotes need double quotes inside the string: ''"My Schema"."Nav History"''.';
+  END IF;
+  RETURN t;
+END
+$$;
+COMMENT ON FUNCTION upkeep.table_named(text) IS
+  'Internal: resolves a table name with the caller''s search_path, or raises an ERROR with a HINT.';
+
+CREATE FUNCTION upkeep.manage_partitions(parent text, control text, granularity text DEFAULT 'month',
+    premake integer DEFAULT 3, retention interval DEFAULT NULL, archive text DEFAULT 'archive_table',
+    time_zone text DEFAULT 'UTC', start_at timestamptz DEFAULT NULL)
+RETURNS SETOF text LANGUAGE sql AS $$
+  SELECT upkeep.manage_partitions(upkeep.table_named(parent), control, granularity, premake,
+                                  retention, archive, time_zone, start_at)
+$$;
+COMMENT ON FUNCTION upkeep.manage_partitions(text, text, text, integer, interval, text, text, timestamptz) IS
+  'Same as manage_partitions(regclass, ...); a table name that does not resolve gets an ERROR with a HINT.';
+
+CREATE FUNCTION upkeep.unmanage_partitions(parent text) RETURNS void LANGUAGE sql AS $$
+  SELECT upkeep.unmanage_partitions(upkeep.table_named(parent))
+$$;
+COMMENT ON FUNCTION upkeep.unmanage_partitions(text) IS
+  'Same as unmanage_partitions(regclass); a table name that does not resolve gets an ERROR with a HINT.';
+
+CREATE FUNCTION upkeep.create_partitions(parent text, dry_run boolean DEFAULT false)
+RETURNS TABLE (job_id bigint, action text, target text, status text, detail text, error text, sql text)
+LANGUAGE sql AS $$
+  SELECT * FROM upkeep.create_partitions(upkeep.table_named(parent), dry_run)
+$$;
+COMMENT ON FUNCTION upkeep.create_partitions(text, boolean) IS
+  'Same as create_partitions(regclass, boolean); a table name that does not resolve gets an ERROR with a HINT.';

@@ -4,6 +4,23 @@
 use crate::executor::Outcome;
 use pgrx::prelude::*;
 
+/// The kinds of job; each has its own lock, so a long run of one kind never
+/// holds up another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Partitions = 1,
+}
+
+/// First key of pg_upkeep's advisory locks ("upkp").
+const LOCK_SPACE: i32 = 0x7570_6b70;
+
+/// Waits until no other transaction runs jobs of this kind, and keeps them
+/// out until this transaction ends.
+pub fn serialize(kind: Kind) {
+    Spi::run_with_args("SELECT pg_advisory_xact_lock($1, $2)", &[LOCK_SPACE.into(), (kind as i32).into()])
+        .unwrap_or_else(|e| error!("pg_upkeep could not take its job lock: {e}"));
+}
+
 const RECORD_SQL: &str = "INSERT INTO upkeep.job_runs \
     (job_id, action, target, started_at, duration, status, detail, error, sql) \
     VALUES ($1, $2, $3, clock_timestamp() - make_interval(secs => $4), make_interval(secs => $4), \

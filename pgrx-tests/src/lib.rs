@@ -1,0 +1,126 @@
+//! A throwaway PostgreSQL 15 cluster with `pg_upkeep` in
+//! `shared_preload_libraries`, for tests that need several sessions,
+//! background workers or crashes. The extension must be installed into the
+//! server first (`cargo pgrx install`; `scripts/test.sh` does it).
+//!
+//! Each cluster lives in its own directory under `target/clusters/`, runs as
+//! the `postgres` user when the tests run as root (initdb refuses root), and
+//! listens only on a unix socket in that directory.
+
+use postgres::{Client, NoTls};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub const BIN: &str = "/usr/lib/postgresql/15/bin";
+
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub port: u16,
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false)
+}
+
+/// Runs a server binary, as `postgres` when we are root.
+fn run_as_server_user(program: &str, args: &[&str]) -> Output {
+    let path = format!("{BIN}/{program}");
+    let mut cmd = if is_root() {
+        let mut c = Command::new("sudo");
+        c.args(["-u", "postgres", &path]);
+        c
+    } else {
+        Command::new(&path)
+    };
+    let out = cmd.args(args).output().unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+impl Cluster {
+    /// Starts a fresh cluster with the library preloaded and the extension
+    /// created in database `postgres`. `settings` are extra postgresql.conf lines.
+    pub fn start(name: &str, settings: &[&str]) -> Cluster {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/clusters");
+        std::fs::create_dir_all(&root).unwrap();
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let dir = root.join(format!("{name}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        if is_root() {
+            let ok = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status().unwrap();
+            assert!(ok.success());
+            // The server user must be able to reach the directory.
+            let _ = Command::new("chmod").args(["o+rx"]).arg(&root).status();
+        }
+        let data = dir.join("data");
+        run_as_server_user("initdb", &["-D", data.to_str().unwrap(), "-U", "postgres", "-A", "trust", "--no-sync"]);
+        // Ports only matter for the lock file name: we listen on the socket.
+        let port = 20_000 + (std::process::id() % 20_000) as u16 + n as u16;
+        let mut conf = format!(
+            "\nshared_preload_libraries = 'pg_upkeep'\nport = {port}\nlisten_addresses = ''\n\
+             unix_socket_directories = '{}'\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n\
+             log_min_messages = warning\n",
+            dir.display()
+        );
+        for s in settings {
+            conf.push_str(s);
+            conf.push('\n');
+        }
+        let conf_path = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf_path).unwrap();
+        text.push_str(&conf);
+        std::fs::write(&conf_path, text).unwrap();
+        let log = dir.join("server.log");
+        run_as_server_user(
+            "pg_ctl",
+            &["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-w", "-t", "60", "start"],
+        );
+        let cluster = Cluster { dir, port };
+        cluster.connect("postgres").batch_execute("CREATE EXTENSION pg_upkeep").unwrap();
+        cluster
+    }
+
+    pub fn connect(&self, db: &str) -> Client {
+        Client::connect(
+            &format!("host={} port={} user=postgres dbname={db} application_name=upkeep-tests", self.dir.display(), self.port),
+            NoTls,
+        )
+        .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", self.dir.display()))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        let _ = std::panic::catch_unwind(|| {
+            run_as_server_user("pg_ctl", &["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"])
+        });
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The message and hint of a failed statement.
+pub fn error_of(result: Result<impl Sized, postgres::Error>) -> (String, Option<String>) {
+    match result {
+        Ok(_) => panic!("the statement succeeded but should have failed"),
+        Err(e) => {
+            let db = e.as_db_error().unwrap_or_else(|| panic!("not a server error: {e}"));
+            (db.message().to_string(), db.hint().map(str::to_string))
+        }
+    }
+}

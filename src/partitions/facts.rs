@@ -130,18 +130,18 @@ impl RawParent {
                 "Name the column the table is partitioned by, e.g. upkeep.manage_partitions('public.nav_history', 'nav_date').",
             ));
         };
-        let Some(kind) = ColumnKind::from_sql_type(column_type) else {
-            return Err(problem(
-                format!("column \"{c}\" of table {t} has type {column_type}"),
-                "The control column must be of type date, timestamp or timestamptz.",
-            ));
-        };
         if self.key_columns != 1 || !self.keyed_on_control {
             return Err(problem(
                 format!("table {t} is not partitioned by exactly the column \"{c}\""),
                 "The partition key must be that one column, with no expression: PARTITION BY RANGE (<column>).",
             ));
         }
+        let Some(kind) = ColumnKind::from_sql_type(column_type) else {
+            return Err(problem(
+                format!("column \"{c}\" of table {t} has type {column_type}"),
+                "The control column must be of type date, timestamp or timestamptz.",
+            ));
+        };
         let Ok(granularity) = self.granularity.parse::<Granularity>() else {
             return Err(problem(
                 format!("unknown granularity \"{}\" for table {t}", self.granularity),

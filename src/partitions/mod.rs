@@ -61,7 +61,13 @@ fn plan_all(parents: &[ParentFacts], now: i64) -> Vec<crate::actions::Action> {
 }
 
 /// Creates what is due for every enabled policy, or for one parent.
+/// Concurrent runs (psql, pg_cron, workers) queue up behind one another
+/// until the first commits, so the second sees the partitions the first made
+/// instead of racing it to create them.
 pub fn maintain(parent: Option<pg_sys::Oid>, dry_run: bool) -> Vec<Outcome> {
+    if !dry_run {
+        crate::jobs::serialize(crate::jobs::Kind::Partitions);
+    }
     let now = now_micros();
     let (parents, problems) = load(parent);
     let mut outcomes: Vec<Outcome> = problems
