@@ -7,12 +7,11 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
-TEST_DATA="$PWD/target/pgrx-test-data"
-mkdir -p target
+# Outside the work tree: the postgres user may not be able to enter a clone.
+TEST_DATA=/tmp/pg_upkeep-pgrx-test-data
 # The test cluster runs as postgres (initdb refuses root).
 rm -rf "$TEST_DATA"
 install -d -o postgres -g postgres "$TEST_DATA"
-chmod o+rx target
 
 echo "== unit tests and #[pg_test]s"
 cargo pgrx test pg15 --runas postgres --pgdata "$TEST_DATA"

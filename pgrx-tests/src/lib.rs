@@ -3,12 +3,12 @@
 //! background workers or crashes. The extension must be installed into the
 //! server first (`cargo pgrx install`; `scripts/test.sh` does it).
 //!
-//! Each cluster lives in its own directory under `target/clusters/`, runs as
+//! Each cluster lives in its own directory under `/tmp/pg_upkeep-clusters/`, runs as
 //! the `postgres` user when the tests run as root (initdb refuses root), and
 //! listens only on a unix socket in that directory.
 
 use postgres::{Client, NoTls};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -49,7 +49,10 @@ impl Cluster {
     /// Starts a fresh cluster with the library preloaded and the extension
     /// created in database `postgres`. `settings` are extra postgresql.conf lines.
     pub fn start(name: &str, settings: &[&str]) -> Cluster {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/clusters");
+        // Outside the work tree: the postgres user may not be able to enter a clone.
+        let root = std::env::var_os("UPKEEP_CLUSTER_ROOT")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/tmp/pg_upkeep-clusters"));
         std::fs::create_dir_all(&root).unwrap();
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let dir = root.join(format!("{name}-{}-{n}", std::process::id()));

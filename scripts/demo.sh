@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The demo: builds and installs pg_upkeep, starts a throwaway cluster with the
+# library preloaded, loads sample tables modelled on a mutual-fund platform
+# and a risk-assessment service, puts them under management and shows what
+# pg_upkeep did. `scripts/demo.sh stop` stops the cluster.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# Outside the work tree: the postgres user may not be able to enter a clone.
+DIR=${DEMO_DIR:-/tmp/pg_upkeep-demo}
+PORT=${DEMO_PORT:-5499}
+source scripts/lib/cluster.sh
+
+if [ "${1:-}" = stop ]; then
+  cluster_stop "$DIR" && echo "demo cluster stopped"
+  exit 0
+fi
+
+bash scripts/setup.sh
+echo "== building and installing pg_upkeep"
+mkdir -p target
+cargo pgrx install --pg-config /usr/lib/postgresql/15/bin/pg_config >target/pgrx-install.log 2>&1 \
+  || { cat target/pgrx-install.log; exit 1; }
+
+echo "== starting a throwaway cluster in $DIR (port $PORT)"
+cluster_start "$DIR" "$PORT" "upkeep.lock_timeout = '2s'"
+PSQL=(psql -X -q -h "$DIR" -p "$PORT" -U postgres -v ON_ERROR_STOP=1)
+"${PSQL[@]}" -d postgres -c "CREATE DATABASE upkeep_demo"
+PSQL+=(-d upkeep_demo)
+
+"${PSQL[@]}" -c "CREATE EXTENSION pg_upkeep"
+echo "== loading sample data (demo/sample.sql)"
+"${PSQL[@]}" -f demo/sample.sql
+
+echo "== putting the tables under management"
+"${PSQL[@]}" -P pager=off <<'SQL'
+\echo nav_history: monthly on a date column, from the oldest data on
+SELECT count(*) AS partitions_created
+  FROM upkeep.manage_partitions('public.nav_history', 'nav_date', 'month', premake => 3, start_at => '2024-01-01');
+\echo risk_assessments: monthly on a timestamp column
+SELECT count(*) AS partitions_created
+  FROM upkeep.manage_partitions('public.risk_assessments', 'created_at', 'month', premake => 3, start_at => '2025-06-01');
+\echo audit_log: yearly on a timestamptz column, years starting at midnight in New York
+SELECT count(*) AS partitions_created
+  FROM upkeep.manage_partitions('public.audit_log', 'logged_at', 'year', premake => 1,
+                                time_zone => 'America/New_York', start_at => '2023-01-01 00:00 America/New_York');
+SQL
+
+echo "== upkeep.partitions (newest four per table)"
+"${PSQL[@]}" -P pager=off -c "
+SELECT parent, partition, lower_bound, upper_bound, state, size, estimated_rows
+  FROM (SELECT *, row_number() OVER (PARTITION BY parent ORDER BY lower_bound DESC NULLS LAST) AS n
+          FROM upkeep.partitions) p
+ WHERE n <= 4 ORDER BY parent::text, lower_bound NULLS FIRST"
+echo "== upkeep.partition_health"
+"${PSQL[@]}" -P pager=off -c "SELECT parent, granularity, partitions, covered_until, future_partitions, gaps, rows_in_default, status, hint FROM upkeep.partition_health"
+echo "== a second run has nothing to do"
+"${PSQL[@]}" -P pager=off -c "SELECT count(*) AS actions FROM upkeep.run_maintenance()"
+echo "== upkeep.jobs"
+"${PSQL[@]}" -P pager=off -c "SELECT job_id, kind, target, last_run, last_status, consecutive_failures FROM upkeep.jobs"
+
+cat <<EOF2
+
+The demo cluster keeps running. Connect with:
+    psql -h $DIR -p $PORT -U postgres upkeep_demo
+and try:  SELECT * FROM upkeep.partition_health;
+          SELECT * FROM upkeep.run_maintenance(dry_run => true);
+Stop it with:
+    scripts/demo.sh stop
+EOF2

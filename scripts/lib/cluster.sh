@@ -1,0 +1,35 @@
+# Throwaway PostgreSQL 15 clusters for the demo and the benchmarks.
+# Source this file; every cluster runs as postgres (initdb refuses root),
+# listens on its own unix socket directory and on 127.0.0.1 only.
+
+PGBIN=/usr/lib/postgresql/15/bin
+
+as_postgres() {
+  if [ "$(id -u)" = 0 ]; then sudo -u postgres "$@"; else "$@"; fi
+}
+
+# cluster_start DIR PORT [postgresql.conf lines...]
+cluster_start() {
+  local dir=$1 port=$2; shift 2
+  cluster_stop "$dir"
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  [ "$(id -u)" = 0 ] && chown postgres:postgres "$dir"
+  chmod 755 "$dir"
+  as_postgres "$PGBIN/initdb" -D "$dir/data" -U postgres -A trust --no-sync >/dev/null
+  {
+    echo "shared_preload_libraries = 'pg_upkeep'"
+    echo "port = $port"
+    echo "listen_addresses = '127.0.0.1'"
+    echo "unix_socket_directories = '$dir'"
+    for line in "$@"; do echo "$line"; done
+  } | as_postgres tee -a "$dir/data/postgresql.conf" >/dev/null
+  as_postgres "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null
+}
+
+cluster_stop() {
+  local dir=$1
+  if [ -f "$dir/data/postmaster.pid" ]; then
+    as_postgres "$PGBIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+  fi
+}
