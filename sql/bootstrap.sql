@@ -75,3 +75,12 @@ AS $$
 $$;
 COMMENT ON FUNCTION upkeep.bound_micros(text, boolean) IS
   'Internal: a partition bound literal as microseconds since 1970 in the column''s domain.';
+
+CREATE TABLE upkeep.partition_state (
+    job_id      bigint PRIMARY KEY REFERENCES upkeep.partition_policies ON DELETE CASCADE,
+    due_at      timestamptz,
+    fingerprint text NOT NULL,
+    checked_at  timestamptz NOT NULL
+);
+COMMENT ON TABLE upkeep.partition_state IS
+  'What partition maintenance remembers between runs: when each policy is next due (NULL: never) and a fingerprint of the catalog its last check saw. A run reads partition bounds only for policies that are due or changed. Safe to TRUNCATE: the next run checks everything.';

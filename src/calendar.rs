@@ -155,28 +155,33 @@ impl Calendar {
         self.period_start(self.civil(b).date())
     }
 
-    /// The bound at which the day `d` begins. For `timestamptz` that is local
-    /// midnight in the zone; where midnight does not exist (a DST gap at
-    /// midnight) the day begins at the transition, which is midnight read with
-    /// the offset in force just before it; where midnight occurs twice, the
-    /// first one.
-    pub fn bound_of(&self, d: NaiveDate) -> Bound {
+    /// The UTC instant at which the day `d` begins in the calendar's zone:
+    /// local midnight; where midnight does not exist (a DST gap at midnight)
+    /// the day begins at the transition, which is midnight read with the
+    /// offset in force just before it; where midnight occurs twice, the first.
+    pub fn instant_of(&self, d: NaiveDate) -> i64 {
         let midnight = d.and_hms_opt(0, 0, 0).unwrap();
+        match self.tz.from_local_datetime(&midnight) {
+            LocalResult::Single(t) => to_micros(t.naive_utc()),
+            LocalResult::Ambiguous(a, b) => to_micros(a.naive_utc().min(b.naive_utc())),
+            LocalResult::None => {
+                let before = midnight - Duration::days(1);
+                let offset = match self.tz.from_local_datetime(&before) {
+                    LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => *t.offset(),
+                    LocalResult::None => unreachable!("two DST gaps within a day"),
+                };
+                let fixed = chrono::Offset::fix(&offset);
+                to_micros(midnight - Duration::seconds(fixed.local_minus_utc() as i64))
+            }
+        }
+    }
+
+    /// The bound at which the day `d` begins: its civil midnight for `date`
+    /// and `timestamp`, `instant_of(d)` for `timestamptz`.
+    pub fn bound_of(&self, d: NaiveDate) -> Bound {
         match self.kind {
-            ColumnKind::Date | ColumnKind::Timestamp => to_micros(midnight),
-            ColumnKind::Timestamptz => match self.tz.from_local_datetime(&midnight) {
-                LocalResult::Single(t) => to_micros(t.naive_utc()),
-                LocalResult::Ambiguous(a, b) => to_micros(a.naive_utc().min(b.naive_utc())),
-                LocalResult::None => {
-                    let before = midnight - Duration::days(1);
-                    let offset = match self.tz.from_local_datetime(&before) {
-                        LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => t.offset().clone(),
-                        LocalResult::None => unreachable!("two DST gaps within a day"),
-                    };
-                    let fixed = chrono::Offset::fix(&offset);
-                    to_micros(midnight - Duration::seconds(fixed.local_minus_utc() as i64))
-                }
-            },
+            ColumnKind::Date | ColumnKind::Timestamp => to_micros(d.and_hms_opt(0, 0, 0).unwrap()),
+            ColumnKind::Timestamptz => self.instant_of(d),
         }
     }
 
@@ -330,6 +335,13 @@ mod tests {
         let b = c.bound_of(ymd(2022, 4, 3));
         assert_eq!(c.period_of(b), ymd(2022, 4, 3));
         assert_eq!(c.period_of(b - 1), ymd(2022, 4, 2));
+    }
+
+    #[test]
+    fn civil_days_begin_at_local_midnight_as_instants() {
+        let c = cal(Granularity::Month, ColumnKind::Date, "Asia/Tokyo");
+        assert_eq!(c.instant_of(ymd(2026, 12, 1)), utc("2026-11-30 15:00:00"));
+        assert_eq!(c.bound_of(ymd(2026, 12, 1)), utc("2026-12-01 00:00:00"));
     }
 
     #[test]

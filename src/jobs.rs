@@ -23,25 +23,31 @@ pub fn serialize(kind: Kind) {
 
 const RECORD_SQL: &str = "INSERT INTO upkeep.job_runs \
     (job_id, action, target, started_at, duration, status, detail, error, sql) \
-    VALUES ($1, $2, $3, clock_timestamp() - make_interval(secs => $4), make_interval(secs => $4), \
-            $5, nullif($6, ''), $7, nullif($8, ''))";
+    SELECT job_id, action, target, clock_timestamp() - make_interval(secs => secs), make_interval(secs => secs), \
+           status, nullif(detail, ''), error, nullif(sql, '') \
+      FROM unnest($1::int8[], $2::text[], $3::text[], $4::float8[], $5::text[], $6::text[], $7::text[], $8::text[]) \
+           AS o(job_id, action, target, secs, status, detail, error, sql)";
 
-/// Appends one outcome to `upkeep.job_runs`.
-pub fn record(o: &Outcome) {
+/// Appends outcomes to `upkeep.job_runs`, in one statement.
+pub fn record(outcomes: &[Outcome]) {
+    if outcomes.is_empty() {
+        return;
+    }
+    let col = |f: fn(&Outcome) -> String| outcomes.iter().map(f).collect::<Vec<String>>();
     Spi::run_with_args(
         RECORD_SQL,
         &[
-            o.job_id.into(),
-            o.action.as_str().into(),
-            o.target.as_str().into(),
-            o.seconds.into(),
-            o.status.to_string().into(),
-            o.detail.as_str().into(),
-            o.error.clone().into(),
-            o.sql.as_str().into(),
+            outcomes.iter().map(|o| o.job_id).collect::<Vec<i64>>().into(),
+            col(|o| o.action.clone()).into(),
+            col(|o| o.target.clone()).into(),
+            outcomes.iter().map(|o| o.seconds).collect::<Vec<f64>>().into(),
+            col(|o| o.status.to_string()).into(),
+            col(|o| o.detail.clone()).into(),
+            outcomes.iter().map(|o| o.error.clone()).collect::<Vec<Option<String>>>().into(),
+            col(|o| o.sql.clone()).into(),
         ],
     )
-    .expect("upkeep.job_runs accepts the run record");
+    .expect("upkeep.job_runs accepts the run records");
 }
 
 /// Everything that is due, in the caller's transaction: what pg_cron calls.

@@ -47,6 +47,8 @@ pub struct ParentFacts {
     pub partitions: Vec<Partition>,
     pub default_partition: Option<QualifiedName>,
     pub owner: String,
+    /// Whether the caller is the owner already (then no OWNER TO is needed).
+    pub owned_by_caller: bool,
     pub tablespace: Option<String>,
     /// Insertable columns (not dropped, not generated), in order.
     pub columns: Vec<String>,
@@ -83,6 +85,7 @@ pub struct RawParent {
     pub keyed_on_control: bool,
     pub control_type: Option<String>,
     pub owner: String,
+    pub owned_by_caller: bool,
     pub tablespace: Option<String>,
     pub columns: Vec<String>,
     pub grants: Vec<Grant>,
@@ -172,6 +175,7 @@ impl RawParent {
             partitions: vec![],
             default_partition: None,
             owner: self.owner,
+            owned_by_caller: self.owned_by_caller,
             tablespace: self.tablespace,
             columns: self.columns,
             grants: self.grants,
@@ -195,6 +199,7 @@ SELECT p.job_id,
        coalesce(pt.partattrs[0] = a.attnum, false) AS keyed_on_control,
        format_type(a.atttypid, a.atttypmod) AS control_type,
        pg_get_userbyid(c.relowner)::text AS owner,
+       coalesce(pg_get_userbyid(c.relowner) = current_user, false) AS owned_by_caller,
        ts.spcname::text AS tablespace,
        ARRAY(SELECT x.attname::text FROM pg_attribute x
               WHERE x.attrelid = c.oid AND x.attnum > 0 AND NOT x.attisdropped AND x.attgenerated = ''
@@ -211,7 +216,7 @@ SELECT p.job_id,
               array_agg(g.privilege_type::text) AS privileges,
               array_agg(g.is_grantable) AS grantable
          FROM aclexplode(c.relacl) g) acl ON true
- WHERE p.enabled AND ($1::oid IS NULL OR p.parent::oid = $1)
+ WHERE p.enabled AND ($1::oid IS NULL OR p.parent::oid = $1) AND ($2::int8[] IS NULL OR p.job_id = ANY ($2))
  ORDER BY p.job_id"#;
 
 /// Every partition of the given parents, bounds in the calendar's domain.
@@ -238,9 +243,22 @@ fn spi_err(e: pgrx::spi::SpiError) -> String {
     e.to_string()
 }
 
+/// Which policies to read.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    All,
+    Parent(pg_sys::Oid),
+    Jobs(Vec<i64>),
+}
+
 /// Reads the raw policy rows: one query whatever the number of policies.
-pub fn read_raw(client: &SpiClient<'_>, parent: Option<pg_sys::Oid>) -> Result<Vec<RawParent>, String> {
-    let rows = client.select(POLICIES_SQL, None, &[parent.into()]).map_err(spi_err)?;
+fn read_raw(client: &SpiClient<'_>, scope: &Scope) -> Result<Vec<RawParent>, String> {
+    let (parent, jobs) = match scope {
+        Scope::All => (None, None),
+        Scope::Parent(oid) => (Some(*oid), None),
+        Scope::Jobs(ids) => (None, Some(ids.clone())),
+    };
+    let rows = client.select(POLICIES_SQL, None, &[parent.into(), jobs.into()]).map_err(spi_err)?;
     let mut out = Vec::new();
     for row in rows {
         let text = |c: &str| row.get_by_name::<String, _>(c).map_err(spi_err);
@@ -275,6 +293,7 @@ pub fn read_raw(client: &SpiClient<'_>, parent: Option<pg_sys::Oid>) -> Result<V
             keyed_on_control: row.get_by_name::<bool, _>("keyed_on_control").map_err(spi_err)?.unwrap_or(false),
             control_type: text("control_type")?,
             owner: text("owner")?.unwrap_or_default(),
+            owned_by_caller: row.get_by_name::<bool, _>("owned_by_caller").map_err(spi_err)?.unwrap_or(false),
             tablespace: text("tablespace")?,
             columns: row.get_by_name::<Vec<String>, _>("columns").map_err(spi_err)?.unwrap_or_default(),
             grants,
@@ -283,16 +302,13 @@ pub fn read_raw(client: &SpiClient<'_>, parent: Option<pg_sys::Oid>) -> Result<V
     Ok(out)
 }
 
-/// Facts for every enabled policy (or the one on `parent`): two catalog
-/// queries in all. Policies whose tables no longer fit come back as problems.
-pub fn load(
-    client: &SpiClient<'_>,
-    parent: Option<pg_sys::Oid>,
-) -> Result<(Vec<ParentFacts>, Vec<PolicyProblem>), String> {
+/// Facts for the enabled policies in `scope`: two catalog queries in all.
+/// Policies whose tables no longer fit come back as problems.
+pub fn load(client: &SpiClient<'_>, scope: &Scope) -> Result<(Vec<ParentFacts>, Vec<PolicyProblem>), String> {
     let mut parents = Vec::new();
     let mut problems = Vec::new();
     let mut by_oid: BTreeMap<i64, usize> = BTreeMap::new();
-    for raw in read_raw(client, parent)? {
+    for raw in read_raw(client, scope)? {
         let oid = raw.oid;
         match raw.validate() {
             Ok(f) => {

@@ -101,6 +101,7 @@ mod tests {
             partitions,
             default_partition: None,
             owner: "app".into(),
+            owned_by_caller: true,
             tablespace: None,
             columns: vec![],
             grants: vec![],

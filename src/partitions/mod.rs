@@ -4,6 +4,7 @@
 pub mod facts;
 pub mod health;
 pub mod plan;
+pub mod state;
 
 use crate::archive::ArchiveMode;
 use crate::calendar::parse_time_zone;
@@ -12,21 +13,21 @@ use crate::executor::{self, Outcome, Status};
 use crate::ownership::require_owner;
 use crate::regclass::RegClass;
 use crate::sql::QualifiedName;
-use facts::ParentFacts;
+use facts::{ParentFacts, PolicyProblem, Scope};
 use pgrx::datum::{Interval, TimestampWithTimeZone};
 use pgrx::prelude::*;
 use std::collections::BTreeSet;
 
 /// The transaction's `now()` as UTC microseconds since 1970.
 pub fn now_micros() -> i64 {
-    Spi::get_one::<i64>("SELECT (extract(epoch FROM now()) * 1000000)::int8")
-        .ok()
-        .flatten()
-        .expect("now() is known")
+    /// Microseconds from 1970-01-01 to PostgreSQL's epoch, 2000-01-01.
+    const PG_EPOCH_OFFSET: i64 = 946_684_800_000_000;
+    // SAFETY: reads the start time of the current transaction.
+    unsafe { pg_sys::GetCurrentTransactionStartTimestamp() + PG_EPOCH_OFFSET }
 }
 
-fn load(parent: Option<pg_sys::Oid>) -> (Vec<ParentFacts>, Vec<facts::PolicyProblem>) {
-    Spi::connect(|client| facts::load(client, parent))
+fn load(scope: &Scope) -> (Vec<ParentFacts>, Vec<PolicyProblem>) {
+    Spi::connect(|client| facts::load(client, scope))
         .unwrap_or_else(|e| error!("pg_upkeep could not read the partition catalogs: {e}"))
 }
 
@@ -63,18 +64,40 @@ fn plan_all(parents: &[ParentFacts], now: i64) -> Vec<crate::actions::Action> {
 /// Creates what is due for every enabled policy, or for one parent.
 /// Concurrent runs (psql, pg_cron, workers) queue up behind one another
 /// until the first commits, so the second sees the partitions the first made
-/// instead of racing it to create them.
+/// instead of racing it to create them. Only policies that are due or have
+/// changed since their last check are read in full.
 pub fn maintain(parent: Option<pg_sys::Oid>, dry_run: bool) -> Vec<Outcome> {
     if !dry_run {
         crate::jobs::serialize(crate::jobs::Kind::Partitions);
     }
+    let stale = state::stale_jobs(parent);
+    if stale.is_empty() {
+        return Vec::new();
+    }
+    let scope = Scope::Jobs(stale);
+    let (parents, problems) = load(&scope);
+    check_and_create(&scope, parents, problems, dry_run)
+}
+
+/// Plans and acts for the given parents, reports policies that no longer
+/// fit, and remembers when each parent is next due.
+fn check_and_create(scope: &Scope, parents: Vec<ParentFacts>, problems: Vec<PolicyProblem>, dry_run: bool) -> Vec<Outcome> {
     let now = now_micros();
-    let (parents, problems) = load(parent);
-    let mut outcomes: Vec<Outcome> = problems
-        .into_iter()
-        .map(|p| executor::report_problem(p.job_id, "check_policy", &p.target, format!("{} (HINT: {})", p.message, p.hint), dry_run))
-        .collect();
-    outcomes.extend(executor::execute(plan_all(&parents, now), dry_run));
+    let mut outcomes = executor::report_problems(
+        problems
+            .into_iter()
+            .map(|p| (p.job_id, "check_policy", p.target, format!("{} (HINT: {})", p.message, p.hint)))
+            .collect(),
+        dry_run,
+    );
+    let actions = plan_all(&parents, now);
+    let acted = !actions.is_empty();
+    outcomes.extend(executor::execute(actions, dry_run));
+    if !dry_run {
+        // After creating partitions, remember the catalog as it now is.
+        let checked = if acted { load(scope).0 } else { parents };
+        state::remember(&checked, now);
+    }
     outcomes
 }
 
@@ -201,11 +224,13 @@ fn manage_partitions(
 
     // The catalog checks are the ones maintenance applies later; here a
     // failure is an ERROR, which also undoes the registration above.
-    let (_, problems) = load(Some(oid));
+    crate::jobs::serialize(crate::jobs::Kind::Partitions);
+    let scope = Scope::Parent(oid);
+    let (parents, problems) = load(&scope);
     if let Some(p) = problems.into_iter().next() {
         bad_input(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, p.message, p.hint);
     }
-    let created = maintain(Some(oid), false)
+    let created = check_and_create(&scope, parents, Vec::new(), false)
         .into_iter()
         .filter_map(|o| match o.status {
             Status::Ok => Some(o.target),
@@ -288,7 +313,7 @@ fn partition_report() -> TableIterator<
     ),
 > {
     let now = now_micros();
-    let (parents, _) = load(None);
+    let (parents, _) = load(&Scope::All);
     let rows: Vec<_> = parents
         .iter()
         .flat_map(|f| {
@@ -341,7 +366,7 @@ fn partition_health_report() -> TableIterator<
     ),
 > {
     let now = now_micros();
-    let (parents, problems) = load(None);
+    let (parents, problems) = load(&Scope::All);
     let mut rows: Vec<_> = parents
         .iter()
         .map(|f| {

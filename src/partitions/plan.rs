@@ -15,9 +15,10 @@ pub const MAX_NAME_BYTES: usize = 63;
 /// daily policy starting in year 1 cannot plan a million tables.
 pub const MAX_PERIODS: usize = 5_000;
 
-/// Name of the temporary constraint that proves a new partition's bounds,
-/// so that ATTACH does not scan it.
-const BOUNDS_CHECK: &str = "pg_upkeep_bounds";
+/// Name of the CHECK constraint that proves a partition's bounds. It lets
+/// ATTACH skip its validation scan, now and whenever the partition is
+/// attached elsewhere later (an archive table), so it stays.
+pub const BOUNDS_CHECK: &str = "pg_upkeep_bounds";
 
 /// The periods a policy wants covered at `now`: from `start_at` (or the
 /// oldest existing partition, or the current period) through the current
@@ -108,6 +109,41 @@ pub fn missing_ranges(facts: &ParentFacts, now_utc: i64) -> Vec<(NaiveDate, Boun
         .collect()
 }
 
+/// The UTC instant at which the policy will next need a partition it does
+/// not have, given the partitions it has now: `now` if something is due
+/// already, `None` if it never will be (a MAXVALUE partition covers the
+/// future). Lets a run with nothing due skip reading partition bounds.
+pub fn next_due(facts: &ParentFacts, now_utc: i64) -> Option<i64> {
+    if !missing_ranges(facts, now_utc).is_empty() {
+        return Some(now_utc);
+    }
+    let p = &facts.policy;
+    let cal = &p.calendar;
+    let current = cal.period_start(cal.civil_date_of_instant(now_utc));
+    // Upper end of the unbroken coverage that starts at the current period.
+    let mut covered = cal.bound_of(current);
+    for (l, u) in existing_ranges(facts) {
+        if l <= covered && u > covered {
+            covered = u;
+        }
+    }
+    if covered == Bound::MAX {
+        return None;
+    }
+    // Walk period d and the last period it needs (d + premake) together:
+    // due when the period after that last one starts beyond the coverage.
+    let mut d = current;
+    let mut last = (0..p.premake).fold(current, |e, _| cal.next_start(e));
+    for _ in 0..MAX_PERIODS {
+        if cal.bound_of(cal.next_start(last)) > covered {
+            return Some(cal.instant_of(d));
+        }
+        d = cal.next_start(d);
+        last = cal.next_start(last);
+    }
+    None
+}
+
 /// A stable 32-bit FNV-1a hash, for shortened names.
 fn fnv1a(s: &str) -> u32 {
     s.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193))
@@ -155,8 +191,8 @@ fn grant_sql(grant: &Grant, table: &QualifiedName) -> String {
 /// writers of the parent: build a stand-alone table shaped like the parent,
 /// prove its bounds with a CHECK constraint, move any matching rows out of
 /// the DEFAULT partition, attach (SHARE UPDATE EXCLUSIVE on the parent,
-/// not ACCESS EXCLUSIVE), then hand it to the parent's owner with the
-/// parent's privileges.
+/// not ACCESS EXCLUSIVE), then hand it to the parent's owner (when that is
+/// not the caller) with the parent's privileges.
 pub fn create_partition_steps(
     facts: &ParentFacts,
     partition: &QualifiedName,
@@ -171,8 +207,13 @@ pub fn create_partition_steps(
     let (lo, hi) = (cal.literal(lower), cal.literal(upper));
     let in_range = format!("{col} >= {lo} AND {col} < {hi}");
 
-    let mut steps = vec![Step::new(format!("LOCK TABLE ONLY {parent} IN SHARE UPDATE EXCLUSIVE MODE"))];
+    // ATTACH locks the parent (SHARE UPDATE EXCLUSIVE) and then the DEFAULT
+    // partition (ACCESS EXCLUSIVE). With a DEFAULT we move rows out of it
+    // first, so take both locks up front, in ATTACH's order, instead of
+    // upgrading a lock halfway through.
+    let mut steps = Vec::new();
     if let Some(def) = &facts.default_partition {
+        steps.push(Step::new(format!("LOCK TABLE ONLY {parent} IN SHARE UPDATE EXCLUSIVE MODE")));
         steps.push(Step::new(format!("LOCK TABLE ONLY {} IN ACCESS EXCLUSIVE MODE", def.quoted())));
     }
     let tablespace = match &facts.tablespace {
@@ -180,10 +221,8 @@ pub fn create_partition_steps(
         None => String::new(),
     };
     steps.push(Step::new(format!(
-        "CREATE TABLE {part} (LIKE {parent} INCLUDING ALL EXCLUDING INDEXES EXCLUDING IDENTITY){tablespace}"
-    )));
-    steps.push(Step::new(format!(
-        "ALTER TABLE {part} ADD CONSTRAINT {} CHECK ({col} IS NOT NULL AND {in_range})",
+        "CREATE TABLE {part} (LIKE {parent} INCLUDING ALL EXCLUDING INDEXES EXCLUDING IDENTITY, \
+         CONSTRAINT {} CHECK ({col} IS NOT NULL AND {in_range})){tablespace}",
         ident(BOUNDS_CHECK)
     )));
     if let Some(def) = &facts.default_partition {
@@ -200,8 +239,9 @@ pub fn create_partition_steps(
     steps.push(Step::new(format!(
         "ALTER TABLE {parent} ATTACH PARTITION {part} FOR VALUES FROM ({lo}) TO ({hi})"
     )));
-    steps.push(Step::new(format!("ALTER TABLE {part} DROP CONSTRAINT {}", ident(BOUNDS_CHECK))));
-    steps.push(Step::new(format!("ALTER TABLE {part} OWNER TO {}", ident(&facts.owner))));
+    if !facts.owned_by_caller {
+        steps.push(Step::new(format!("ALTER TABLE {part} OWNER TO {}", ident(&facts.owner))));
+    }
     steps.extend(
         facts
             .grants
@@ -262,6 +302,7 @@ mod tests {
             partitions: vec![],
             default_partition: None,
             owner: "app".into(),
+            owned_by_caller: false,
             tablespace: None,
             columns: vec!["fund_id".into(), "nav_date".into(), "nav".into()],
             grants: vec![],
@@ -379,6 +420,50 @@ mod tests {
     }
 
     #[test]
+    fn next_due_is_when_premake_runs_short() {
+        // Months Nov .. Feb exist, premake 2: due when March is needed,
+        // i.e. when January begins (January + 2 = March).
+        let f = facts(cal(Granularity::Month, ColumnKind::Date), 2);
+        let f = with_part(f, "a", ymd(2026, 11, 1), ymd(2026, 12, 1));
+        let f = with_part(f, "b", ymd(2026, 12, 1), ymd(2027, 1, 1));
+        let f = with_part(f, "c", ymd(2027, 1, 1), ymd(2027, 2, 1));
+        let f = with_part(f, "d", ymd(2027, 2, 1), ymd(2027, 3, 1));
+        let t = now(ymd(2026, 11, 23));
+        let jan = cal(Granularity::Day, ColumnKind::Timestamptz).bound_of(ymd(2027, 1, 1));
+        assert_eq!(next_due(&f, t), Some(jan));
+        // Something missing: due now.
+        let g = facts(cal(Granularity::Month, ColumnKind::Date), 2);
+        assert_eq!(next_due(&g, t), Some(t));
+        // Just before the due instant nothing is missing; at it, something is.
+        assert!(missing_ranges(&f, jan - 1).is_empty());
+        assert!(!missing_ranges(&f, jan).is_empty());
+    }
+
+    #[test]
+    fn next_due_follows_the_policy_zone_for_civil_columns() {
+        let mut f = facts(Calendar::new(Granularity::Month, ColumnKind::Date, parse_time_zone("Asia/Tokyo").unwrap()), 0);
+        let c = f.policy.calendar;
+        f.partitions.push(Partition {
+            name: QualifiedName::new("public", "nov"),
+            range: Range::Bounded { lower: Some(c.bound_of(ymd(2026, 11, 1))), upper: Some(c.bound_of(ymd(2026, 12, 1))) },
+        });
+        // December begins in Tokyo at 15:00 UTC on 30 November.
+        let due = next_due(&f, now(ymd(2026, 11, 23))).unwrap();
+        assert_eq!(due, cal(Granularity::Day, ColumnKind::Timestamptz).bound_of(ymd(2026, 11, 30)) + 15 * 3_600_000_000);
+    }
+
+    #[test]
+    fn a_maxvalue_partition_is_never_due() {
+        let mut f = facts(cal(Granularity::Month, ColumnKind::Date), 3);
+        let c = f.policy.calendar;
+        f.partitions.push(Partition {
+            name: QualifiedName::new("public", "rest"),
+            range: Range::Bounded { lower: Some(c.bound_of(ymd(2026, 11, 1))), upper: None },
+        });
+        assert_eq!(next_due(&f, now(ymd(2026, 11, 23))), None);
+    }
+
+    #[test]
     fn free_pieces_subtracts_ranges() {
         assert_eq!(free_pieces(0, 10, &[]), [(0, 10)]);
         assert_eq!(free_pieces(0, 10, &[(2, 4), (6, 7)]), [(0, 2), (4, 6), (7, 10)]);
@@ -439,6 +524,7 @@ mod tests {
         assert!(s.contains(r#"LOCK TABLE ONLY "My Schema"."a""; DROP TABLE b; --" IN SHARE UPDATE EXCLUSIVE MODE"#));
         assert!(s.contains(r#"LOCK TABLE ONLY "My Schema"."def" IN ACCESS EXCLUSIVE MODE"#));
         assert!(s.contains(r#"CREATE TABLE "My Schema"."a""; DROP TABLE b; --_p2026_11" (LIKE"#));
+        assert!(s.contains(r#"CONSTRAINT "pg_upkeep_bounds" CHECK ("Created At" IS NOT NULL AND"#));
         assert!(s.contains(r#""Created At" >= '2026-11-01 00:00:00+00' AND "Created At" < '2026-12-01 00:00:00+00'"#));
         assert!(s.contains(r#"DELETE FROM ONLY "My Schema"."def""#));
         assert!(s.contains(r#"RETURNING "fund_id", "nav_date", "nav""#));
@@ -449,16 +535,21 @@ mod tests {
         // LOCK before CREATE before the move before ATTACH.
         let pos = |needle: &str| s.find(needle).unwrap();
         assert!(pos("LOCK TABLE ONLY") < pos("CREATE TABLE"));
+        assert!(pos("SHARE UPDATE EXCLUSIVE") < pos("ACCESS EXCLUSIVE"));
         assert!(pos("WITH moved") < pos("ATTACH PARTITION"));
-        assert!(pos("ATTACH PARTITION") < pos("DROP CONSTRAINT"));
+        assert!(pos("ATTACH PARTITION") < pos("OWNER TO"));
+        assert!(pos("OWNER TO") < pos("GRANT"));
         assert_eq!(a[0].steps.iter().filter(|s| s.counts.is_some()).count(), 1);
     }
 
     #[test]
-    fn no_default_means_no_move() {
-        let f = facts(cal(Granularity::Month, ColumnKind::Date), 0);
+    fn no_default_means_no_move_and_the_owner_needs_no_handover() {
+        let mut f = facts(cal(Granularity::Month, ColumnKind::Date), 0);
+        f.owned_by_caller = true;
         let a = plan(&f, now(ymd(2026, 11, 23)), &BTreeSet::new());
         assert!(!a[0].script().contains("DELETE"));
+        assert!(!a[0].script().contains("LOCK TABLE"));
+        assert!(!a[0].script().contains("OWNER TO"));
         assert!(a[0].script().contains("FOR VALUES FROM ('2026-11-01') TO ('2026-12-01')"));
     }
 }

@@ -224,6 +224,32 @@ mod tests {
         assert_eq!(one::<i32>("SELECT premake FROM upkeep.partition_policies"), 3);
     }
 
+    #[pg_test]
+    fn remembers_when_it_is_next_due_and_notices_changes() {
+        nav_history("public.nav_history");
+        Spi::run("SELECT upkeep.manage_partitions('public.nav_history', 'nav_date', premake => 2)").unwrap();
+        // With this month and two more in place, the next partition is
+        // needed when next month begins (next month + 2 is not there yet).
+        let due_ok: bool = one(
+            "SELECT due_at = (date_trunc('month', now() AT TIME ZONE 'UTC') + interval '1 month') AT TIME ZONE 'UTC' \
+               FROM upkeep.partition_state",
+        );
+        assert!(due_ok);
+        // A partition dropped behind our back is noticed and made again.
+        let next_month: String = one("SELECT 'public.nav_history_p' || to_char(now() + interval '1 month', 'YYYY_MM')");
+        Spi::run(&format!("DROP TABLE {next_month}")).unwrap();
+        let rows = count("SELECT * FROM upkeep.run_maintenance() WHERE status = 'ok'");
+        assert_eq!(rows, 1);
+        assert_eq!(count(&format!("SELECT 1 FROM pg_class WHERE oid = to_regclass('{next_month}')")), 1);
+        // A policy changed by hand is noticed too.
+        Spi::run("UPDATE upkeep.partition_policies SET premake = 3").unwrap();
+        assert_eq!(count("SELECT * FROM upkeep.run_maintenance() WHERE status = 'ok'"), 1);
+        // Forgetting the state is harmless: the next run checks and finds nothing to do.
+        Spi::run("TRUNCATE upkeep.partition_state").unwrap();
+        assert_eq!(count("SELECT * FROM upkeep.run_maintenance()"), 0);
+        assert_eq!(count("SELECT * FROM upkeep.partition_state"), 1);
+    }
+
     #[pg_test(error = "unknown granularity \"fortnight\" for table public.nav_history")]
     fn unknown_granularity_is_refused() {
         nav_history("public.nav_history");

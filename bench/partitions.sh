@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# Partition creation and steady-state maintenance: pg_upkeep against
+# pg_partman 4.7.2 and against plain CREATE TABLE ... PARTITION OF, on 200
+# identical monthly-partitioned parents, in one cluster, in one run.
+# Figures are ratios against baselines measured in the same run.
+#
+#   bench/partitions.sh [rounds]      (default 3 rounds; medians reported)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/cluster.sh
+ROUNDS=${1:-3}
+PARENTS=200
+STEADY_CALLS=7
+# On tmpfs when there is one: the figures should measure the tools' work,
+# not this VM's disk, whose latency swings by 2x from minute to minute.
+if [ -d /dev/shm ] && [ -w /dev/shm ]; then DIR=/dev/shm/pg_upkeep-bench; else DIR=/tmp/pg_upkeep-bench; fi
+PORT=${BENCH_PORT:-5498}
+OUT=bench/out
+mkdir -p "$OUT"
+
+bash scripts/setup.sh >/dev/null
+echo "building pg_upkeep (release) ..."
+cargo pgrx install --release --pg-config "$PGBIN/pg_config" >"$OUT/install.log" 2>&1 || { cat "$OUT/install.log"; exit 1; }
+cluster_start "$DIR" "$PORT" "max_locks_per_transaction = 256"
+trap 'cluster_stop "$DIR"' EXIT
+PSQL=(psql -X -q -h "$DIR" -p "$PORT" -U postgres -v ON_ERROR_STOP=1)
+
+# Month starts relative to today: 4 before, the current one, 4 after = 9,
+# what pg_partman's create_parent(p_premake => 4) makes.
+month() { date -u -d "$(date -u +%Y-%m-01) $1 month" +%Y-%m-%d; }
+START=$(month -4)
+
+parents_sql() {
+  for i in $(seq 1 $PARENTS); do
+    echo "CREATE TABLE public.t$i (id bigint NOT NULL, created date NOT NULL, payload text, PRIMARY KEY (id, created)) PARTITION BY RANGE (created);"
+  done
+}
+
+plain_sql() {
+  for i in $(seq 1 $PARENTS); do
+    echo "BEGIN;"
+    for m in $(seq -4 4); do
+      lo=$(month "$m"); hi=$(month $((m + 1)))
+      echo "CREATE TABLE public.t${i}_p${lo:0:4}_${lo:5:2} PARTITION OF public.t$i FOR VALUES FROM ('$lo') TO ('$hi');"
+    done
+    echo "COMMIT;"
+  done
+}
+
+upkeep_sql() {
+  for i in $(seq 1 $PARENTS); do
+    echo "SELECT count(*) FROM upkeep.manage_partitions('public.t$i', 'created', 'month', premake => 4, start_at => '$START');"
+  done
+}
+
+partman_sql() {
+  for i in $(seq 1 $PARENTS); do
+    echo "SELECT partman.create_parent('public.t$i', 'created', 'native', 'monthly', p_premake => 4, p_jobmon => false);"
+  done
+  # As in a deployment whose tables have data: keep premaking future partitions.
+  echo "UPDATE partman.part_config SET infinite_time_partitions = true;"
+}
+
+# Catch-up: parents hold 3 partitions (last month, this month, next month);
+# premake is then raised so that each needs 9 more (months +2 .. +10), and
+# one maintenance call creates all 1,800.
+catchup_setup() {
+  case $1 in
+    plain)
+      for i in $(seq 1 $PARENTS); do
+        for m in -1 0 1; do
+          lo=$(month "$m"); hi=$(month $((m + 1)))
+          echo "CREATE TABLE public.t${i}_p${lo:0:4}_${lo:5:2} PARTITION OF public.t$i FOR VALUES FROM ('$lo') TO ('$hi');"
+        done
+      done ;;
+    upkeep)
+      for i in $(seq 1 $PARENTS); do
+        echo "SELECT count(*) FROM upkeep.manage_partitions('public.t$i', 'created', 'month', premake => 1, start_at => '$(month -1)');"
+      done
+      echo "UPDATE upkeep.partition_policies SET premake = 10;" ;;
+    partman)
+      for i in $(seq 1 $PARENTS); do
+        echo "SELECT partman.create_parent('public.t$i', 'created', 'native', 'monthly', p_premake => 1, p_jobmon => false);"
+      done
+      # pg_partman counts premake from the newest partition holding "now"
+      # differently from us: premake 9 is what makes it create months +2 .. +10.
+      echo "UPDATE partman.part_config SET premake = 9, infinite_time_partitions = true;" ;;
+  esac
+}
+catchup_run() {
+  case $1 in
+    plain)
+      for i in $(seq 1 $PARENTS); do
+        echo "BEGIN;"
+        for m in $(seq 2 10); do
+          lo=$(month "$m"); hi=$(month $((m + 1)))
+          echo "CREATE TABLE public.t${i}_p${lo:0:4}_${lo:5:2} PARTITION OF public.t$i FOR VALUES FROM ('$lo') TO ('$hi');"
+        done
+        echo "COMMIT;"
+      done ;;
+    upkeep) echo "SELECT count(*) FROM upkeep.run_maintenance();" ;;
+    partman) echo "SELECT partman.run_maintenance(p_jobmon => false);" ;;
+  esac
+}
+
+parents_sql >"$OUT/parents.sql"; plain_sql >"$OUT/plain.sql"; upkeep_sql >"$OUT/upkeep.sql"; partman_sql >"$OUT/partman.sql"
+for tool in plain upkeep partman; do
+  catchup_setup $tool >"$OUT/${tool}_catchup_setup.sql"; catchup_run $tool >"$OUT/${tool}_catchup.sql"
+done
+
+fresh_db() {
+  "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1"
+  "${PSQL[@]}" -d "$1" -f "$OUT/parents.sql"
+  case $1 in
+    ?_upkeep) "${PSQL[@]}" -d "$1" -c "CREATE EXTENSION pg_upkeep" ;;
+    ?_partman) "${PSQL[@]}" -d "$1" -c "CREATE SCHEMA partman; CREATE EXTENSION pg_partman SCHEMA partman" ;;
+  esac
+  "${PSQL[@]}" -d "$1" -c "CHECKPOINT"
+}
+
+# Wall-clock seconds of one psql script.
+timed() {
+  local db=$1 file=$2 t0 t1
+  t0=$(date +%s.%N)
+  "${PSQL[@]}" -d "$db" -f "$file" >/dev/null
+  t1=$(date +%s.%N)
+  awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}'
+}
+
+median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+
+declare -A create
+for r in $(seq 1 "$ROUNDS"); do
+  for tool in plain upkeep partman; do
+    fresh_db "b_$tool"
+    s=$(timed "b_$tool" "$OUT/$tool.sql")
+    create[$tool]+="$s "
+    echo "round $r: create 1,800 partitions with $tool: ${s}s"
+  done
+done
+
+# Sanity: every tool made the same partitions (pg_partman adds DEFAULT ones).
+ranged() { "${PSQL[@]}" -d "$1" -At -c "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE c.relkind = 'r' AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'"; }
+check() { for tool in plain upkeep partman; do
+  n=$(ranged "b_$tool"); [ "$n" = "$1" ] || { echo "$tool has $n partitions, expected $1"; exit 1; }
+done; }
+check $((PARENTS * 9))
+
+# Steady state: nothing is due; each tool checks all 200 parents.
+echo "SELECT count(*) FROM upkeep.run_maintenance();" >"$OUT/upkeep_steady.sql"
+echo "SELECT partman.run_maintenance(p_jobmon => false);" >"$OUT/partman_steady.sql"
+declare -A steady
+for tool in upkeep partman; do
+  timed "b_$tool" "$OUT/${tool}_steady.sql" >/dev/null   # warm-up
+  for _ in $(seq 1 $STEADY_CALLS); do steady[$tool]+="$(timed "b_$tool" "$OUT/${tool}_steady.sql") "; done
+done
+# Nothing may have been created by the steady-state runs.
+n=$("${PSQL[@]}" -d b_upkeep -At -c "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE c.relkind = 'r'")
+[ "$n" = $((PARENTS * 9)) ] || { echo "steady-state upkeep run created partitions ($n)"; exit 1; }
+
+declare -A catchup
+for r in $(seq 1 "$ROUNDS"); do
+  for tool in plain upkeep partman; do
+    fresh_db "c_$tool" >/dev/null
+    "${PSQL[@]}" -d "c_$tool" -f "$OUT/${tool}_catchup_setup.sql" >/dev/null
+    "${PSQL[@]}" -d "c_$tool" -c CHECKPOINT
+    s=$(timed "c_$tool" "$OUT/${tool}_catchup.sql")
+    catchup[$tool]+="$s "
+    echo "round $r: maintenance creates 1,800 partitions with $tool: ${s}s"
+  done
+done
+for tool in plain upkeep partman; do
+  n=$(ranged "c_$tool"); [ "$n" = $((PARENTS * 12)) ] || { echo "catch-up: $tool has $n partitions"; exit 1; }
+done
+
+# Per-call cost without psql start-up: the same calls timed inside the server.
+inner() {
+  "${PSQL[@]}" -d "$1" -At -c "
+    DO \$\$ DECLARE t0 timestamptz; best float8 := 1e9; BEGIN
+      FOR i IN 1..$STEADY_CALLS LOOP
+        t0 := clock_timestamp(); PERFORM $2;
+        best := least(best, extract(epoch FROM clock_timestamp() - t0));
+      END LOOP;
+      RAISE NOTICE '%', best;
+    END \$\$" 2>&1 | sed 's/.*NOTICE: *//'
+}
+inner_upkeep=$(inner b_upkeep "count(*) FROM upkeep.run_maintenance()")
+inner_partman=$(inner b_partman "partman.run_maintenance(p_jobmon => false)")
+
+m() { echo "$1" | tr ' ' '\n' | grep . | median; }
+c_plain=$(m "${create[plain]}"); c_upkeep=$(m "${create[upkeep]}"); c_partman=$(m "${create[partman]}")
+s_upkeep=$(m "${steady[upkeep]}"); s_partman=$(m "${steady[partman]}")
+k_plain=$(m "${catchup[plain]}"); k_upkeep=$(m "${catchup[upkeep]}"); k_partman=$(m "${catchup[partman]}")
+r() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
+cat >"$OUT/partitions.md" <<MD
+Run $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores ($cpu), $(free -g | awk '/Mem:/ {print $2}') GiB,
+data on $DIR, PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}'), pg_partman $("${PSQL[@]}" -d b_partman -At -c "SELECT extversion FROM pg_extension WHERE extname = 'pg_partman'"), pg_upkeep release build; $ROUNDS rounds, medians.
+
+| what | plain DDL | pg_upkeep | pg_partman | pg_upkeep vs pg_partman | pg_upkeep vs plain DDL |
+|---|---|---|---|---|---|
+| registration creates 1,800 partitions (200 parents x 9: create_parent / manage_partitions), s | $(printf %.3f "$c_plain") | $(printf %.3f "$c_upkeep") | $(printf %.3f "$c_partman") | $(r "$c_partman" "$c_upkeep")x faster | $(r "$c_upkeep" "$c_plain")x the time |
+| maintenance run creates 1,800 partitions (premake raised from 1 to 10), s | $(printf %.3f "$k_plain") | $(printf %.3f "$k_upkeep") | $(printf %.3f "$k_partman") | $(r "$k_partman" "$k_upkeep")x faster | $(r "$k_upkeep" "$k_plain")x the time |
+| steady state, nothing due, one run over 200 parents (psql wall), s | - | $(printf %.4f "$s_upkeep") | $(printf %.4f "$s_partman") | $(r "$s_partman" "$s_upkeep")x faster | - |
+| steady state, same, best call timed in the server, s | - | $(printf %.4f "$inner_upkeep") | $(printf %.4f "$inner_partman") | $(r "$inner_partman" "$inner_upkeep")x faster | - |
+MD
+cat "$OUT/partitions.md"

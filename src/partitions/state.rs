@@ -1,0 +1,56 @@
+//! What partition maintenance remembers between runs, so that a run with
+//! nothing due costs one indexed query instead of reading every bound:
+//! per policy, when it next becomes due and a fingerprint of everything its
+//! last check depended on.
+
+use super::facts::ParentFacts;
+use super::plan;
+use pgrx::prelude::*;
+
+/// Everything a policy's check depends on: its settings, its parent's
+/// catalog row, and the parent's partitions (which tables, and the version
+/// of each one's catalog row, which ATTACH/DETACH and ALTER change).
+const FINGERPRINT: &str = "md5(concat_ws('|', p.control, p.granularity, p.premake, p.time_zone, \
+       extract(epoch FROM p.start_at), \
+       (SELECT c.xmin::text FROM pg_class c WHERE c.oid = p.parent), \
+       (SELECT count(*) || ':' || coalesce(sum(i.inhrelid::int8), 0) || ':' || coalesce(sum(k.xmin::text::int8), 0) \
+          FROM pg_inherits i JOIN pg_class k ON k.oid = i.inhrelid WHERE i.inhparent = p.parent)))";
+
+/// Enabled policies (all, or the one on a parent) that need a full check:
+/// never checked, due, or changed since their last check.
+pub fn stale_jobs(parent: Option<pg_sys::Oid>) -> Vec<i64> {
+    let sql = format!(
+        "SELECT p.job_id FROM upkeep.partition_policies p \
+           LEFT JOIN upkeep.partition_state s ON s.job_id = p.job_id \
+          WHERE p.enabled AND ($1::oid IS NULL OR p.parent::oid = $1) \
+            AND (s.job_id IS NULL OR s.due_at <= now() OR s.fingerprint IS DISTINCT FROM {FINGERPRINT}) \
+          ORDER BY p.job_id"
+    );
+    Spi::connect(|client| {
+        client
+            .select(sql.as_str(), None, &[parent.into()])?
+            .map(|row| row.get::<i64>(1).map(Option::unwrap_or_default))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .unwrap_or_else(|e| error!("pg_upkeep could not read its partition state: {e}"))
+}
+
+/// Records, for each checked parent, when it is next due and what it
+/// looked like, as of `facts` (which must reflect what this run created).
+pub fn remember(parents: &[ParentFacts], now_utc: i64) {
+    if parents.is_empty() {
+        return;
+    }
+    let jobs: Vec<i64> = parents.iter().map(|f| f.policy.job_id).collect();
+    let due: Vec<Option<i64>> = parents.iter().map(|f| plan::next_due(f, now_utc)).collect();
+    let sql = format!(
+        "INSERT INTO upkeep.partition_state AS s (job_id, due_at, fingerprint, checked_at) \
+         SELECT p.job_id, 'epoch'::timestamptz + make_interval(secs => d.due / 1e6), {FINGERPRINT}, now() \
+           FROM unnest($1::int8[], $2::int8[]) AS d(job_id, due) \
+           JOIN upkeep.partition_policies p ON p.job_id = d.job_id \
+         ON CONFLICT (job_id) DO UPDATE \
+            SET due_at = EXCLUDED.due_at, fingerprint = EXCLUDED.fingerprint, checked_at = EXCLUDED.checked_at"
+    );
+    Spi::run_with_args(&sql, &[jobs.into(), due.into()])
+        .unwrap_or_else(|e| error!("pg_upkeep could not record its partition state: {e}"));
+}
