@@ -57,11 +57,12 @@ SELECT pg_catalog.pg_extension_config_dump('upkeep.job_id_seq', '');
 
 -- Microseconds since 1970 of one partition bound as pg_get_expr() prints it,
 -- in the column's own domain (civil time for date/timestamp, UTC for
--- timestamptz). NULL for MINVALUE/MAXVALUE and infinities.
+-- timestamptz). NULL for MINVALUE/MAXVALUE and infinities. No SET clause, so
+-- that the planner inlines it: it runs once per partition bound, inside
+-- pg_upkeep's functions, whose search_path is pinned already.
 CREATE FUNCTION upkeep.bound_micros(bound text, with_time_zone boolean)
 RETURNS bigint
 LANGUAGE sql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT CASE
     WHEN bound IS NULL OR bound IN ('MINVALUE', 'MAXVALUE') THEN NULL

@@ -17,6 +17,7 @@ pub mod partitions;
 pub mod regclass;
 pub mod settings;
 pub mod sql;
+pub mod statements;
 
 ::pgrx::pg_module_magic!(name, version);
 

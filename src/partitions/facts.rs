@@ -3,8 +3,10 @@
 
 use crate::calendar::{parse_time_zone, Bound, Calendar, ColumnKind, Granularity};
 use crate::sql::QualifiedName;
+use crate::statements::{self, param};
+use pgrx::pg_sys::BuiltinOid;
 use pgrx::prelude::*;
-use pgrx::spi::SpiClient;
+use pgrx::spi::{SpiClient, SpiTupleTable};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A registered partition policy, validated into typed values.
@@ -258,7 +260,11 @@ fn read_raw(client: &SpiClient<'_>, scope: &Scope) -> Result<Vec<RawParent>, Str
         Scope::Parent(oid) => (Some(*oid), None),
         Scope::Jobs(ids) => (None, Some(ids.clone())),
     };
-    let rows = client.select(POLICIES_SQL, None, &[parent.into(), jobs.into()]).map_err(spi_err)?;
+    let types = [param(BuiltinOid::OIDOID), param(BuiltinOid::INT8ARRAYOID)];
+    statements::select(client, POLICIES_SQL, &types, &[parent.into(), jobs.into()], |rows| read_policies(rows))
+}
+
+fn read_policies(rows: SpiTupleTable<'_>) -> Result<Vec<RawParent>, String> {
     let mut out = Vec::new();
     for row in rows {
         let text = |c: &str| row.get_by_name::<String, _>(c).map_err(spi_err);
@@ -322,7 +328,14 @@ pub fn load(client: &SpiClient<'_>, scope: &Scope) -> Result<(Vec<ParentFacts>, 
         return Ok((parents, problems));
     }
     let oids: Vec<pg_sys::Oid> = by_oid.keys().map(|&o| pg_sys::Oid::from(o as u32)).collect();
-    let rows = client.select(PARTITIONS_SQL, None, &[oids.into()]).map_err(spi_err)?;
+    statements::select(client, PARTITIONS_SQL, &[param(BuiltinOid::OIDARRAYOID)], &[oids.into()], |rows| {
+        add_partitions(rows, &by_oid, &mut parents)
+    })?;
+    Ok((parents, problems))
+}
+
+/// Files each partition row under its parent's facts.
+fn add_partitions(rows: SpiTupleTable<'_>, by_oid: &BTreeMap<i64, usize>, parents: &mut [ParentFacts]) -> Result<(), String> {
     for row in rows {
         let parent = row.get_by_name::<i64, _>("parent").map_err(spi_err)?.unwrap_or_default();
         let Some(&i) = by_oid.get(&parent) else { continue };
@@ -341,7 +354,7 @@ pub fn load(client: &SpiClient<'_>, scope: &Scope) -> Result<(Vec<ParentFacts>, 
             f.partitions.push(Partition { name, range: Range::Bounded { lower, upper } });
         }
     }
-    Ok((parents, problems))
+    Ok(())
 }
 
 /// Which of the given names are taken in their schemas (by any relation).

@@ -16,7 +16,7 @@ use crate::sql::QualifiedName;
 use facts::{ParentFacts, PolicyProblem, Scope};
 use pgrx::datum::{Interval, TimestampWithTimeZone};
 use pgrx::prelude::*;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The transaction's `now()` as UTC microseconds since 1970.
 pub fn now_micros() -> i64 {
@@ -33,11 +33,11 @@ fn load(scope: &Scope) -> (Vec<ParentFacts>, Vec<PolicyProblem>) {
 
 /// Plans every parent, giving each new partition a name no relation in its
 /// schema has. Names are checked only when something is due, so a run with
-/// nothing to do costs the two fact queries and nothing else.
-fn plan_all(parents: &[ParentFacts], now: i64) -> Vec<crate::actions::Action> {
+/// nothing to do costs no query here.
+fn plan_all(parents: &[ParentFacts], now: i64) -> Vec<plan::Planned> {
     let mut taken: BTreeSet<QualifiedName> = BTreeSet::new();
     loop {
-        let actions: Vec<_> = parents
+        let planned: Vec<_> = parents
             .iter()
             .flat_map(|f| {
                 let in_schema = taken
@@ -48,14 +48,14 @@ fn plan_all(parents: &[ParentFacts], now: i64) -> Vec<crate::actions::Action> {
                 plan::plan(f, now, &in_schema)
             })
             .collect();
-        let wanted: Vec<QualifiedName> = actions.iter().map(|a| a.target.clone()).collect();
+        let wanted: Vec<QualifiedName> = planned.iter().map(|p| p.action.target.clone()).collect();
         if wanted.is_empty() {
-            return actions;
+            return planned;
         }
         let found = Spi::connect(|client| facts::taken_names(client, &wanted))
             .unwrap_or_else(|e| error!("pg_upkeep could not check relation names: {e}"));
         if found.is_subset(&taken) {
-            return actions;
+            return planned;
         }
         taken.extend(found);
     }
@@ -74,14 +74,13 @@ pub fn maintain(parent: Option<pg_sys::Oid>, dry_run: bool) -> Vec<Outcome> {
     if stale.is_empty() {
         return Vec::new();
     }
-    let scope = Scope::Jobs(stale);
-    let (parents, problems) = load(&scope);
-    check_and_create(&scope, parents, problems, dry_run)
+    let (parents, problems) = load(&Scope::Jobs(stale));
+    check_and_create(parents, problems, dry_run)
 }
 
 /// Plans and acts for the given parents, reports policies that no longer
 /// fit, and remembers when each parent is next due.
-fn check_and_create(scope: &Scope, parents: Vec<ParentFacts>, problems: Vec<PolicyProblem>, dry_run: bool) -> Vec<Outcome> {
+fn check_and_create(parents: Vec<ParentFacts>, problems: Vec<PolicyProblem>, dry_run: bool) -> Vec<Outcome> {
     let now = now_micros();
     let mut outcomes = executor::report_problems(
         problems
@@ -90,14 +89,24 @@ fn check_and_create(scope: &Scope, parents: Vec<ParentFacts>, problems: Vec<Poli
             .collect(),
         dry_run,
     );
-    let actions = plan_all(&parents, now);
-    let acted = !actions.is_empty();
-    outcomes.extend(executor::execute(actions, dry_run));
+    let (actions, partitions): (Vec<_>, Vec<_>) = plan_all(&parents, now).into_iter().map(|p| (p.action, p.partition)).unzip();
+    let done = executor::execute(actions, dry_run);
     if !dry_run {
-        // After creating partitions, remember the catalog as it now is.
-        let checked = if acted { load(scope).0 } else { parents };
+        // What this run made, added to what it read: the catalog as it now is.
+        let mut made: BTreeMap<i64, Vec<facts::Partition>> = BTreeMap::new();
+        for (o, p) in done.iter().zip(partitions).filter(|(o, _)| o.status == Status::Ok) {
+            made.entry(o.job_id).or_default().push(p);
+        }
+        let checked: Vec<ParentFacts> = parents
+            .into_iter()
+            .map(|f| {
+                let mine = made.remove(&f.policy.job_id).unwrap_or_default();
+                plan::with_created(f, mine)
+            })
+            .collect();
         state::remember(&checked, now);
     }
+    outcomes.extend(done);
     outcomes
 }
 
@@ -225,12 +234,11 @@ fn manage_partitions(
     // The catalog checks are the ones maintenance applies later; here a
     // failure is an ERROR, which also undoes the registration above.
     crate::jobs::serialize(crate::jobs::Kind::Partitions);
-    let scope = Scope::Parent(oid);
-    let (parents, problems) = load(&scope);
+    let (parents, problems) = load(&Scope::Parent(oid));
     if let Some(p) = problems.into_iter().next() {
         bad_input(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, p.message, p.hint);
     }
-    let created = check_and_create(&scope, parents, Vec::new(), false)
+    let created = check_and_create(parents, Vec::new(), false)
         .into_iter()
         .filter_map(|o| match o.status {
             Status::Ok => Some(o.target),

@@ -1,7 +1,7 @@
 //! Partition planning: policies plus facts plus "now" in, actions out.
 //! Pure Rust: no SPI here, so every rule is unit-tested without a database.
 
-use super::facts::{Grant, ParentFacts, Range};
+use super::facts::{Grant, ParentFacts, Partition, Range};
 use crate::actions::{Action, ActionKind, Step};
 use crate::calendar::{Bound, Calendar};
 use crate::sql::{ident, QualifiedName};
@@ -252,9 +252,16 @@ pub fn create_partition_steps(
     steps
 }
 
+/// A partition the plan creates, with the action that creates it.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub action: Action,
+    pub partition: Partition,
+}
+
 /// Everything due for one managed parent at `now`, given the relation names
 /// already taken in its schema.
-pub fn plan(facts: &ParentFacts, now_utc: i64, taken: &BTreeSet<String>) -> Vec<Action> {
+pub fn plan(facts: &ParentFacts, now_utc: i64, taken: &BTreeSet<String>) -> Vec<Planned> {
     let p = &facts.policy;
     let cal = &p.calendar;
     let mut used = taken.clone();
@@ -264,15 +271,28 @@ pub fn plan(facts: &ParentFacts, now_utc: i64, taken: &BTreeSet<String>) -> Vec<
             let name = partition_name(&p.parent.name, &cal.label(period), &used);
             used.insert(name.clone());
             let partition = QualifiedName::new(p.parent.schema.clone(), name);
-            Action {
-                job_id: p.job_id,
-                kind: ActionKind::CreatePartition,
-                detail: format!("FOR VALUES FROM ({}) TO ({})", cal.display(lower), cal.display(upper)),
-                steps: create_partition_steps(facts, &partition, lower, upper),
-                target: partition,
+            Planned {
+                action: Action {
+                    job_id: p.job_id,
+                    kind: ActionKind::CreatePartition,
+                    detail: format!("FOR VALUES FROM ({}) TO ({})", cal.display(lower), cal.display(upper)),
+                    steps: create_partition_steps(facts, &partition, lower, upper),
+                    target: partition.clone(),
+                },
+                partition: Partition {
+                    name: partition,
+                    range: Range::Bounded { lower: Some(lower), upper: Some(upper) },
+                },
             }
         })
         .collect()
+}
+
+/// The facts as they are once the given planned partitions exist, so that
+/// what a run made need not be read back from the catalog.
+pub fn with_created(mut facts: ParentFacts, created: impl IntoIterator<Item = Partition>) -> ParentFacts {
+    facts.partitions.extend(created);
+    facts
 }
 
 #[cfg(test)]
@@ -322,8 +342,8 @@ mod tests {
         cal(Granularity::Day, ColumnKind::Timestamptz).bound_of(d) + 3_600_000_000 * 12
     }
 
-    fn targets(actions: &[Action]) -> Vec<String> {
-        actions.iter().map(|a| a.target.to_string()).collect()
+    fn targets(planned: &[Planned]) -> Vec<String> {
+        planned.iter().map(|p| p.action.target.to_string()).collect()
     }
 
     #[test]
@@ -339,8 +359,8 @@ mod tests {
                 "public.nav_history_p2027_02"
             ]
         );
-        assert_eq!(a[1].detail, "FOR VALUES FROM (2026-12-01) TO (2027-01-01)");
-        assert!(a.iter().all(|x| x.job_id == 7 && x.kind == ActionKind::CreatePartition));
+        assert_eq!(a[1].action.detail, "FOR VALUES FROM (2026-12-01) TO (2027-01-01)");
+        assert!(a.iter().all(|x| x.action.job_id == 7 && x.action.kind == ActionKind::CreatePartition));
     }
 
     #[test]
@@ -354,15 +374,11 @@ mod tests {
     fn second_run_plans_nothing() {
         let f = facts(cal(Granularity::Month, ColumnKind::Date), 2);
         let t = now(ymd(2026, 11, 23));
-        let mut done = f.clone();
-        for (_, lo, hi) in missing_ranges(&f, t) {
-            done.partitions.push(Partition {
-                name: QualifiedName::new("public", format!("x{lo}")),
-                range: Range::Bounded { lower: Some(lo), upper: Some(hi) },
-            });
-        }
-        assert_eq!(missing_ranges(&f, t).len(), 3);
+        let planned = plan(&f, t, &BTreeSet::new());
+        assert_eq!(planned.len(), 3);
+        let done = with_created(f, planned.into_iter().map(|p| p.partition));
         assert!(plan(&done, t, &BTreeSet::new()).is_empty());
+        assert!(next_due(&done, t).is_some_and(|due| due > t));
     }
 
     #[test]
@@ -383,7 +399,7 @@ mod tests {
         f.policy.start_at = Some(cal(Granularity::Day, ColumnKind::Timestamptz).bound_of(ymd(2023, 6, 15)));
         let a = plan(&f, now(ymd(2026, 11, 23)), &BTreeSet::new());
         assert_eq!(targets(&a).len(), 5); // 2023 .. 2027
-        assert_eq!(a[0].target.to_string(), "public.nav_history_p2023");
+        assert_eq!(a[0].action.target.to_string(), "public.nav_history_p2023");
     }
 
     #[test]
@@ -395,7 +411,7 @@ mod tests {
         let f = with_part(f, "whatever", ymd(2026, 12, 1), ymd(2026, 12, 15));
         let a = plan(&f, now(ymd(2026, 11, 23)), &BTreeSet::new());
         assert_eq!(a.len(), 1);
-        assert_eq!(a[0].detail, "FOR VALUES FROM (2026-12-15) TO (2027-01-01)");
+        assert_eq!(a[0].action.detail, "FOR VALUES FROM (2026-12-15) TO (2027-01-01)");
         // A bigger partition (a whole year) covers every month inside it.
         let f = facts(cal(Granularity::Month, ColumnKind::Date), 3);
         let f = with_part(f, "y2026", ymd(2026, 1, 1), ymd(2027, 1, 1));
@@ -520,7 +536,7 @@ mod tests {
             Grant { grantee: Some("o'wner".into()), privilege: "INSERT".into(), grantable: false },
         ];
         let a = plan(&f, now(ymd(2026, 11, 23)), &BTreeSet::new());
-        let s = a[0].script();
+        let s = a[0].action.script();
         assert!(s.contains(r#"LOCK TABLE ONLY "My Schema"."a""; DROP TABLE b; --" IN SHARE UPDATE EXCLUSIVE MODE"#));
         assert!(s.contains(r#"LOCK TABLE ONLY "My Schema"."def" IN ACCESS EXCLUSIVE MODE"#));
         assert!(s.contains(r#"CREATE TABLE "My Schema"."a""; DROP TABLE b; --_p2026_11" (LIKE"#));
@@ -539,7 +555,7 @@ mod tests {
         assert!(pos("WITH moved") < pos("ATTACH PARTITION"));
         assert!(pos("ATTACH PARTITION") < pos("OWNER TO"));
         assert!(pos("OWNER TO") < pos("GRANT"));
-        assert_eq!(a[0].steps.iter().filter(|s| s.counts.is_some()).count(), 1);
+        assert_eq!(a[0].action.steps.iter().filter(|s| s.counts.is_some()).count(), 1);
     }
 
     #[test]
@@ -547,9 +563,10 @@ mod tests {
         let mut f = facts(cal(Granularity::Month, ColumnKind::Date), 0);
         f.owned_by_caller = true;
         let a = plan(&f, now(ymd(2026, 11, 23)), &BTreeSet::new());
-        assert!(!a[0].script().contains("DELETE"));
-        assert!(!a[0].script().contains("LOCK TABLE"));
-        assert!(!a[0].script().contains("OWNER TO"));
-        assert!(a[0].script().contains("FOR VALUES FROM ('2026-11-01') TO ('2026-12-01')"));
+        let s = a[0].action.script();
+        assert!(!s.contains("DELETE"));
+        assert!(!s.contains("LOCK TABLE"));
+        assert!(!s.contains("OWNER TO"));
+        assert!(s.contains("FOR VALUES FROM ('2026-11-01') TO ('2026-12-01')"));
     }
 }

@@ -5,7 +5,10 @@
 
 use super::facts::ParentFacts;
 use super::plan;
+use crate::statements::{self, param};
+use pgrx::pg_sys::BuiltinOid;
 use pgrx::prelude::*;
+use std::sync::LazyLock;
 
 /// Everything a policy's check depends on: its settings, its parent's
 /// catalog row, and the parent's partitions (which tables, and the version
@@ -18,19 +21,22 @@ const FINGERPRINT: &str = "md5(concat_ws('|', p.control, p.granularity, p.premak
 
 /// Enabled policies (all, or the one on a parent) that need a full check:
 /// never checked, due, or changed since their last check.
-pub fn stale_jobs(parent: Option<pg_sys::Oid>) -> Vec<i64> {
-    let sql = format!(
+static STALE_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
         "SELECT p.job_id FROM upkeep.partition_policies p \
            LEFT JOIN upkeep.partition_state s ON s.job_id = p.job_id \
           WHERE p.enabled AND ($1::oid IS NULL OR p.parent::oid = $1) \
             AND (s.job_id IS NULL OR s.due_at <= now() OR s.fingerprint IS DISTINCT FROM {FINGERPRINT}) \
           ORDER BY p.job_id"
-    );
+    )
+});
+
+pub fn stale_jobs(parent: Option<pg_sys::Oid>) -> Vec<i64> {
     Spi::connect(|client| {
-        client
-            .select(sql.as_str(), None, &[parent.into()])?
-            .map(|row| row.get::<i64>(1).map(Option::unwrap_or_default))
-            .collect::<Result<Vec<_>, _>>()
+        statements::select(client, STALE_SQL.as_str(), &[param(BuiltinOid::OIDOID)], &[parent.into()], |rows| {
+            rows.map(|row| row.get::<i64>(1).map(Option::unwrap_or_default).map_err(|e| e.to_string()))
+                .collect::<Result<Vec<_>, _>>()
+        })
     })
     .unwrap_or_else(|e| error!("pg_upkeep could not read its partition state: {e}"))
 }
