@@ -36,16 +36,20 @@ parents_sql() {
   done
 }
 
-plain_sql() {
+# plain_ddl FIRST LAST [BEGIN]: CREATE TABLE ... PARTITION OF for months
+# FIRST .. LAST (relative to this month) of every parent; with BEGIN, one
+# transaction per parent.
+plain_ddl() {
   for i in $(seq 1 $PARENTS); do
-    echo "BEGIN;"
-    for m in $(seq -4 4); do
+    if [ -n "${3:-}" ]; then echo "BEGIN;"; fi
+    for m in $(seq "$1" "$2"); do
       lo=$(month "$m"); hi=$(month $((m + 1)))
       echo "CREATE TABLE public.t${i}_p${lo:0:4}_${lo:5:2} PARTITION OF public.t$i FOR VALUES FROM ('$lo') TO ('$hi');"
     done
-    echo "COMMIT;"
+    if [ -n "${3:-}" ]; then echo "COMMIT;"; fi
   done
 }
+plain_sql() { plain_ddl -4 4 BEGIN; }
 
 upkeep_sql() {
   for i in $(seq 1 $PARENTS); do
@@ -66,13 +70,7 @@ partman_sql() {
 # one maintenance call creates all 1,800.
 catchup_setup() {
   case $1 in
-    plain)
-      for i in $(seq 1 $PARENTS); do
-        for m in -1 0 1; do
-          lo=$(month "$m"); hi=$(month $((m + 1)))
-          echo "CREATE TABLE public.t${i}_p${lo:0:4}_${lo:5:2} PARTITION OF public.t$i FOR VALUES FROM ('$lo') TO ('$hi');"
-        done
-      done ;;
+    plain) plain_ddl -1 1 ;;
     upkeep)
       for i in $(seq 1 $PARENTS); do
         echo "SELECT count(*) FROM upkeep.manage_partitions('public.t$i', 'created', 'month', premake => 1, start_at => '$(month -1)');"
@@ -89,15 +87,7 @@ catchup_setup() {
 }
 catchup_run() {
   case $1 in
-    plain)
-      for i in $(seq 1 $PARENTS); do
-        echo "BEGIN;"
-        for m in $(seq 2 10); do
-          lo=$(month "$m"); hi=$(month $((m + 1)))
-          echo "CREATE TABLE public.t${i}_p${lo:0:4}_${lo:5:2} PARTITION OF public.t$i FOR VALUES FROM ('$lo') TO ('$hi');"
-        done
-        echo "COMMIT;"
-      done ;;
+    plain) plain_ddl 2 10 BEGIN ;;
     upkeep) echo "SELECT count(*) FROM upkeep.run_maintenance();" ;;
     partman) echo "SELECT partman.run_maintenance(p_jobmon => false);" ;;
   esac
