@@ -13,9 +13,16 @@ TEST_DATA=/tmp/pg_upkeep-pgrx-test-data
 rm -rf "$TEST_DATA"
 install -d -o postgres -g postgres "$TEST_DATA"
 
+LOG=$(mktemp)
+trap 'rm -f "$LOG"' EXIT
+
 echo "== unit tests and #[pg_test]s"
-cargo pgrx test pg15 --runas postgres --pgdata "$TEST_DATA"
+cargo pgrx test pg15 --runas postgres --pgdata "$TEST_DATA" 2>&1 | tee -a "$LOG"
 
 echo "== cluster tests (pgrx-tests/)"
 cargo pgrx install --pg-config "$PG_CONFIG" >/dev/null
-cargo test -p upkeep-cluster-tests -- --test-threads=2
+cargo test -p upkeep-cluster-tests -- --test-threads=2 2>&1 | tee -a "$LOG"
+
+# One closing line for the whole run (any failure has exited above).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "all tests: %d passed, %d failed\n", p, f; exit (p == 0 || f > 0) }' "$LOG"
