@@ -23,7 +23,11 @@ impl FromStr for ArchiveMode {
     fn from_str(s: &str) -> Result<Self, ()> {
         let named = |rest: &str| {
             let rest = rest.trim();
-            if rest.is_empty() { Err(()) } else { Ok(rest.to_string()) }
+            if rest.is_empty() {
+                Err(())
+            } else {
+                Ok(rest.to_string())
+            }
         };
         match s.trim() {
             "archive_table" => Ok(ArchiveMode::ArchiveTable),

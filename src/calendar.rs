@@ -66,14 +66,6 @@ impl ColumnKind {
             _ => None,
         }
     }
-
-    pub fn sql_type(self) -> &'static str {
-        match self {
-            ColumnKind::Date => "date",
-            ColumnKind::Timestamp => "timestamp",
-            ColumnKind::Timestamptz => "timestamptz",
-        }
-    }
 }
 
 /// Parses an IANA zone name the way PostgreSQL spells them (case-insensitive).
@@ -128,9 +120,7 @@ impl Calendar {
             Granularity::Day => d,
             Granularity::Week => d - Duration::days(d.weekday().num_days_from_monday() as i64),
             Granularity::Month => NaiveDate::from_ymd_opt(d.year(), d.month(), 1).unwrap(),
-            Granularity::Quarter => {
-                NaiveDate::from_ymd_opt(d.year(), (d.month() - 1) / 3 * 3 + 1, 1).unwrap()
-            }
+            Granularity::Quarter => NaiveDate::from_ymd_opt(d.year(), (d.month() - 1) / 3 * 3 + 1, 1).unwrap(),
             Granularity::Year => NaiveDate::from_ymd_opt(d.year(), 1, 1).unwrap(),
         }
     }

@@ -5,9 +5,7 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
 pub fn bad_input(code: PgSqlErrorCode, message: impl Into<String>, hint: impl Into<String>) -> ! {
-    ErrorReport::new(code, message.into(), "pg_upkeep")
-        .set_hint(hint.into())
-        .report(PgLogLevel::ERROR);
+    ErrorReport::new(code, message.into(), "pg_upkeep").set_hint(hint.into()).report(PgLogLevel::ERROR);
     unreachable!()
 }
 

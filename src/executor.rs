@@ -55,7 +55,8 @@ impl From<CaughtError> for Failure {
                 (r.sql_error_code(), r.message().to_string(), r.hint().map(str::to_string))
             }
         };
-        let status = if code == PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE { Status::LockTimeout } else { Status::Failed };
+        let status =
+            if code == PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE { Status::LockTimeout } else { Status::Failed };
         let message = match hint {
             Some(h) => format!("{message} (HINT: {h})"),
             None => message,
@@ -188,7 +189,8 @@ pub fn execute(actions: Vec<Action>, dry_run: bool) -> Vec<Outcome> {
                 Ok(counted) => (Status::Ok, counted, None),
                 Err(f) => (f.status, String::new(), Some(f.message)),
             };
-            let detail = if counted.is_empty() { action.detail.clone() } else { format!("{}; {counted}", action.detail) };
+            let detail =
+                if counted.is_empty() { action.detail.clone() } else { format!("{}; {counted}", action.detail) };
             Outcome {
                 job_id: action.job_id,
                 action: action.kind.to_string(),

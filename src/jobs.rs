@@ -53,6 +53,7 @@ pub fn record(outcomes: &[Outcome]) {
 /// Everything that is due, in the caller's transaction: what pg_cron calls.
 #[pg_extern(volatile)]
 #[search_path(pg_catalog, pg_temp)]
+#[allow(clippy::type_complexity)] // pgrx reads the column names from the signature
 fn run_maintenance(
     dry_run: default!(bool, false),
 ) -> TableIterator<

@@ -34,8 +34,7 @@ unsafe impl SqlTranslatable for RegClass {
     const TYPE_IDENT: &'static str = pgrx::pgrx_resolved_type!(RegClass);
     const TYPE_ORIGIN: TypeOrigin = TypeOrigin::External;
     const ARGUMENT_SQL: Result<SqlMappingRef, ArgumentError> = Ok(SqlMappingRef::literal("regclass"));
-    const RETURN_SQL: Result<ReturnsRef, ReturnsError> =
-        Ok(ReturnsRef::One(SqlMappingRef::literal("regclass")));
+    const RETURN_SQL: Result<ReturnsRef, ReturnsError> = Ok(ReturnsRef::One(SqlMappingRef::literal("regclass")));
 }
 
 unsafe impl<'fcx> pgrx::callconv::ArgAbi<'fcx> for RegClass {

@@ -1,14 +1,10 @@
-//! Quoting for the SQL that pg_upkeep generates. Pure, so that plans (and
-//! the statements they carry) can be unit-tested without a database.
+//! Quoting for the identifiers in the SQL that pg_upkeep generates (values
+//! go in as parameters, or as literals made from numbers). Pure, so that
+//! plans, and the statements they carry, are unit-tested without a database.
 
 /// Always-quoted identifier: `a"b` becomes `"a""b"`.
 pub fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// Standard-conforming string literal: `O'Brien` becomes `'O''Brien'`.
-pub fn literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
 }
 
 /// A schema-qualified relation name.
@@ -37,7 +33,11 @@ impl std::fmt::Display for QualifiedName {
             let plain = !s.is_empty()
                 && s.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
                 && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-            if plain { s.to_string() } else { ident(s) }
+            if plain {
+                s.to_string()
+            } else {
+                ident(s)
+            }
         };
         write!(f, "{}.{}", part(&self.schema), part(&self.name))
     }
@@ -50,7 +50,6 @@ mod tests {
     #[test]
     fn quotes_hostile_names() {
         assert_eq!(ident(r#"a"; DROP TABLE b; --"#), r#""a""; DROP TABLE b; --""#);
-        assert_eq!(literal("O'Brien"), "'O''Brien'");
         let q = QualifiedName::new("My Schema", "nav\"history");
         assert_eq!(q.quoted(), r#""My Schema"."nav""history""#);
         assert_eq!(q.to_string(), r#""My Schema"."nav""history""#);

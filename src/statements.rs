@@ -3,10 +3,10 @@
 //! PostgreSQL's plan cache re-plans them by itself when a table they read
 //! changes.
 
+use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::PgOid;
 use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiTupleTable};
-use pgrx::datum::DatumWithOid;
 use std::cell::RefCell;
 use std::collections::HashMap;
 

@@ -94,7 +94,11 @@ impl Cluster {
 
     pub fn connect(&self, db: &str) -> Client {
         Client::connect(
-            &format!("host={} port={} user=postgres dbname={db} application_name=upkeep-tests", self.dir.display(), self.port),
+            &format!(
+                "host={} port={} user=postgres dbname={db} application_name=upkeep-tests",
+                self.dir.display(),
+                self.port
+            ),
             NoTls,
         )
         .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", self.dir.display()))

@@ -45,22 +45,55 @@ fn bad_input_gets_an_error_naming_the_object_with_a_hint_and_changes_nothing() {
         ("SELECT upkeep.manage_partitions('public.plain', 'd')", "public.plain is not partitioned"),
         ("SELECT upkeep.manage_partitions('public.by_list', 'd')", "public.by_list is partitioned by LIST"),
         ("SELECT upkeep.manage_partitions('public.by_hash', 'd')", "public.by_hash is partitioned by HASH"),
-        ("SELECT upkeep.manage_partitions('public.nav_history', 'no_such')", "\"no_such\" does not exist in table public.nav_history"),
-        ("SELECT upkeep.manage_partitions('public.nav_history', 'fund_id')", "public.nav_history is not partitioned by exactly the column \"fund_id\""),
-        ("SELECT upkeep.manage_partitions('public.nav_history', 'nav')", "public.nav_history is not partitioned by exactly the column \"nav\""),
-        ("SELECT upkeep.manage_partitions('public.by_int', 'n')", "column \"n\" of table public.by_int has type integer"),
+        (
+            "SELECT upkeep.manage_partitions('public.nav_history', 'no_such')",
+            "\"no_such\" does not exist in table public.nav_history",
+        ),
+        (
+            "SELECT upkeep.manage_partitions('public.nav_history', 'fund_id')",
+            "public.nav_history is not partitioned by exactly the column \"fund_id\"",
+        ),
+        (
+            "SELECT upkeep.manage_partitions('public.nav_history', 'nav')",
+            "public.nav_history is not partitioned by exactly the column \"nav\"",
+        ),
+        (
+            "SELECT upkeep.manage_partitions('public.by_int', 'n')",
+            "column \"n\" of table public.by_int has type integer",
+        ),
         ("SELECT upkeep.manage_partitions('public.by_expr', 'd')", "public.by_expr is not partitioned by exactly"),
         ("SELECT upkeep.manage_partitions('public.by_two', 'd')", "public.by_two is not partitioned by exactly"),
         ("SELECT upkeep.manage_partitions('public.nav_history', NULL)", "control column for table public.nav_history"),
         ("SELECT upkeep.manage_partitions(NULL::regclass, 'd')", "parent must not be NULL"),
-        ("SELECT upkeep.manage_partitions('public.nav_history', 'nav_date', 'fortnight')", "unknown granularity \"fortnight\" for table public.nav_history"),
-        ("SELECT upkeep.manage_partitions('public.nav_history', 'nav_date', time_zone => 'Mars/Olympus')", "unknown time zone \"Mars/Olympus\" for table public.nav_history"),
-        ("SELECT upkeep.manage_partitions('public.nav_history', 'nav_date', premake => -1)", "premake -1 for table public.nav_history"),
-        ("SELECT upkeep.manage_partitions('public.nav_history', 'nav_date', retention => '-1 month')", "retention -1 mons for table public.nav_history"),
-        ("SELECT upkeep.manage_partitions('public.nav_history', 'nav_date', archive => 'shred')", "unknown archive mode \"shred\" for table public.nav_history"),
-        ("SELECT upkeep.unmanage_partitions('public.risk_assessments')", "public.risk_assessments has no partition policy"),
+        (
+            "SELECT upkeep.manage_partitions('public.nav_history', 'nav_date', 'fortnight')",
+            "unknown granularity \"fortnight\" for table public.nav_history",
+        ),
+        (
+            "SELECT upkeep.manage_partitions('public.nav_history', 'nav_date', time_zone => 'Mars/Olympus')",
+            "unknown time zone \"Mars/Olympus\" for table public.nav_history",
+        ),
+        (
+            "SELECT upkeep.manage_partitions('public.nav_history', 'nav_date', premake => -1)",
+            "premake -1 for table public.nav_history",
+        ),
+        (
+            "SELECT upkeep.manage_partitions('public.nav_history', 'nav_date', retention => '-1 month')",
+            "retention -1 mons for table public.nav_history",
+        ),
+        (
+            "SELECT upkeep.manage_partitions('public.nav_history', 'nav_date', archive => 'shred')",
+            "unknown archive mode \"shred\" for table public.nav_history",
+        ),
+        (
+            "SELECT upkeep.unmanage_partitions('public.risk_assessments')",
+            "public.risk_assessments has no partition policy",
+        ),
         ("SELECT upkeep.unmanage_partitions('public.nope')", "public.nope"),
-        ("SELECT * FROM upkeep.create_partitions('public.risk_assessments')", "public.risk_assessments has no partition policy"),
+        (
+            "SELECT * FROM upkeep.create_partitions('public.risk_assessments')",
+            "public.risk_assessments has no partition policy",
+        ),
         ("SELECT * FROM upkeep.create_partitions('public.nope')", "public.nope"),
     ];
     let before = snapshot(&mut c);
@@ -77,7 +110,8 @@ fn bad_input_gets_an_error_naming_the_object_with_a_hint_and_changes_nothing() {
         postgres::NoTls,
     )
     .unwrap();
-    let (message, hint) = error_of(other.batch_execute("SELECT upkeep.manage_partitions('public.risk_assessments', 'created_at')"));
+    let (message, hint) =
+        error_of(other.batch_execute("SELECT upkeep.manage_partitions('public.risk_assessments', 'created_at')"));
     assert!(message.contains("must be owner of table public.risk_assessments"), "{message}");
     assert!(hint.is_some());
     assert_eq!(snapshot(&mut c), before);
@@ -104,12 +138,17 @@ fn a_lock_held_by_the_application_times_out_is_recorded_and_retried_while_others
     let started = Instant::now();
     let rows = c.query("SELECT target, status, error FROM upkeep.run_maintenance()", &[]).unwrap();
     let waited = started.elapsed();
-    let status = |t: &str| rows.iter().filter(|r| r.get::<_, String>(0).starts_with(t)).map(|r| r.get::<_, String>(1)).collect::<Vec<_>>();
+    let status = |t: &str| {
+        rows.iter().filter(|r| r.get::<_, String>(0).starts_with(t)).map(|r| r.get::<_, String>(1)).collect::<Vec<_>>()
+    };
     assert_eq!(status("public.nav_history"), ["lock_timeout", "lock_timeout"], "{rows:?}");
     assert_eq!(status("public.risk_assessments"), ["ok", "ok"]);
     assert!(waited < Duration::from_secs(5), "gave up in {waited:?}");
     let recorded: i64 = c
-        .query_one("SELECT count(*) FROM upkeep.job_runs WHERE status = 'lock_timeout' AND target LIKE 'public.nav_history%'", &[])
+        .query_one(
+            "SELECT count(*) FROM upkeep.job_runs WHERE status = 'lock_timeout' AND target LIKE 'public.nav_history%'",
+            &[],
+        )
         .unwrap()
         .get(0);
     assert_eq!(recorded, 2);
@@ -124,7 +163,8 @@ fn a_lock_held_by_the_application_times_out_is_recorded_and_retried_while_others
     let rows = c.query("SELECT status FROM upkeep.run_maintenance()", &[]).unwrap();
     assert_eq!(rows.len(), 2);
     assert!(rows.iter().all(|r| r.get::<_, String>(0) == "ok"));
-    let health: String = c.query_one("SELECT string_agg(status, ',') FROM upkeep.partition_health", &[]).unwrap().get(0);
+    let health: String =
+        c.query_one("SELECT string_agg(status, ',') FROM upkeep.partition_health", &[]).unwrap().get(0);
     assert_eq!(health, "ok,ok");
 }
 

@@ -269,7 +269,8 @@ fn read_policies(rows: SpiTupleTable<'_>) -> Result<Vec<RawParent>, String> {
     for row in rows {
         let text = |c: &str| row.get_by_name::<String, _>(c).map_err(spi_err);
         let grantees: Vec<String> = row.get_by_name::<Vec<String>, _>("grantees").map_err(spi_err)?.unwrap_or_default();
-        let privileges: Vec<String> = row.get_by_name::<Vec<String>, _>("privileges").map_err(spi_err)?.unwrap_or_default();
+        let privileges: Vec<String> =
+            row.get_by_name::<Vec<String>, _>("privileges").map_err(spi_err)?.unwrap_or_default();
         let grantable: Vec<bool> = row.get_by_name::<Vec<bool>, _>("grantable").map_err(spi_err)?.unwrap_or_default();
         let grants = grantees
             .into_iter()
@@ -335,7 +336,11 @@ pub fn load(client: &SpiClient<'_>, scope: &Scope) -> Result<(Vec<ParentFacts>, 
 }
 
 /// Files each partition row under its parent's facts.
-fn add_partitions(rows: SpiTupleTable<'_>, by_oid: &BTreeMap<i64, usize>, parents: &mut [ParentFacts]) -> Result<(), String> {
+fn add_partitions(
+    rows: SpiTupleTable<'_>,
+    by_oid: &BTreeMap<i64, usize>,
+    parents: &mut [ParentFacts],
+) -> Result<(), String> {
     for row in rows {
         let parent = row.get_by_name::<i64, _>("parent").map_err(spi_err)?.unwrap_or_default();
         let Some(&i) = by_oid.get(&parent) else { continue };
@@ -358,10 +363,7 @@ fn add_partitions(rows: SpiTupleTable<'_>, by_oid: &BTreeMap<i64, usize>, parent
 }
 
 /// Which of the given names are taken in their schemas (by any relation).
-pub fn taken_names(
-    client: &SpiClient<'_>,
-    wanted: &[QualifiedName],
-) -> Result<BTreeSet<QualifiedName>, String> {
+pub fn taken_names(client: &SpiClient<'_>, wanted: &[QualifiedName]) -> Result<BTreeSet<QualifiedName>, String> {
     let schemas: Vec<String> = wanted.iter().map(|q| q.schema.clone()).collect();
     let names: Vec<String> = wanted.iter().map(|q| q.name.clone()).collect();
     let rows = client

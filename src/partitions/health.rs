@@ -40,18 +40,30 @@ pub fn assess(facts: &ParentFacts, now_utc: i64, rows_in_default: i64) -> Health
     let now_bound = cal.bound_of(current);
     let next_bound = cal.bound_of(cal.next_start(current));
 
-    let covered_until = ranges.iter().find(|(l, u)| *l <= now_bound && now_bound < *u).map(|&(_, first_upper)| {
-        ranges.iter().fold(first_upper, |until, &(l, u)| if l == until { u } else { until })
-    });
+    let covered_until = ranges
+        .iter()
+        .find(|(l, u)| *l <= now_bound && now_bound < *u)
+        .map(|&(_, first_upper)| ranges.iter().fold(first_upper, |until, &(l, u)| if l == until { u } else { until }));
     let future_partitions = ranges.iter().filter(|(l, _)| *l >= next_bound).count();
     let gaps = ranges.windows(2).filter(|w| w[1].0 > w[0].1).count();
     let due = missing_ranges(facts, now_utc).len();
     let parent = p.parent.to_string();
 
     let (status, hint) = if gaps > 0 {
-        ("gap", Some(format!("{gaps} hole(s) between partitions: SELECT * FROM upkeep.create_partitions('{parent}'); fills them.")))
+        (
+            "gap",
+            Some(format!(
+                "{gaps} hole(s) between partitions: SELECT * FROM upkeep.create_partitions('{parent}'); fills them."
+            )),
+        )
     } else if (future_partitions as u32) < p.premake || covered_until.is_none() {
-        ("due", Some(format!("Fewer future partitions than premake ({}): SELECT * FROM upkeep.create_partitions('{parent}');", p.premake)))
+        (
+            "due",
+            Some(format!(
+                "Fewer future partitions than premake ({}): SELECT * FROM upkeep.create_partitions('{parent}');",
+                p.premake
+            )),
+        )
     } else if rows_in_default > 0 {
         (
             "rows_in_default",
@@ -85,7 +97,10 @@ mod tests {
                 let d = ymd(y, m, 1);
                 Partition {
                     name: QualifiedName::new("public", format!("p{y}{m}")),
-                    range: Range::Bounded { lower: Some(cal.bound_of(d)), upper: Some(cal.bound_of(cal.next_start(d))) },
+                    range: Range::Bounded {
+                        lower: Some(cal.bound_of(d)),
+                        upper: Some(cal.bound_of(cal.next_start(d))),
+                    },
                 }
             })
             .collect();
@@ -109,7 +124,8 @@ mod tests {
     }
 
     fn now() -> i64 {
-        Calendar::new(Granularity::Day, ColumnKind::Timestamptz, parse_time_zone("UTC").unwrap()).bound_of(ymd(2026, 11, 23))
+        Calendar::new(Granularity::Day, ColumnKind::Timestamptz, parse_time_zone("UTC").unwrap())
+            .bound_of(ymd(2026, 11, 23))
     }
 
     #[test]

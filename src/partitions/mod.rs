@@ -40,11 +40,8 @@ fn plan_all(parents: &[ParentFacts], now: i64) -> Vec<plan::Planned> {
         let planned: Vec<_> = parents
             .iter()
             .flat_map(|f| {
-                let in_schema = taken
-                    .iter()
-                    .filter(|q| q.schema == f.policy.parent.schema)
-                    .map(|q| q.name.clone())
-                    .collect();
+                let in_schema =
+                    taken.iter().filter(|q| q.schema == f.policy.parent.schema).map(|q| q.name.clone()).collect();
                 plan::plan(f, now, &in_schema)
             })
             .collect();
@@ -89,7 +86,8 @@ fn check_and_create(parents: Vec<ParentFacts>, problems: Vec<PolicyProblem>, dry
             .collect(),
         dry_run,
     );
-    let (actions, partitions): (Vec<_>, Vec<_>) = plan_all(&parents, now).into_iter().map(|p| (p.action, p.partition)).unzip();
+    let (actions, partitions): (Vec<_>, Vec<_>) =
+        plan_all(&parents, now).into_iter().map(|p| (p.action, p.partition)).unzip();
     let done = executor::execute(actions, dry_run);
     if !dry_run {
         // What this run made, added to what it read: the catalog as it now is.
@@ -113,7 +111,8 @@ fn check_and_create(parents: Vec<ParentFacts>, problems: Vec<PolicyProblem>, dry
 /// One row per action, as returned by `create_partitions` and
 /// `run_maintenance` (pgrx needs the column names spelled out in each
 /// signature, so this alias only serves the helper below).
-pub type ActionRows = TableIterator<'static, (i64, String, String, String, Option<String>, Option<String>, Option<String>)>;
+pub type ActionRows =
+    TableIterator<'static, (i64, String, String, String, Option<String>, Option<String>, Option<String>)>;
 
 /// Rows for functions that return one row per action.
 pub fn action_rows(outcomes: Vec<Outcome>) -> ActionRows {
@@ -124,12 +123,9 @@ pub fn action_rows(outcomes: Vec<Outcome>) -> ActionRows {
 }
 
 fn managed_job(oid: pg_sys::Oid) -> Option<i64> {
-    Spi::get_one_with_args::<i64>(
-        "SELECT job_id FROM upkeep.partition_policies WHERE parent::oid = $1",
-        &[oid.into()],
-    )
-    .ok()
-    .flatten()
+    Spi::get_one_with_args::<i64>("SELECT job_id FROM upkeep.partition_policies WHERE parent::oid = $1", &[oid.into()])
+        .ok()
+        .flatten()
 }
 
 /// Checks the arguments that need no catalog, before anything is written.
@@ -168,10 +164,8 @@ fn check_policy_arguments(
         );
     }
     if let Some(r) = retention {
-        let positive = Spi::get_one_with_args::<bool>("SELECT $1 > interval '0'", &[r.clone().into()])
-            .ok()
-            .flatten()
-            .unwrap_or(false);
+        let positive =
+            Spi::get_one_with_args::<bool>("SELECT $1 > interval '0'", &[(*r).into()]).ok().flatten().unwrap_or(false);
         if !positive {
             invalid(
                 format!("retention {r} for table {target} is not a positive interval"),
@@ -278,6 +272,7 @@ fn unmanage_partitions(parent: Option<RegClass>) {
 /// One row per action; with `dry_run` the rows show what would be done.
 #[pg_extern(volatile)]
 #[search_path(pg_catalog, pg_temp)]
+#[allow(clippy::type_complexity)] // pgrx reads the column names from the signature
 fn create_partitions(
     parent: default!(Option<RegClass>, "NULL"),
     dry_run: default!(bool, false),
@@ -309,6 +304,7 @@ fn create_partitions(
 /// Every partition of every managed parent (the rows of `upkeep.partitions`).
 #[pg_extern(stable)]
 #[search_path(pg_catalog, pg_temp)]
+#[allow(clippy::type_complexity)] // pgrx reads the column names from the signature
 fn partition_report() -> TableIterator<
     'static,
     (
@@ -355,6 +351,7 @@ fn partition_report() -> TableIterator<
 /// (the rows of `upkeep.partition_health`).
 #[pg_extern(stable)]
 #[search_path(pg_catalog, pg_temp)]
+#[allow(clippy::type_complexity)] // pgrx reads the column names from the signature
 fn partition_health_report() -> TableIterator<
     'static,
     (
@@ -379,10 +376,7 @@ fn partition_health_report() -> TableIterator<
         .iter()
         .map(|f| {
             let rows_in_default = f.default_partition.as_ref().map(|d| {
-                Spi::get_one::<i64>(&format!("SELECT count(*) FROM ONLY {}", d.quoted()))
-                    .ok()
-                    .flatten()
-                    .unwrap_or(0)
+                Spi::get_one::<i64>(&format!("SELECT count(*) FROM ONLY {}", d.quoted())).ok().flatten().unwrap_or(0)
             });
             let h = health::assess(f, now, rows_in_default.unwrap_or(0));
             let cal = f.policy.calendar;
@@ -404,7 +398,21 @@ fn partition_health_report() -> TableIterator<
         })
         .collect();
     rows.extend(problems.into_iter().map(|p| {
-        (p.job_id, p.target, String::new(), 0, 0, None, 0, 0, 0, None, None, "error".to_string(), Some(format!("{} {}", p.message, p.hint)))
+        (
+            p.job_id,
+            p.target,
+            String::new(),
+            0,
+            0,
+            None,
+            0,
+            0,
+            0,
+            None,
+            None,
+            "error".to_string(),
+            Some(format!("{} {}", p.message, p.hint)),
+        )
     }));
     TableIterator::new(rows)
 }

@@ -85,9 +85,7 @@ fn existing_ranges(facts: &ParentFacts) -> Vec<(Bound, Bound)> {
         .partitions
         .iter()
         .filter_map(|p| match p.range {
-            Range::Bounded { lower, upper } => {
-                Some((lower.unwrap_or(Bound::MIN), upper.unwrap_or(Bound::MAX)))
-            }
+            Range::Bounded { lower, upper } => Some((lower.unwrap_or(Bound::MIN), upper.unwrap_or(Bound::MAX))),
             Range::Default => None,
         })
         .collect();
@@ -193,12 +191,7 @@ fn grant_sql(grant: &Grant, table: &QualifiedName) -> String {
 /// the DEFAULT partition, attach (SHARE UPDATE EXCLUSIVE on the parent,
 /// not ACCESS EXCLUSIVE), then hand it to the parent's owner (when that is
 /// not the caller) with the parent's privileges.
-pub fn create_partition_steps(
-    facts: &ParentFacts,
-    partition: &QualifiedName,
-    lower: Bound,
-    upper: Bound,
-) -> Vec<Step> {
+pub fn create_partition_steps(facts: &ParentFacts, partition: &QualifiedName, lower: Bound, upper: Bound) -> Vec<Step> {
     let p = &facts.policy;
     let cal: &Calendar = &p.calendar;
     let parent = p.parent.quoted();
@@ -236,9 +229,7 @@ pub fn create_partition_steps(
             "rows moved from the default partition",
         ));
     }
-    steps.push(Step::new(format!(
-        "ALTER TABLE {parent} ATTACH PARTITION {part} FOR VALUES FROM ({lo}) TO ({hi})"
-    )));
+    steps.push(Step::new(format!("ALTER TABLE {parent} ATTACH PARTITION {part} FOR VALUES FROM ({lo}) TO ({hi})")));
     if !facts.owned_by_caller {
         steps.push(Step::new(format!("ALTER TABLE {part} OWNER TO {}", ident(&facts.owner))));
     }
@@ -457,15 +448,22 @@ mod tests {
 
     #[test]
     fn next_due_follows_the_policy_zone_for_civil_columns() {
-        let mut f = facts(Calendar::new(Granularity::Month, ColumnKind::Date, parse_time_zone("Asia/Tokyo").unwrap()), 0);
+        let mut f =
+            facts(Calendar::new(Granularity::Month, ColumnKind::Date, parse_time_zone("Asia/Tokyo").unwrap()), 0);
         let c = f.policy.calendar;
         f.partitions.push(Partition {
             name: QualifiedName::new("public", "nov"),
-            range: Range::Bounded { lower: Some(c.bound_of(ymd(2026, 11, 1))), upper: Some(c.bound_of(ymd(2026, 12, 1))) },
+            range: Range::Bounded {
+                lower: Some(c.bound_of(ymd(2026, 11, 1))),
+                upper: Some(c.bound_of(ymd(2026, 12, 1))),
+            },
         });
         // December begins in Tokyo at 15:00 UTC on 30 November.
         let due = next_due(&f, now(ymd(2026, 11, 23))).unwrap();
-        assert_eq!(due, cal(Granularity::Day, ColumnKind::Timestamptz).bound_of(ymd(2026, 11, 30)) + 15 * 3_600_000_000);
+        assert_eq!(
+            due,
+            cal(Granularity::Day, ColumnKind::Timestamptz).bound_of(ymd(2026, 11, 30)) + 15 * 3_600_000_000
+        );
     }
 
     #[test]

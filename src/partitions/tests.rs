@@ -29,7 +29,8 @@ mod tests {
         let this_month: String = one("SELECT 'nav_history_p' || to_char(now(), 'YYYY_MM')");
         assert_eq!(count(&format!("SELECT 1 FROM pg_class WHERE relname = '{this_month}' AND relispartition")), 1);
         // Bounds are plain calendar months.
-        let bound: String = one(&format!("SELECT pg_get_expr(relpartbound, oid) FROM pg_class WHERE relname = '{this_month}'"));
+        let bound: String =
+            one(&format!("SELECT pg_get_expr(relpartbound, oid) FROM pg_class WHERE relname = '{this_month}'"));
         let expected: String = one("SELECT format('FOR VALUES FROM (%L) TO (%L)', date_trunc('month', now())::date, (date_trunc('month', now()) + interval '1 month')::date)");
         assert_eq!(bound, expected);
 
@@ -50,13 +51,15 @@ mod tests {
         Spi::run("UPDATE upkeep.partition_policies SET premake = 4").unwrap();
         let tables = count("SELECT 1 FROM pg_inherits WHERE inhparent = 'public.nav_history'::regclass");
         let runs = count("SELECT * FROM upkeep.job_runs");
-        Spi::run("CREATE TEMP TABLE planned AS SELECT target, sql FROM upkeep.create_partitions(dry_run => true)").unwrap();
+        Spi::run("CREATE TEMP TABLE planned AS SELECT target, sql FROM upkeep.create_partitions(dry_run => true)")
+            .unwrap();
         assert_eq!(count("SELECT * FROM planned"), 4);
         assert_eq!(count("SELECT 1 FROM pg_inherits WHERE inhparent = 'public.nav_history'::regclass"), tables);
         assert_eq!(count("SELECT * FROM upkeep.job_runs"), runs);
         assert_eq!(count("SELECT * FROM upkeep.run_maintenance(dry_run => true) WHERE status = 'dry_run'"), 4);
         // The real run takes exactly the planned actions, with the same SQL.
-        Spi::run("CREATE TEMP TABLE done AS SELECT target, sql FROM upkeep.create_partitions() WHERE status = 'ok'").unwrap();
+        Spi::run("CREATE TEMP TABLE done AS SELECT target, sql FROM upkeep.create_partitions() WHERE status = 'ok'")
+            .unwrap();
         assert_eq!(count("SELECT * FROM planned EXCEPT SELECT * FROM done"), 0);
         assert_eq!(count("SELECT * FROM done EXCEPT SELECT * FROM planned"), 0);
     }
@@ -64,7 +67,8 @@ mod tests {
     #[pg_test]
     fn yearly_timestamptz_bounds_are_local_midnight() {
         Spi::run("CREATE TABLE audit_log (id bigint, at timestamptz NOT NULL) PARTITION BY RANGE (at)").unwrap();
-        Spi::run("SELECT upkeep.manage_partitions('audit_log', 'at', 'year', 1, time_zone => 'Asia/Kathmandu')").unwrap();
+        Spi::run("SELECT upkeep.manage_partitions('audit_log', 'at', 'year', 1, time_zone => 'Asia/Kathmandu')")
+            .unwrap();
         let year: i32 = one("SELECT extract(year FROM now() AT TIME ZONE 'Asia/Kathmandu')::int");
         let lower: bool = one(&format!(
             "SELECT pg_get_expr(relpartbound, oid) LIKE '%' || (timestamptz '{year}-01-01 00:00:00 Asia/Kathmandu')::text || '%' \
@@ -72,7 +76,11 @@ mod tests {
         ));
         assert!(lower, "the {year} partition starts at local midnight of 1 January in Kathmandu");
         // A row stamped just after local midnight lands in the new year's partition.
-        Spi::run(&format!("INSERT INTO audit_log VALUES (1, timestamptz '{}-01-01 00:00:01 Asia/Kathmandu')", year + 1)).unwrap();
+        Spi::run(&format!(
+            "INSERT INTO audit_log VALUES (1, timestamptz '{}-01-01 00:00:01 Asia/Kathmandu')",
+            year + 1
+        ))
+        .unwrap();
         assert_eq!(count(&format!("SELECT 1 FROM audit_log_p{}", year + 1)), 1);
     }
 
@@ -146,7 +154,9 @@ mod tests {
             r#"CREATE TABLE "My Schema"."Nav; DROP TABLE x; --""" ("Fund Id" int, "Nav Date" timestamp NOT NULL) PARTITION BY RANGE ("Nav Date")"#,
         )
         .unwrap();
-        let made = count(r#"SELECT upkeep.manage_partitions('"My Schema"."Nav; DROP TABLE x; --"""', 'Nav Date', premake => 1)"#);
+        let made = count(
+            r#"SELECT upkeep.manage_partitions('"My Schema"."Nav; DROP TABLE x; --"""', 'Nav Date', premake => 1)"#,
+        );
         assert_eq!(made, 2);
         assert_eq!(
             count(r#"SELECT 1 FROM pg_inherits WHERE inhparent = '"My Schema"."Nav; DROP TABLE x; --"""'::regclass"#),
@@ -164,7 +174,10 @@ mod tests {
             Spi::run(&format!("SELECT upkeep.manage_partitions('{t}', 'd', premake => 0)")).unwrap();
         }
         assert_eq!(count("SELECT DISTINCT partition FROM upkeep.partitions"), 2);
-        assert_eq!(count("SELECT 1 FROM pg_class WHERE relispartition AND length(relname) <= 63 AND relname LIKE 'aaaa%'"), 2);
+        assert_eq!(
+            count("SELECT 1 FROM pg_class WHERE relispartition AND length(relname) <= 63 AND relname LIKE 'aaaa%'"),
+            2
+        );
     }
 
     #[pg_test]
@@ -175,10 +188,9 @@ mod tests {
         Spi::run("ALTER TABLE public.nav_history OWNER TO upkeep_app_owner").unwrap();
         Spi::run("GRANT SELECT ON public.nav_history TO upkeep_reader").unwrap();
         Spi::run("SELECT upkeep.manage_partitions('public.nav_history', 'nav_date', premake => 0)").unwrap();
-        let owner: String = one(
-            "SELECT pg_get_userbyid(c.relowner)::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
-              WHERE i.inhparent = 'public.nav_history'::regclass",
-        );
+        let owner: String =
+            one("SELECT pg_get_userbyid(c.relowner)::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+              WHERE i.inhparent = 'public.nav_history'::regclass");
         assert_eq!(owner, "upkeep_app_owner");
         let can_read: bool = one(
             "SELECT has_table_privilege('upkeep_reader', c.oid, 'SELECT') FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
@@ -196,12 +208,16 @@ mod tests {
         Spi::run("UPDATE upkeep.partition_policies SET premake = 2").unwrap();
         // The first table's control column is renamed behind the policy's back.
         Spi::run("ALTER TABLE public.first RENAME COLUMN nav_date TO day").unwrap();
-        let failed = count("SELECT * FROM upkeep.run_maintenance() WHERE status = 'failed' AND target = 'public.first'");
+        let failed =
+            count("SELECT * FROM upkeep.run_maintenance() WHERE status = 'failed' AND target = 'public.first'");
         assert_eq!(failed, 1);
         assert_eq!(count("SELECT 1 FROM pg_inherits WHERE inhparent = 'public.second'::regclass"), 3);
         let err: String = one("SELECT last_error FROM upkeep.jobs WHERE target = 'first'");
         assert!(err.contains("\"nav_date\" does not exist in table public.first"), "{err}");
-        assert_eq!(one::<String>("SELECT status FROM upkeep.partition_health WHERE parent = 'public.first'::regclass"), "error");
+        assert_eq!(
+            one::<String>("SELECT status FROM upkeep.partition_health WHERE parent = 'public.first'::regclass"),
+            "error"
+        );
     }
 
     #[pg_test]
