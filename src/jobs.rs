@@ -14,11 +14,63 @@ pub enum Kind {
 /// First key of pg_upkeep's advisory locks ("upkp").
 const LOCK_SPACE: i32 = 0x7570_6b70;
 
-/// Waits until no other transaction runs jobs of this kind, and keeps them
-/// out until this transaction ends.
-pub fn serialize(kind: Kind) {
-    Spi::run_with_args("SELECT pg_advisory_xact_lock($1, $2)", &[LOCK_SPACE.into(), (kind as i32).into()])
-        .unwrap_or_else(|e| error!("pg_upkeep could not take its job lock: {e}"));
+/// How a maintenance run is wrapped in transactions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runner {
+    /// An SQL call (psql, pg_cron): everything in the caller's transaction,
+    /// each action in a subtransaction.
+    Caller,
+    /// A background worker: each step and each action in a transaction of
+    /// its own, committed as soon as it is done.
+    Worker,
+}
+
+impl Runner {
+    /// Runs `f` in a transaction: the caller's, or a new one.
+    pub fn step<R>(self, f: impl FnOnce() -> R) -> R {
+        match self {
+            Runner::Caller => f(),
+            Runner::Worker => pgrx::bgworkers::BackgroundWorker::transaction(std::panic::AssertUnwindSafe(f)),
+        }
+    }
+
+    /// Waits until no other run of this kind is going on, and keeps others
+    /// out: until the caller's transaction ends, or until `finish`.
+    pub fn exclude_others(self, kind: Kind) {
+        let sql = match self {
+            Runner::Caller => "SELECT pg_advisory_xact_lock($1, $2)",
+            Runner::Worker => "SELECT pg_advisory_lock($1, $2)",
+        };
+        Spi::run_with_args(sql, &[LOCK_SPACE.into(), (kind as i32).into()])
+            .unwrap_or_else(|e| error!("pg_upkeep could not take its job lock: {e}"));
+    }
+
+    /// Lets the next run of this kind in.
+    pub fn finish(self, kind: Kind) {
+        if self == Runner::Worker {
+            Spi::run_with_args("SELECT pg_advisory_unlock($1, $2)", &[LOCK_SPACE.into(), (kind as i32).into()])
+                .unwrap_or_else(|e| error!("pg_upkeep could not release its job lock: {e}"));
+        }
+    }
+
+    /// Runs the actions: in the caller's transaction, or each in its own.
+    pub fn act(self, actions: Vec<crate::actions::Action>, dry_run: bool) -> Vec<Outcome> {
+        match self {
+            Runner::Caller => crate::executor::execute(actions, dry_run),
+            Runner::Worker => {
+                actions.into_iter().flat_map(|a| self.step(|| crate::executor::execute(vec![a], dry_run))).collect()
+            }
+        }
+    }
+}
+
+/// Deletes run records older than `upkeep.history_retention`.
+pub fn prune_history() {
+    Spi::run_with_args(
+        "DELETE FROM upkeep.job_runs WHERE started_at < now() - make_interval(mins => $1)",
+        &[crate::settings::HISTORY_RETENTION_MIN.get().into()],
+    )
+    .unwrap_or_else(|e| error!("pg_upkeep could not prune upkeep.job_runs: {e}"));
 }
 
 const RECORD_SQL: &str = "INSERT INTO upkeep.job_runs \
@@ -68,5 +120,5 @@ fn run_maintenance(
         name!(sql, Option<String>),
     ),
 > {
-    crate::partitions::action_rows(crate::partitions::maintain(None, dry_run))
+    crate::partitions::action_rows(crate::partitions::maintain(Runner::Caller, None, dry_run))
 }

@@ -18,6 +18,7 @@ pub mod regclass;
 pub mod settings;
 pub mod sql;
 pub mod statements;
+pub mod workers;
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -27,6 +28,10 @@ pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     settings::register();
+    // SAFETY: reads a flag the postmaster sets while preloading libraries.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        workers::register_launcher();
+    }
 }
 
 #[cfg(test)]
@@ -35,6 +40,7 @@ pub mod pg_test {
 
     #[must_use]
     pub fn postgresql_conf_options() -> Vec<&'static str> {
-        vec!["shared_preload_libraries = 'pg_upkeep'"]
+        // Workers off: #[pg_test]s drive maintenance themselves.
+        vec!["shared_preload_libraries = 'pg_upkeep'", "upkeep.enabled = off"]
     }
 }

@@ -1,9 +1,21 @@
-//! The `upkeep.*` settings (GUCs).
+//! The `upkeep.*` settings (GUCs). All can be changed with a reload
+//! (SIGHUP); `upkeep.lock_timeout` also per session.
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use std::ffi::CString;
 
 /// How long any maintenance statement may wait for a lock, in milliseconds.
 pub static LOCK_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(3_000);
+/// Whether the background workers run maintenance.
+pub static ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
+/// Seconds between two maintenance cycles of the workers.
+pub static NAPTIME_S: GucSetting<i32> = GucSetting::<i32>::new(60);
+/// Comma-separated databases the workers serve; empty means every database.
+pub static DATABASES: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// The role the workers connect as; empty means the bootstrap superuser.
+pub static ROLE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// How long `upkeep.job_runs` keeps its rows, in minutes.
+pub static HISTORY_RETENTION_MIN: GucSetting<i32> = GucSetting::<i32>::new(30 * 24 * 60);
 
 pub fn register() {
     GucRegistry::define_int_guc(
@@ -16,4 +28,61 @@ pub fn register() {
         GucContext::Userset,
         GucFlags::UNIT_MS,
     );
+    GucRegistry::define_bool_guc(
+        c"upkeep.enabled",
+        c"Whether pg_upkeep's background workers run maintenance.",
+        c"Needs pg_upkeep in shared_preload_libraries. Off stops new cycles; the SQL functions work either way.",
+        &ENABLED,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"upkeep.naptime",
+        c"Time between two maintenance cycles of pg_upkeep's workers.",
+        c"Each cycle starts one short-lived scheduler per database that has the extension; with nothing due it costs one indexed query per database.",
+        &NAPTIME_S,
+        1,
+        86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_string_guc(
+        c"upkeep.databases",
+        c"Databases pg_upkeep's workers serve (comma-separated); empty: every database with the extension.",
+        c"Databases not listed are left alone by the workers; their SQL functions still work.",
+        &DATABASES,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"upkeep.role",
+        c"Role pg_upkeep's workers connect as; empty: the bootstrap superuser.",
+        c"The role needs to own, or be a member of the owners of, the managed tables.",
+        &ROLE,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"upkeep.history_retention",
+        c"How long upkeep.job_runs keeps its rows.",
+        c"The workers delete older run records once per cycle.",
+        &HISTORY_RETENTION_MIN,
+        1,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_MIN,
+    );
+}
+
+/// The databases listed in `upkeep.databases`, or None for all.
+pub fn databases() -> Option<Vec<String>> {
+    let list = DATABASES.get()?;
+    let names: Vec<String> =
+        list.to_string_lossy().split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    (!names.is_empty()).then_some(names)
+}
+
+/// The role in `upkeep.role`, if set.
+pub fn role() -> Option<String> {
+    ROLE.get().map(|r| r.to_string_lossy().trim().to_string()).filter(|r| !r.is_empty())
 }

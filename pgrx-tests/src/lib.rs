@@ -45,29 +45,68 @@ fn run_as_server_user(program: &str, args: &[&str]) -> Output {
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
+/// A fresh directory for one cluster, reachable by the server user.
+fn new_dir(name: &str) -> PathBuf {
+    // Outside the work tree: the postgres user may not be able to enter a clone.
+    let root = std::env::var_os("UPKEEP_CLUSTER_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp/pg_upkeep-clusters"));
+    std::fs::create_dir_all(&root).unwrap();
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let dir = root.join(format!("{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    if is_root() {
+        let ok = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status().unwrap();
+        assert!(ok.success());
+        let _ = Command::new("chmod").args(["o+rx"]).arg(&root).status();
+    }
+    dir
+}
+
 impl Cluster {
     /// Starts a fresh cluster with the library preloaded and the extension
     /// created in database `postgres`. `settings` are extra postgresql.conf lines.
     pub fn start(name: &str, settings: &[&str]) -> Cluster {
-        // Outside the work tree: the postgres user may not be able to enter a clone.
-        let root = std::env::var_os("UPKEEP_CLUSTER_ROOT")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/tmp/pg_upkeep-clusters"));
-        std::fs::create_dir_all(&root).unwrap();
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let dir = root.join(format!("{name}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        if is_root() {
-            let ok = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status().unwrap();
-            assert!(ok.success());
-            // The server user must be able to reach the directory.
-            let _ = Command::new("chmod").args(["o+rx"]).arg(&root).status();
-        }
+        let dir = new_dir(name);
         let data = dir.join("data");
         run_as_server_user("initdb", &["-D", data.to_str().unwrap(), "-U", "postgres", "-A", "trust", "--no-sync"]);
+        let cluster = Cluster::configure_and_start(dir, settings);
+        cluster.connect("postgres").batch_execute("CREATE EXTENSION pg_upkeep").unwrap();
+        cluster
+    }
+
+    /// Starts a streaming standby of `primary` (pg_basebackup -R).
+    pub fn standby_of(primary: &Cluster, name: &str, settings: &[&str]) -> Cluster {
+        let dir = new_dir(name);
+        let data = dir.join("data");
+        let port = primary.port.to_string();
+        run_as_server_user(
+            "pg_basebackup",
+            &[
+                "-h",
+                primary.dir.to_str().unwrap(),
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-D",
+                data.to_str().unwrap(),
+                "-R",
+                "-X",
+                "stream",
+                "--no-sync",
+            ],
+        );
+        Cluster::configure_and_start(dir, settings)
+    }
+
+    /// Appends our settings to postgresql.conf (later lines win) and starts.
+    fn configure_and_start(dir: PathBuf, settings: &[&str]) -> Cluster {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
         // Ports only matter for the lock file name: we listen on the socket.
         let port = 20_000 + (std::process::id() % 20_000) as u16 + n as u16;
+        let data = dir.join("data");
         let mut conf = format!(
             "\nshared_preload_libraries = 'pg_upkeep'\nport = {port}\nlisten_addresses = ''\n\
              unix_socket_directories = '{}'\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n\
@@ -87,9 +126,7 @@ impl Cluster {
             "pg_ctl",
             &["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-w", "-t", "60", "start"],
         );
-        let cluster = Cluster { dir, port };
-        cluster.connect("postgres").batch_execute("CREATE EXTENSION pg_upkeep").unwrap();
-        cluster
+        Cluster { dir, port }
     }
 
     pub fn connect(&self, db: &str) -> Client {
@@ -102,6 +139,19 @@ impl Cluster {
             NoTls,
         )
         .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", self.dir.display()))
+    }
+
+    /// Polls `sql` (one boolean) until it is true, for at most `limit`.
+    pub fn wait_until(&self, db: &str, sql: &str, limit: std::time::Duration) -> bool {
+        let started = std::time::Instant::now();
+        let mut client = self.connect(db);
+        while started.elapsed() < limit {
+            if client.query_one(sql, &[]).map(|r| r.get::<_, bool>(0)).unwrap_or(false) {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        false
     }
 
     pub fn log(&self) -> String {

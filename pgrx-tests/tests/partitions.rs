@@ -34,7 +34,7 @@ fn snapshot(c: &mut postgres::Client) -> String {
 
 #[test]
 fn bad_input_gets_an_error_naming_the_object_with_a_hint_and_changes_nothing() {
-    let cluster = Cluster::start("bad-input", &[]);
+    let cluster = Cluster::start("bad-input", &["upkeep.enabled = off"]);
     let mut c = cluster.connect("postgres");
     c.batch_execute(SCHEMA).unwrap();
     c.batch_execute("SELECT upkeep.manage_partitions('public.nav_history', 'nav_date')").unwrap();
@@ -120,7 +120,7 @@ fn bad_input_gets_an_error_naming_the_object_with_a_hint_and_changes_nothing() {
 
 #[test]
 fn a_lock_held_by_the_application_times_out_is_recorded_and_retried_while_others_proceed() {
-    let cluster = Cluster::start("lock-timeout", &[]);
+    let cluster = Cluster::start("lock-timeout", &["upkeep.enabled = off"]);
     let mut c = cluster.connect("postgres");
     c.batch_execute(SCHEMA).unwrap();
     c.batch_execute(
@@ -170,7 +170,7 @@ fn a_lock_held_by_the_application_times_out_is_recorded_and_retried_while_others
 
 #[test]
 fn creating_partitions_does_not_block_readers_or_writers_of_the_parent() {
-    let cluster = Cluster::start("no-block", &[]);
+    let cluster = Cluster::start("no-block", &["upkeep.enabled = off"]);
     let mut c = cluster.connect("postgres");
     c.batch_execute(SCHEMA).unwrap();
     c.batch_execute(
@@ -206,7 +206,7 @@ fn creating_partitions_does_not_block_readers_or_writers_of_the_parent() {
 
 #[test]
 fn concurrent_runs_neither_double_create_nor_fail() {
-    let cluster = Cluster::start("concurrent", &[]);
+    let cluster = Cluster::start("concurrent", &["upkeep.enabled = off"]);
     let mut c = cluster.connect("postgres");
     c.batch_execute(SCHEMA).unwrap();
     c.batch_execute(

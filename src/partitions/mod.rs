@@ -10,6 +10,7 @@ use crate::archive::ArchiveMode;
 use crate::calendar::parse_time_zone;
 use crate::errors::{bad_input, invalid};
 use crate::executor::{self, Outcome, Status};
+use crate::jobs::{Kind, Runner};
 use crate::ownership::require_owner;
 use crate::regclass::RegClass;
 use crate::sql::QualifiedName;
@@ -59,36 +60,50 @@ fn plan_all(parents: &[ParentFacts], now: i64) -> Vec<plan::Planned> {
 }
 
 /// Creates what is due for every enabled policy, or for one parent.
-/// Concurrent runs (psql, pg_cron, workers) queue up behind one another
-/// until the first commits, so the second sees the partitions the first made
-/// instead of racing it to create them. Only policies that are due or have
-/// changed since their last check are read in full.
-pub fn maintain(parent: Option<pg_sys::Oid>, dry_run: bool) -> Vec<Outcome> {
+/// Concurrent runs (psql, pg_cron, workers) queue up behind one another, so
+/// the second sees the partitions the first made instead of racing it to
+/// create them. Only policies that are due or have changed since their
+/// last check are read in full.
+pub fn maintain(runner: Runner, parent: Option<pg_sys::Oid>, dry_run: bool) -> Vec<Outcome> {
+    let loaded = runner.step(|| {
+        if !dry_run {
+            runner.exclude_others(Kind::Partitions);
+        }
+        let stale = state::stale_jobs(parent);
+        (!stale.is_empty()).then(|| load(&Scope::Jobs(stale)))
+    });
+    let outcomes = match loaded {
+        Some((parents, problems)) => check_and_create(runner, parents, problems, dry_run),
+        None => Vec::new(),
+    };
     if !dry_run {
-        crate::jobs::serialize(crate::jobs::Kind::Partitions);
+        runner.step(|| runner.finish(Kind::Partitions));
     }
-    let stale = state::stale_jobs(parent);
-    if stale.is_empty() {
-        return Vec::new();
-    }
-    let (parents, problems) = load(&Scope::Jobs(stale));
-    check_and_create(parents, problems, dry_run)
+    outcomes
 }
 
 /// Plans and acts for the given parents, reports policies that no longer
 /// fit, and remembers when each parent is next due.
-fn check_and_create(parents: Vec<ParentFacts>, problems: Vec<PolicyProblem>, dry_run: bool) -> Vec<Outcome> {
+fn check_and_create(
+    runner: Runner,
+    parents: Vec<ParentFacts>,
+    problems: Vec<PolicyProblem>,
+    dry_run: bool,
+) -> Vec<Outcome> {
     let now = now_micros();
-    let mut outcomes = executor::report_problems(
-        problems
-            .into_iter()
-            .map(|p| (p.job_id, "check_policy", p.target, format!("{} (HINT: {})", p.message, p.hint)))
-            .collect(),
-        dry_run,
-    );
-    let (actions, partitions): (Vec<_>, Vec<_>) =
-        plan_all(&parents, now).into_iter().map(|p| (p.action, p.partition)).unzip();
-    let done = executor::execute(actions, dry_run);
+    let (mut outcomes, actions, partitions) = runner.step(|| {
+        let reported = executor::report_problems(
+            problems
+                .into_iter()
+                .map(|p| (p.job_id, "check_policy", p.target, format!("{} (HINT: {})", p.message, p.hint)))
+                .collect(),
+            dry_run,
+        );
+        let (actions, partitions): (Vec<_>, Vec<_>) =
+            plan_all(&parents, now).into_iter().map(|p| (p.action, p.partition)).unzip();
+        (reported, actions, partitions)
+    });
+    let done = runner.act(actions, dry_run);
     if !dry_run {
         // What this run made, added to what it read: the catalog as it now is.
         let mut made: BTreeMap<i64, Vec<facts::Partition>> = BTreeMap::new();
@@ -102,7 +117,7 @@ fn check_and_create(parents: Vec<ParentFacts>, problems: Vec<PolicyProblem>, dry
                 plan::with_created(f, mine)
             })
             .collect();
-        state::remember(&checked, now);
+        runner.step(|| state::remember(&checked, now));
     }
     outcomes.extend(done);
     outcomes
@@ -227,12 +242,12 @@ fn manage_partitions(
 
     // The catalog checks are the ones maintenance applies later; here a
     // failure is an ERROR, which also undoes the registration above.
-    crate::jobs::serialize(crate::jobs::Kind::Partitions);
+    Runner::Caller.exclude_others(Kind::Partitions);
     let (parents, problems) = load(&Scope::Parent(oid));
     if let Some(p) = problems.into_iter().next() {
         bad_input(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, p.message, p.hint);
     }
-    let created = check_and_create(parents, Vec::new(), false)
+    let created = check_and_create(Runner::Caller, parents, Vec::new(), false)
         .into_iter()
         .filter_map(|o| match o.status {
             Status::Ok => Some(o.target),
@@ -298,7 +313,7 @@ fn create_partitions(
         }
         oid
     });
-    action_rows(maintain(oid, dry_run))
+    action_rows(maintain(Runner::Caller, oid, dry_run))
 }
 
 /// Every partition of every managed parent (the rows of `upkeep.partitions`).

@@ -1,0 +1,107 @@
+//! The background workers on real clusters with pg_upkeep preloaded.
+
+use std::time::Duration;
+use upkeep_cluster_tests::Cluster;
+
+const PARENT: &str = "CREATE TABLE public.nav_history (fund_id int NOT NULL, nav_date date NOT NULL, \
+                      PRIMARY KEY (fund_id, nav_date)) PARTITION BY RANGE (nav_date)";
+
+/// A policy written with a plain INSERT, as pg_restore would: the workers
+/// pick it up, create the partitions and record the runs.
+fn register_by_insert(c: &mut postgres::Client, premake: i32) {
+    c.batch_execute(PARENT).unwrap();
+    c.execute(
+        "INSERT INTO upkeep.partition_policies (parent, control, premake) VALUES ('public.nav_history', 'nav_date', $1)",
+        &[&premake],
+    )
+    .unwrap();
+}
+
+fn partitions(c: &mut postgres::Client) -> i64 {
+    c.query_one("SELECT count(*) FROM pg_inherits WHERE inhparent = 'public.nav_history'::regclass", &[]).unwrap().get(0)
+}
+
+const ALL_MADE: &str = "SELECT count(*) = 25 FROM pg_inherits WHERE inhparent = 'public.nav_history'::regclass";
+
+#[test]
+fn workers_create_what_a_plain_insert_registered_and_record_it() {
+    let cluster = Cluster::start("workers-basic", &["upkeep.naptime = 1"]);
+    let mut c = cluster.connect("postgres");
+    register_by_insert(&mut c, 24);
+    assert!(cluster.wait_until("postgres", ALL_MADE, Duration::from_secs(30)), "workers made {}", partitions(&mut c));
+    let runs: i64 = c
+        .query_one("SELECT count(*) FROM upkeep.job_runs WHERE action = 'create_partition' AND status = 'ok'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(runs, 25);
+    // The launcher shows itself as DESIGN.md names it.
+    let launchers: i64 = c
+        .query_one("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_upkeep launcher'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(launchers, 1);
+    // Later cycles find nothing due and do nothing.
+    std::thread::sleep(Duration::from_secs(3));
+    let again: i64 = c.query_one("SELECT count(*) FROM upkeep.job_runs", &[]).unwrap().get(0);
+    assert_eq!(again, 25);
+}
+
+#[test]
+fn a_database_that_gains_the_extension_is_served_and_one_that_drops_it_or_is_dropped_is_not() {
+    let cluster = Cluster::start("workers-dbs", &["upkeep.naptime = 1"]);
+    let mut admin = cluster.connect("postgres");
+    admin.batch_execute("CREATE DATABASE second").unwrap();
+    let mut second = cluster.connect("second");
+    second.batch_execute("CREATE EXTENSION pg_upkeep").unwrap();
+    register_by_insert(&mut second, 24);
+    assert!(cluster.wait_until("second", ALL_MADE, Duration::from_secs(30)), "made {}", partitions(&mut second));
+
+    // Without the extension nothing is done there any more.
+    second.batch_execute("DROP EXTENSION pg_upkeep; DROP TABLE public.nav_history; ").unwrap();
+    second.batch_execute(PARENT).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(partitions(&mut second), 0);
+
+    // The workers never hold on to a database: it can be dropped.
+    drop(second);
+    admin.batch_execute("DROP DATABASE second").unwrap();
+}
+
+#[test]
+fn a_reload_with_a_new_naptime_takes_effect() {
+    let cluster = Cluster::start("workers-sighup", &["upkeep.naptime = 3600"]);
+    let mut c = cluster.connect("postgres");
+    // The launcher's first cycle has passed: let it fall asleep for an hour.
+    std::thread::sleep(Duration::from_secs(2));
+    register_by_insert(&mut c, 24);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(partitions(&mut c), 0, "nothing happens within the hour-long naptime");
+    c.batch_execute("ALTER SYSTEM SET upkeep.naptime = 1").unwrap();
+    c.batch_execute("SELECT pg_reload_conf()").unwrap();
+    assert!(cluster.wait_until("postgres", ALL_MADE, Duration::from_secs(30)), "made {}", partitions(&mut c));
+}
+
+#[test]
+fn a_hot_standby_stays_idle_until_it_is_promoted() {
+    // The primary's workers are off, so the policy is still due when the
+    // standby takes over.
+    let primary = Cluster::start("workers-primary", &["upkeep.enabled = off"]);
+    let mut p = primary.connect("postgres");
+    register_by_insert(&mut p, 24);
+    let standby = Cluster::standby_of(&primary, "workers-standby", &["upkeep.enabled = on", "upkeep.naptime = 1"]);
+    let mut s = standby.connect("postgres");
+    assert!(s.query_one("SELECT pg_is_in_recovery()", &[]).unwrap().get::<_, bool>(0));
+    std::thread::sleep(Duration::from_secs(3));
+    let workers: i64 = s
+        .query_one("SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'pg_upkeep%'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(workers, 0, "no pg_upkeep worker runs on a hot standby");
+    assert!(!standby.log().contains("ERROR"), "the standby logged errors:\n{}", standby.log());
+
+    // Promote the standby (and stop the old primary): the workers start.
+    drop(p);
+    drop(primary);
+    s.batch_execute("SELECT pg_promote()").unwrap();
+    assert!(standby.wait_until("postgres", ALL_MADE, Duration::from_secs(30)), "made {}", partitions(&mut s));
+}

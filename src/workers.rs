@@ -1,0 +1,145 @@
+//! The background workers. With pg_upkeep in `shared_preload_libraries`, a
+//! static `pg_upkeep launcher` wakes every `upkeep.naptime`, lists the
+//! databases, and starts one short-lived `pg_upkeep scheduler` per database.
+//! A scheduler checks that its database has the extension, runs one
+//! maintenance cycle (each action in its own transaction), prunes the run
+//! history, and exits.
+//!
+//! Why short-lived schedulers: PostgreSQL will not drop a database while a
+//! worker is connected to it, so a scheduler that stayed connected would
+//! make `DROP DATABASE` fail. Why the launcher starts only once recovery is
+//! finished: on a hot standby nothing can be maintained, so no worker runs
+//! there at all; after promotion the postmaster starts the launcher.
+
+use crate::jobs::Runner;
+use crate::settings;
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, DynamicBackgroundWorker, SignalWakeFlags,
+};
+use pgrx::prelude::*;
+use std::collections::HashMap;
+use std::time::Duration;
+
+pub const LAUNCHER: &str = "pg_upkeep launcher";
+pub const SCHEDULER: &str = "pg_upkeep scheduler";
+
+/// Registers the launcher; called from `_PG_init` during preload only.
+pub fn register_launcher() {
+    BackgroundWorkerBuilder::new(LAUNCHER)
+        .set_type(LAUNCHER)
+        .set_library("pg_upkeep")
+        .set_function("pg_upkeep_launcher_main")
+        .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::RecoveryFinished)
+        .set_restart_time(Some(Duration::from_secs(5)))
+        .load();
+}
+
+fn reload_config_if_asked() {
+    if BackgroundWorker::sighup_received() {
+        // SAFETY: the standard way for a backend to apply a reload.
+        unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+    }
+}
+
+fn naptime() -> Duration {
+    Duration::from_secs(settings::NAPTIME_S.get().max(1) as u64)
+}
+
+/// Databases the workers should serve: all that accept connections and are
+/// not templates, narrowed by `upkeep.databases`. The launcher is connected
+/// to no database, so it scans the shared catalog pg_database directly
+/// (SQL would need a database's pg_class to resolve names).
+fn wanted_databases() -> Vec<(pg_sys::Oid, String)> {
+    let mut all = Vec::new();
+    // SAFETY: a plain catalog heap scan inside a transaction, as the
+    // autovacuum launcher does; tuples are read before the scan ends.
+    unsafe {
+        let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
+        let rel = pg_sys::table_open(pg_sys::DatabaseRelationId, lock);
+        let scan = pg_sys::table_beginscan_catalog(rel, 0, std::ptr::null_mut());
+        loop {
+            let tuple = pg_sys::heap_getnext(scan, pg_sys::ScanDirection::ForwardScanDirection);
+            if tuple.is_null() {
+                break;
+            }
+            let db = &*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_database>(tuple);
+            if db.datallowconn && !db.datistemplate {
+                let name = std::ffi::CStr::from_ptr(db.datname.data.as_ptr()).to_string_lossy().into_owned();
+                all.push((db.oid, name));
+            }
+        }
+        pg_sys::table_endscan(scan);
+        pg_sys::table_close(rel, lock);
+    }
+    match settings::databases() {
+        Some(names) => all.into_iter().filter(|(_, name)| names.contains(name)).collect(),
+        None => all,
+    }
+}
+
+fn start_scheduler(db: pg_sys::Oid, name: &str) -> Option<DynamicBackgroundWorker> {
+    BackgroundWorkerBuilder::new(&format!("{SCHEDULER} for {name}"))
+        .set_type(SCHEDULER)
+        .set_library("pg_upkeep")
+        .set_function("pg_upkeep_scheduler_main")
+        .enable_spi_access()
+        .set_argument(db.into_datum())
+        .set_extra(name)
+        .set_restart_time(None)
+        .load_dynamic()
+        .map_err(|_| {
+            log!("pg_upkeep: no background worker slot for the scheduler of database \"{name}\"; raise max_worker_processes")
+        })
+        .ok()
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn pg_upkeep_launcher_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    // Shared catalogs only: pg_database is all the launcher reads.
+    BackgroundWorker::connect_worker_to_spi(None, None);
+    let mut running: HashMap<pg_sys::Oid, DynamicBackgroundWorker> = HashMap::new();
+    loop {
+        reload_config_if_asked();
+        if settings::ENABLED.get() {
+            let wanted = BackgroundWorker::transaction(wanted_databases);
+            // A scheduler still busy with the last cycle is left alone.
+            running.retain(|_, worker| worker.pid().is_ok());
+            for (db, name) in wanted {
+                if !running.contains_key(&db) {
+                    if let Some(worker) = start_scheduler(db, &name) {
+                        running.insert(db, worker);
+                    }
+                }
+            }
+        }
+        if !BackgroundWorker::wait_latch(Some(naptime())) {
+            break;
+        }
+    }
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn pg_upkeep_scheduler_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let database = BackgroundWorker::get_extra().to_string();
+    let role = settings::role();
+    BackgroundWorker::connect_worker_to_spi(Some(&database), role.as_deref());
+    let installed = BackgroundWorker::transaction(|| {
+        // Pinned, safe search_path: the workers call only qualified objects.
+        Spi::run("SET search_path = pg_catalog, pg_temp").ok();
+        Spi::run("SET application_name = 'pg_upkeep scheduler'").ok();
+        Spi::get_one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_upkeep')")
+            .ok()
+            .flatten()
+            .unwrap_or(false)
+    });
+    if !installed || BackgroundWorker::sigterm_received() {
+        return;
+    }
+    crate::partitions::maintain(Runner::Worker, None, false);
+    BackgroundWorker::transaction(crate::jobs::prune_history);
+}
