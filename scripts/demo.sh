@@ -22,7 +22,7 @@ cargo pgrx install --pg-config /usr/lib/postgresql/15/bin/pg_config >target/pgrx
   || { cat target/pgrx-install.log; exit 1; }
 
 echo "== starting a throwaway cluster in $DIR (port $PORT)"
-cluster_start "$DIR" "$PORT" "upkeep.lock_timeout = '2s'"
+cluster_start "$DIR" "$PORT" "upkeep.lock_timeout = '2s'" "upkeep.naptime = 2"
 PSQL=(psql -X -q -h "$DIR" -p "$PORT" -U postgres -v ON_ERROR_STOP=1)
 "${PSQL[@]}" -d postgres -c "CREATE DATABASE upkeep_demo"
 PSQL+=(-d upkeep_demo)
@@ -44,6 +44,22 @@ SELECT count(*) AS partitions_created
   FROM upkeep.manage_partitions('public.audit_log', 'logged_at', 'year', premake => 1,
                                 time_zone => 'America/New_York', start_at => '2023-01-01 00:00 America/New_York');
 SQL
+
+echo "== the background workers at work"
+"${PSQL[@]}" -P pager=off <<'SQL'
+\echo fund_flows: registered with a plain INSERT (as pg_restore would); nobody calls anything
+CREATE TABLE fund_flows (fund_id int NOT NULL, flow_date date NOT NULL, amount numeric(14, 2))
+  PARTITION BY RANGE (flow_date);
+INSERT INTO upkeep.partition_policies (parent, control, granularity, premake)
+VALUES ('public.fund_flows', 'flow_date', 'quarter', 4);
+SQL
+for _ in $(seq 1 30); do
+  n=$("${PSQL[@]}" -At -c "SELECT count(*) FROM pg_inherits WHERE inhparent = 'public.fund_flows'::regclass")
+  [ "$n" -ge 5 ] && break
+  sleep 1
+done
+"${PSQL[@]}" -P pager=off -c "SELECT backend_type, count(*) FROM pg_stat_activity WHERE backend_type LIKE 'pg_upkeep%' GROUP BY 1" \
+  -c "SELECT action, target, status, detail FROM upkeep.job_runs WHERE target LIKE 'public.fund_flows%' ORDER BY run_id"
 
 echo "== upkeep.partitions (newest four per table)"
 "${PSQL[@]}" -P pager=off -c "
