@@ -105,3 +105,62 @@ fn a_hot_standby_stays_idle_until_it_is_promoted() {
     s.batch_execute("SELECT pg_promote()").unwrap();
     assert!(standby.wait_until("postgres", ALL_MADE, Duration::from_secs(30)), "made {}", partitions(&mut s));
 }
+
+#[test]
+fn pg_cron_and_the_workers_together_neither_double_create_nor_deadlock() {
+    let cluster = Cluster::start(
+        "workers-cron",
+        &[
+            "shared_preload_libraries = 'pg_upkeep,pg_cron'",
+            "cron.database_name = 'postgres'",
+            "cron.use_background_workers = on",
+            "max_worker_processes = 32",
+            "upkeep.naptime = 1",
+        ],
+    );
+    let mut c = cluster.connect("postgres");
+    c.batch_execute(
+        "CREATE EXTENSION pg_cron; \
+         CREATE TABLE public.events (id bigint, at timestamptz NOT NULL) PARTITION BY RANGE (at); \
+         INSERT INTO upkeep.partition_policies (parent, control, granularity, premake) VALUES ('public.events', 'at', 'day', 1); \
+         SELECT cron.schedule('upkeep', '* * * * *', 'SELECT upkeep.run_maintenance()');",
+    )
+    .unwrap();
+    // pg_cron 1.4 fires at second 0 of each minute: make a lot of work due
+    // just before, so that pg_cron's run and the workers' cycles overlap.
+    let wait: f64 = c.query_one("SELECT 59.3 - extract(second FROM clock_timestamp())::float8", &[]).unwrap().get(0);
+    if wait > 0.0 {
+        std::thread::sleep(Duration::from_secs_f64(wait));
+    }
+    for premake in [150, 300, 450] {
+        c.execute("UPDATE upkeep.partition_policies SET premake = $1", &[&premake]).unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let cron_ran = "SELECT count(*) > 0 FROM cron.job_run_details WHERE end_time IS NOT NULL";
+    assert!(cluster.wait_until("postgres", cron_ran, Duration::from_secs(90)), "pg_cron never ran the job");
+    // Today and 450 days ahead.
+    let all = "SELECT count(*) = 451 FROM pg_inherits WHERE inhparent = 'public.events'::regclass";
+    if !cluster.wait_until("postgres", all, Duration::from_secs(60)) {
+        let n: i64 = c.query_one("SELECT count(*) FROM pg_inherits WHERE inhparent = 'public.events'::regclass", &[]).unwrap().get(0);
+        panic!("{n} partitions instead of 451");
+    }
+
+    let failed_cron: i64 = c
+        .query_one("SELECT count(*) FROM cron.job_run_details WHERE status <> 'succeeded' AND end_time IS NOT NULL", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(failed_cron, 0, "a pg_cron run failed");
+    let (created, failed): (i64, i64) = {
+        let r = c
+            .query_one(
+                "SELECT count(*) FILTER (WHERE status = 'ok'), count(*) FILTER (WHERE status <> 'ok') \
+                   FROM upkeep.job_runs WHERE action = 'create_partition'",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(failed, 0, "an action failed");
+    assert_eq!(created, 451, "every partition was created exactly once");
+    assert!(!cluster.log().contains("deadlock detected"));
+}

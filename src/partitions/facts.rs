@@ -8,6 +8,7 @@ use pgrx::pg_sys::BuiltinOid;
 use pgrx::prelude::*;
 use pgrx::spi::{SpiClient, SpiTupleTable};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::LazyLock;
 
 /// A registered partition policy, validated into typed values.
 #[derive(Debug, Clone)]
@@ -46,6 +47,8 @@ pub struct Grant {
 #[derive(Debug, Clone)]
 pub struct ParentFacts {
     pub policy: Policy,
+    /// The catalog fingerprint read together with these facts.
+    pub fingerprint: String,
     pub partitions: Vec<Partition>,
     pub default_partition: Option<QualifiedName>,
     pub owner: String,
@@ -72,6 +75,7 @@ pub struct PolicyProblem {
 pub struct RawParent {
     pub job_id: i64,
     pub oid: i64,
+    pub fingerprint: String,
     pub target: String,
     pub exists: bool,
     pub schema: String,
@@ -174,6 +178,7 @@ impl RawParent {
                 premake: self.premake as u32,
                 start_at: self.start_at,
             },
+            fingerprint: self.fingerprint,
             partitions: vec![],
             default_partition: None,
             owner: self.owner,
@@ -185,9 +190,22 @@ impl RawParent {
     }
 }
 
-/// The policies (all, or the one for `parent`) and what their tables look like.
-const POLICIES_SQL: &str = r#"
+/// Everything a policy's check depends on: its settings, its parent's
+/// catalog row, and the parent's partitions (which tables, and the version
+/// of each one's catalog row, which ATTACH/DETACH and ALTER change). Read
+/// with the facts, so it never vouches for anything newer than them.
+pub const FINGERPRINT: &str = "md5(concat_ws('|', p.control, p.granularity, p.premake, p.time_zone, \
+       extract(epoch FROM p.start_at), \
+       (SELECT c.xmin::text FROM pg_class c WHERE c.oid = p.parent), \
+       (SELECT count(*) || ':' || coalesce(sum(i.inhrelid::int8), 0) || ':' || coalesce(sum(k.xmin::text::int8), 0) \
+          FROM pg_inherits i JOIN pg_class k ON k.oid = i.inhrelid WHERE i.inhparent = p.parent)))";
+
+/// The policies (all, or some) and what their tables look like.
+static POLICIES_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        r#"
 SELECT p.job_id,
+       {FINGERPRINT} AS fingerprint,
        p.parent::oid::int8 AS oid,
        p.parent::text AS target,
        c.oid IS NOT NULL AS exists,
@@ -219,7 +237,9 @@ SELECT p.job_id,
               array_agg(g.is_grantable) AS grantable
          FROM aclexplode(c.relacl) g) acl ON true
  WHERE p.enabled AND ($1::oid IS NULL OR p.parent::oid = $1) AND ($2::int8[] IS NULL OR p.job_id = ANY ($2))
- ORDER BY p.job_id"#;
+ ORDER BY p.job_id"#
+    )
+});
 
 /// Every partition of the given parents, bounds in the calendar's domain.
 const PARTITIONS_SQL: &str = r#"
@@ -261,7 +281,7 @@ fn read_raw(client: &SpiClient<'_>, scope: &Scope) -> Result<Vec<RawParent>, Str
         Scope::Jobs(ids) => (None, Some(ids.clone())),
     };
     let types = [param(BuiltinOid::OIDOID), param(BuiltinOid::INT8ARRAYOID)];
-    statements::select(client, POLICIES_SQL, &types, &[parent.into(), jobs.into()], |rows| read_policies(rows))
+    statements::select(client, POLICIES_SQL.as_str(), &types, &[parent.into(), jobs.into()], |rows| read_policies(rows))
 }
 
 fn read_policies(rows: SpiTupleTable<'_>) -> Result<Vec<RawParent>, String> {
@@ -285,6 +305,7 @@ fn read_policies(rows: SpiTupleTable<'_>) -> Result<Vec<RawParent>, String> {
         out.push(RawParent {
             job_id: row.get_by_name::<i64, _>("job_id").map_err(spi_err)?.unwrap_or_default(),
             oid: row.get_by_name::<i64, _>("oid").map_err(spi_err)?.unwrap_or_default(),
+            fingerprint: row.get_by_name::<String, _>("fingerprint").map_err(spi_err)?.unwrap_or_default(),
             target: text("target")?.unwrap_or_default(),
             exists: row.get_by_name::<bool, _>("exists").map_err(spi_err)?.unwrap_or(false),
             schema: text("schema")?.unwrap_or_default(),

@@ -113,6 +113,7 @@ mod tests {
                 premake: 2,
                 start_at: None,
             },
+            fingerprint: String::new(),
             partitions,
             default_partition: None,
             owner: "app".into(),

@@ -310,6 +310,7 @@ mod tests {
                 premake,
                 start_at: None,
             },
+            fingerprint: String::new(),
             partitions: vec![],
             default_partition: None,
             owner: "app".into(),

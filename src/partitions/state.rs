@@ -3,21 +3,12 @@
 //! per policy, when it next becomes due and a fingerprint of everything its
 //! last check depended on.
 
-use super::facts::ParentFacts;
+use super::facts::{ParentFacts, FINGERPRINT};
 use super::plan;
 use crate::statements::{self, param};
 use pgrx::pg_sys::BuiltinOid;
 use pgrx::prelude::*;
 use std::sync::LazyLock;
-
-/// Everything a policy's check depends on: its settings, its parent's
-/// catalog row, and the parent's partitions (which tables, and the version
-/// of each one's catalog row, which ATTACH/DETACH and ALTER change).
-const FINGERPRINT: &str = "md5(concat_ws('|', p.control, p.granularity, p.premake, p.time_zone, \
-       extract(epoch FROM p.start_at), \
-       (SELECT c.xmin::text FROM pg_class c WHERE c.oid = p.parent), \
-       (SELECT count(*) || ':' || coalesce(sum(i.inhrelid::int8), 0) || ':' || coalesce(sum(k.xmin::text::int8), 0) \
-          FROM pg_inherits i JOIN pg_class k ON k.oid = i.inhrelid WHERE i.inhparent = p.parent)))";
 
 /// Enabled policies (all, or the one on a parent) that need a full check:
 /// never checked, due, or changed since their last check.
@@ -41,22 +32,26 @@ pub fn stale_jobs(parent: Option<pg_sys::Oid>) -> Vec<i64> {
     .unwrap_or_else(|e| error!("pg_upkeep could not read its partition state: {e}"))
 }
 
-/// Records, for each checked parent, when it is next due and what it
-/// looked like, as of `facts` (which must reflect what this run created).
+/// Records, for each checked parent, when it is next due (computed from
+/// `facts`, which must include what this run created) and the fingerprint
+/// read together with those facts. A change committed after the facts were
+/// read therefore never passes for checked: it makes the next run look
+/// again (as does what this run created itself, which costs one more check).
 pub fn remember(parents: &[ParentFacts], now_utc: i64) {
     if parents.is_empty() {
         return;
     }
     let jobs: Vec<i64> = parents.iter().map(|f| f.policy.job_id).collect();
     let due: Vec<Option<i64>> = parents.iter().map(|f| plan::next_due(f, now_utc)).collect();
-    let sql = format!(
+    let fingerprints: Vec<String> = parents.iter().map(|f| f.fingerprint.clone()).collect();
+    Spi::run_with_args(
         "INSERT INTO upkeep.partition_state AS s (job_id, due_at, fingerprint, checked_at) \
-         SELECT p.job_id, 'epoch'::timestamptz + make_interval(secs => d.due / 1e6), {FINGERPRINT}, now() \
-           FROM unnest($1::int8[], $2::int8[]) AS d(job_id, due) \
+         SELECT d.job_id, 'epoch'::timestamptz + make_interval(secs => d.due / 1e6), d.fingerprint, now() \
+           FROM unnest($1::int8[], $2::int8[], $3::text[]) AS d(job_id, due, fingerprint) \
            JOIN upkeep.partition_policies p ON p.job_id = d.job_id \
          ON CONFLICT (job_id) DO UPDATE \
-            SET due_at = EXCLUDED.due_at, fingerprint = EXCLUDED.fingerprint, checked_at = EXCLUDED.checked_at"
-    );
-    Spi::run_with_args(&sql, &[jobs.into(), due.into()])
-        .unwrap_or_else(|e| error!("pg_upkeep could not record its partition state: {e}"));
+            SET due_at = EXCLUDED.due_at, fingerprint = EXCLUDED.fingerprint, checked_at = EXCLUDED.checked_at",
+        &[jobs.into(), due.into(), fingerprints.into()],
+    )
+    .unwrap_or_else(|e| error!("pg_upkeep could not record its partition state: {e}"));
 }
