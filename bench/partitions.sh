@@ -21,7 +21,8 @@ mkdir -p "$OUT"
 bash scripts/setup.sh >/dev/null
 echo "building pg_upkeep (release) ..."
 cargo pgrx install --release --pg-config "$PGBIN/pg_config" >"$OUT/install.log" 2>&1 || { cat "$OUT/install.log"; exit 1; }
-cluster_start "$DIR" "$PORT" "max_locks_per_transaction = 256"
+# Workers off: each tool must do its own work while it is being timed.
+cluster_start "$DIR" "$PORT" "max_locks_per_transaction = 256" "upkeep.enabled = off"
 trap 'cluster_stop "$DIR"' EXIT
 PSQL=(psql -X -q -h "$DIR" -p "$PORT" -U postgres -v ON_ERROR_STOP=1)
 
