@@ -124,7 +124,11 @@ pub extern "C-unwind" fn pg_upkeep_launcher_main(_arg: pg_sys::Datum) {
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pg_upkeep_scheduler_main(_arg: pg_sys::Datum) {
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    // PostgreSQL's own SIGTERM handler for workers stays: it ends the
+    // process at once, even in the middle of a long statement, and the open
+    // transaction is rolled back. (A flag would be seen only between actions.)
+    // SAFETY: workers start with signals blocked; this is the standard call.
+    unsafe { pg_sys::BackgroundWorkerUnblockSignals() };
     let database = BackgroundWorker::get_extra().to_string();
     let role = settings::role();
     BackgroundWorker::connect_worker_to_spi(Some(&database), role.as_deref());
@@ -137,7 +141,7 @@ pub extern "C-unwind" fn pg_upkeep_scheduler_main(_arg: pg_sys::Datum) {
             .flatten()
             .unwrap_or(false)
     });
-    if !installed || BackgroundWorker::sigterm_received() {
+    if !installed {
         return;
     }
     crate::partitions::maintain(Runner::Worker, None, false);

@@ -141,12 +141,20 @@ impl Cluster {
         .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", self.dir.display()))
     }
 
+    /// A connection, or None while the server is not accepting them.
+    pub fn try_connect(&self, db: &str) -> Option<Client> {
+        Client::connect(&format!("host={} port={} user=postgres dbname={db}", self.dir.display(), self.port), NoTls)
+            .ok()
+            .filter(|c| !c.is_closed())
+    }
+
     /// Polls `sql` (one boolean) until it is true, for at most `limit`.
     pub fn wait_until(&self, db: &str, sql: &str, limit: std::time::Duration) -> bool {
         let started = std::time::Instant::now();
-        let mut client = self.connect(db);
         while started.elapsed() < limit {
-            if client.query_one(sql, &[]).map(|r| r.get::<_, bool>(0)).unwrap_or(false) {
+            // A fresh connection each time: the server may restart meanwhile.
+            let ok = self.try_connect(db).and_then(|mut c| c.query_one(sql, &[]).ok()).map(|r| r.get::<_, bool>(0));
+            if ok == Some(true) {
                 return true;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));

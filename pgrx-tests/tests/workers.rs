@@ -18,7 +18,9 @@ fn register_by_insert(c: &mut postgres::Client, premake: i32) {
 }
 
 fn partitions(c: &mut postgres::Client) -> i64 {
-    c.query_one("SELECT count(*) FROM pg_inherits WHERE inhparent = 'public.nav_history'::regclass", &[]).unwrap().get(0)
+    c.query_one("SELECT count(*) FROM pg_inherits WHERE inhparent = 'public.nav_history'::regclass", &[])
+        .unwrap()
+        .get(0)
 }
 
 const ALL_MADE: &str = "SELECT count(*) = 25 FROM pg_inherits WHERE inhparent = 'public.nav_history'::regclass";
@@ -92,10 +94,8 @@ fn a_hot_standby_stays_idle_until_it_is_promoted() {
     let mut s = standby.connect("postgres");
     assert!(s.query_one("SELECT pg_is_in_recovery()", &[]).unwrap().get::<_, bool>(0));
     std::thread::sleep(Duration::from_secs(3));
-    let workers: i64 = s
-        .query_one("SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'pg_upkeep%'", &[])
-        .unwrap()
-        .get(0);
+    let workers: i64 =
+        s.query_one("SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'pg_upkeep%'", &[]).unwrap().get(0);
     assert_eq!(workers, 0, "no pg_upkeep worker runs on a hot standby");
     assert!(!standby.log().contains("ERROR"), "the standby logged errors:\n{}", standby.log());
 
@@ -141,12 +141,18 @@ fn pg_cron_and_the_workers_together_neither_double_create_nor_deadlock() {
     // Today and 450 days ahead.
     let all = "SELECT count(*) = 451 FROM pg_inherits WHERE inhparent = 'public.events'::regclass";
     if !cluster.wait_until("postgres", all, Duration::from_secs(60)) {
-        let n: i64 = c.query_one("SELECT count(*) FROM pg_inherits WHERE inhparent = 'public.events'::regclass", &[]).unwrap().get(0);
+        let n: i64 = c
+            .query_one("SELECT count(*) FROM pg_inherits WHERE inhparent = 'public.events'::regclass", &[])
+            .unwrap()
+            .get(0);
         panic!("{n} partitions instead of 451");
     }
 
     let failed_cron: i64 = c
-        .query_one("SELECT count(*) FROM cron.job_run_details WHERE status <> 'succeeded' AND end_time IS NOT NULL", &[])
+        .query_one(
+            "SELECT count(*) FROM cron.job_run_details WHERE status <> 'succeeded' AND end_time IS NOT NULL",
+            &[],
+        )
         .unwrap()
         .get(0);
     assert_eq!(failed_cron, 0, "a pg_cron run failed");
@@ -163,4 +169,69 @@ fn pg_cron_and_the_workers_together_neither_double_create_nor_deadlock() {
     assert_eq!(failed, 0, "an action failed");
     assert_eq!(created, 451, "every partition was created exactly once");
     assert!(!cluster.log().contains("deadlock detected"));
+}
+
+/// Partitions that exist as tables but are not attached: what a half-done
+/// creation would leave.
+const STRAYS: &str =
+    "SELECT count(*) FROM pg_class WHERE relname LIKE 'events\\_p2%' AND relkind = 'r' AND NOT relispartition";
+
+/// Starts a long creation (2,001 daily partitions) and returns the pid of the
+/// scheduler while it is at work.
+fn busy_scheduler(cluster: &Cluster, c: &mut postgres::Client) -> i32 {
+    c.batch_execute(
+        "CREATE TABLE public.events (id bigint, at timestamptz NOT NULL) PARTITION BY RANGE (at); \
+         INSERT INTO upkeep.partition_policies (parent, control, granularity, premake) VALUES ('public.events', 'at', 'day', 2000);",
+    )
+    .unwrap();
+    let busy = "SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhparent = 'public.events'::regclass)";
+    assert!(cluster.wait_until("postgres", busy, Duration::from_secs(30)), "the workers never started");
+    c.query_one("SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_upkeep scheduler'", &[])
+        .expect("a scheduler is at work")
+        .get(0)
+}
+
+fn assert_finished_cleanly(cluster: &Cluster) {
+    let all = "SELECT count(*) = 2001 FROM pg_inherits WHERE inhparent = 'public.events'::regclass";
+    assert!(cluster.wait_until("postgres", all, Duration::from_secs(120)), "the job did not complete");
+    let mut c = cluster.connect("postgres");
+    let strays: i64 = c.query_one(STRAYS, &[]).unwrap().get(0);
+    assert_eq!(strays, 0, "half-made partitions were left behind");
+    let recorded: i64 = c
+        .query_one("SELECT count(*) FROM upkeep.job_runs WHERE action = 'create_partition' AND status = 'ok'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(recorded, 2001, "one run record per partition made");
+    let health: String = c.query_one("SELECT status FROM upkeep.partition_health", &[]).unwrap().get(0);
+    assert_eq!(health, "ok");
+}
+
+#[test]
+fn a_terminated_scheduler_stops_at_once_and_the_next_one_finishes_the_job() {
+    let cluster = Cluster::start("workers-sigterm", &["upkeep.naptime = 1"]);
+    let mut c = cluster.connect("postgres");
+    let pid = busy_scheduler(&cluster, &mut c);
+    let started = std::time::Instant::now();
+    c.execute("SELECT pg_terminate_backend($1)", &[&pid]).unwrap();
+    let gone = format!("SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = {pid})");
+    assert!(cluster.wait_until("postgres", &gone, Duration::from_secs(5)));
+    assert!(started.elapsed() < Duration::from_secs(1), "took {:?} to stop", started.elapsed());
+    assert_finished_cleanly(&cluster);
+}
+
+#[test]
+fn a_scheduler_killed_with_sigkill_is_restarted_and_leaves_nothing_half_made() {
+    let cluster = Cluster::start("workers-kill9", &["upkeep.naptime = 1", "restart_after_crash = on"]);
+    let mut c = cluster.connect("postgres");
+    let pid = busy_scheduler(&cluster, &mut c);
+    drop(c);
+    let killed = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    assert!(killed.success());
+    // The postmaster resets every backend after a crash; wait for it.
+    let started = std::time::Instant::now();
+    while cluster.try_connect("postgres").is_none() {
+        assert!(started.elapsed() < Duration::from_secs(60), "the server did not come back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_finished_cleanly(&cluster);
 }
