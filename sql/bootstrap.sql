@@ -15,6 +15,7 @@ CREATE TABLE upkeep.partition_policies (
     archive     text NOT NULL DEFAULT 'archive_table',
     time_zone   text NOT NULL DEFAULT 'UTC',
     start_at    timestamptz,
+    every       interval CHECK (every > interval '0'),
     enabled     boolean NOT NULL DEFAULT true,
     created_at  timestamptz NOT NULL DEFAULT now(),
     updated_at  timestamptz NOT NULL DEFAULT now()
@@ -29,7 +30,8 @@ COMMENT ON COLUMN upkeep.partition_policies.retention IS 'Partitions wholly olde
 COMMENT ON COLUMN upkeep.partition_policies.archive IS 'Where archived partitions go: archive_table, schema:<name>, tablespace:<name>, detach or drop.';
 COMMENT ON COLUMN upkeep.partition_policies.time_zone IS 'IANA zone whose local midnight bounds timestamptz partitions.';
 COMMENT ON COLUMN upkeep.partition_policies.start_at IS 'Oldest period to cover; NULL starts at the oldest existing partition or the current period.';
-COMMENT ON COLUMN upkeep.partition_policies.enabled IS 'false pauses the policy without forgetting it.';
+COMMENT ON COLUMN upkeep.partition_policies.every IS 'Least time between two checks by the workers or run_maintenance(); NULL: every cycle. Set with upkeep.alter_job().';
+COMMENT ON COLUMN upkeep.partition_policies.enabled IS 'false pauses the policy without forgetting it (upkeep.pause_job / resume_job).';
 
 CREATE TABLE upkeep.job_runs (
     run_id     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -85,3 +87,15 @@ CREATE TABLE upkeep.partition_state (
 );
 COMMENT ON TABLE upkeep.partition_state IS
   'What partition maintenance remembers between runs: when each policy is next due (NULL: never) and a fingerprint of the catalog its last check saw. A run reads partition bounds only for policies that are due or changed. Safe to TRUNCATE: the next run checks everything.';
+
+CREATE TABLE upkeep.job_state (
+    job_id               bigint PRIMARY KEY,
+    last_run             timestamptz,
+    last_status          text,
+    last_error           text,
+    last_duration        interval,
+    consecutive_failures integer NOT NULL DEFAULT 0,
+    next_run             timestamptz
+);
+COMMENT ON TABLE upkeep.job_state IS
+  'How each job last went, and the earliest time it runs again (its schedule, or the back-off after failures: 1 minute doubling to 1 hour, +/-20%). Read it through upkeep.jobs.';

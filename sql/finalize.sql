@@ -5,24 +5,21 @@ CREATE VIEW upkeep.jobs AS
 SELECT p.job_id,
        'partitions'::text AS kind,
        p.parent::text AS target,
-       'every maintenance run'::text AS schedule,
+       coalesce('every ' || p.every::text, 'every naptime') AS schedule,
        p.enabled,
-       NULL::timestamptz AS next_run,
-       last.started_at AS last_run,
-       last.status AS last_status,
-       last.error AS last_error,
-       (SELECT count(*) FROM upkeep.job_runs f
-         WHERE f.job_id = p.job_id AND f.status <> 'ok'
-           AND f.run_id > coalesce((SELECT max(o.run_id) FROM upkeep.job_runs o
-                                     WHERE o.job_id = p.job_id AND o.status = 'ok'), 0)) AS consecutive_failures,
-       last.duration AS last_duration
+       CASE WHEN NOT p.enabled THEN NULL
+            WHEN j.consecutive_failures > 0 THEN j.next_run
+            ELSE greatest(j.next_run, s.due_at) END AS next_run,
+       j.last_run,
+       j.last_status,
+       j.last_error,
+       coalesce(j.consecutive_failures, 0) AS consecutive_failures,
+       j.last_duration
   FROM upkeep.partition_policies p
-  LEFT JOIN LATERAL (SELECT r.started_at, r.status, r.error, r.duration
-                       FROM upkeep.job_runs r
-                      WHERE r.job_id = p.job_id
-                      ORDER BY r.run_id DESC LIMIT 1) last ON true;
+  LEFT JOIN upkeep.job_state j ON j.job_id = p.job_id
+  LEFT JOIN upkeep.partition_state s ON s.job_id = p.job_id;
 COMMENT ON VIEW upkeep.jobs IS
-  'Every policy is a job: what it maintains, whether it is enabled, and how its last action went.';
+  'Every policy is a job: what it maintains, its schedule, whether it is enabled, when it next acts, and how its last run went (consecutive_failures > 0 means it is backing off).';
 
 CREATE VIEW upkeep.partitions AS
 SELECT r.job_id,
@@ -43,7 +40,7 @@ CREATE VIEW upkeep.partition_health AS
 SELECT h.job_id, h.parent::regclass AS parent, h.granularity, h.premake, h.partitions,
        h.covered_until, h.future_partitions, h.gaps, h.due,
        h.default_partition::regclass AS default_partition, h.rows_in_default,
-       j.last_run, j.last_status, j.last_error,
+       j.last_run, j.last_status, j.last_error, j.consecutive_failures,
        h.status, h.hint
   FROM upkeep.partition_health_report() h
   LEFT JOIN upkeep.jobs j ON j.job_id = h.job_id;
@@ -109,3 +106,10 @@ LANGUAGE sql AS $$
 $$;
 COMMENT ON FUNCTION upkeep.create_partitions(text, boolean) IS
   'Same as create_partitions(regclass, boolean); a table name that does not resolve gets an ERROR with a HINT.';
+
+COMMENT ON FUNCTION upkeep.alter_job(bigint, interval, boolean) IS
+  'Changes a job''s schedule (every: least time between two runs) or enables/disables it. NULL leaves a setting as it is.';
+COMMENT ON FUNCTION upkeep.pause_job(bigint) IS 'Stops a job from running by itself; upkeep.run_job() still runs it.';
+COMMENT ON FUNCTION upkeep.resume_job(bigint) IS 'Lets a paused job run again, at the next cycle (any back-off is cleared).';
+COMMENT ON FUNCTION upkeep.run_job(bigint) IS
+  'Runs one job now, in the caller''s transaction, whatever its schedule or back-off; one row per action.';

@@ -1,14 +1,34 @@
 //! Jobs and their run log. Every policy is a job (`upkeep.jobs`); every
 //! action the executor takes is one row in `upkeep.job_runs`.
 
-use crate::executor::Outcome;
+use crate::errors::{bad_input, invalid};
+use crate::executor::{Outcome, Status};
+use crate::ownership::require_owner;
+use crate::partitions::Selection;
+use crate::regclass::RegClass;
+use pgrx::datum::Interval;
 use pgrx::prelude::*;
+use std::collections::BTreeMap;
 
 /// The kinds of job; each has its own lock, so a long run of one kind never
 /// holds up another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Partitions = 1,
+}
+
+/// Wait before retrying a job that failed `failures` times in a row:
+/// doubling from one minute up to a one-hour cap, spread by up to +/-20%
+/// (derived from the job id, so jobs that failed together retry apart).
+/// A failing job is retried at the cap for ever, never dropped.
+pub fn backoff_seconds(job_id: i64, failures: u32) -> i64 {
+    const BASE: i64 = 60;
+    const CAP: i64 = 3_600;
+    let plain = BASE.saturating_mul(1i64 << failures.saturating_sub(1).min(20)).min(CAP);
+    // A stable pseudo-random fraction in [-0.2, 0.2) from the job and attempt.
+    let mix = (job_id as u64 ^ ((failures as u64) << 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let fraction = ((mix >> 11) as f64 / (1u64 << 53) as f64) * 0.4 - 0.2;
+    ((plain as f64) * (1.0 + fraction)).round() as i64
 }
 
 /// First key of pg_upkeep's advisory locks ("upkp").
@@ -57,11 +77,24 @@ impl Runner {
     pub fn act(self, actions: Vec<crate::actions::Action>, dry_run: bool) -> Vec<Outcome> {
         match self {
             Runner::Caller => crate::executor::execute(actions, dry_run),
-            Runner::Worker => {
-                actions.into_iter().flat_map(|a| self.step(|| crate::executor::execute(vec![a], dry_run))).collect()
-            }
+            Runner::Worker => actions
+                .into_iter()
+                .flat_map(|a| {
+                    self.step(|| {
+                        report_activity(&format!("pg_upkeep job {}: {} {}", a.job_id, a.kind, a.target));
+                        crate::executor::execute(vec![a], dry_run)
+                    })
+                })
+                .collect(),
         }
     }
+}
+
+/// Shows in pg_stat_activity.query what a worker is doing.
+fn report_activity(what: &str) {
+    let text = std::ffi::CString::new(what.replace('\0', "")).unwrap_or_default();
+    // SAFETY: copies the text into this backend's status entry.
+    unsafe { pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, text.as_ptr()) };
 }
 
 /// Deletes run records older than `upkeep.history_retention`.
@@ -102,6 +135,154 @@ pub fn record(outcomes: &[Outcome]) {
     .expect("upkeep.job_runs accepts the run records");
 }
 
+/// Records how each checked job's run went: status, error, duration; resets
+/// or increments its consecutive failures, and sets when it may run again
+/// (its `every`, or the back-off). Jobs not checked are not written, so a
+/// run with nothing due writes nothing.
+pub fn record_job_runs(jobs: &[i64], outcomes: &[Outcome]) {
+    if jobs.is_empty() {
+        return;
+    }
+    let failures: BTreeMap<i64, i32> = Spi::connect(|client| {
+        client
+            .select(
+                "SELECT job_id, consecutive_failures FROM upkeep.job_state WHERE job_id = ANY ($1)",
+                None,
+                &[jobs.to_vec().into()],
+            )?
+            .map(|r| Ok((r.get::<i64>(1)?.unwrap_or_default(), r.get::<i32>(2)?.unwrap_or_default())))
+            .collect::<Result<_, pgrx::spi::SpiError>>()
+    })
+    .unwrap_or_else(|e| error!("pg_upkeep could not read job states: {e}"));
+    let mut status = Vec::new();
+    let mut error = Vec::new();
+    let mut seconds = Vec::new();
+    let mut failed = Vec::new();
+    let mut retry_in = Vec::new();
+    for &job in jobs {
+        let mine: Vec<&Outcome> = outcomes.iter().filter(|o| o.job_id == job).collect();
+        let worst = mine.iter().find(|o| o.status != Status::Ok);
+        let n = if worst.is_some() { failures.get(&job).copied().unwrap_or(0) + 1 } else { 0 };
+        status.push(worst.map_or(Status::Ok, |o| o.status).to_string());
+        error.push(worst.and_then(|o| o.error.clone()));
+        seconds.push(mine.iter().map(|o| o.seconds).sum::<f64>());
+        failed.push(n);
+        retry_in.push((n > 0).then(|| backoff_seconds(job, n as u32)));
+    }
+    Spi::run_with_args(
+        "INSERT INTO upkeep.job_state AS j (job_id, last_run, last_status, last_error, last_duration, consecutive_failures, next_run) \
+         SELECT r.job_id, now(), r.status, r.error, make_interval(secs => r.secs), r.failed, \
+                coalesce(now() + make_interval(secs => r.retry_in), now() + p.every) \
+           FROM unnest($1::int8[], $2::text[], $3::text[], $4::float8[], $5::int4[], $6::int8[]) \
+                AS r(job_id, status, error, secs, failed, retry_in) \
+           LEFT JOIN upkeep.partition_policies p ON p.job_id = r.job_id \
+         ON CONFLICT (job_id) DO UPDATE SET last_run = EXCLUDED.last_run, last_status = EXCLUDED.last_status, \
+            last_error = EXCLUDED.last_error, last_duration = EXCLUDED.last_duration, \
+            consecutive_failures = EXCLUDED.consecutive_failures, next_run = EXCLUDED.next_run",
+        &[jobs.to_vec().into(), status.into(), error.into(), seconds.into(), failed.into(), retry_in.into()],
+    )
+    .unwrap_or_else(|e| error!("pg_upkeep could not record job states: {e}"));
+}
+
+/// Forgets a removed job's state.
+pub fn forget(job_id: i64) {
+    Spi::run_with_args("DELETE FROM upkeep.job_state WHERE job_id = $1", &[job_id.into()])
+        .unwrap_or_else(|e| error!("pg_upkeep could not forget job {job_id}: {e}"));
+}
+
+/// The job's id, after checking that the job exists and that the caller
+/// owns the table it serves.
+fn owned_job(job_id: Option<i64>) -> i64 {
+    let Some(job_id) = job_id else {
+        bad_input(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "job_id must not be NULL",
+            "Pass a job_id from SELECT job_id, kind, target FROM upkeep.jobs;",
+        );
+    };
+    let parent = Spi::get_one_with_args::<pg_sys::Oid>(
+        "SELECT parent::oid FROM upkeep.partition_policies WHERE job_id = $1",
+        &[job_id.into()],
+    )
+    .ok()
+    .flatten();
+    let Some(parent) = parent else {
+        invalid(
+            format!("job {job_id} does not exist"),
+            "See SELECT job_id, kind, target FROM upkeep.jobs; for the jobs.",
+        );
+    };
+    require_owner(Some(RegClass(parent)), "the job's table");
+    job_id
+}
+
+/// Changes a job's schedule or enables/disables it; NULL keeps a setting.
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn alter_job(job_id: Option<i64>, every: default!(Option<Interval>, "NULL"), enabled: default!(Option<bool>, "NULL")) {
+    let job_id = owned_job(job_id);
+    if let Some(e) = every {
+        let positive = Spi::get_one_with_args::<bool>("SELECT $1 > interval '0'", &[e.into()]).ok().flatten();
+        if positive != Some(true) {
+            invalid(
+                format!("every {e} for job {job_id} is not a positive interval"),
+                "Give the least time between two runs, e.g. every => '1 hour'.",
+            );
+        }
+    }
+    Spi::run_with_args(
+        "UPDATE upkeep.partition_policies SET every = coalesce($2, every), enabled = coalesce($3, enabled), \
+                updated_at = now() WHERE job_id = $1",
+        &[job_id.into(), every.into(), enabled.into()],
+    )
+    .unwrap_or_else(|e| error!("could not alter job {job_id}: {e}"));
+    // A new schedule counts from the last run; a back-off stays as it is.
+    Spi::run_with_args(
+        "UPDATE upkeep.job_state j SET next_run = j.last_run + p.every \
+           FROM upkeep.partition_policies p WHERE p.job_id = j.job_id AND j.job_id = $1 AND j.consecutive_failures = 0",
+        &[job_id.into()],
+    )
+    .unwrap_or_else(|e| error!("could not reschedule job {job_id}: {e}"));
+}
+
+/// Stops a job from running by itself.
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn pause_job(job_id: Option<i64>) {
+    alter_job(job_id, None, Some(false));
+}
+
+/// Lets a paused job run again at the next cycle, clearing any back-off.
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn resume_job(job_id: Option<i64>) {
+    alter_job(job_id, None, Some(true));
+    Spi::run_with_args("UPDATE upkeep.job_state SET next_run = NULL WHERE job_id = $1", &[job_id.into()])
+        .unwrap_or_else(|e| error!("could not resume job: {e}"));
+}
+
+/// Runs one job now, whatever its schedule or back-off.
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+#[allow(clippy::type_complexity)] // pgrx reads the column names from the signature
+fn run_job(
+    job_id: Option<i64>,
+) -> TableIterator<
+    'static,
+    (
+        name!(job_id, i64),
+        name!(action, String),
+        name!(target, String),
+        name!(status, String),
+        name!(detail, Option<String>),
+        name!(error, Option<String>),
+        name!(sql, Option<String>),
+    ),
+> {
+    let job_id = owned_job(job_id);
+    crate::partitions::action_rows(crate::partitions::maintain(Runner::Caller, Selection::Job(job_id), false))
+}
+
 /// Everything that is due, in the caller's transaction: what pg_cron calls.
 #[pg_extern(volatile)]
 #[search_path(pg_catalog, pg_temp)]
@@ -120,5 +301,26 @@ fn run_maintenance(
         name!(sql, Option<String>),
     ),
 > {
-    crate::partitions::action_rows(crate::partitions::maintain(Runner::Caller, None, dry_run))
+    crate::partitions::action_rows(crate::partitions::maintain(Runner::Caller, Selection::Due, dry_run))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_a_cap_with_jitter() {
+        for job in [1, 2, 77, 123_456] {
+            let w: Vec<i64> = (1..=10).map(|n| backoff_seconds(job, n)).collect();
+            for (n, &s) in w.iter().enumerate() {
+                let plain = (60i64 << n).min(3_600) as f64;
+                assert!((s as f64) >= plain * 0.8 && (s as f64) <= plain * 1.2, "job {job} try {}: {s}s", n + 1);
+            }
+            assert!(w[9] <= 4_320, "capped at an hour (+20%)");
+            assert!(backoff_seconds(job, 1_000) <= 4_320, "still retried at the cap");
+        }
+        // Jobs that failed together do not all retry at the same second.
+        let first: std::collections::BTreeSet<i64> = (1..=20).map(|job| backoff_seconds(job, 3)).collect();
+        assert!(first.len() > 10);
+    }
 }

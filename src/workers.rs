@@ -144,6 +144,6 @@ pub extern "C-unwind" fn pg_upkeep_scheduler_main(_arg: pg_sys::Datum) {
     if !installed {
         return;
     }
-    crate::partitions::maintain(Runner::Worker, None, false);
+    crate::partitions::maintain(Runner::Worker, crate::partitions::Selection::Due, false);
     BackgroundWorker::transaction(crate::jobs::prune_history);
 }

@@ -95,6 +95,11 @@ fn bad_input_gets_an_error_naming_the_object_with_a_hint_and_changes_nothing() {
             "public.risk_assessments has no partition policy",
         ),
         ("SELECT * FROM upkeep.create_partitions('public.nope')", "public.nope"),
+        ("SELECT upkeep.alter_job(424242, every => '1 hour')", "job 424242 does not exist"),
+        ("SELECT upkeep.alter_job(1, every => '-5 minutes')", "every -00:05:00 for job 1 is not a positive interval"),
+        ("SELECT upkeep.pause_job(NULL)", "job_id must not be NULL"),
+        ("SELECT upkeep.resume_job(424242)", "job 424242 does not exist"),
+        ("SELECT * FROM upkeep.run_job(424242)", "job 424242 does not exist"),
     ];
     let before = snapshot(&mut c);
     for (sql, needle) in cases {
@@ -119,7 +124,7 @@ fn bad_input_gets_an_error_naming_the_object_with_a_hint_and_changes_nothing() {
 }
 
 #[test]
-fn a_lock_held_by_the_application_times_out_is_recorded_and_retried_while_others_proceed() {
+fn a_lock_held_by_the_application_times_out_is_recorded_backs_off_and_is_retried_while_others_proceed() {
     let cluster = Cluster::start("lock-timeout", &["upkeep.enabled = off"]);
     let mut c = cluster.connect("postgres");
     c.batch_execute(SCHEMA).unwrap();
@@ -159,8 +164,21 @@ fn a_lock_held_by_the_application_times_out_is_recorded_and_retried_while_others
         .get(0);
     assert_eq!(strays, 0);
 
+    // The job backs off (about a minute) instead of retrying at once.
+    let (failures, later): (i32, bool) = {
+        let r = c
+            .query_one(
+                "SELECT consecutive_failures, next_run > now() FROM upkeep.jobs WHERE target = 'nav_history'",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((failures, later), (1, true));
     app.batch_execute("COMMIT").unwrap();
-    let rows = c.query("SELECT status FROM upkeep.run_maintenance()", &[]).unwrap();
+    assert!(c.query("SELECT * FROM upkeep.run_maintenance()", &[]).unwrap().is_empty(), "still backing off");
+    // Naming the table runs it now, and the lock is gone.
+    let rows = c.query("SELECT status FROM upkeep.create_partitions('public.nav_history')", &[]).unwrap();
     assert_eq!(rows.len(), 2);
     assert!(rows.iter().all(|r| r.get::<_, String>(0) == "ok"));
     let health: String =

@@ -236,7 +236,7 @@ SELECT p.job_id,
               array_agg(g.privilege_type::text) AS privileges,
               array_agg(g.is_grantable) AS grantable
          FROM aclexplode(c.relacl) g) acl ON true
- WHERE p.enabled AND ($1::oid IS NULL OR p.parent::oid = $1) AND ($2::int8[] IS NULL OR p.job_id = ANY ($2))
+ WHERE ($1::oid IS NULL OR p.parent::oid = $1) AND ($2::int8[] IS NULL OR p.job_id = ANY ($2))
  ORDER BY p.job_id"#
     )
 });
@@ -330,7 +330,7 @@ fn read_policies(rows: SpiTupleTable<'_>) -> Result<Vec<RawParent>, String> {
     Ok(out)
 }
 
-/// Facts for the enabled policies in `scope`: two catalog queries in all.
+/// Facts for the policies in `scope`: two catalog queries in all.
 /// Policies whose tables no longer fit come back as problems.
 pub fn load(client: &SpiClient<'_>, scope: &Scope) -> Result<(Vec<ParentFacts>, Vec<PolicyProblem>), String> {
     let mut parents = Vec::new();

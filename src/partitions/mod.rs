@@ -59,18 +59,32 @@ fn plan_all(parents: &[ParentFacts], now: i64) -> Vec<plan::Planned> {
     }
 }
 
-/// Creates what is due for every enabled policy, or for one parent.
-/// Concurrent runs (psql, pg_cron, workers) queue up behind one another, so
-/// the second sees the partitions the first made instead of racing it to
-/// create them. Only policies that are due or have changed since their
-/// last check are read in full.
-pub fn maintain(runner: Runner, parent: Option<pg_sys::Oid>, dry_run: bool) -> Vec<Outcome> {
+/// Which policies a run looks at.
+#[derive(Debug, Clone, Copy)]
+pub enum Selection {
+    /// Everything due whose schedule and back-off allow a run now.
+    Due,
+    /// What is due on one table, now (an explicit call).
+    Parent(pg_sys::Oid),
+    /// One job, checked in full now (run_job).
+    Job(i64),
+}
+
+/// Creates what is due. Concurrent runs (psql, pg_cron, workers) queue up
+/// behind one another, so the second sees the partitions the first made
+/// instead of racing it to create them. Only policies that are due or have
+/// changed since their last check are read in full.
+pub fn maintain(runner: Runner, selection: Selection, dry_run: bool) -> Vec<Outcome> {
     let loaded = runner.step(|| {
         if !dry_run {
             runner.exclude_others(Kind::Partitions);
         }
-        let stale = state::stale_jobs(parent);
-        (!stale.is_empty()).then(|| load(&Scope::Jobs(stale)))
+        let jobs = match selection {
+            Selection::Due => state::stale_jobs(None, false),
+            Selection::Parent(oid) => state::stale_jobs(Some(oid), true),
+            Selection::Job(id) => vec![id],
+        };
+        (!jobs.is_empty()).then(|| load(&Scope::Jobs(jobs)))
     });
     let outcomes = match loaded {
         Some((parents, problems)) => check_and_create(runner, parents, problems, dry_run),
@@ -91,6 +105,8 @@ fn check_and_create(
     dry_run: bool,
 ) -> Vec<Outcome> {
     let now = now_micros();
+    let checked_jobs: Vec<i64> =
+        parents.iter().map(|f| f.policy.job_id).chain(problems.iter().map(|p| p.job_id)).collect();
     let (mut outcomes, actions, partitions) = runner.step(|| {
         let reported = executor::report_problems(
             problems
@@ -120,6 +136,9 @@ fn check_and_create(
         runner.step(|| state::remember(&checked, now));
     }
     outcomes.extend(done);
+    if !dry_run {
+        runner.step(|| crate::jobs::record_job_runs(&checked_jobs, &outcomes));
+    }
     outcomes
 }
 
@@ -275,11 +294,12 @@ fn unmanage_partitions(parent: Option<RegClass>) {
     )
     .ok()
     .flatten();
-    if removed.is_none() {
-        invalid(
+    match removed {
+        Some(job) => crate::jobs::forget(job),
+        None => invalid(
             format!("table {target} has no partition policy"),
             "See SELECT * FROM upkeep.jobs WHERE kind = 'partitions'; for the managed tables.",
-        );
+        ),
     }
 }
 
@@ -313,7 +333,8 @@ fn create_partitions(
         }
         oid
     });
-    action_rows(maintain(Runner::Caller, oid, dry_run))
+    let selection = oid.map_or(Selection::Due, Selection::Parent);
+    action_rows(maintain(Runner::Caller, selection, dry_run))
 }
 
 /// Every partition of every managed parent (the rows of `upkeep.partitions`).

@@ -11,20 +11,25 @@ use pgrx::prelude::*;
 use std::sync::LazyLock;
 
 /// Enabled policies (all, or the one on a parent) that need a full check:
-/// never checked, due, or changed since their last check.
+/// never checked, due, or changed since their last check; and, unless the
+/// run is explicit ($2), whose schedule or back-off lets them run now.
 static STALE_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT p.job_id FROM upkeep.partition_policies p \
            LEFT JOIN upkeep.partition_state s ON s.job_id = p.job_id \
+           LEFT JOIN upkeep.job_state j ON j.job_id = p.job_id \
           WHERE p.enabled AND ($1::oid IS NULL OR p.parent::oid = $1) \
+            AND ($2 OR j.next_run IS NULL OR j.next_run <= now()) \
             AND (s.job_id IS NULL OR s.due_at <= now() OR s.fingerprint IS DISTINCT FROM {FINGERPRINT}) \
           ORDER BY p.job_id"
     )
 });
 
-pub fn stale_jobs(parent: Option<pg_sys::Oid>) -> Vec<i64> {
+/// The stale policies; `explicit` runs ignore schedules and back-off.
+pub fn stale_jobs(parent: Option<pg_sys::Oid>, explicit: bool) -> Vec<i64> {
     Spi::connect(|client| {
-        statements::select(client, STALE_SQL.as_str(), &[param(BuiltinOid::OIDOID)], &[parent.into()], |rows| {
+        let types = [param(BuiltinOid::OIDOID), param(BuiltinOid::BOOLOID)];
+        statements::select(client, STALE_SQL.as_str(), &types, &[parent.into(), explicit.into()], |rows| {
             rows.map(|row| row.get::<i64>(1).map(Option::unwrap_or_default).map_err(|e| e.to_string()))
                 .collect::<Result<Vec<_>, _>>()
         })

@@ -266,6 +266,59 @@ mod tests {
         assert_eq!(count("SELECT * FROM upkeep.partition_state"), 1);
     }
 
+    #[pg_test]
+    fn a_failing_job_backs_off_and_run_job_runs_it_anyway() {
+        nav_history("public.nav_history");
+        Spi::run("SELECT upkeep.manage_partitions('public.nav_history', 'nav_date', premake => 0)").unwrap();
+        let job: i64 = one("SELECT job_id FROM upkeep.jobs");
+        assert_eq!(one::<String>("SELECT last_status FROM upkeep.jobs"), "ok");
+        assert_eq!(one::<i32>("SELECT consecutive_failures FROM upkeep.jobs"), 0);
+        Spi::run("ALTER TABLE public.nav_history RENAME COLUMN nav_date TO day").unwrap();
+        assert_eq!(count("SELECT * FROM upkeep.run_maintenance() WHERE status = 'failed'"), 1);
+        assert_eq!(one::<i32>("SELECT consecutive_failures FROM upkeep.jobs"), 1);
+        let wait: f64 = one("SELECT extract(epoch FROM next_run - now())::float8 FROM upkeep.jobs");
+        assert!((48.0..=72.0).contains(&wait), "first retry after about a minute, not {wait}s");
+        // Backing off: the next cycle leaves it alone ...
+        assert_eq!(count("SELECT * FROM upkeep.run_maintenance()"), 0);
+        // ... but run_job runs it now, and the wait doubles.
+        assert_eq!(count(&format!("SELECT * FROM upkeep.run_job({job}) WHERE status = 'failed'")), 1);
+        assert_eq!(one::<i32>("SELECT consecutive_failures FROM upkeep.jobs"), 2);
+        let wait: f64 = one("SELECT extract(epoch FROM next_run - now())::float8 FROM upkeep.jobs");
+        assert!((96.0..=144.0).contains(&wait), "second retry after about two minutes, not {wait}s");
+        // Fixed: the next run succeeds and the count resets.
+        Spi::run("ALTER TABLE public.nav_history RENAME COLUMN day TO nav_date").unwrap();
+        Spi::run("UPDATE upkeep.partition_policies SET premake = 1").unwrap();
+        assert_eq!(count(&format!("SELECT * FROM upkeep.run_job({job}) WHERE status = 'ok'")), 1);
+        assert_eq!(one::<i32>("SELECT consecutive_failures FROM upkeep.jobs"), 0);
+        assert_eq!(one::<String>("SELECT last_status FROM upkeep.jobs"), "ok");
+    }
+
+    #[pg_test]
+    fn paused_jobs_wait_and_schedules_are_kept() {
+        nav_history("public.nav_history");
+        Spi::run("SELECT upkeep.manage_partitions('public.nav_history', 'nav_date', premake => 0)").unwrap();
+        let job: i64 = one("SELECT job_id FROM upkeep.jobs");
+        Spi::run(&format!("SELECT upkeep.pause_job({job})")).unwrap();
+        assert!(!one::<bool>("SELECT enabled FROM upkeep.jobs"));
+        Spi::run("UPDATE upkeep.partition_policies SET premake = 1").unwrap();
+        assert_eq!(count("SELECT * FROM upkeep.run_maintenance()"), 0, "a paused job does not run by itself");
+        Spi::run(&format!("SELECT upkeep.resume_job({job})")).unwrap();
+        assert_eq!(count("SELECT * FROM upkeep.run_maintenance() WHERE status = 'ok'"), 1);
+
+        // At most every hour: a new need waits for the schedule ...
+        Spi::run(&format!("SELECT upkeep.alter_job({job}, every => '1 hour')")).unwrap();
+        assert_eq!(one::<String>("SELECT schedule FROM upkeep.jobs"), "every 01:00:00");
+        Spi::run("UPDATE upkeep.partition_policies SET premake = 2").unwrap();
+        assert_eq!(count("SELECT * FROM upkeep.run_maintenance()"), 0);
+        // ... unless the table is named explicitly.
+        assert_eq!(count("SELECT * FROM upkeep.create_partitions('public.nav_history') WHERE status = 'ok'"), 1);
+    }
+
+    #[pg_test(error = "job 424242 does not exist")]
+    fn unknown_jobs_are_refused() {
+        Spi::run("SELECT upkeep.pause_job(424242)").unwrap();
+    }
+
     #[pg_test(error = "unknown granularity \"fortnight\" for table public.nav_history")]
     fn unknown_granularity_is_refused() {
         nav_history("public.nav_history");
