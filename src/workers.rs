@@ -14,9 +14,11 @@
 use crate::jobs::Runner;
 use crate::settings;
 use pgrx::bgworkers::{
-    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, DynamicBackgroundWorker, SignalWakeFlags,
+    BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, BgWorkerStartTime, DynamicBackgroundWorker,
+    SignalWakeFlags,
 };
 use pgrx::prelude::*;
+use pgrx::PgMemoryContexts;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -101,15 +103,26 @@ pub extern "C-unwind" fn pg_upkeep_launcher_main(_arg: pg_sys::Datum) {
     // Shared catalogs only: pg_database is all the launcher reads.
     BackgroundWorker::connect_worker_to_spi(None, None);
     let mut running: HashMap<pg_sys::Oid, DynamicBackgroundWorker> = HashMap::new();
+    // Worker handles are palloc'd: they live here, and the context is reset
+    // whenever no scheduler is running (the usual state between cycles), so
+    // the launcher does not grow over months.
+    let mut handles = PgMemoryContexts::new("pg_upkeep launcher handles");
     loop {
         reload_config_if_asked();
+        // A scheduler still busy with the last cycle (or not yet forked) is left alone.
+        running.retain(|_, worker| {
+            !matches!(worker.pid(), Err(BackgroundWorkerStatus::Stopped | BackgroundWorkerStatus::PostmasterDied))
+        });
+        if running.is_empty() {
+            // SAFETY: no handle allocated in this context is referenced any more.
+            unsafe { handles.reset() };
+        }
         if settings::ENABLED.get() {
             let wanted = BackgroundWorker::transaction(wanted_databases);
-            // A scheduler still busy with the last cycle is left alone.
-            running.retain(|_, worker| worker.pid().is_ok());
             for (db, name) in wanted {
                 if !running.contains_key(&db) {
-                    if let Some(worker) = start_scheduler(db, &name) {
+                    // SAFETY: only the handle is allocated while switched.
+                    if let Some(worker) = unsafe { handles.switch_to(|_| start_scheduler(db, &name)) } {
                         running.insert(db, worker);
                     }
                 }

@@ -186,9 +186,13 @@ fn busy_scheduler(cluster: &Cluster, c: &mut postgres::Client) -> i32 {
     .unwrap();
     let busy = "SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhparent = 'public.events'::regclass)";
     assert!(cluster.wait_until("postgres", busy, Duration::from_secs(30)), "the workers never started");
-    c.query_one("SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_upkeep scheduler'", &[])
-        .expect("a scheduler is at work")
-        .get(0)
+    let row = c
+        .query_one("SELECT pid, query FROM pg_stat_activity WHERE backend_type = 'pg_upkeep scheduler'", &[])
+        .expect("a scheduler is at work");
+    // pg_stat_activity says which job and action the worker is doing.
+    let doing: String = row.get(1);
+    assert!(doing.starts_with("pg_upkeep job ") && doing.contains("create_partition public.events_p"), "{doing}");
+    row.get(0)
 }
 
 fn assert_finished_cleanly(cluster: &Cluster) {
