@@ -8,12 +8,14 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ActionKind {
     CreatePartition,
+    ArchivePartition,
 }
 
 impl fmt::Display for ActionKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             ActionKind::CreatePartition => "create_partition",
+            ActionKind::ArchivePartition => "archive_partition",
         })
     }
 }

@@ -48,6 +48,15 @@ impl fmt::Display for Granularity {
     }
 }
 
+/// A PostgreSQL interval: months, days and microseconds, kept apart
+/// because a month and a day have no fixed length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub months: i32,
+    pub days: i32,
+    pub micros: i64,
+}
+
 /// The SQL type of the control column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ColumnKind {
@@ -147,22 +156,63 @@ impl Calendar {
 
     /// The UTC instant at which the day `d` begins in the calendar's zone:
     /// local midnight; where midnight does not exist (a DST gap at midnight)
-    /// the day begins at the transition, which is midnight read with the
-    /// offset in force just before it; where midnight occurs twice, the first.
+    /// the day begins at the transition; where midnight occurs twice, the first.
     pub fn instant_of(&self, d: NaiveDate) -> i64 {
-        let midnight = d.and_hms_opt(0, 0, 0).unwrap();
-        match self.tz.from_local_datetime(&midnight) {
-            LocalResult::Single(t) => to_micros(t.naive_utc()),
+        self.local_to_utc(d.and_hms_opt(0, 0, 0).unwrap())
+    }
+
+    /// The UTC instant of a wall-clock time in the calendar's zone. A time in
+    /// a DST gap is read with the offset in force just before the gap (which
+    /// lands on the transition); a time that occurs twice, as the first.
+    fn local_to_utc(&self, t: NaiveDateTime) -> i64 {
+        match self.tz.from_local_datetime(&t) {
+            LocalResult::Single(x) => to_micros(x.naive_utc()),
             LocalResult::Ambiguous(a, b) => to_micros(a.naive_utc().min(b.naive_utc())),
             LocalResult::None => {
-                let before = midnight - Duration::days(1);
+                let before = t - Duration::days(1);
                 let offset = match self.tz.from_local_datetime(&before) {
-                    LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => *t.offset(),
+                    LocalResult::Single(x) | LocalResult::Ambiguous(x, _) => *x.offset(),
                     LocalResult::None => unreachable!("two DST gaps within a day"),
                 };
                 let fixed = chrono::Offset::fix(&offset);
-                to_micros(midnight - Duration::seconds(fixed.local_minus_utc() as i64))
+                to_micros(t - Duration::seconds(fixed.local_minus_utc() as i64))
             }
+        }
+    }
+
+    /// A UTC instant moved by `span` (forward, or back with `back`), the way
+    /// PostgreSQL adds an interval to a timestamptz: months, then days, on
+    /// the local calendar, then the exact microseconds.
+    pub fn shift(&self, utc_micros: i64, span: Span, back: bool) -> i64 {
+        let sign = if back { -1 } else { 1 };
+        let local = self.tz.from_utc_datetime(&from_micros(utc_micros)).naive_local();
+        let months = chrono::Months::new(span.months.unsigned_abs());
+        let by_months = if (span.months >= 0) != back {
+            local.checked_add_months(months)
+        } else {
+            local.checked_sub_months(months)
+        }
+        .expect("date within range");
+        let by_days = by_months + Duration::days(sign * span.days as i64);
+        self.local_to_utc(by_days) + sign * span.micros
+    }
+
+    /// A UTC instant as a bound in the column's domain (for `date` and
+    /// `timestamp`, the wall-clock time in the calendar's zone).
+    pub fn bound_at(&self, utc_micros: i64) -> Bound {
+        match self.kind {
+            ColumnKind::Timestamptz => utc_micros,
+            ColumnKind::Date | ColumnKind::Timestamp => {
+                to_micros(self.tz.from_utc_datetime(&from_micros(utc_micros)).naive_local())
+            }
+        }
+    }
+
+    /// A bound as the UTC instant it stands for.
+    pub fn instant_at(&self, b: Bound) -> i64 {
+        match self.kind {
+            ColumnKind::Timestamptz => b,
+            ColumnKind::Date | ColumnKind::Timestamp => self.local_to_utc(from_micros(b)),
         }
     }
 
@@ -332,6 +382,24 @@ mod tests {
         let c = cal(Granularity::Month, ColumnKind::Date, "Asia/Tokyo");
         assert_eq!(c.instant_of(ymd(2026, 12, 1)), utc("2026-11-30 15:00:00"));
         assert_eq!(c.bound_of(ymd(2026, 12, 1)), utc("2026-12-01 00:00:00"));
+    }
+
+    #[test]
+    fn intervals_move_instants_on_the_local_calendar() {
+        let c = cal(Granularity::Month, ColumnKind::Timestamptz, "Europe/Paris");
+        let months = |m| Span { months: m, days: 0, micros: 0 };
+        // 2026-07-15 12:00 Paris (UTC+2) minus 6 months: 2026-01-15 12:00 Paris (UTC+1).
+        assert_eq!(c.shift(utc("2026-07-15 10:00:00"), months(6), true), utc("2026-01-15 11:00:00"));
+        assert_eq!(c.shift(utc("2026-01-15 11:00:00"), months(6), false), utc("2026-07-15 10:00:00"));
+        // Month ends clamp as PostgreSQL does: 31 March - 1 month = 28 February.
+        let d = cal(Granularity::Month, ColumnKind::Date, "UTC");
+        assert_eq!(d.shift(utc("2026-03-31 00:00:00"), months(1), true), utc("2026-02-28 00:00:00"));
+        let mixed = Span { months: 1, days: 2, micros: 3_600_000_000 };
+        assert_eq!(d.shift(utc("2026-01-31 00:00:00"), mixed, false), utc("2026-03-02 01:00:00"));
+        // Civil columns: an instant is read on the zone's wall clock and back.
+        let t = cal(Granularity::Month, ColumnKind::Timestamp, "Asia/Tokyo");
+        assert_eq!(t.bound_at(utc("2026-11-30 16:00:00")), utc("2026-12-01 01:00:00"));
+        assert_eq!(t.instant_at(utc("2026-12-01 01:00:00")), utc("2026-11-30 16:00:00"));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Partition facts: what the catalogs say about managed parents, read in a
 //! fixed number of queries however many parents there are.
 
-use crate::calendar::{parse_time_zone, Bound, Calendar, ColumnKind, Granularity};
+use crate::archive::ArchiveMode;
+use crate::calendar::{parse_time_zone, Bound, Calendar, ColumnKind, Granularity, Span};
 use crate::sql::QualifiedName;
 use crate::statements::{self, param};
 use pgrx::pg_sys::BuiltinOid;
@@ -20,6 +21,18 @@ pub struct Policy {
     pub premake: u32,
     /// `start_at` as UTC microseconds since 1970.
     pub start_at: Option<i64>,
+    /// How long partitions stay live; None keeps them for ever.
+    pub retention: Option<Span>,
+    pub archive: ArchiveMode,
+}
+
+impl Policy {
+    /// The retention cut-off at `now`, as a bound: partitions whose whole
+    /// range lies before it are archived.
+    pub fn cutoff(&self, now_utc: i64) -> Option<Bound> {
+        let span = self.retention?;
+        Some(self.calendar.bound_at(self.calendar.shift(now_utc, span, true)))
+    }
 }
 
 /// A partition's bounds. `None` stands for MINVALUE (lower) or MAXVALUE (upper).
@@ -85,6 +98,8 @@ pub struct RawParent {
     pub premake: i32,
     pub time_zone: String,
     pub start_at: Option<i64>,
+    pub retention: Option<Span>,
+    pub archive: String,
     pub relkind: String,
     pub strategy: Option<String>,
     pub key_columns: i32,
@@ -163,6 +178,12 @@ impl RawParent {
                 "Use an IANA zone name such as 'UTC' or 'Europe/Paris' (see pg_timezone_names).",
             ));
         };
+        let Ok(archive) = self.archive.parse::<ArchiveMode>() else {
+            return Err(problem(
+                format!("unknown archive mode \"{}\" for table {t}", self.archive),
+                "Use 'archive_table', 'detach', 'drop', 'schema:<name>' or 'tablespace:<name>'.",
+            ));
+        };
         if self.premake < 0 {
             return Err(problem(
                 format!("premake {} for table {t} is negative", self.premake),
@@ -177,6 +198,8 @@ impl RawParent {
                 calendar: Calendar::new(granularity, kind, tz),
                 premake: self.premake as u32,
                 start_at: self.start_at,
+                retention: self.retention,
+                archive,
             },
             fingerprint: self.fingerprint,
             partitions: vec![],
@@ -213,6 +236,7 @@ SELECT p.job_id,
        c.relname::text AS name,
        p.control, p.granularity, p.premake, p.time_zone,
        (extract(epoch FROM p.start_at) * 1000000)::int8 AS start_at,
+       p.retention, p.archive,
        c.relkind::text AS relkind,
        pt.partstrat::text AS strategy,
        coalesce(pt.partnatts, 0)::int4 AS key_columns,
@@ -315,6 +339,12 @@ fn read_policies(rows: SpiTupleTable<'_>) -> Result<Vec<RawParent>, String> {
             premake: row.get_by_name::<i32, _>("premake").map_err(spi_err)?.unwrap_or(0),
             time_zone: text("time_zone")?.unwrap_or_default(),
             start_at: row.get_by_name::<i64, _>("start_at").map_err(spi_err)?,
+            retention: row.get_by_name::<pgrx::datum::Interval, _>("retention").map_err(spi_err)?.map(|i| Span {
+                months: i.months(),
+                days: i.days(),
+                micros: i.micros(),
+            }),
+            archive: text("archive")?.unwrap_or_default(),
             relkind: text("relkind")?.unwrap_or_default(),
             strategy: text("strategy")?,
             key_columns: row.get_by_name::<i32, _>("key_columns").map_err(spi_err)?.unwrap_or(0),

@@ -112,6 +112,8 @@ mod tests {
                 calendar: cal,
                 premake: 2,
                 start_at: None,
+                retention: None,
+                archive: crate::archive::ArchiveMode::ArchiveTable,
             },
             fingerprint: String::new(),
             partitions,

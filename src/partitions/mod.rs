@@ -6,6 +6,7 @@ pub mod health;
 pub mod plan;
 pub mod state;
 
+use crate::archive::partitions as archive_plan;
 use crate::archive::ArchiveMode;
 use crate::calendar::parse_time_zone;
 use crate::errors::{bad_input, invalid};
@@ -32,12 +33,12 @@ fn load(scope: &Scope) -> (Vec<ParentFacts>, Vec<PolicyProblem>) {
         .unwrap_or_else(|e| error!("pg_upkeep could not read the partition catalogs: {e}"))
 }
 
-/// Plans every parent, giving each new partition a name no relation in its
-/// schema has. Names are checked only when something is due, so a run with
-/// nothing to do costs no query here.
-fn plan_all(parents: &[ParentFacts], now: i64) -> Vec<plan::Planned> {
+/// Plans every parent: partitions to create, each with a name no relation
+/// in its schema has, then archive moves. Names are checked only when
+/// something is due, so a run with nothing to do costs no query here.
+fn plan_all(parents: &[ParentFacts], now: i64) -> Vec<(crate::actions::Action, plan::Effect)> {
     let mut taken: BTreeSet<QualifiedName> = BTreeSet::new();
-    loop {
+    let created = loop {
         let planned: Vec<_> = parents
             .iter()
             .flat_map(|f| {
@@ -48,15 +49,37 @@ fn plan_all(parents: &[ParentFacts], now: i64) -> Vec<plan::Planned> {
             .collect();
         let wanted: Vec<QualifiedName> = planned.iter().map(|p| p.action.target.clone()).collect();
         if wanted.is_empty() {
-            return planned;
+            break planned;
         }
-        let found = Spi::connect(|client| facts::taken_names(client, &wanted))
-            .unwrap_or_else(|e| error!("pg_upkeep could not check relation names: {e}"));
+        let found = existing(&wanted);
         if found.is_subset(&taken) {
-            return planned;
+            break planned;
         }
         taken.extend(found);
-    }
+    };
+    // Archive tables that exist already are not created again.
+    let archives: Vec<QualifiedName> = parents
+        .iter()
+        .filter(|f| f.policy.archive == ArchiveMode::ArchiveTable && !archive_plan::due(f, now).is_empty())
+        .map(archive_plan::archive_table)
+        .collect();
+    let existing_archives = if archives.is_empty() { BTreeSet::new() } else { existing(&archives) };
+    created
+        .into_iter()
+        .map(|p| (p.action, plan::Effect::Adds(p.partition)))
+        .chain(
+            parents
+                .iter()
+                .flat_map(|f| archive_plan::plan(f, now, &existing_archives))
+                .map(|(action, name)| (action, plan::Effect::Removes(name))),
+        )
+        .collect()
+}
+
+/// Which of these relations exist.
+fn existing(names: &[QualifiedName]) -> BTreeSet<QualifiedName> {
+    Spi::connect(|client| facts::taken_names(client, names))
+        .unwrap_or_else(|e| error!("pg_upkeep could not check relation names: {e}"))
 }
 
 /// Which policies a run looks at.
@@ -107,7 +130,7 @@ fn check_and_create(
     let now = now_micros();
     let checked_jobs: Vec<i64> =
         parents.iter().map(|f| f.policy.job_id).chain(problems.iter().map(|p| p.job_id)).collect();
-    let (mut outcomes, actions, partitions) = runner.step(|| {
+    let (mut outcomes, actions, effects) = runner.step(|| {
         let reported = executor::report_problems(
             problems
                 .into_iter()
@@ -115,22 +138,21 @@ fn check_and_create(
                 .collect(),
             dry_run,
         );
-        let (actions, partitions): (Vec<_>, Vec<_>) =
-            plan_all(&parents, now).into_iter().map(|p| (p.action, p.partition)).unzip();
-        (reported, actions, partitions)
+        let (actions, effects): (Vec<_>, Vec<_>) = plan_all(&parents, now).into_iter().unzip();
+        (reported, actions, effects)
     });
     let done = runner.act(actions, dry_run);
     if !dry_run {
-        // What this run made, added to what it read: the catalog as it now is.
-        let mut made: BTreeMap<i64, Vec<facts::Partition>> = BTreeMap::new();
-        for (o, p) in done.iter().zip(partitions).filter(|(o, _)| o.status == Status::Ok) {
-            made.entry(o.job_id).or_default().push(p);
+        // What this run did, applied to what it read: the catalog as it now is.
+        let mut changed: BTreeMap<i64, Vec<plan::Effect>> = BTreeMap::new();
+        for (o, e) in done.iter().zip(effects).filter(|(o, _)| o.status == Status::Ok) {
+            changed.entry(o.job_id).or_default().push(e);
         }
         let checked: Vec<ParentFacts> = parents
             .into_iter()
             .map(|f| {
-                let mine = made.remove(&f.policy.job_id).unwrap_or_default();
-                plan::with_created(f, mine)
+                let mine = changed.remove(&f.policy.job_id).unwrap_or_default();
+                plan::apply(f, mine)
             })
             .collect();
         runner.step(|| state::remember(&checked, now));

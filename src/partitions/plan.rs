@@ -35,11 +35,16 @@ pub fn wanted_periods(facts: &ParentFacts, now_utc: i64) -> Vec<NaiveDate> {
             _ => None,
         })
         .min();
-    let first = match p.start_at {
+    let mut first = match p.start_at {
         Some(s) => cal.period_start(cal.civil_date_of_instant(s)),
         None => oldest_existing.unwrap_or(current),
     }
     .min(current);
+    // Never re-create what retention archives: start at the period that
+    // holds the cut-off.
+    if let Some(cutoff) = p.cutoff(now_utc) {
+        first = first.max(cal.period_of(cutoff));
+    }
 
     let mut periods = Vec::new();
     let mut d = first;
@@ -279,10 +284,22 @@ pub fn plan(facts: &ParentFacts, now_utc: i64, taken: &BTreeSet<String>) -> Vec<
         .collect()
 }
 
-/// The facts as they are once the given planned partitions exist, so that
-/// what a run made need not be read back from the catalog.
-pub fn with_created(mut facts: ParentFacts, created: impl IntoIterator<Item = Partition>) -> ParentFacts {
-    facts.partitions.extend(created);
+/// What a successful action changed in a parent's partitions.
+#[derive(Debug, Clone)]
+pub enum Effect {
+    Adds(Partition),
+    Removes(QualifiedName),
+}
+
+/// The facts as they are after the given effects, so that what a run did
+/// need not be read back from the catalog.
+pub fn apply(mut facts: ParentFacts, effects: impl IntoIterator<Item = Effect>) -> ParentFacts {
+    for effect in effects {
+        match effect {
+            Effect::Adds(p) => facts.partitions.push(p),
+            Effect::Removes(name) => facts.partitions.retain(|p| p.name != name),
+        }
+    }
     facts
 }
 
@@ -309,6 +326,8 @@ mod tests {
                 calendar: c,
                 premake,
                 start_at: None,
+                retention: None,
+                archive: crate::archive::ArchiveMode::ArchiveTable,
             },
             fingerprint: String::new(),
             partitions: vec![],
@@ -368,7 +387,7 @@ mod tests {
         let t = now(ymd(2026, 11, 23));
         let planned = plan(&f, t, &BTreeSet::new());
         assert_eq!(planned.len(), 3);
-        let done = with_created(f, planned.into_iter().map(|p| p.partition));
+        let done = apply(f, planned.into_iter().map(|p| Effect::Adds(p.partition)));
         assert!(plan(&done, t, &BTreeSet::new()).is_empty());
         assert!(next_due(&done, t).is_some_and(|due| due > t));
     }
@@ -513,6 +532,24 @@ mod tests {
         let f = with_part(f, "mid", ymd(2026, 11, 10), ymd(2026, 11, 20));
         let a = plan(&f, now(ymd(2026, 11, 23)), &BTreeSet::new());
         assert_eq!(targets(&a), ["public.nav_history_p2026_11", "public.nav_history_p2026_11_2"]);
+    }
+
+    #[test]
+    fn archived_periods_are_not_made_again() {
+        let mut f = facts(cal(Granularity::Month, ColumnKind::Date), 0);
+        f.policy.start_at = Some(cal(Granularity::Day, ColumnKind::Timestamptz).bound_of(ymd(2026, 1, 1)));
+        f.policy.retention = Some(crate::calendar::Span { months: 3, days: 0, micros: 0 });
+        // Cut-off 2026-08-23: August (straddling) through November.
+        let a = plan(&f, now(ymd(2026, 11, 23)), &BTreeSet::new());
+        assert_eq!(
+            targets(&a),
+            [
+                "public.nav_history_p2026_08",
+                "public.nav_history_p2026_09",
+                "public.nav_history_p2026_10",
+                "public.nav_history_p2026_11"
+            ]
+        );
     }
 
     #[test]

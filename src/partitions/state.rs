@@ -47,7 +47,15 @@ pub fn remember(parents: &[ParentFacts], now_utc: i64) {
         return;
     }
     let jobs: Vec<i64> = parents.iter().map(|f| f.policy.job_id).collect();
-    let due: Vec<Option<i64>> = parents.iter().map(|f| plan::next_due(f, now_utc)).collect();
+    // Due when a partition must be made or one must be archived.
+    let due: Vec<Option<i64>> = parents
+        .iter()
+        .map(|f| {
+            let create = plan::next_due(f, now_utc);
+            let archive = crate::archive::partitions::next_due(f, now_utc);
+            create.into_iter().chain(archive).min()
+        })
+        .collect();
     let fingerprints: Vec<String> = parents.iter().map(|f| f.fingerprint.clone()).collect();
     Spi::run_with_args(
         "INSERT INTO upkeep.partition_state AS s (job_id, due_at, fingerprint, checked_at) \

@@ -319,6 +319,79 @@ mod tests {
         Spi::run("SELECT upkeep.pause_job(424242)").unwrap();
     }
 
+    /// nav_history with months m-6 .. m+1 and rows in each of them.
+    fn six_months_of_history() -> i64 {
+        nav_history("public.nav_history");
+        Spi::run(
+            "SELECT upkeep.manage_partitions('public.nav_history', 'nav_date', premake => 1, \
+                    start_at => date_trunc('month', now()) - interval '6 months')",
+        )
+        .unwrap();
+        Spi::run(
+            "INSERT INTO public.nav_history SELECT 1, d, 1 FROM generate_series( \
+               (date_trunc('month', now()) - interval '6 months')::date, (date_trunc('month', now()) + interval '1 month')::date, \
+               interval '1 day') d",
+        )
+        .unwrap();
+        count("SELECT * FROM public.nav_history")
+    }
+
+    fn keep_three_months(mode: &str) {
+        Spi::run(&format!(
+            "SELECT upkeep.manage_partitions('public.nav_history', 'nav_date', premake => 1, \
+                    retention => '3 months', archive => '{mode}')"
+        ))
+        .unwrap();
+    }
+
+    fn attached() -> i64 {
+        count("SELECT 1 FROM pg_inherits WHERE inhparent = 'public.nav_history'::regclass")
+    }
+
+    #[pg_test]
+    fn old_partitions_move_to_the_archive_table_and_stay_queryable() {
+        let rows = six_months_of_history();
+        assert_eq!(attached(), 8);
+        keep_three_months("archive_table");
+        // Months m-6, m-5 and m-4 end before now - 3 months; m-3 straddles the cut-off and stays.
+        assert_eq!(attached(), 5);
+        assert_eq!(count("SELECT 1 FROM pg_inherits WHERE inhparent = 'public.nav_history_archive'::regclass"), 3);
+        assert_eq!(
+            one::<String>("SELECT relkind::text FROM pg_class WHERE oid = 'public.nav_history_archive'::regclass"),
+            "p"
+        );
+        // Nothing lost, nothing doubled: live + archive hold every row once.
+        assert_eq!(count("SELECT * FROM public.nav_history") + count("SELECT * FROM public.nav_history_archive"), rows);
+        assert_eq!(count("SELECT * FROM upkeep.job_runs WHERE action = 'archive_partition' AND status = 'ok'"), 3);
+        // A later run neither archives again nor re-creates the archived months.
+        assert_eq!(count("SELECT * FROM upkeep.run_maintenance()"), 0);
+        assert_eq!(
+            count(&format!("SELECT * FROM upkeep.run_job({})", one::<i64>("SELECT job_id FROM upkeep.jobs"))),
+            0
+        );
+        assert_eq!(attached(), 5);
+    }
+
+    #[pg_test]
+    fn detach_drop_and_schema_modes() {
+        six_months_of_history();
+        keep_three_months("detach");
+        assert_eq!(attached(), 5);
+        let old: String = one("SELECT 'public.nav_history_p' || to_char(now() - interval '6 months', 'YYYY_MM')");
+        assert_eq!(count(&format!("SELECT 1 FROM pg_class WHERE oid = '{old}'::regclass AND NOT relispartition")), 1);
+
+        Spi::run("CREATE SCHEMA cold").unwrap();
+        Spi::run("SELECT upkeep.manage_partitions('public.nav_history', 'nav_date', premake => 1, retention => '2 months', archive => 'schema:cold')").unwrap();
+        assert_eq!(attached(), 4);
+        assert_eq!(count("SELECT 1 FROM pg_class WHERE relnamespace = 'cold'::regnamespace AND relkind = 'r'"), 1);
+
+        Spi::run("SELECT upkeep.manage_partitions('public.nav_history', 'nav_date', premake => 1, retention => '1 month', archive => 'drop')").unwrap();
+        assert_eq!(attached(), 3);
+        // The newest partition is never archived, however short the retention.
+        Spi::run("SELECT upkeep.manage_partitions('public.nav_history', 'nav_date', premake => 0, retention => '1 day', archive => 'drop')").unwrap();
+        assert!(attached() >= 1);
+    }
+
     #[pg_test(error = "unknown granularity \"fortnight\" for table public.nav_history")]
     fn unknown_granularity_is_refused() {
         nav_history("public.nav_history");

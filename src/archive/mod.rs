@@ -1,6 +1,8 @@
-//! Archive modes of a partition policy: where partitions older than the
-//! retention go. (Registration only validates them for now; the moves come
-//! with the archive work.)
+//! Archive moves: old data leaves the live tables. For partitioned tables,
+//! partitions wholly older than the policy's retention go where its archive
+//! mode says (`partitions.rs`).
+
+pub mod partitions;
 
 use std::str::FromStr;
 
@@ -38,6 +40,18 @@ impl FromStr for ArchiveMode {
                 Some(("tablespace", name)) => named(name).map(ArchiveMode::Tablespace),
                 _ => Err(()),
             },
+        }
+    }
+}
+
+impl std::fmt::Display for ArchiveMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ArchiveMode::ArchiveTable => f.write_str("archive_table"),
+            ArchiveMode::Schema(s) => write!(f, "schema:{s}"),
+            ArchiveMode::Tablespace(t) => write!(f, "tablespace:{t}"),
+            ArchiveMode::Detach => f.write_str("detach"),
+            ArchiveMode::Drop => f.write_str("drop"),
         }
     }
 }
