@@ -38,14 +38,16 @@ COMMENT ON VIEW upkeep.partitions IS
 
 CREATE VIEW upkeep.partition_health AS
 SELECT h.job_id, h.parent::regclass AS parent, h.granularity, h.premake, h.partitions,
-       h.covered_until, h.future_partitions, h.gaps, h.due,
+       h.covered_until, h.future_partitions, h.gaps, h.due, h.archive_due,
        h.default_partition::regclass AS default_partition, h.rows_in_default,
        j.last_run, j.last_status, j.last_error, j.consecutive_failures,
-       h.status, h.hint
+       CASE WHEN NOT j.enabled THEN 'paused' ELSE h.status END AS status,
+       CASE WHEN NOT j.enabled THEN format('The job is paused: SELECT upkeep.resume_job(%s);', h.job_id)
+            ELSE h.hint END AS hint
   FROM upkeep.partition_health_report() h
   LEFT JOIN upkeep.jobs j ON j.job_id = h.job_id;
 COMMENT ON VIEW upkeep.partition_health IS
-  'One row per managed table: covered until, future partitions ready, holes, rows sitting in the DEFAULT partition, status (ok, due, gap, rows_in_default, error) and a hint.';
+  'One row per managed table: covered until, future partitions ready, holes, partitions to create (due) or to archive (archive_due), rows sitting in the DEFAULT partition, status (ok, due, gap, archive_due, rows_in_default, paused, error) and a hint.';
 
 COMMENT ON FUNCTION upkeep.manage_partitions(regclass, text, text, integer, interval, text, text, timestamptz) IS
   'Registers or updates the partition policy of a RANGE-partitioned table and creates what is due at once. Returns the partitions created. Example: SELECT upkeep.manage_partitions(''public.nav_history'', ''nav_date'', premake => 3);';

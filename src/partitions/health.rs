@@ -15,6 +15,8 @@ pub struct Health {
     pub gaps: usize,
     /// Ranges a maintenance run would create right now.
     pub due: usize,
+    /// Partitions a maintenance run would archive right now.
+    pub archive_due: usize,
     pub status: &'static str,
     pub hint: Option<String>,
 }
@@ -47,6 +49,7 @@ pub fn assess(facts: &ParentFacts, now_utc: i64, rows_in_default: i64) -> Health
     let future_partitions = ranges.iter().filter(|(l, _)| *l >= next_bound).count();
     let gaps = ranges.windows(2).filter(|w| w[1].0 > w[0].1).count();
     let due = missing_ranges(facts, now_utc).len();
+    let archive_due = crate::archive::partitions::due(facts, now_utc).len();
     let parent = p.parent.to_string();
 
     let (status, hint) = if gaps > 0 {
@@ -64,6 +67,14 @@ pub fn assess(facts: &ParentFacts, now_utc: i64, rows_in_default: i64) -> Health
                 p.premake
             )),
         )
+    } else if archive_due > 0 {
+        (
+            "archive_due",
+            Some(format!(
+                "{archive_due} partition(s) older than the retention are still live: SELECT * FROM upkeep.run_maintenance(); moves them ({}).",
+                p.archive
+            )),
+        )
     } else if rows_in_default > 0 {
         (
             "rows_in_default",
@@ -74,7 +85,7 @@ pub fn assess(facts: &ParentFacts, now_utc: i64, rows_in_default: i64) -> Health
     } else {
         ("ok", None)
     };
-    Health { covered_until, future_partitions, gaps, due, status, hint }
+    Health { covered_until, future_partitions, gaps, due, archive_due, status, hint }
 }
 
 #[cfg(test)]
@@ -151,6 +162,12 @@ mod tests {
         assert!(h.hint.unwrap().contains("create_partitions('public.nav_history')"));
         let h = assess(&facts(&[(2026, 11), (2026, 12), (2027, 1)]), now(), 5);
         assert_eq!(h.status, "rows_in_default");
+        // Cut-off 2026-05-23: April (ending 1 May) is wholly older.
+        let months: Vec<(i32, u32)> = (4..=12).map(|m| (2026, m)).chain([(2027, 1)]).collect();
+        let mut old = facts(&months);
+        old.policy.retention = Some(crate::calendar::Span { months: 6, days: 0, micros: 0 });
+        let h = assess(&old, now(), 0);
+        assert_eq!((h.status, h.archive_due), ("archive_due", 1));
         let h = assess(&facts(&[]), now(), 0);
         assert_eq!((h.status, h.covered_until, h.due), ("due", None, 3));
     }

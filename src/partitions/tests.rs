@@ -300,6 +300,7 @@ mod tests {
         let job: i64 = one("SELECT job_id FROM upkeep.jobs");
         Spi::run(&format!("SELECT upkeep.pause_job({job})")).unwrap();
         assert!(!one::<bool>("SELECT enabled FROM upkeep.jobs"));
+        assert_eq!(one::<String>("SELECT status FROM upkeep.partition_health"), "paused");
         Spi::run("UPDATE upkeep.partition_policies SET premake = 1").unwrap();
         assert_eq!(count("SELECT * FROM upkeep.run_maintenance()"), 0, "a paused job does not run by itself");
         Spi::run(&format!("SELECT upkeep.resume_job({job})")).unwrap();
