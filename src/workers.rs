@@ -120,10 +120,10 @@ pub extern "C-unwind" fn pg_upkeep_launcher_main(_arg: pg_sys::Datum) {
         if settings::ENABLED.get() {
             let wanted = BackgroundWorker::transaction(wanted_databases);
             for (db, name) in wanted {
-                if !running.contains_key(&db) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(db) {
                     // SAFETY: only the handle is allocated while switched.
                     if let Some(worker) = unsafe { handles.switch_to(|_| start_scheduler(db, &name)) } {
-                        running.insert(db, worker);
+                        slot.insert(worker);
                     }
                 }
             }

@@ -121,7 +121,7 @@ pub fn plan(facts: &ParentFacts, now_utc: i64, existing: &BTreeSet<QualifiedName
 mod tests {
     use super::*;
     use crate::calendar::{parse_time_zone, Calendar, ColumnKind, Granularity, Span};
-    use crate::partitions::facts::Policy;
+    use crate::partitions::facts::sample;
     use chrono::NaiveDate;
 
     fn ymd(y: i32, m: u32, d: u32) -> NaiveDate {
@@ -130,43 +130,15 @@ mod tests {
 
     fn facts(mode: ArchiveMode, months_kept: Option<i32>, parts: &[(i32, u32)]) -> ParentFacts {
         let cal = Calendar::new(Granularity::Month, ColumnKind::Date, parse_time_zone("UTC").unwrap());
-        let partitions = parts
-            .iter()
-            .map(|&(y, m)| {
-                let d = ymd(y, m, 1);
-                Partition {
-                    name: QualifiedName::new("public", format!("nav_history_p{y}_{m:02}")),
-                    range: Range::Bounded {
-                        lower: Some(cal.bound_of(d)),
-                        upper: Some(cal.bound_of(cal.next_start(d))),
-                    },
-                }
-            })
-            .chain(std::iter::once(Partition {
-                name: QualifiedName::new("public", "nav_history_default"),
-                range: Range::Default,
-            }))
-            .collect();
-        ParentFacts {
-            policy: Policy {
-                job_id: 1,
-                parent: QualifiedName::new("public", "nav_history"),
-                control: "nav_date".into(),
-                calendar: cal,
-                premake: 1,
-                start_at: None,
-                retention: months_kept.map(|m| Span { months: m, days: 0, micros: 0 }),
-                archive: mode,
-            },
-            fingerprint: String::new(),
-            partitions,
-            default_partition: Some(QualifiedName::new("public", "nav_history_default")),
-            owner: "app".into(),
-            owned_by_caller: true,
-            tablespace: None,
-            columns: vec![],
-            grants: vec![],
-        }
+        let starts: Vec<NaiveDate> = parts.iter().map(|&(y, m)| ymd(y, m, 1)).collect();
+        let mut f = sample::with_periods(sample::parent(cal, 1), &starts);
+        f.partitions
+            .push(Partition { name: QualifiedName::new("public", "nav_history_default"), range: Range::Default });
+        f.default_partition = Some(QualifiedName::new("public", "nav_history_default"));
+        f.owned_by_caller = true;
+        f.policy.retention = months_kept.map(|m| Span { months: m, days: 0, micros: 0 });
+        f.policy.archive = mode;
+        f
     }
 
     fn now() -> i64 {

@@ -435,3 +435,55 @@ pub fn taken_names(client: &SpiClient<'_>, wanted: &[QualifiedName]) -> Result<B
     }
     Ok(out)
 }
+
+/// Facts for planning tests, without a database.
+#[cfg(test)]
+pub mod sample {
+    use super::*;
+    use chrono::NaiveDate;
+
+    /// A managed `public.nav_history (fund_id, nav_date, nav)` owned by
+    /// `app` (not the caller), with no partitions yet.
+    pub fn parent(calendar: Calendar, premake: u32) -> ParentFacts {
+        ParentFacts {
+            policy: Policy {
+                job_id: 7,
+                parent: QualifiedName::new("public", "nav_history"),
+                control: "nav_date".into(),
+                calendar,
+                premake,
+                start_at: None,
+                retention: None,
+                archive: ArchiveMode::ArchiveTable,
+            },
+            fingerprint: String::new(),
+            partitions: vec![],
+            default_partition: None,
+            owner: "app".into(),
+            owned_by_caller: false,
+            tablespace: None,
+            columns: vec!["fund_id".into(), "nav_date".into(), "nav".into()],
+            grants: vec![],
+        }
+    }
+
+    /// Adds a partition `name` for [lo, hi), civil dates in the calendar.
+    pub fn with_partition(mut f: ParentFacts, name: &str, lo: NaiveDate, hi: NaiveDate) -> ParentFacts {
+        let c = f.policy.calendar;
+        f.partitions.push(Partition {
+            name: QualifiedName::new("public", name),
+            range: Range::Bounded { lower: Some(c.bound_of(lo)), upper: Some(c.bound_of(hi)) },
+        });
+        f
+    }
+
+    /// Adds one partition per period starting at each of `starts`, named
+    /// as pg_upkeep names them.
+    pub fn with_periods(f: ParentFacts, starts: &[NaiveDate]) -> ParentFacts {
+        starts.iter().fold(f, |f, &d| {
+            let c = f.policy.calendar;
+            let name = format!("nav_history_p{}", c.label(d));
+            with_partition(f, &name, d, c.next_start(d))
+        })
+    }
+}

@@ -92,8 +92,7 @@ pub fn assess(facts: &ParentFacts, now_utc: i64, rows_in_default: i64) -> Health
 mod tests {
     use super::*;
     use crate::calendar::{parse_time_zone, Calendar, ColumnKind, Granularity};
-    use crate::partitions::facts::{Partition, Policy};
-    use crate::sql::QualifiedName;
+    use crate::partitions::facts::sample;
     use chrono::NaiveDate;
 
     fn ymd(y: i32, m: u32, d: u32) -> NaiveDate {
@@ -102,39 +101,10 @@ mod tests {
 
     fn facts(months: &[(i32, u32)]) -> ParentFacts {
         let cal = Calendar::new(Granularity::Month, ColumnKind::Date, parse_time_zone("UTC").unwrap());
-        let partitions = months
-            .iter()
-            .map(|&(y, m)| {
-                let d = ymd(y, m, 1);
-                Partition {
-                    name: QualifiedName::new("public", format!("p{y}{m}")),
-                    range: Range::Bounded {
-                        lower: Some(cal.bound_of(d)),
-                        upper: Some(cal.bound_of(cal.next_start(d))),
-                    },
-                }
-            })
-            .collect();
-        ParentFacts {
-            policy: Policy {
-                job_id: 1,
-                parent: QualifiedName::new("public", "nav_history"),
-                control: "nav_date".into(),
-                calendar: cal,
-                premake: 2,
-                start_at: None,
-                retention: None,
-                archive: crate::archive::ArchiveMode::ArchiveTable,
-            },
-            fingerprint: String::new(),
-            partitions,
-            default_partition: None,
-            owner: "app".into(),
-            owned_by_caller: true,
-            tablespace: None,
-            columns: vec![],
-            grants: vec![],
-        }
+        let starts: Vec<NaiveDate> = months.iter().map(|&(y, m)| ymd(y, m, 1)).collect();
+        let mut f = sample::with_periods(sample::parent(cal, 2), &starts);
+        f.policy.job_id = 1;
+        f
     }
 
     fn now() -> i64 {

@@ -307,7 +307,7 @@ pub fn apply(mut facts: ParentFacts, effects: impl IntoIterator<Item = Effect>) 
 mod tests {
     use super::*;
     use crate::calendar::{parse_time_zone, ColumnKind, Granularity};
-    use crate::partitions::facts::{Partition, Policy};
+    use crate::partitions::facts::sample;
 
     fn ymd(y: i32, m: u32, d: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(y, m, d).unwrap()
@@ -318,35 +318,11 @@ mod tests {
     }
 
     fn facts(c: Calendar, premake: u32) -> ParentFacts {
-        ParentFacts {
-            policy: Policy {
-                job_id: 7,
-                parent: QualifiedName::new("public", "nav_history"),
-                control: "nav_date".into(),
-                calendar: c,
-                premake,
-                start_at: None,
-                retention: None,
-                archive: crate::archive::ArchiveMode::ArchiveTable,
-            },
-            fingerprint: String::new(),
-            partitions: vec![],
-            default_partition: None,
-            owner: "app".into(),
-            owned_by_caller: false,
-            tablespace: None,
-            columns: vec!["fund_id".into(), "nav_date".into(), "nav".into()],
-            grants: vec![],
-        }
+        sample::parent(c, premake)
     }
 
-    fn with_part(mut f: ParentFacts, name: &str, lo: NaiveDate, hi: NaiveDate) -> ParentFacts {
-        let c = f.policy.calendar;
-        f.partitions.push(Partition {
-            name: QualifiedName::new("public", name),
-            range: Range::Bounded { lower: Some(c.bound_of(lo)), upper: Some(c.bound_of(hi)) },
-        });
-        f
+    fn with_part(f: ParentFacts, name: &str, lo: NaiveDate, hi: NaiveDate) -> ParentFacts {
+        sample::with_partition(f, name, lo, hi)
     }
 
     fn now(d: NaiveDate) -> i64 {
