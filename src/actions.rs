@@ -46,12 +46,17 @@ pub struct Action {
     pub target: QualifiedName,
     /// What the action is about, e.g. the partition's range.
     pub detail: String,
+    /// The role the statements run as: the owner of the table served.
+    pub run_as: String,
     pub steps: Vec<Step>,
 }
 
 impl Action {
     /// The whole action as one SQL script (what a dry run shows).
     pub fn script(&self) -> String {
-        self.steps.iter().map(|s| format!("{};", s.sql)).collect::<Vec<_>>().join("\n")
+        std::iter::once(format!("-- as role {} (the table's owner)", crate::sql::ident(&self.run_as)))
+            .chain(self.steps.iter().map(|s| format!("{};", s.sql)))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }

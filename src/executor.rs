@@ -103,11 +103,49 @@ fn in_subtransaction<R>(f: impl FnOnce() -> Result<R, String>) -> Result<R, Fail
     }
 }
 
-/// Runs the statements of one action; returns what it counted. Statements
-/// whose row counts nobody reads go to the server as one batch, which saves
-/// a round of parsing per statement.
+/// Runs as another role for the rest of the current (sub)transaction, the
+/// way PostgreSQL's own maintenance commands run as a table's owner: with
+/// SECURITY_RESTRICTED_OPERATION, so code the owner controls (triggers,
+/// defaults) can neither switch roles nor leave anything behind. An error
+/// restores the caller when the subtransaction is rolled back; `Drop`
+/// restores it on success.
+struct AsRole {
+    saved_user: pg_sys::Oid,
+    saved_context: i32,
+}
+
+impl AsRole {
+    fn enter(role: &str) -> Result<AsRole, String> {
+        let name = std::ffi::CString::new(role).map_err(|e| e.to_string())?;
+        // SAFETY: catalog lookup and the backend's own user-id switch.
+        unsafe {
+            let oid = pg_sys::get_role_oid(name.as_ptr(), true);
+            if oid == pg_sys::InvalidOid {
+                return Err(format!("role \"{role}\" does not exist"));
+            }
+            let mut saved_user = pg_sys::InvalidOid;
+            let mut saved_context = 0;
+            pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
+            let restricted = (pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_RESTRICTED_OPERATION) as i32;
+            pg_sys::SetUserIdAndSecContext(oid, saved_context | restricted);
+            Ok(AsRole { saved_user, saved_context })
+        }
+    }
+}
+
+impl Drop for AsRole {
+    fn drop(&mut self) {
+        // SAFETY: puts back exactly what `enter` found.
+        unsafe { pg_sys::SetUserIdAndSecContext(self.saved_user, self.saved_context) };
+    }
+}
+
+/// Runs the statements of one action, as the role it names; returns what it
+/// counted. Statements whose row counts nobody reads go to the server as one
+/// batch, which saves a round of parsing per statement.
 fn act(action: &Action) -> Result<String, Failure> {
     in_subtransaction(|| {
+        let _owner = AsRole::enter(&action.run_as)?;
         Spi::connect_mut(|client| {
             let mut counted = Vec::new();
             let mut batch = String::new();

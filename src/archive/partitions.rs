@@ -83,9 +83,6 @@ pub fn archive_steps(facts: &ParentFacts, part: &Partition, archive_exists: bool
                     "CREATE TABLE {archive} (LIKE {parent} INCLUDING ALL EXCLUDING IDENTITY) PARTITION BY RANGE ({})",
                     ident(&facts.policy.control)
                 )));
-                if !facts.owned_by_caller {
-                    steps.push(Step::new(format!("ALTER TABLE {archive} OWNER TO {}", ident(&facts.owner))));
-                }
             }
             steps.push(detach);
             steps.push(Step::new(format!(
@@ -110,6 +107,7 @@ pub fn plan(facts: &ParentFacts, now_utc: i64, existing: &BTreeSet<QualifiedName
                 kind: ActionKind::ArchivePartition,
                 target: part.name.clone(),
                 detail: format!("{} (retention)", facts.policy.archive),
+                run_as: facts.owner.clone(),
                 steps,
             };
             (action, part.name.clone())
@@ -135,7 +133,6 @@ mod tests {
         f.partitions
             .push(Partition { name: QualifiedName::new("public", "nav_history_default"), range: Range::Default });
         f.default_partition = Some(QualifiedName::new("public", "nav_history_default"));
-        f.owned_by_caller = true;
         f.policy.retention = months_kept.map(|m| Span { months: m, days: 0, micros: 0 });
         f.policy.archive = mode;
         f
@@ -186,16 +183,24 @@ mod tests {
             assert_eq!(p[0].0.kind, ActionKind::ArchivePartition);
             p[0].0.script()
         };
+        let as_owner = r#"-- as role "app" (the table's owner)"#;
         assert_eq!(
             script(ArchiveMode::Detach, false),
-            r#"ALTER TABLE "public"."nav_history" DETACH PARTITION "public"."nav_history_p2020_01";"#
+            format!(
+                "{as_owner}\n{}",
+                r#"ALTER TABLE "public"."nav_history" DETACH PARTITION "public"."nav_history_p2020_01";"#
+            )
         );
-        assert_eq!(script(ArchiveMode::Drop, false), r#"DROP TABLE "public"."nav_history_p2020_01";"#);
+        assert_eq!(
+            script(ArchiveMode::Drop, false),
+            format!("{as_owner}\n{}", r#"DROP TABLE "public"."nav_history_p2020_01";"#)
+        );
         assert!(script(ArchiveMode::Schema("Cold Storage".into()), false).ends_with(r#"SET SCHEMA "Cold Storage";"#));
         assert!(script(ArchiveMode::Tablespace("slow".into()), false).ends_with(r#"SET TABLESPACE "slow";"#));
         let first = script(ArchiveMode::ArchiveTable, false);
-        assert!(first
-            .starts_with(r#"CREATE TABLE "public"."nav_history_archive" (LIKE "public"."nav_history" INCLUDING ALL"#));
+        assert!(
+            first.contains(r#"CREATE TABLE "public"."nav_history_archive" (LIKE "public"."nav_history" INCLUDING ALL"#)
+        );
         assert!(first.contains(r#"PARTITION BY RANGE ("nav_date")"#));
         assert!(first.ends_with(
             r#"ATTACH PARTITION "public"."nav_history_p2020_01" FOR VALUES FROM ('2020-01-01') TO ('2020-02-01');"#

@@ -65,8 +65,6 @@ pub struct ParentFacts {
     pub partitions: Vec<Partition>,
     pub default_partition: Option<QualifiedName>,
     pub owner: String,
-    /// Whether the caller is the owner already (then no OWNER TO is needed).
-    pub owned_by_caller: bool,
     pub tablespace: Option<String>,
     /// Insertable columns (not dropped, not generated), in order.
     pub columns: Vec<String>,
@@ -106,7 +104,6 @@ pub struct RawParent {
     pub keyed_on_control: bool,
     pub control_type: Option<String>,
     pub owner: String,
-    pub owned_by_caller: bool,
     pub tablespace: Option<String>,
     pub columns: Vec<String>,
     pub grants: Vec<Grant>,
@@ -205,7 +202,6 @@ impl RawParent {
             partitions: vec![],
             default_partition: None,
             owner: self.owner,
-            owned_by_caller: self.owned_by_caller,
             tablespace: self.tablespace,
             columns: self.columns,
             grants: self.grants,
@@ -243,7 +239,6 @@ SELECT p.job_id,
        coalesce(pt.partattrs[0] = a.attnum, false) AS keyed_on_control,
        format_type(a.atttypid, a.atttypmod) AS control_type,
        pg_get_userbyid(c.relowner)::text AS owner,
-       coalesce(pg_get_userbyid(c.relowner) = current_user, false) AS owned_by_caller,
        ts.spcname::text AS tablespace,
        ARRAY(SELECT x.attname::text FROM pg_attribute x
               WHERE x.attrelid = c.oid AND x.attnum > 0 AND NOT x.attisdropped AND x.attgenerated = ''
@@ -351,7 +346,6 @@ fn read_policies(rows: SpiTupleTable<'_>) -> Result<Vec<RawParent>, String> {
             keyed_on_control: row.get_by_name::<bool, _>("keyed_on_control").map_err(spi_err)?.unwrap_or(false),
             control_type: text("control_type")?,
             owner: text("owner")?.unwrap_or_default(),
-            owned_by_caller: row.get_by_name::<bool, _>("owned_by_caller").map_err(spi_err)?.unwrap_or(false),
             tablespace: text("tablespace")?,
             columns: row.get_by_name::<Vec<String>, _>("columns").map_err(spi_err)?.unwrap_or_default(),
             grants,
@@ -460,7 +454,6 @@ pub mod sample {
             partitions: vec![],
             default_partition: None,
             owner: "app".into(),
-            owned_by_caller: false,
             tablespace: None,
             columns: vec!["fund_id".into(), "nav_date".into(), "nav".into()],
             grants: vec![],

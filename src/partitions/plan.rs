@@ -194,8 +194,8 @@ fn grant_sql(grant: &Grant, table: &QualifiedName) -> String {
 /// writers of the parent: build a stand-alone table shaped like the parent,
 /// prove its bounds with a CHECK constraint, move any matching rows out of
 /// the DEFAULT partition, attach (SHARE UPDATE EXCLUSIVE on the parent,
-/// not ACCESS EXCLUSIVE), then hand it to the parent's owner (when that is
-/// not the caller) with the parent's privileges.
+/// not ACCESS EXCLUSIVE), then give it the parent's privileges. The action
+/// runs as the parent's owner, who therefore owns what it creates.
 pub fn create_partition_steps(facts: &ParentFacts, partition: &QualifiedName, lower: Bound, upper: Bound) -> Vec<Step> {
     let p = &facts.policy;
     let cal: &Calendar = &p.calendar;
@@ -235,9 +235,6 @@ pub fn create_partition_steps(facts: &ParentFacts, partition: &QualifiedName, lo
         ));
     }
     steps.push(Step::new(format!("ALTER TABLE {parent} ATTACH PARTITION {part} FOR VALUES FROM ({lo}) TO ({hi})")));
-    if !facts.owned_by_caller {
-        steps.push(Step::new(format!("ALTER TABLE {part} OWNER TO {}", ident(&facts.owner))));
-    }
     steps.extend(
         facts
             .grants
@@ -272,6 +269,7 @@ pub fn plan(facts: &ParentFacts, now_utc: i64, taken: &BTreeSet<String>) -> Vec<
                     job_id: p.job_id,
                     kind: ActionKind::CreatePartition,
                     detail: format!("FOR VALUES FROM ({}) TO ({})", cal.display(lower), cal.display(upper)),
+                    run_as: facts.owner.clone(),
                     steps: create_partition_steps(facts, &partition, lower, upper),
                     target: partition.clone(),
                 },
@@ -556,7 +554,7 @@ mod tests {
         assert!(s.contains(r#""Created At" >= '2026-11-01 00:00:00+00' AND "Created At" < '2026-12-01 00:00:00+00'"#));
         assert!(s.contains(r#"DELETE FROM ONLY "My Schema"."def""#));
         assert!(s.contains(r#"RETURNING "fund_id", "nav_date", "nav""#));
-        assert!(s.contains(r#"OWNER TO "o'wner""#));
+        assert!(s.starts_with(r#"-- as role "o'wner" (the table's owner)"#));
         assert!(s.contains(r#"GRANT SELECT ON TABLE "My Schema"."a""; DROP TABLE b; --_p2026_11" TO PUBLIC;"#));
         assert!(s.contains(r#"TO "Reader" WITH GRANT OPTION"#));
         assert!(!s.contains("GRANT INSERT"), "the owner's own privileges come with ownership");
@@ -565,15 +563,13 @@ mod tests {
         assert!(pos("LOCK TABLE ONLY") < pos("CREATE TABLE"));
         assert!(pos("SHARE UPDATE EXCLUSIVE") < pos("ACCESS EXCLUSIVE"));
         assert!(pos("WITH moved") < pos("ATTACH PARTITION"));
-        assert!(pos("ATTACH PARTITION") < pos("OWNER TO"));
-        assert!(pos("OWNER TO") < pos("GRANT"));
+        assert!(pos("ATTACH PARTITION") < pos("GRANT"));
         assert_eq!(a[0].action.steps.iter().filter(|s| s.counts.is_some()).count(), 1);
     }
 
     #[test]
-    fn no_default_means_no_move_and_the_owner_needs_no_handover() {
-        let mut f = facts(cal(Granularity::Month, ColumnKind::Date), 0);
-        f.owned_by_caller = true;
+    fn no_default_means_no_move() {
+        let f = facts(cal(Granularity::Month, ColumnKind::Date), 0);
         let a = plan(&f, now(ymd(2026, 11, 23)), &BTreeSet::new());
         let s = a[0].action.script();
         assert!(!s.contains("DELETE"));

@@ -183,6 +183,7 @@ mod tests {
     #[pg_test]
     fn new_partitions_belong_to_the_parent_owner_with_its_privileges() {
         Spi::run("CREATE ROLE upkeep_app_owner").unwrap();
+        Spi::run("GRANT CREATE ON SCHEMA public TO upkeep_app_owner").unwrap();
         Spi::run("CREATE ROLE upkeep_reader").unwrap();
         nav_history("public.nav_history");
         Spi::run("ALTER TABLE public.nav_history OWNER TO upkeep_app_owner").unwrap();
@@ -197,6 +198,43 @@ mod tests {
               WHERE i.inhparent = 'public.nav_history'::regclass",
         );
         assert!(can_read);
+    }
+
+    #[pg_test]
+    fn actions_run_as_the_table_owner_even_when_a_superuser_calls() {
+        Spi::run("CREATE ROLE upkeep_app_owner").unwrap();
+        Spi::run("GRANT CREATE ON SCHEMA public TO upkeep_app_owner").unwrap();
+        nav_history("public.nav_history");
+        Spi::run("CREATE TABLE public.nav_history_default PARTITION OF public.nav_history DEFAULT").unwrap();
+        Spi::run("ALTER TABLE public.nav_history OWNER TO upkeep_app_owner").unwrap();
+        Spi::run("ALTER TABLE public.nav_history_default OWNER TO upkeep_app_owner").unwrap();
+        // The application's trigger notes who deletes from DEFAULT.
+        Spi::run("CREATE TABLE public.who_ran (who text)").unwrap();
+        Spi::run("GRANT INSERT ON public.who_ran TO upkeep_app_owner").unwrap();
+        Spi::run(
+            "CREATE FUNCTION public.note_who() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN INSERT INTO public.who_ran VALUES (current_user); RETURN OLD; END $$",
+        )
+        .unwrap();
+        Spi::run(
+            "CREATE TRIGGER note_who BEFORE DELETE ON public.nav_history_default FOR EACH ROW EXECUTE FUNCTION public.note_who()",
+        )
+        .unwrap();
+        Spi::run("INSERT INTO public.nav_history VALUES (1, current_date, 1)").unwrap();
+        assert!(one::<bool>("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"));
+
+        Spi::run("SELECT upkeep.manage_partitions('public.nav_history', 'nav_date', premake => 0)").unwrap();
+        assert_eq!(one::<String>("SELECT string_agg(who, ',') FROM public.who_ran"), "upkeep_app_owner");
+        assert_eq!(
+            one::<String>(
+                "SELECT pg_get_userbyid(relowner)::text FROM pg_class c JOIN pg_inherits i ON i.inhrelid = c.oid \
+                            WHERE i.inhparent = 'public.nav_history'::regclass AND c.relname <> 'nav_history_default'"
+            ),
+            "upkeep_app_owner"
+        );
+        assert_eq!(count("SELECT * FROM ONLY public.nav_history_default"), 0);
+        // The caller is the caller again afterwards.
+        assert!(one::<bool>("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"));
     }
 
     #[pg_test]
