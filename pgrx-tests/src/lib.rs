@@ -129,6 +129,15 @@ impl Cluster {
         Cluster { dir, port }
     }
 
+    /// Runs a client program of the server (pg_dump, pg_restore, ...)
+    /// against this cluster, as the server user; returns its stdout.
+    pub fn run(&self, program: &str, args: &[&str]) -> String {
+        let port = self.port.to_string();
+        let mut all = vec!["-h", self.dir.to_str().unwrap(), "-p", &port, "-U", "postgres"];
+        all.extend_from_slice(args);
+        String::from_utf8_lossy(&run_as_server_user(program, &all).stdout).into_owned()
+    }
+
     pub fn connect(&self, db: &str) -> Client {
         Client::connect(
             &format!(
