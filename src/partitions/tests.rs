@@ -431,6 +431,26 @@ mod tests {
         assert!(attached() >= 1);
     }
 
+    #[pg_test]
+    fn every_object_and_view_column_reads_well_in_psql() {
+        let missing: Option<String> = Spi::get_one(
+            "SELECT string_agg(what, ', ') FROM ( \
+               SELECT p.oid::regprocedure::text AS what FROM pg_proc p \
+                WHERE p.pronamespace = 'upkeep'::regnamespace AND obj_description(p.oid, 'pg_proc') IS NULL \
+               UNION ALL \
+               SELECT c.oid::regclass::text FROM pg_class c \
+                WHERE c.relnamespace = 'upkeep'::regnamespace AND c.relkind IN ('r', 'v', 'S', 'p') \
+                  AND obj_description(c.oid, 'pg_class') IS NULL \
+               UNION ALL \
+               SELECT c.relname || '.' || a.attname FROM pg_class c \
+                 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+                WHERE c.relnamespace = 'upkeep'::regnamespace AND c.relkind IN ('r', 'v') \
+                  AND col_description(c.oid, a.attnum) IS NULL) m",
+        )
+        .unwrap();
+        assert_eq!(missing, None, "objects without COMMENT ON");
+    }
+
     #[pg_test(error = "unknown granularity \"fortnight\" for table public.nav_history")]
     fn unknown_granularity_is_refused() {
         nav_history("public.nav_history");
