@@ -98,6 +98,10 @@ fn a_hot_standby_stays_idle_until_it_is_promoted() {
         s.query_one("SELECT count(*) FROM pg_stat_activity WHERE backend_type LIKE 'pg_upkeep%'", &[]).unwrap().get(0);
     assert_eq!(workers, 0, "no pg_upkeep worker runs on a hot standby");
     assert!(!standby.log().contains("ERROR"), "the standby logged errors:\n{}", standby.log());
+    // Called by hand on the standby, maintenance says what is going on.
+    let (message, hint) = upkeep_cluster_tests::error_of(s.batch_execute("SELECT * FROM upkeep.run_maintenance()"));
+    assert_eq!(message, "pg_upkeep cannot maintain tables on a hot standby");
+    assert!(hint.is_some_and(|h| h.contains("primary")));
 
     // Promote the standby (and stop the old primary): the workers start.
     drop(p);
