@@ -21,7 +21,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf
   fi
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Keep existing config files (such as createcluster.conf above) without asking.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}" >/dev/null
 fi
 
 if ! cargo pgrx --version 2>/dev/null | grep -q " $PGRX_VERSION"; then
