@@ -181,18 +181,13 @@ impl RawParent {
                 "Use 'archive_table', 'detach', 'drop', 'schema:<name>' or 'tablespace:<name>'.",
             ));
         };
-        if self.premake < 0 {
-            return Err(problem(
-                format!("premake {} for table {t} is negative", self.premake),
-                "premake counts future partitions to keep ready: 0 or more.",
-            ));
-        }
         Ok(ParentFacts {
             policy: Policy {
                 job_id: self.job_id,
                 parent: QualifiedName::new(self.schema, self.name),
                 control: self.control,
                 calendar: Calendar::new(granularity, kind, tz),
+                // Never negative: the policy table's CHECK refuses it.
                 premake: self.premake as u32,
                 start_at: self.start_at,
                 retention: self.retention,

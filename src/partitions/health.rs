@@ -1,8 +1,8 @@
 //! Partition health: how far ahead a parent is covered, holes, rows stuck in
 //! the DEFAULT partition, and one status with a hint. Pure Rust.
 
-use super::facts::{ParentFacts, Range};
-use super::plan::missing_ranges;
+use super::facts::ParentFacts;
+use super::plan::{existing_ranges, missing_ranges};
 use crate::calendar::Bound;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,23 +21,10 @@ pub struct Health {
     pub hint: Option<String>,
 }
 
-fn bounded(facts: &ParentFacts) -> Vec<(Bound, Bound)> {
-    let mut r: Vec<(Bound, Bound)> = facts
-        .partitions
-        .iter()
-        .filter_map(|p| match p.range {
-            Range::Bounded { lower, upper } => Some((lower.unwrap_or(Bound::MIN), upper.unwrap_or(Bound::MAX))),
-            Range::Default => None,
-        })
-        .collect();
-    r.sort();
-    r
-}
-
 pub fn assess(facts: &ParentFacts, now_utc: i64, rows_in_default: i64) -> Health {
     let p = &facts.policy;
     let cal = &p.calendar;
-    let ranges = bounded(facts);
+    let ranges = existing_ranges(facts);
     let current = cal.period_start(cal.civil_date_of_instant(now_utc));
     let now_bound = cal.bound_of(current);
     let next_bound = cal.bound_of(cal.next_start(current));

@@ -8,7 +8,6 @@ pub mod state;
 
 use crate::archive::partitions as archive_plan;
 use crate::archive::ArchiveMode;
-use crate::calendar::parse_time_zone;
 use crate::errors::{bad_input, invalid};
 use crate::executor::{self, Outcome, Status};
 use crate::jobs::{Kind, Runner};
@@ -172,7 +171,7 @@ fn check_and_create(
     outcomes
 }
 
-/// One row per action, as returned by `create_partitions` and
+/// One row per action, as returned by `create_partitions`, `run_job` and
 /// `run_maintenance` (pgrx needs the column names spelled out in each
 /// signature, so this alias only serves the helper below).
 pub type ActionRows =
@@ -192,33 +191,16 @@ fn managed_job(oid: pg_sys::Oid) -> Option<i64> {
         .flatten()
 }
 
-/// Checks the arguments that need no catalog, before anything is written.
-fn check_policy_arguments(
-    target: &str,
-    control: Option<&str>,
-    granularity: &str,
-    premake: i32,
-    retention: Option<&Interval>,
-    archive: &str,
-    time_zone: &str,
-) {
+/// Checks, before anything is written, the arguments the policy table would
+/// otherwise refuse with a bare constraint error. Everything else about the
+/// policy is checked by the rules maintenance applies too
+/// (`facts::RawParent::validate`), right after the registration.
+fn check_policy_arguments(target: &str, control: Option<&str>, premake: i32, retention: Option<&Interval>) {
     if control.is_none_or(|c| c.is_empty()) {
         bad_input(
             PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
             format!("control column for table {target} must be given"),
             "Name the date, timestamp or timestamptz column the table is partitioned by.",
-        );
-    }
-    if granularity.parse::<crate::calendar::Granularity>().is_err() {
-        invalid(
-            format!("unknown granularity \"{granularity}\" for table {target}"),
-            "Use 'month' or 'year' (also 'day', 'week' or 'quarter').",
-        );
-    }
-    if parse_time_zone(time_zone).is_none() {
-        invalid(
-            format!("unknown time zone \"{time_zone}\" for table {target}"),
-            "Use an IANA zone name such as 'UTC' or 'Europe/Paris' (see pg_timezone_names).",
         );
     }
     if premake < 0 || premake > plan::MAX_PERIODS as i32 {
@@ -236,12 +218,6 @@ fn check_policy_arguments(
                 "Give how long partitions stay live, e.g. retention => '24 months', or NULL to keep them forever.",
             );
         }
-    }
-    if archive.parse::<ArchiveMode>().is_err() {
-        invalid(
-            format!("unknown archive mode \"{archive}\" for table {target}"),
-            "Use 'archive_table', 'detach', 'drop', 'schema:<name>' or 'tablespace:<name>'.",
-        );
     }
 }
 
@@ -272,7 +248,7 @@ fn manage_partitions(
     let premake = premake.unwrap_or(3);
     let archive = archive.unwrap_or("archive_table");
     let time_zone = time_zone.unwrap_or("UTC");
-    check_policy_arguments(&target, control, granularity, premake, retention.as_ref(), archive, time_zone);
+    check_policy_arguments(&target, control, premake, retention.as_ref());
 
     Spi::run_with_args(
         UPSERT_SQL,

@@ -85,7 +85,7 @@ pub fn free_pieces(lo: Bound, hi: Bound, ranges: &[(Bound, Bound)]) -> Vec<(Boun
 }
 
 /// Existing bounded ranges, sorted, with MINVALUE/MAXVALUE as the extremes.
-fn existing_ranges(facts: &ParentFacts) -> Vec<(Bound, Bound)> {
+pub fn existing_ranges(facts: &ParentFacts) -> Vec<(Bound, Bound)> {
     let mut r: Vec<(Bound, Bound)> = facts
         .partitions
         .iter()
