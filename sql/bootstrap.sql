@@ -99,3 +99,13 @@ CREATE TABLE upkeep.job_state (
 );
 COMMENT ON TABLE upkeep.job_state IS
   'How each job last went, and the earliest time it runs again (its schedule, or the back-off after failures: 1 minute doubling to 1 hour, +/-20%). Read it through upkeep.jobs.';
+
+CREATE TABLE upkeep.unfinished_actions (
+    target     regclass PRIMARY KEY,
+    job_id     bigint NOT NULL,
+    action     text NOT NULL,
+    steps      text[] NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE upkeep.unfinished_actions IS
+  'Actions a pg_upkeep worker began with a statement that commits by itself (DETACH PARTITION CONCURRENTLY) and has not finished yet: the statements still to run. A worker that dies half-way leaves its row here, and the next run finishes the action. Normally empty.';

@@ -132,6 +132,11 @@ COMMENT ON COLUMN upkeep.job_state.last_error IS 'The first error of the last ru
 COMMENT ON COLUMN upkeep.job_state.last_duration IS 'Time its actions took in the last run.';
 COMMENT ON COLUMN upkeep.job_state.consecutive_failures IS 'Failed runs in a row; 0 after a success.';
 COMMENT ON COLUMN upkeep.job_state.next_run IS 'Not before this: its schedule (every) or back-off; NULL: any cycle.';
+COMMENT ON COLUMN upkeep.unfinished_actions.target IS 'The object the action works on (a partition being moved out).';
+COMMENT ON COLUMN upkeep.unfinished_actions.job_id IS 'The job (see upkeep.jobs).';
+COMMENT ON COLUMN upkeep.unfinished_actions.action IS 'The kind of action, as in upkeep.job_runs.action.';
+COMMENT ON COLUMN upkeep.unfinished_actions.steps IS 'The statements still to run, as the table''s owner, in one transaction.';
+COMMENT ON COLUMN upkeep.unfinished_actions.started_at IS 'When the worker began the action.';
 COMMENT ON COLUMN upkeep.partition_state.job_id IS 'The partition job.';
 COMMENT ON COLUMN upkeep.partition_state.due_at IS 'When a partition must next be created or archived; NULL: never.';
 COMMENT ON COLUMN upkeep.partition_state.fingerprint IS 'Hash of the policy and catalog rows the last check read.';

@@ -11,6 +11,15 @@ pub enum ActionKind {
     ArchivePartition,
 }
 
+impl ActionKind {
+    /// Long actions (they may wait on application transactions or move
+    /// data) run in `pg_upkeep worker` processes, so that the scheduler's
+    /// quick ones, like creating partitions, never wait behind them.
+    pub fn is_long(self) -> bool {
+        matches!(self, ActionKind::ArchivePartition)
+    }
+}
+
 impl fmt::Display for ActionKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -21,20 +30,28 @@ impl fmt::Display for ActionKind {
 }
 
 /// One statement of an action. When `counts` is set, the number of rows the
-/// statement processed is reported in the run log under that label.
+/// statement processed is reported in the run log under that label. A
+/// `top_level` statement cannot run inside a transaction block (the
+/// CONCURRENTLY forms): only a worker process runs it, between the
+/// transactions of the steps before and after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
     pub sql: String,
     pub counts: Option<&'static str>,
+    pub top_level: bool,
 }
 
 impl Step {
     pub fn new(sql: String) -> Self {
-        Step { sql, counts: None }
+        Step { sql, counts: None, top_level: false }
     }
 
     pub fn counting(sql: String, label: &'static str) -> Self {
-        Step { sql, counts: Some(label) }
+        Step { sql, counts: Some(label), top_level: false }
+    }
+
+    pub fn top_level(sql: String) -> Self {
+        Step { sql, counts: None, top_level: true }
     }
 }
 

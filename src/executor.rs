@@ -2,8 +2,10 @@
 //! under `upkeep.lock_timeout`, and records one row per action in
 //! `upkeep.job_runs`. A dry run is the same path stopping before it acts.
 
-use crate::actions::Action;
+use crate::actions::{Action, Step};
 use crate::jobs;
+use crate::unfinished;
+use pgrx::bgworkers::BackgroundWorker;
 use crate::settings;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
@@ -116,13 +118,9 @@ struct AsRole {
 
 impl AsRole {
     fn enter(role: &str) -> Result<AsRole, String> {
-        let name = std::ffi::CString::new(role).map_err(|e| e.to_string())?;
-        // SAFETY: catalog lookup and the backend's own user-id switch.
+        let oid = role_oid(role)?;
+        // SAFETY: the backend's own user-id switch.
         unsafe {
-            let oid = pg_sys::get_role_oid(name.as_ptr(), true);
-            if oid == pg_sys::InvalidOid {
-                return Err(format!("role \"{role}\" does not exist"));
-            }
             let mut saved_user = pg_sys::InvalidOid;
             let mut saved_context = 0;
             pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
@@ -133,6 +131,17 @@ impl AsRole {
     }
 }
 
+/// The role's OID, by name.
+fn role_oid(role: &str) -> Result<pg_sys::Oid, String> {
+    let name = std::ffi::CString::new(role).map_err(|e| e.to_string())?;
+    // SAFETY: a syscache lookup; needs a transaction, which every caller has.
+    let oid = unsafe { pg_sys::get_role_oid(name.as_ptr(), true) };
+    if oid == pg_sys::InvalidOid {
+        return Err(format!("role \"{role}\" does not exist"));
+    }
+    Ok(oid)
+}
+
 impl Drop for AsRole {
     fn drop(&mut self) {
         // SAFETY: puts back exactly what `enter` found.
@@ -140,16 +149,23 @@ impl Drop for AsRole {
     }
 }
 
-/// Runs the statements of one action, as the role it names; returns what it
-/// counted. Statements whose row counts nobody reads go to the server as one
-/// batch, which saves a round of parsing per statement.
-fn act(action: &Action) -> Result<String, Failure> {
+/// Runs statements of one action, as the role it names; returns what it
+/// counted. A long action first waits (under lock_timeout) for the job's
+/// lock, which a worker process busy with the same job holds, and clears
+/// the job's unfinished record of the target, which commits or rolls back
+/// with the statements. Statements whose row counts nobody reads go to the
+/// server as one batch, which saves a round of parsing per statement.
+fn act(action: &Action, steps: &[Step]) -> Result<String, Failure> {
     in_subtransaction(|| {
+        if action.kind.is_long() {
+            jobs::wait_for_job(action.job_id)?;
+            unfinished::forget(&action.target)?;
+        }
         let _owner = AsRole::enter(&action.run_as)?;
         Spi::connect_mut(|client| {
             let mut counted = Vec::new();
             let mut batch = String::new();
-            for step in &action.steps {
+            for step in steps {
                 if step.counts.is_none() {
                     batch.push_str(&step.sql);
                     batch.push_str(";\n");
@@ -213,6 +229,25 @@ impl Drop for LockTimeout {
     }
 }
 
+fn outcome(action: &Action, result: Result<String, Failure>, started: Instant, dry_run: bool) -> Outcome {
+    let (status, counted, error) = match result {
+        Ok(_) if dry_run => (Status::DryRun, String::new(), None),
+        Ok(counted) => (Status::Ok, counted, None),
+        Err(f) => (f.status, String::new(), Some(f.message)),
+    };
+    let detail = if counted.is_empty() { action.detail.clone() } else { format!("{}; {counted}", action.detail) };
+    Outcome {
+        job_id: action.job_id,
+        action: action.kind.to_string(),
+        target: action.target.to_string(),
+        status,
+        detail,
+        error,
+        sql: action.script(),
+        seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
 /// Runs (or, with `dry_run`, only shows) the actions in order. One failing
 /// action never stops the others; each real run is recorded.
 pub fn execute(actions: Vec<Action>, dry_run: bool) -> Vec<Outcome> {
@@ -221,30 +256,42 @@ pub fn execute(actions: Vec<Action>, dry_run: bool) -> Vec<Outcome> {
         .into_iter()
         .map(|action| {
             let started = Instant::now();
-            let result = if dry_run { Ok(String::new()) } else { act(&action) };
-            let (status, counted, error) = match result {
-                Ok(_) if dry_run => (Status::DryRun, String::new(), None),
-                Ok(counted) => (Status::Ok, counted, None),
-                Err(f) => (f.status, String::new(), Some(f.message)),
-            };
-            let detail =
-                if counted.is_empty() { action.detail.clone() } else { format!("{}; {counted}", action.detail) };
-            Outcome {
-                job_id: action.job_id,
-                action: action.kind.to_string(),
-                target: action.target.to_string(),
-                status,
-                detail,
-                error,
-                sql: action.script(),
-                seconds: started.elapsed().as_secs_f64(),
-            }
+            let result = if dry_run { Ok(String::new()) } else { act(&action, &action.steps) };
+            outcome(&action, result, started, dry_run)
         })
         .collect();
     if !dry_run {
         jobs::record(&outcomes);
     }
     outcomes
+}
+
+/// Runs, in a worker process with no transaction open, an action with a
+/// top-level statement: the steps before it together with a record of the
+/// steps after it (`upkeep.unfinished_actions`) in one transaction, then
+/// the statement at top level, then the steps after it in one more
+/// transaction that also clears the record. Recorded like any action.
+pub fn execute_with_top_level(action: Action) -> Outcome {
+    let started = Instant::now();
+    let k = action.steps.iter().position(|s| s.top_level).expect("an action with a top-level step");
+    let (before, rest) = (&action.steps[..k], &action.steps[k + 1..]);
+    let result = BackgroundWorker::transaction(|| {
+        let _timeout = LockTimeout::set();
+        act(&action, before)?;
+        let left = rest.iter().map(|s| s.sql.clone()).collect();
+        in_subtransaction(|| unfinished::remember(action.job_id, &action.kind.to_string(), &action.target, left))?;
+        role_oid(&action.run_as).map_err(|message| Failure { status: Status::Failed, message })
+    })
+    .and_then(|role| crate::toplevel::run(&action.steps[k].sql, role).map_err(|e| Failure::from(*e)))
+    .and_then(|_| {
+        BackgroundWorker::transaction(|| {
+            let _timeout = LockTimeout::set();
+            act(&action, rest)
+        })
+    });
+    let done = outcome(&action, result, started, false);
+    BackgroundWorker::transaction(|| jobs::record(std::slice::from_ref(&done)));
+    done
 }
 
 /// Policies that could not be planned, as (job, action, target, message):

@@ -31,17 +31,43 @@ pub fn backoff_seconds(job_id: i64, failures: u32) -> i64 {
     ((plain as f64) * (1.0 + fraction)).round() as i64
 }
 
-/// First key of pg_upkeep's advisory locks ("upkp").
+/// First key of pg_upkeep's advisory locks by kind ("upkp").
 const LOCK_SPACE: i32 = 0x7570_6b70;
+/// First key of the advisory locks by job ("upkj"), held while a job's
+/// long actions run.
+const JOB_LOCK_SPACE: i32 = 0x7570_6b6a;
 
-/// How a maintenance run is wrapped in transactions.
+/// Waits (under lock_timeout) until no other process works on the job's
+/// long actions, and keeps others out until this transaction ends.
+pub fn wait_for_job(job_id: i64) -> Result<(), String> {
+    Spi::run_with_args("SELECT pg_advisory_xact_lock($1, $2)", &[JOB_LOCK_SPACE.into(), (job_id as i32).into()])
+        .map_err(|e| e.to_string())
+}
+
+/// Takes the job for this worker process, unless another process has it.
+pub fn try_claim_job(job_id: i64) -> bool {
+    Spi::get_one_with_args::<bool>(
+        "SELECT pg_try_advisory_lock($1, $2)",
+        &[JOB_LOCK_SPACE.into(), (job_id as i32).into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false)
+}
+
+/// Who runs maintenance, which decides how it is wrapped in transactions
+/// and which actions it takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Runner {
     /// An SQL call (psql, pg_cron): everything in the caller's transaction,
     /// each action in a subtransaction.
     Caller,
-    /// A background worker: each step and each action in a transaction of
-    /// its own, committed as soon as it is done.
+    /// A `pg_upkeep scheduler`: each step and each action in a transaction
+    /// of its own. It takes the quick actions and hands the long ones to
+    /// `pg_upkeep worker` processes.
+    Scheduler,
+    /// A `pg_upkeep worker` given one job: takes its long actions only, in
+    /// transactions of their own, with the top-level CONCURRENTLY forms.
     Worker,
 }
 
@@ -50,16 +76,21 @@ impl Runner {
     pub fn step<R>(self, f: impl FnOnce() -> R) -> R {
         match self {
             Runner::Caller => f(),
-            Runner::Worker => pgrx::bgworkers::BackgroundWorker::transaction(std::panic::AssertUnwindSafe(f)),
+            Runner::Scheduler | Runner::Worker => {
+                pgrx::bgworkers::BackgroundWorker::transaction(std::panic::AssertUnwindSafe(f))
+            }
         }
     }
 
     /// Waits until no other run of this kind is going on, and keeps others
-    /// out: until the caller's transaction ends, or until `finish`.
+    /// out: until the caller's transaction ends, or until `finish`. A
+    /// worker holds its job's lock instead (`try_claim_job`), so that the
+    /// scheduler never waits behind a long action.
     pub fn exclude_others(self, kind: Kind) {
         let sql = match self {
             Runner::Caller => "SELECT pg_advisory_xact_lock($1, $2)",
-            Runner::Worker => "SELECT pg_advisory_lock($1, $2)",
+            Runner::Scheduler => "SELECT pg_advisory_lock($1, $2)",
+            Runner::Worker => return,
         };
         Spi::run_with_args(sql, &[LOCK_SPACE.into(), (kind as i32).into()])
             .unwrap_or_else(|e| error!("pg_upkeep could not take its job lock: {e}"));
@@ -67,23 +98,39 @@ impl Runner {
 
     /// Lets the next run of this kind in.
     pub fn finish(self, kind: Kind) {
-        if self == Runner::Worker {
+        if self == Runner::Scheduler {
             Spi::run_with_args("SELECT pg_advisory_unlock($1, $2)", &[LOCK_SPACE.into(), (kind as i32).into()])
                 .unwrap_or_else(|e| error!("pg_upkeep could not release its job lock: {e}"));
         }
+    }
+
+    /// Whether this runner takes the action itself.
+    pub fn takes(self, action: &crate::actions::Action) -> bool {
+        match self {
+            Runner::Caller => true,
+            Runner::Scheduler => !action.kind.is_long(),
+            Runner::Worker => action.kind.is_long(),
+        }
+    }
+
+    /// Whether this runner may use statements that need the top level.
+    pub fn top_level(self) -> bool {
+        self == Runner::Worker && crate::toplevel::AVAILABLE
     }
 
     /// Runs the actions: in the caller's transaction, or each in its own.
     pub fn act(self, actions: Vec<crate::actions::Action>, dry_run: bool) -> Vec<Outcome> {
         match self {
             Runner::Caller => crate::executor::execute(actions, dry_run),
-            Runner::Worker => actions
+            Runner::Scheduler | Runner::Worker => actions
                 .into_iter()
-                .flat_map(|a| {
-                    self.step(|| {
-                        report_activity(&format!("pg_upkeep job {}: {} {}", a.job_id, a.kind, a.target));
-                        crate::executor::execute(vec![a], dry_run)
-                    })
+                .map(|a| {
+                    report_activity(&format!("pg_upkeep job {}: {} {}", a.job_id, a.kind, a.target));
+                    if a.steps.iter().any(|s| s.top_level) {
+                        return crate::executor::execute_with_top_level(a);
+                    }
+                    let mut done = self.step(|| crate::executor::execute(vec![a], dry_run));
+                    done.pop().expect("one outcome per action")
                 })
                 .collect(),
         }
@@ -184,10 +231,12 @@ pub fn record_job_runs(jobs: &[i64], outcomes: &[Outcome]) {
     .unwrap_or_else(|e| error!("pg_upkeep could not record job states: {e}"));
 }
 
-/// Forgets a removed job's state.
+/// Forgets a removed job's state and unfinished actions (a partition a
+/// worker had detached stays where it is, as a plain table).
 pub fn forget(job_id: i64) {
     Spi::run_with_args("DELETE FROM upkeep.job_state WHERE job_id = $1", &[job_id.into()])
         .unwrap_or_else(|e| error!("pg_upkeep could not forget job {job_id}: {e}"));
+    crate::unfinished::forget_job(job_id);
 }
 
 /// The job's id, after checking that the job exists and that the caller

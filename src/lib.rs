@@ -18,6 +18,8 @@ pub mod regclass;
 pub mod settings;
 pub mod sql;
 pub mod statements;
+pub mod toplevel;
+pub mod unfinished;
 pub mod workers;
 
 ::pgrx::pg_module_magic!(name, version);
@@ -30,6 +32,7 @@ pub extern "C-unwind" fn _PG_init() {
     settings::register();
     // SAFETY: reads a flag the postmaster sets while preloading libraries.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        workers::pool::init_shared_memory();
         workers::register_launcher();
     }
 }

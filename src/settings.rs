@@ -14,6 +14,8 @@ pub static NAPTIME_S: GucSetting<i32> = GucSetting::<i32>::new(60);
 pub static DATABASES: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 /// The role the workers connect as; empty means the bootstrap superuser.
 pub static ROLE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// How many `pg_upkeep worker` processes may run at once, server-wide.
+pub static MAX_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(2);
 /// How long `upkeep.job_runs` keeps its rows, in minutes.
 pub static HISTORY_RETENTION_MIN: GucSetting<i32> = GucSetting::<i32>::new(30 * 24 * 60);
 
@@ -59,6 +61,16 @@ pub fn register() {
         c"Role pg_upkeep's workers connect as; empty: the bootstrap superuser.",
         c"The role needs to own, or be a member of the owners of, the managed tables.",
         &ROLE,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"upkeep.max_workers",
+        c"Most pg_upkeep worker processes running at once in the server.",
+        c"Long actions (archive moves) run in worker processes, one per job, so that partition creation never waits behind them; jobs beyond this limit wait for a later cycle. Each worker takes one of max_worker_processes.",
+        &MAX_WORKERS,
+        1,
+        crate::workers::pool::MAX_WORKERS,
         GucContext::Sighup,
         GucFlags::default(),
     );

@@ -52,67 +52,141 @@ pub fn next_due(facts: &ParentFacts, now_utc: i64) -> Option<i64> {
         .min()
 }
 
-/// The statements that move one partition out, by the policy's mode.
-/// Plain DETACH takes ACCESS EXCLUSIVE on the parent for a moment, under
-/// `upkeep.lock_timeout`; the partition's pg_upkeep_bounds CHECK lets the
-/// ATTACH to the archive table skip its scan.
-pub fn archive_steps(facts: &ParentFacts, part: &Partition, archive_exists: bool) -> Vec<Step> {
+/// How a partition leaves its parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detach {
+    /// Plain DETACH: ACCESS EXCLUSIVE on the parent for a moment, under
+    /// `upkeep.lock_timeout`; runs anywhere.
+    Plain,
+    /// DETACH CONCURRENTLY: only SHARE UPDATE EXCLUSIVE, so readers and
+    /// writers carry on; cannot run in a transaction block, so only a
+    /// worker process runs it.
+    Concurrently,
+    /// Finishes a DETACH CONCURRENTLY that was interrupted.
+    Finalize,
+}
+
+/// The statements that move one partition out, by the policy's mode. The
+/// partition's pg_upkeep_bounds CHECK lets the ATTACH to the archive table
+/// skip its scan.
+pub fn archive_steps(facts: &ParentFacts, part: &Partition, archive_exists: bool, how: Detach) -> Vec<Step> {
     let parent = facts.policy.parent.quoted();
     let name = part.name.quoted();
-    let detach = Step::new(format!("ALTER TABLE {parent} DETACH PARTITION {name}"));
+    let mut steps = Vec::new();
+    if facts.policy.archive == ArchiveMode::ArchiveTable && !archive_exists {
+        steps.push(Step::new(format!(
+            "CREATE TABLE {} (LIKE {parent} INCLUDING ALL EXCLUDING IDENTITY) PARTITION BY RANGE ({})",
+            archive_table(facts).quoted(),
+            ident(&facts.policy.control)
+        )));
+    }
+    match (&facts.policy.archive, how) {
+        // A partition can be dropped straight away, in one statement.
+        (ArchiveMode::Drop, Detach::Plain) => {}
+        (_, Detach::Plain) => steps.push(Step::new(format!("ALTER TABLE {parent} DETACH PARTITION {name}"))),
+        (_, Detach::Concurrently) => {
+            steps.push(Step::top_level(format!("ALTER TABLE {parent} DETACH PARTITION {name} CONCURRENTLY")))
+        }
+        (_, Detach::Finalize) => steps.push(Step::new(format!("ALTER TABLE {parent} DETACH PARTITION {name} FINALIZE"))),
+    }
+    steps.extend(after_detach(facts, part));
+    steps
+}
+
+/// Where the detached partition goes, by mode.
+fn after_detach(facts: &ParentFacts, part: &Partition) -> Vec<Step> {
+    let name = part.name.quoted();
     match &facts.policy.archive {
-        ArchiveMode::Detach => vec![detach],
+        ArchiveMode::Detach => vec![],
         ArchiveMode::Drop => vec![Step::new(format!("DROP TABLE {name}"))],
-        ArchiveMode::Schema(schema) => {
-            vec![detach, Step::new(format!("ALTER TABLE {name} SET SCHEMA {}", ident(schema)))]
-        }
-        ArchiveMode::Tablespace(ts) => {
-            vec![detach, Step::new(format!("ALTER TABLE {name} SET TABLESPACE {}", ident(ts)))]
-        }
+        ArchiveMode::Schema(schema) => vec![Step::new(format!("ALTER TABLE {name} SET SCHEMA {}", ident(schema)))],
+        ArchiveMode::Tablespace(ts) => vec![Step::new(format!("ALTER TABLE {name} SET TABLESPACE {}", ident(ts)))],
         ArchiveMode::ArchiveTable => {
-            let archive = archive_table(facts).quoted();
             let cal = &facts.policy.calendar;
             let bound = |b: Option<i64>, open: &str| b.map_or(open.to_string(), |b| cal.literal(b));
             let (lo, hi) = match part.range {
                 Range::Bounded { lower, upper } => (bound(lower, "MINVALUE"), bound(upper, "MAXVALUE")),
                 Range::Default => unreachable!("the DEFAULT partition is never archived"),
             };
-            let mut steps = Vec::new();
-            if !archive_exists {
-                steps.push(Step::new(format!(
-                    "CREATE TABLE {archive} (LIKE {parent} INCLUDING ALL EXCLUDING IDENTITY) PARTITION BY RANGE ({})",
-                    ident(&facts.policy.control)
-                )));
-            }
-            steps.push(detach);
-            steps.push(Step::new(format!(
-                "ALTER TABLE {archive} ATTACH PARTITION {name} FOR VALUES FROM ({lo}) TO ({hi})"
-            )));
-            steps
+            vec![Step::new(format!(
+                "ALTER TABLE {} ATTACH PARTITION {name} FOR VALUES FROM ({lo}) TO ({hi})",
+                archive_table(facts).quoted()
+            ))]
         }
     }
 }
 
+fn move_action(facts: &ParentFacts, target: &QualifiedName, detail: String, steps: Vec<Step>) -> Action {
+    Action {
+        job_id: facts.policy.job_id,
+        kind: ActionKind::ArchivePartition,
+        target: target.clone(),
+        detail,
+        run_as: facts.owner.clone(),
+        steps,
+    }
+}
+
 /// The archive moves due at `now`. `existing` lists the archive tables that
-/// exist already (only the first move into a new one creates it).
-pub fn plan(facts: &ParentFacts, now_utc: i64, existing: &BTreeSet<QualifiedName>) -> Vec<(Action, QualifiedName)> {
+/// exist already (only the first move into a new one creates it). With
+/// `concurrently` (a worker process) partitions leave by DETACH
+/// CONCURRENTLY, unless the parent has a DEFAULT partition, which
+/// PostgreSQL does not allow it for.
+///
+/// Moves that were interrupted come first: a detach left pending (only
+/// one can be, per parent, and it blocks other concurrent detaches) is
+/// finalized, and a partition already detached by an unfinished move is
+/// taken where the move was going.
+pub fn plan(
+    facts: &ParentFacts,
+    now_utc: i64,
+    existing: &BTreeSet<QualifiedName>,
+    concurrently: bool,
+) -> Vec<(Action, QualifiedName)> {
     let mut archive_exists = existing.contains(&archive_table(facts));
-    due(facts, now_utc)
-        .into_iter()
-        .map(|part| {
-            let steps = archive_steps(facts, part, archive_exists);
-            archive_exists = true;
-            let action = Action {
-                job_id: facts.policy.job_id,
-                kind: ActionKind::ArchivePartition,
-                target: part.name.clone(),
-                detail: format!("{} (retention)", facts.policy.archive),
-                run_as: facts.owner.clone(),
-                steps,
-            };
-            (action, part.name.clone())
-        })
-        .collect()
+    let unfinished = |name: &QualifiedName| facts.unfinished.iter().find(|u| &u.target == name);
+    let due = due(facts, now_utc);
+    let mut moves = Vec::new();
+    if let Some(pending) = facts.partitions.iter().find(|p| Some(&p.name) == facts.detach_pending.as_ref()) {
+        let mut steps = vec![Step::new(format!(
+            "ALTER TABLE {} DETACH PARTITION {} FINALIZE",
+            facts.policy.parent.quoted(),
+            pending.name.quoted()
+        ))];
+        let detail = match unfinished(&pending.name) {
+            Some(u) => {
+                steps.extend(u.steps.iter().cloned().map(Step::new));
+                format!("{} (finishing an interrupted move)", facts.policy.archive)
+            }
+            None if due.iter().any(|p| p.name == pending.name) => {
+                steps = archive_steps(facts, pending, archive_exists, Detach::Finalize);
+                archive_exists = true;
+                format!("{} (retention; finishing a pending detach)", facts.policy.archive)
+            }
+            None => "finishing a pending detach".to_string(),
+        };
+        moves.push((move_action(facts, &pending.name, detail, steps), pending.name.clone()));
+    }
+    for u in facts.unfinished.iter().filter(|u| facts.partitions.iter().all(|p| p.name != u.target)) {
+        let steps = u.steps.iter().cloned().map(Step::new).collect();
+        let detail = format!("{} (finishing an interrupted move)", facts.policy.archive);
+        moves.push((move_action(facts, &u.target, detail, steps), u.target.clone()));
+    }
+    let how = match (concurrently, &facts.default_partition) {
+        (true, None) => Detach::Concurrently,
+        _ => Detach::Plain,
+    };
+    let why = match (concurrently, how) {
+        (true, Detach::Plain) => "; plain DETACH: PostgreSQL refuses CONCURRENTLY beside a DEFAULT partition",
+        _ => "",
+    };
+    for part in due.into_iter().filter(|p| Some(&p.name) != facts.detach_pending.as_ref()) {
+        let steps = archive_steps(facts, part, archive_exists, how);
+        archive_exists = true;
+        let detail = format!("{} (retention{why})", facts.policy.archive);
+        moves.push((move_action(facts, &part.name, detail, steps), part.name.clone()));
+    }
+    moves
 }
 
 #[cfg(test)]
@@ -120,6 +194,7 @@ mod tests {
     use super::*;
     use crate::calendar::{parse_time_zone, Calendar, ColumnKind, Granularity, Span};
     use crate::partitions::facts::sample;
+    use crate::unfinished::Unfinished;
     use chrono::NaiveDate;
 
     fn ymd(y: i32, m: u32, d: u32) -> NaiveDate {
@@ -178,7 +253,7 @@ mod tests {
         let script = |mode: ArchiveMode, exists: bool| {
             let f = facts(mode, Some(1), &parts);
             let existing = if exists { [archive_table(&f)].into() } else { BTreeSet::new() };
-            let p = plan(&f, now(), &existing);
+            let p = plan(&f, now(), &existing, false);
             assert_eq!(p.len(), 1);
             assert_eq!(p[0].0.kind, ActionKind::ArchivePartition);
             p[0].0.script()
@@ -213,9 +288,68 @@ mod tests {
     #[test]
     fn the_archive_table_is_created_once_per_plan() {
         let f = facts(ArchiveMode::ArchiveTable, Some(1), &[(2020, 1), (2020, 2), (2020, 3)]);
-        let p = plan(&f, now(), &BTreeSet::new());
+        let p = plan(&f, now(), &BTreeSet::new(), false);
         assert_eq!(p.len(), 2);
         assert!(p[0].0.script().contains("CREATE TABLE"));
         assert!(!p[1].0.script().contains("CREATE TABLE"));
+    }
+
+    #[test]
+    fn workers_detach_concurrently_unless_there_is_a_default_partition() {
+        let mut f = facts(ArchiveMode::ArchiveTable, Some(1), &[(2020, 1), (2020, 2)]);
+        // With a DEFAULT partition PostgreSQL refuses CONCURRENTLY: plain, and said so.
+        let p = plan(&f, now(), &BTreeSet::new(), true);
+        assert!(p[0].0.steps.iter().all(|s| !s.top_level), "{:?}", p[0].0.steps);
+        assert!(p[0].0.detail.contains("DEFAULT partition"), "{}", p[0].0.detail);
+        f.partitions.retain(|p| p.range != Range::Default);
+        f.default_partition = None;
+        let p = plan(&f, now(), &BTreeSet::new(), true);
+        let steps = &p[0].0.steps;
+        let top: Vec<&Step> = steps.iter().filter(|s| s.top_level).collect();
+        assert_eq!(top.len(), 1);
+        assert!(top[0].sql.ends_with(r#"DETACH PARTITION "public"."nav_history_p2020_01" CONCURRENTLY"#));
+        // Archive table created before, partition attached after the detach.
+        assert!(steps[0].sql.starts_with("CREATE TABLE") && steps[1].top_level);
+        assert!(steps[2].sql.contains("ATTACH PARTITION"));
+        // A caller (in a transaction) never gets a top-level step.
+        assert!(plan(&f, now(), &BTreeSet::new(), false)[0].0.steps.iter().all(|s| !s.top_level));
+        // Drop mode: a worker detaches concurrently first, a caller just drops.
+        f.policy.archive = ArchiveMode::Drop;
+        let worker = plan(&f, now(), &BTreeSet::new(), true)[0].0.script();
+        assert!(worker.contains("CONCURRENTLY;") && worker.ends_with(r#"DROP TABLE "public"."nav_history_p2020_01";"#));
+    }
+
+    #[test]
+    fn interrupted_moves_are_finished_first() {
+        let mut f = facts(ArchiveMode::ArchiveTable, Some(1), &[(2020, 1), (2020, 2), (2020, 3)]);
+        let jan = QualifiedName::new("public", "nav_history_p2020_01");
+        // January left detach-pending by a worker whose remaining step is known.
+        f.detach_pending = Some(jan.clone());
+        f.unfinished.push(Unfinished { target: jan.clone(), steps: vec!["SELECT 'rest of the move'".into()] });
+        // A partition a worker detached and then died: no longer a partition.
+        let gone = QualifiedName::new("public", "nav_history_p2019_12");
+        f.unfinished.push(Unfinished { target: gone.clone(), steps: vec!["SELECT 'attach it'".into()] });
+        let p = plan(&f, now(), &[archive_table(&f)].into(), true);
+        let targets: Vec<&QualifiedName> = p.iter().map(|(a, _)| &a.target).collect();
+        assert_eq!(targets, [&jan, &gone, &QualifiedName::new("public", "nav_history_p2020_02")]);
+        assert_eq!(
+            p[0].0.steps.iter().map(|s| s.sql.as_str()).collect::<Vec<_>>(),
+            [
+                r#"ALTER TABLE "public"."nav_history" DETACH PARTITION "public"."nav_history_p2020_01" FINALIZE"#,
+                "SELECT 'rest of the move'"
+            ]
+        );
+        assert_eq!(p[1].0.script().lines().last(), Some("SELECT 'attach it';"));
+        // A pending detach nobody recorded: finalized, then moved if due.
+        f.unfinished.clear();
+        let p = plan(&f, now(), &[archive_table(&f)].into(), false);
+        assert!(p[0].0.steps[0].sql.ends_with("FINALIZE") && p[0].0.steps[1].sql.contains("ATTACH PARTITION"));
+        // ... or only finalized when it is not due.
+        let mut young = facts(ArchiveMode::ArchiveTable, Some(1), &[(2026, 10), (2026, 11)]);
+        young.detach_pending = Some(QualifiedName::new("public", "nav_history_p2026_10"));
+        let p = plan(&young, now(), &BTreeSet::new(), false);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].0.steps.len(), 1);
+        assert!(p[0].0.steps[0].sql.ends_with("FINALIZE"));
     }
 }

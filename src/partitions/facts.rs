@@ -4,6 +4,7 @@
 use crate::archive::ArchiveMode;
 use crate::calendar::{parse_time_zone, Bound, Calendar, ColumnKind, Granularity, Span};
 use crate::sql::QualifiedName;
+use crate::unfinished::Unfinished;
 use crate::statements::{self, param};
 use pgrx::pg_sys::BuiltinOid;
 use pgrx::prelude::*;
@@ -64,6 +65,12 @@ pub struct ParentFacts {
     pub fingerprint: String,
     pub partitions: Vec<Partition>,
     pub default_partition: Option<QualifiedName>,
+    /// The partition an interrupted DETACH CONCURRENTLY left pending (a
+    /// parent can have at most one); still one of `partitions`.
+    pub detach_pending: Option<QualifiedName>,
+    /// Moves of this policy's partitions that a worker began and did not
+    /// finish (`upkeep.unfinished_actions`).
+    pub unfinished: Vec<Unfinished>,
     pub owner: String,
     pub tablespace: Option<String>,
     /// Insertable columns (not dropped, not generated), in order.
@@ -196,6 +203,8 @@ impl RawParent {
             fingerprint: self.fingerprint,
             partitions: vec![],
             default_partition: None,
+            detach_pending: None,
+            unfinished: vec![],
             owner: self.owner,
             tablespace: self.tablespace,
             columns: self.columns,
@@ -256,11 +265,34 @@ SELECT p.job_id,
 });
 
 /// Every partition of the given parents, bounds in the calendar's domain.
+// PostgreSQL 14 brought DETACH CONCURRENTLY and with it pg_inherits.inhdetachpending.
+#[cfg(not(feature = "pg13"))]
 const PARTITIONS_SQL: &str = r#"
 SELECT i.inhparent::int8 AS parent,
        kn.nspname::text AS schema,
        k.relname::text AS name,
        r.m IS NULL AS is_default,
+       i.inhdetachpending AS detach_pending,
+       upkeep.bound_micros(r.m[1], pt.is_tz) AS lower,
+       upkeep.bound_micros(r.m[2], pt.is_tz) AS upper
+  FROM pg_inherits i
+  JOIN pg_class k ON k.oid = i.inhrelid
+  JOIN pg_namespace kn ON kn.oid = k.relnamespace
+  JOIN LATERAL (SELECT a.atttypid = 'timestamptz'::regtype AS is_tz
+                  FROM pg_partitioned_table t
+                  JOIN pg_attribute a ON a.attrelid = t.partrelid AND a.attnum = t.partattrs[0]
+                 WHERE t.partrelid = i.inhparent) pt ON true
+  CROSS JOIN LATERAL (SELECT regexp_match(pg_get_expr(k.relpartbound, k.oid),
+                             '^FOR VALUES FROM \((.*)\) TO \((.*)\)$') AS m) r
+ WHERE i.inhparent = ANY($1)
+ ORDER BY i.inhparent, lower NULLS FIRST"#;
+#[cfg(feature = "pg13")]
+const PARTITIONS_SQL: &str = r#"
+SELECT i.inhparent::int8 AS parent,
+       kn.nspname::text AS schema,
+       k.relname::text AS name,
+       r.m IS NULL AS is_default,
+       false AS detach_pending,
        upkeep.bound_micros(r.m[1], pt.is_tz) AS lower,
        upkeep.bound_micros(r.m[2], pt.is_tz) AS upper
   FROM pg_inherits i
@@ -349,7 +381,7 @@ fn read_policies(rows: SpiTupleTable<'_>) -> Result<Vec<RawParent>, String> {
     Ok(out)
 }
 
-/// Facts for the policies in `scope`: two catalog queries in all.
+/// Facts for the policies in `scope`: three catalog queries in all.
 /// Policies whose tables no longer fit come back as problems.
 pub fn load(client: &SpiClient<'_>, scope: &Scope) -> Result<(Vec<ParentFacts>, Vec<PolicyProblem>), String> {
     let mut parents = Vec::new();
@@ -372,6 +404,12 @@ pub fn load(client: &SpiClient<'_>, scope: &Scope) -> Result<(Vec<ParentFacts>, 
     statements::select(client, PARTITIONS_SQL, &[param(BuiltinOid::OIDARRAYOID)], &[oids.into()], |rows| {
         add_partitions(rows, &by_oid, &mut parents)
     })?;
+    let jobs: Vec<i64> = parents.iter().map(|f| f.policy.job_id).collect();
+    for (job_id, u) in crate::unfinished::read(client, &jobs)? {
+        if let Some(f) = parents.iter_mut().find(|f| f.policy.job_id == job_id) {
+            f.unfinished.push(u);
+        }
+    }
     Ok((parents, problems))
 }
 
@@ -390,6 +428,9 @@ fn add_partitions(
         );
         let is_default = row.get_by_name::<bool, _>("is_default").map_err(spi_err)?.unwrap_or(false);
         let f = &mut parents[i];
+        if row.get_by_name::<bool, _>("detach_pending").map_err(spi_err)?.unwrap_or(false) {
+            f.detach_pending = Some(name.clone());
+        }
         if is_default {
             f.default_partition = Some(name.clone());
             f.partitions.push(Partition { name, range: Range::Default });
@@ -448,6 +489,8 @@ pub mod sample {
             fingerprint: String::new(),
             partitions: vec![],
             default_partition: None,
+            detach_pending: None,
+            unfinished: vec![],
             owner: "app".into(),
             tablespace: None,
             columns: vec!["fund_id".into(), "nav_date".into(), "nav".into()],

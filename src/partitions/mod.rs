@@ -35,7 +35,7 @@ fn load(scope: &Scope) -> (Vec<ParentFacts>, Vec<PolicyProblem>) {
 /// Plans every parent: partitions to create, each with a name no relation
 /// in its schema has, then archive moves. Names are checked only when
 /// something is due, so a run with nothing to do costs no query here.
-fn plan_all(parents: &[ParentFacts], now: i64) -> Vec<(crate::actions::Action, plan::Effect)> {
+fn plan_all(parents: &[ParentFacts], now: i64, top_level: bool) -> Vec<(crate::actions::Action, plan::Effect)> {
     let mut taken: BTreeSet<QualifiedName> = BTreeSet::new();
     let created = loop {
         let planned: Vec<_> = parents
@@ -69,7 +69,7 @@ fn plan_all(parents: &[ParentFacts], now: i64) -> Vec<(crate::actions::Action, p
         .chain(
             parents
                 .iter()
-                .flat_map(|f| archive_plan::plan(f, now, &existing_archives))
+                .flat_map(|f| archive_plan::plan(f, now, &existing_archives, top_level))
                 .map(|(action, name)| (action, plan::Effect::Removes(name))),
         )
         .collect()
@@ -145,7 +145,12 @@ fn check_and_create(
                 .collect(),
             dry_run,
         );
-        let (actions, effects): (Vec<_>, Vec<_>) = plan_all(&parents, now).into_iter().unzip();
+        let (mine, others): (Vec<_>, Vec<_>) =
+            plan_all(&parents, now, runner.top_level()).into_iter().partition(|(a, _)| runner.takes(a));
+        if runner == Runner::Scheduler {
+            crate::workers::pool::hand_off(others.iter().map(|(a, _)| a.job_id).collect());
+        }
+        let (actions, effects): (Vec<_>, Vec<_>) = mine.into_iter().unzip();
         (reported, actions, effects)
     });
     let done = runner.act(actions, dry_run);

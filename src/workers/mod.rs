@@ -3,13 +3,16 @@
 //! databases, and starts one short-lived `pg_upkeep scheduler` per database.
 //! A scheduler checks that its database has the extension, runs one
 //! maintenance cycle (each action in its own transaction), prunes the run
-//! history, and exits.
+//! history, and exits. Long actions it hands to `pg_upkeep worker`
+//! processes (see `pool`).
 //!
 //! Why short-lived schedulers: PostgreSQL will not drop a database while a
 //! worker is connected to it, so a scheduler that stayed connected would
 //! make `DROP DATABASE` fail. Why the launcher starts only once recovery is
 //! finished: on a hot standby nothing can be maintained, so no worker runs
 //! there at all; after promotion the postmaster starts the launcher.
+
+pub mod pool;
 
 use crate::jobs::Runner;
 use crate::settings;
@@ -157,6 +160,6 @@ pub extern "C-unwind" fn pg_upkeep_scheduler_main(_arg: pg_sys::Datum) {
     if !installed {
         return;
     }
-    crate::partitions::maintain(Runner::Worker, crate::partitions::Selection::Due, false);
+    crate::partitions::maintain(Runner::Scheduler, crate::partitions::Selection::Due, false);
     BackgroundWorker::transaction(crate::jobs::prune_history);
 }
