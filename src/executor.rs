@@ -4,9 +4,9 @@
 
 use crate::actions::{Action, Step};
 use crate::jobs;
+use crate::settings;
 use crate::unfinished;
 use pgrx::bgworkers::BackgroundWorker;
-use crate::settings;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 use std::fmt;

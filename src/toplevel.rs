@@ -22,7 +22,9 @@ mod imp {
         let text = std::ffi::CString::new(sql).expect("statements carry no NUL");
         // SAFETY: the sequence exec_simple_query follows for a utility
         // statement. The parse tree lives in a context of its own, because
-        // the statement ends the transaction it started in.
+        // the statement ends the transaction it started in; that context
+        // also serves as PortalContext, which such statements keep their
+        // state in across their transactions (as autovacuum does).
         unsafe {
             let caller = pg_sys::CurrentMemoryContext;
             let mut saved_user = pg_sys::InvalidOid;
@@ -36,11 +38,12 @@ mod imp {
                 pg_sys::ALLOCSET_DEFAULT_MAXSIZE as usize,
             );
             let text_ptr = text.as_ptr();
+            let portal_context = pg_sys::PortalContext;
+            pg_sys::PortalContext = own;
             let result = PgTryBuilder::new(move || {
                 pg_sys::StartTransactionCommand();
                 pg_sys::MemoryContextSwitchTo(own);
-                let restricted =
-                    (pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_RESTRICTED_OPERATION) as i32;
+                let restricted = (pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_RESTRICTED_OPERATION) as i32;
                 pg_sys::SetUserIdAndSecContext(role, saved_context | restricted);
                 let parsed = pg_sys::raw_parser(text_ptr, pg_sys::RawParseMode::RAW_PARSE_DEFAULT);
                 assert!(!parsed.is_null() && (*parsed).length == 1, "one statement at a time");
@@ -81,6 +84,7 @@ mod imp {
             // for a statement that restarted its transaction is the owner.
             pg_sys::SetUserIdAndSecContext(saved_user, saved_context);
             pg_sys::MemoryContextSwitchTo(caller);
+            pg_sys::PortalContext = portal_context;
             pg_sys::MemoryContextDelete(own);
             result
         }

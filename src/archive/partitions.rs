@@ -87,7 +87,9 @@ pub fn archive_steps(facts: &ParentFacts, part: &Partition, archive_exists: bool
         (_, Detach::Concurrently) => {
             steps.push(Step::top_level(format!("ALTER TABLE {parent} DETACH PARTITION {name} CONCURRENTLY")))
         }
-        (_, Detach::Finalize) => steps.push(Step::new(format!("ALTER TABLE {parent} DETACH PARTITION {name} FINALIZE"))),
+        (_, Detach::Finalize) => {
+            steps.push(Step::new(format!("ALTER TABLE {parent} DETACH PARTITION {name} FINALIZE")))
+        }
     }
     steps.extend(after_detach(facts, part));
     steps

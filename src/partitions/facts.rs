@@ -4,8 +4,8 @@
 use crate::archive::ArchiveMode;
 use crate::calendar::{parse_time_zone, Bound, Calendar, ColumnKind, Granularity, Span};
 use crate::sql::QualifiedName;
-use crate::unfinished::Unfinished;
 use crate::statements::{self, param};
+use crate::unfinished::Unfinished;
 use pgrx::pg_sys::BuiltinOid;
 use pgrx::prelude::*;
 use pgrx::spi::{SpiClient, SpiTupleTable};
@@ -217,7 +217,8 @@ impl RawParent {
 /// catalog row, and the parent's partitions (which tables, and the version
 /// of each one's catalog row, which ATTACH/DETACH and ALTER change). Read
 /// with the facts, so it never vouches for anything newer than them.
-pub const FINGERPRINT: &str = "md5(concat_ws('|', p.control, p.granularity, p.premake, p.time_zone, \
+pub const FINGERPRINT: &str =
+    "md5(concat_ws('|', p.control, p.granularity, p.premake, p.time_zone, p.retention, p.archive, \
        extract(epoch FROM p.start_at), \
        (SELECT c.xmin::text FROM pg_class c WHERE c.oid = p.parent), \
        (SELECT count(*) || ':' || coalesce(sum(i.inhrelid::int8), 0) || ':' || coalesce(sum(k.xmin::text::int8), 0) \

@@ -69,7 +69,10 @@ pub fn hand_off(mut jobs: Vec<i64>) {
     let name = name.to_string_lossy();
     for job in jobs.into_iter().filter(|j| !busy.contains(j)) {
         if free == 0 {
-            debug1!("pg_upkeep: all {} worker(s) busy; job {job} waits for the next cycle", settings::MAX_WORKERS.get());
+            debug1!(
+                "pg_upkeep: all {} worker(s) busy; job {job} waits for the next cycle",
+                settings::MAX_WORKERS.get()
+            );
             break;
         }
         let started = BackgroundWorkerBuilder::new(&format!("{WORKER} for job {job} in {name}"))
