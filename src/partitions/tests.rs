@@ -412,6 +412,44 @@ mod tests {
     }
 
     #[pg_test]
+    fn a_move_left_between_detach_and_attach_is_finished_by_the_next_run() {
+        let rows = six_months_of_history();
+        keep_three_months("archive_table");
+        let (oldest_live, bounds): (String, String) = Spi::get_two(
+            "SELECT c.relname::text, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i \
+               JOIN pg_class c ON c.oid = i.inhrelid \
+              WHERE i.inhparent = 'public.nav_history'::regclass ORDER BY c.relname LIMIT 1",
+        )
+        .map(|(a, b)| (a.unwrap(), b.unwrap()))
+        .unwrap();
+        // What a worker leaves when it dies right after DETACH CONCURRENTLY
+        // committed: a plain table, and the record of the step still to do.
+        Spi::run(&format!("ALTER TABLE public.nav_history DETACH PARTITION public.{oldest_live}")).unwrap();
+        Spi::run_with_args(
+            "INSERT INTO upkeep.unfinished_actions (target, job_id, action, steps) \
+             SELECT $1::regclass, job_id, 'archive_partition', ARRAY[$2] FROM upkeep.jobs",
+            &[
+                format!("public.{oldest_live}").into(),
+                format!("ALTER TABLE public.nav_history_archive ATTACH PARTITION public.{oldest_live} {bounds}").into(),
+            ],
+        )
+        .unwrap();
+        let done: String = one(&format!(
+            "SELECT status || ' ' || detail FROM upkeep.run_job((SELECT job_id FROM upkeep.jobs)) \
+              WHERE target = 'public.{oldest_live}'"
+        ));
+        assert_eq!(done, "ok archive_table (finishing an interrupted move)");
+        assert_eq!(count("SELECT * FROM upkeep.unfinished_actions"), 0);
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT inhparent::regclass::text FROM pg_inherits WHERE inhrelid = 'public.{oldest_live}'::regclass"
+            )),
+            "nav_history_archive"
+        );
+        assert_eq!(count("SELECT * FROM public.nav_history") + count("SELECT * FROM public.nav_history_archive"), rows);
+    }
+
+    #[pg_test]
     fn detach_drop_and_schema_modes() {
         six_months_of_history();
         keep_three_months("detach");
