@@ -98,3 +98,43 @@ pub fn databases() -> Option<Vec<String>> {
 pub fn role() -> Option<String> {
     ROLE.get().map(|r| r.to_string_lossy().trim().to_string()).filter(|r| !r.is_empty())
 }
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn every_setting_shows_with_a_description_and_its_default() {
+        let rows: Vec<(String, String, String)> = Spi::connect(|client| {
+            client
+                .select(
+                    "SELECT name, setting, short_desc FROM pg_settings WHERE name LIKE 'upkeep.%' ORDER BY name",
+                    None,
+                    &[],
+                )
+                .unwrap()
+                .map(|r| (r.get(1).unwrap().unwrap(), r.get(2).unwrap().unwrap(), r.get(3).unwrap().unwrap()))
+                .collect()
+        });
+        let names: Vec<&str> = rows.iter().map(|(n, _, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "upkeep.databases",
+                "upkeep.enabled",
+                "upkeep.history_retention",
+                "upkeep.lock_timeout",
+                "upkeep.max_workers",
+                "upkeep.naptime",
+                "upkeep.role"
+            ]
+        );
+        assert!(rows.iter().all(|(_, _, desc)| desc.len() > 20), "{rows:?}");
+        let show = |name: &str| Spi::get_one::<String>(&format!("SHOW {name}")).unwrap().unwrap();
+        assert_eq!(show("upkeep.max_workers"), "2");
+        assert_eq!(show("upkeep.naptime"), "1min");
+        assert_eq!(show("upkeep.lock_timeout"), "3s");
+        assert_eq!(show("upkeep.history_retention"), "30d");
+    }
+}
