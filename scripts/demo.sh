@@ -47,26 +47,33 @@ SQL
 
 echo "== the background workers at work"
 "${PSQL[@]}" -P pager=off <<'SQL'
-\echo fund_flows: registered with a plain INSERT (as pg_restore would), quarterly since 2024,
-\echo keeping one year live; nobody calls anything
+\echo fund_flows: registered with a plain INSERT (as pg_restore would), quarterly since 2024;
+\echo nobody calls anything
 CREATE TABLE fund_flows (fund_id int NOT NULL, flow_date date NOT NULL, amount numeric(14, 2))
   PARTITION BY RANGE (flow_date);
-INSERT INTO upkeep.partition_policies (parent, control, granularity, premake, start_at, retention)
-VALUES ('public.fund_flows', 'flow_date', 'quarter', 4, '2024-01-01', '1 year');
+INSERT INTO upkeep.partition_policies (parent, control, granularity, premake, start_at)
+VALUES ('public.fund_flows', 'flow_date', 'quarter', 4, '2024-01-01');
 SQL
-# The scheduler creates the partitions; a pg_upkeep worker then moves the
-# quarters older than a year into fund_flows_archive with DETACH CONCURRENTLY.
-for _ in $(seq 1 30); do
-  n=$("${PSQL[@]}" -At -c "SELECT count(*) FROM pg_inherits WHERE inhparent = to_regclass('public.fund_flows_archive')")
-  done_archiving=$("${PSQL[@]}" -At -c "SELECT count(*) = 0 FROM upkeep.run_maintenance(dry_run => true) WHERE target LIKE 'public.fund_flows%'")
-  [ "$n" -ge 1 ] && [ "$done_archiving" = t ] && break
-  sleep 1
-done
+wait_for() { # <sql returning t when done>
+  for _ in $(seq 1 30); do
+    [ "$("${PSQL[@]}" -At -c "$1")" = t ] && return 0
+    sleep 1
+  done
+}
+# The scheduler creates the quarters, 2024 Q1 to four quarters ahead.
+wait_for "SELECT count(*) >= 16 FROM pg_inherits WHERE inhparent = 'public.fund_flows'::regclass"
+"${PSQL[@]}" -P pager=off -c "INSERT INTO fund_flows SELECT f, d, 1000 + f FROM generate_series(1, 50) f,
+                                generate_series(date '2024-01-01', current_date, interval '1 week') d" \
+  -c "\echo fund_flows: now keep one year live (a plain UPDATE again)" \
+  -c "UPDATE upkeep.partition_policies SET retention = '1 year' WHERE parent = 'public.fund_flows'::regclass"
+# A pg_upkeep worker moves the quarters older than a year into
+# fund_flows_archive with DETACH CONCURRENTLY (fund_flows has no DEFAULT partition).
+wait_for "SELECT count(*) >= 7 FROM pg_inherits WHERE inhparent = to_regclass('public.fund_flows_archive')"
 "${PSQL[@]}" -P pager=off -c "SELECT backend_type, count(*) FROM pg_stat_activity WHERE backend_type LIKE 'pg_upkeep%' GROUP BY 1" \
   -c "SELECT action, target, status, detail, CASE WHEN sql LIKE '%CONCURRENTLY%' THEN 'DETACH ... CONCURRENTLY' END AS how
         FROM upkeep.job_runs WHERE target LIKE 'public.fund_flows%' ORDER BY run_id" \
-  -c "SELECT inhparent::regclass AS parent, count(*) AS partitions FROM pg_inherits
-       WHERE inhparent IN ('public.fund_flows'::regclass, to_regclass('public.fund_flows_archive')) GROUP BY 1"
+  -c "SELECT 'fund_flows' AS \"table\", count(*) AS rows FROM fund_flows
+      UNION ALL SELECT 'fund_flows_archive', count(*) FROM fund_flows_archive"
 
 echo "== upkeep.partitions (newest four per table)"
 "${PSQL[@]}" -P pager=off -c "
