@@ -9,7 +9,8 @@
 # the postmaster's reaped children (the short-lived schedulers). pg_upkeep's
 # cost is the difference.
 # Reaction: a policy inserted at a random moment; time until its first
-# partition exists, against the naptime.
+# partition exists, against the naptime. Then retention added to a policy
+# at a random moment; time until a pg_upkeep worker has archived what is due.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/cluster.sh
@@ -84,6 +85,28 @@ for k in 1 2 3; do
 done
 worst=$(echo "$reaction" | tr ' ' '\n' | grep . | sort -g | tail -1)
 
+# Archive reaction: partitions a year back exist; at a random moment of the
+# cycle the policy gains retention; time until every due partition is in
+# the archive (scheduler -> pg_upkeep worker -> DETACH CONCURRENTLY).
+archive_reaction=""
+for k in 1 2 3; do
+  psql -X -q -h "$ON" -p 5491 -U postgres -d db1 -c "DROP TABLE IF EXISTS t_arch, t_arch_archive" \
+       -c "CREATE TABLE t_arch (d date NOT NULL) PARTITION BY RANGE (d)" \
+       -c "INSERT INTO upkeep.partition_policies (parent, control, premake, start_at) VALUES ('t_arch', 'd', 0, date_trunc('month', now()) - interval '12 months')"
+  until [ "$(psql -X -At -h "$ON" -p 5491 -U postgres -d db1 -c "SELECT count(*) FROM pg_inherits WHERE inhparent = 't_arch'::regclass")" -ge 13 ]; do sleep 0.2; done
+  sleep "$(awk -v n="$NAP" -v s="$RANDOM" 'BEGIN {srand(s); printf "%.2f", rand() * n}')"
+  t0=$(date +%s.%N)
+  psql -X -q -h "$ON" -p 5491 -U postgres -d db1 -c "UPDATE upkeep.partition_policies SET retention = '3 months' WHERE parent = 't_arch'::regclass"
+  until [ "$(psql -X -At -h "$ON" -p 5491 -U postgres -d db1 -c "SELECT count(*) FROM pg_inherits WHERE inhparent = to_regclass('t_arch_archive')")" -ge 9 ]; do
+    sleep 0.2
+    awk -v a="$t0" -v b="$(date +%s.%N)" -v n="$NAP" 'BEGIN {exit !((b - a) > 3 * n)}' && { echo "no archive within 3 naptimes"; exit 1; }
+  done
+  t1=$(date +%s.%N)
+  archive_reaction+="$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", b - a}') "
+  psql -X -q -h "$ON" -p 5491 -U postgres -d db1 -c "DELETE FROM upkeep.partition_policies WHERE parent = 't_arch'::regclass"
+done
+archive_worst=$(echo "$archive_reaction" | tr ' ' '\n' | grep . | sort -g | tail -1)
+
 cat >"$OUT/workers.md" <<MD
 Run $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores, data on $BASE, release build; $DBS databases, naptime ${NAP}s, ${IDLE}s idle.
 
@@ -96,5 +119,7 @@ Run $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores, data on $BASE, release b
 | scheduler cycles while idle (estimated: databases x idle / naptime) | $((DBS * IDLE / NAP)) | |
 | due -> done, three tries, s | $reaction| |
 | worst due -> done, in naptimes | $(awk -v w="$worst" -v n="$NAP" 'BEGIN {printf "%.2f", w / n}') | at most 1 |
+| archive due -> 9 partitions archived by a pg_upkeep worker, three tries, s | $archive_reaction| |
+| worst archive due -> done, in naptimes | $(awk -v w="$archive_worst" -v n="$NAP" 'BEGIN {printf "%.2f", w / n}') | at most 1 |
 MD
 cat "$OUT/workers.md"
