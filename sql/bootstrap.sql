@@ -33,6 +33,28 @@ COMMENT ON COLUMN upkeep.partition_policies.start_at IS 'Oldest period to cover;
 COMMENT ON COLUMN upkeep.partition_policies.every IS 'Least time between two checks by the workers or run_maintenance(); NULL: every cycle. Set with upkeep.alter_job().';
 COMMENT ON COLUMN upkeep.partition_policies.enabled IS 'false pauses the policy without forgetting it (upkeep.pause_job / resume_job).';
 
+CREATE TABLE upkeep.archive_policies (
+    job_id        bigint PRIMARY KEY DEFAULT nextval('upkeep.job_id_seq'),
+    source        regclass NOT NULL UNIQUE,
+    time_column   text NOT NULL,
+    older_than    interval NOT NULL CHECK (older_than > interval '0'),
+    archive_table text,
+    batch_size    integer NOT NULL DEFAULT 10000 CHECK (batch_size > 0),
+    every         interval DEFAULT '1 hour' CHECK (every > interval '0'),
+    enabled       boolean NOT NULL DEFAULT true,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE upkeep.archive_policies IS
+  'Row archive policies: plain tables whose old rows move into an archive table in batches. Write it through upkeep.manage_archive(); carried by pg_dump.';
+COMMENT ON COLUMN upkeep.archive_policies.source IS 'The plain table rows leave.';
+COMMENT ON COLUMN upkeep.archive_policies.time_column IS 'The date, timestamp or timestamptz column whose age decides; rows where it is NULL never move.';
+COMMENT ON COLUMN upkeep.archive_policies.older_than IS 'Rows whose time column is before now() minus this move.';
+COMMENT ON COLUMN upkeep.archive_policies.archive_table IS 'Where rows go, as "schema"."name"; NULL: <source>_archive beside the source (created LIKE it when missing).';
+COMMENT ON COLUMN upkeep.archive_policies.batch_size IS 'Rows per batch: one statement, and for a worker one transaction.';
+COMMENT ON COLUMN upkeep.archive_policies.every IS 'Least time between two runs (default 1 hour). Set with upkeep.alter_job().';
+COMMENT ON COLUMN upkeep.archive_policies.enabled IS 'false pauses the policy without forgetting it (upkeep.pause_job / resume_job).';
+
 CREATE TABLE upkeep.job_runs (
     run_id     bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     job_id     bigint NOT NULL,
@@ -55,6 +77,7 @@ COMMENT ON COLUMN upkeep.job_runs.sql IS 'The statements the action ran.';
 
 -- Policies travel with pg_dump; the run log is history and does not.
 SELECT pg_catalog.pg_extension_config_dump('upkeep.partition_policies', '');
+SELECT pg_catalog.pg_extension_config_dump('upkeep.archive_policies', '');
 SELECT pg_catalog.pg_extension_config_dump('upkeep.job_id_seq', '');
 
 -- Microseconds since 1970 of one partition bound as pg_get_expr() prints it,
@@ -95,7 +118,8 @@ CREATE TABLE upkeep.job_state (
     last_error           text,
     last_duration        interval,
     consecutive_failures integer NOT NULL DEFAULT 0,
-    next_run             timestamptz
+    next_run             timestamptz,
+    rows_moved           bigint NOT NULL DEFAULT 0
 );
 COMMENT ON TABLE upkeep.job_state IS
   'How each job last went, and the earliest time it runs again (its schedule, or the back-off after failures: 1 minute doubling to 1 hour, +/-20%). Read it through upkeep.jobs.';

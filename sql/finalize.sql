@@ -17,7 +17,21 @@ SELECT p.job_id,
        j.last_duration
   FROM upkeep.partition_policies p
   LEFT JOIN upkeep.job_state j ON j.job_id = p.job_id
-  LEFT JOIN upkeep.partition_state s ON s.job_id = p.job_id;
+  LEFT JOIN upkeep.partition_state s ON s.job_id = p.job_id
+UNION ALL
+SELECT a.job_id,
+       'archive'::text,
+       a.source::text,
+       coalesce('every ' || a.every::text, 'every naptime'),
+       a.enabled,
+       CASE WHEN a.enabled THEN j.next_run END,
+       j.last_run,
+       j.last_status,
+       j.last_error,
+       coalesce(j.consecutive_failures, 0),
+       j.last_duration
+  FROM upkeep.archive_policies a
+  LEFT JOIN upkeep.job_state j ON j.job_id = a.job_id;
 COMMENT ON VIEW upkeep.jobs IS
   'Every policy is a job: what it maintains, its schedule, whether it is enabled, when it next acts, and how its last run went (consecutive_failures > 0 means it is backing off).';
 
@@ -116,6 +130,123 @@ COMMENT ON FUNCTION upkeep.resume_job(bigint) IS 'Lets a paused job run again, a
 COMMENT ON FUNCTION upkeep.run_job(bigint) IS
   'Runs one job now, in the caller''s transaction, whatever its schedule or back-off; one row per action.';
 
+-- The oldest value of a time column, for upkeep.archive_status: instant
+-- with an index on the column (which archiving wants anyway), a scan
+-- otherwise. NULL when the table or column is gone.
+CREATE FUNCTION upkeep.oldest_value(rel regclass, col text) RETURNS timestamptz
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  v timestamptz;
+BEGIN
+  EXECUTE format('SELECT min(%I)::timestamptz FROM %s', col, rel) INTO v;
+  RETURN v;
+EXCEPTION WHEN undefined_table OR undefined_column OR cannot_coerce THEN
+  RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION upkeep.oldest_value(regclass, text) IS
+  'Internal: min(col) of a table as timestamptz, for upkeep.archive_status; NULL when the table or column is gone.';
+
+CREATE VIEW upkeep.archive_status AS
+WITH rows_policies AS (
+  SELECT a.job_id, a.source, a.enabled, now() - a.older_than AS cutoff,
+         coalesce(a.archive_table, format('%I.%I', n.nspname, c.relname || '_archive')) AS archive,
+         upkeep.oldest_value(a.source, a.time_column) AS oldest_live
+    FROM upkeep.archive_policies a
+    LEFT JOIN pg_class c ON c.oid = a.source
+    LEFT JOIN pg_namespace n ON n.oid = c.relnamespace
+), partition_policies AS (
+  SELECT p.job_id, p.parent, p.enabled, p.archive, now() - p.retention AS cutoff,
+         CASE WHEN p.archive = 'archive_table' THEN to_regclass(format('%I.%I', n.nspname, c.relname || '_archive')) END
+           AS archive_table,
+         upkeep.oldest_value(p.parent, p.control) AS oldest_live
+    FROM upkeep.partition_policies p
+    JOIN pg_class c ON c.oid = p.parent
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+   WHERE p.retention IS NOT NULL
+)
+SELECT r.job_id,
+       r.source::text AS source,
+       'rows'::text AS mode,
+       r.archive,
+       r.cutoff,
+       coalesce(j.rows_moved, 0) AS rows_archived,
+       NULL::bigint AS partitions_archived,
+       r.oldest_live,
+       j.last_run,
+       CASE WHEN NOT r.enabled THEN 'paused'
+            WHEN j.last_run IS NULL THEN 'not run yet'
+            WHEN j.last_status <> 'ok' THEN j.last_status
+            WHEN r.oldest_live < r.cutoff THEN 'behind'
+            ELSE 'ok' END AS status,
+       CASE WHEN r.enabled AND j.last_status <> 'ok' THEN j.last_error
+            WHEN r.enabled AND r.oldest_live < r.cutoff AND j.last_run IS NOT NULL
+              THEN 'Rows older than the cut-off remain: rows the application had locked are taken on a later run, or the next run has not come yet (upkeep.jobs.next_run).'
+       END AS hint
+  FROM rows_policies r
+  LEFT JOIN upkeep.job_state j ON j.job_id = r.job_id
+UNION ALL
+SELECT p.job_id,
+       p.parent::text,
+       p.archive,
+       p.archive_table::text,
+       p.cutoff,
+       NULL::bigint,
+       CASE WHEN p.archive_table IS NOT NULL
+            THEN (SELECT count(*) FROM pg_inherits i WHERE i.inhparent = p.archive_table)
+            ELSE (SELECT count(*) FROM upkeep.job_runs r
+                   WHERE r.job_id = p.job_id AND r.action = 'archive_partition' AND r.status = 'ok') END,
+       p.oldest_live,
+       j.last_run,
+       CASE WHEN NOT p.enabled THEN 'paused'
+            WHEN j.last_run IS NULL THEN 'not run yet'
+            WHEN j.last_status <> 'ok' THEN j.last_status
+            ELSE 'ok' END,
+       CASE WHEN p.enabled AND j.last_status <> 'ok' THEN j.last_error END
+  FROM partition_policies p
+  LEFT JOIN upkeep.job_state j ON j.job_id = p.job_id;
+COMMENT ON VIEW upkeep.archive_status IS
+  'Per archived table: where old data goes, the cut-off, how much has moved, the oldest row still live, the last run and a status (ok, behind, paused, failed, lock_timeout, not run yet) with a hint.';
+COMMENT ON COLUMN upkeep.archive_status.job_id IS 'The job (see upkeep.jobs).';
+COMMENT ON COLUMN upkeep.archive_status.source IS 'The live table.';
+COMMENT ON COLUMN upkeep.archive_status.mode IS 'rows (a plain table''s rows move in batches), or the partition policy''s archive mode.';
+COMMENT ON COLUMN upkeep.archive_status.archive IS 'The archive table; NULL for partition modes that keep no table (schema:, tablespace:, detach, drop).';
+COMMENT ON COLUMN upkeep.archive_status.cutoff IS 'Now minus older_than (rows) or retention (partitions): older data leaves.';
+COMMENT ON COLUMN upkeep.archive_status.rows_archived IS 'Rows moved by this job in all (row archiving).';
+COMMENT ON COLUMN upkeep.archive_status.partitions_archived IS 'Partitions in the archive table, or (other modes) moves in the run log''s history.';
+COMMENT ON COLUMN upkeep.archive_status.oldest_live IS 'The oldest value of the time column still in the live table (a scan unless the column is indexed).';
+COMMENT ON COLUMN upkeep.archive_status.last_run IS 'When the job last ran.';
+COMMENT ON COLUMN upkeep.archive_status.status IS 'ok, behind (old rows remain), paused, failed, lock_timeout or not run yet.';
+COMMENT ON COLUMN upkeep.archive_status.hint IS 'What to look at when the status is not ok.';
+
+CREATE FUNCTION upkeep.manage_archive(source text, time_column text, older_than interval,
+    archive_table text DEFAULT NULL, batch_size integer DEFAULT 10000)
+RETURNS bigint LANGUAGE sql AS $$
+  SELECT upkeep.manage_archive(upkeep.table_named(source), time_column, older_than, archive_table, batch_size)
+$$;
+COMMENT ON FUNCTION upkeep.manage_archive(text, text, interval, text, integer) IS
+  'Same as manage_archive(regclass, ...); a table name that does not resolve gets an ERROR with a HINT.';
+
+CREATE FUNCTION upkeep.unmanage_archive(source text) RETURNS void LANGUAGE sql AS $$
+  SELECT upkeep.unmanage_archive(upkeep.table_named(source))
+$$;
+COMMENT ON FUNCTION upkeep.unmanage_archive(text) IS
+  'Same as unmanage_archive(regclass); a table name that does not resolve gets an ERROR with a HINT.';
+
+CREATE FUNCTION upkeep.archive(source text, dry_run boolean DEFAULT false)
+RETURNS TABLE (job_id bigint, action text, target text, status text, rows_moved bigint, detail text, error text, sql text)
+LANGUAGE sql AS $$
+  SELECT * FROM upkeep.archive(upkeep.table_named(source), dry_run)
+$$;
+COMMENT ON FUNCTION upkeep.archive(text, boolean) IS
+  'Same as archive(regclass, boolean); a table name that does not resolve gets an ERROR with a HINT.';
+COMMENT ON FUNCTION upkeep.manage_archive(regclass, text, interval, text, integer) IS
+  'Registers (or updates) the row archive policy of a plain table: rows whose time_column is older than older_than move into archive_table (default <source>_archive, created LIKE the source) in batches of batch_size, each one atomic statement. Returns the job id; moves nothing by itself.';
+COMMENT ON FUNCTION upkeep.unmanage_archive(regclass) IS
+  'Forgets the row archive policy of a table. Moves and drops nothing.';
+COMMENT ON FUNCTION upkeep.archive(regclass, boolean) IS
+  'Runs the archive moves that are due (of one table, now, when given), in the caller''s transaction; one row per action with the rows moved. dry_run shows the statements without running them.';
+
 -- Column comments for what DBAs and dashboards read.
 COMMENT ON SEQUENCE upkeep.job_runs_run_id_seq IS 'Numbers the rows of upkeep.job_runs.';
 COMMENT ON COLUMN upkeep.job_runs.run_id IS 'Order of the records.';
@@ -132,6 +263,7 @@ COMMENT ON COLUMN upkeep.job_state.last_error IS 'The first error of the last ru
 COMMENT ON COLUMN upkeep.job_state.last_duration IS 'Time its actions took in the last run.';
 COMMENT ON COLUMN upkeep.job_state.consecutive_failures IS 'Failed runs in a row; 0 after a success.';
 COMMENT ON COLUMN upkeep.job_state.next_run IS 'Not before this: its schedule (every) or back-off; NULL: any cycle.';
+COMMENT ON COLUMN upkeep.job_state.rows_moved IS 'Rows an archive job has moved in all, counted in the transaction of each batch.';
 COMMENT ON COLUMN upkeep.unfinished_actions.target IS 'The object the action works on (a partition being moved out).';
 COMMENT ON COLUMN upkeep.unfinished_actions.job_id IS 'The job (see upkeep.jobs).';
 COMMENT ON COLUMN upkeep.unfinished_actions.action IS 'The kind of action, as in upkeep.job_runs.action.';
@@ -143,6 +275,9 @@ COMMENT ON COLUMN upkeep.partition_state.fingerprint IS 'Hash of the policy and 
 COMMENT ON COLUMN upkeep.partition_state.checked_at IS 'When the last full check ran.';
 COMMENT ON COLUMN upkeep.partition_policies.job_id IS 'The job this policy is (see upkeep.jobs).';
 COMMENT ON COLUMN upkeep.partition_policies.created_at IS 'When the policy was registered.';
+COMMENT ON COLUMN upkeep.archive_policies.job_id IS 'The job (see upkeep.jobs).';
+COMMENT ON COLUMN upkeep.archive_policies.created_at IS 'When the policy was registered.';
+COMMENT ON COLUMN upkeep.archive_policies.updated_at IS 'When manage_archive or alter_job last changed it.';
 COMMENT ON COLUMN upkeep.partition_policies.updated_at IS 'When manage_partitions or alter_job last changed it.';
 COMMENT ON COLUMN upkeep.jobs.job_id IS 'Identifies the job in alter_job, pause_job, resume_job, run_job.';
 COMMENT ON COLUMN upkeep.jobs.kind IS 'What the job maintains: partitions.';

@@ -9,6 +9,7 @@ use std::fmt;
 pub enum ActionKind {
     CreatePartition,
     ArchivePartition,
+    ArchiveRows,
 }
 
 impl ActionKind {
@@ -16,7 +17,7 @@ impl ActionKind {
     /// data) run in `pg_upkeep worker` processes, so that the scheduler's
     /// quick ones, like creating partitions, never wait behind them.
     pub fn is_long(self) -> bool {
-        matches!(self, ActionKind::ArchivePartition)
+        matches!(self, ActionKind::ArchivePartition | ActionKind::ArchiveRows)
     }
 }
 
@@ -25,6 +26,7 @@ impl fmt::Display for ActionKind {
         f.write_str(match self {
             ActionKind::CreatePartition => "create_partition",
             ActionKind::ArchivePartition => "archive_partition",
+            ActionKind::ArchiveRows => "archive_rows",
         })
     }
 }
@@ -33,25 +35,47 @@ impl fmt::Display for ActionKind {
 /// statement processed is reported in the run log under that label. A
 /// `top_level` statement cannot run inside a transaction block (the
 /// CONCURRENTLY forms): only a worker process runs it, between the
-/// transactions of the steps before and after it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// transactions of the steps before and after it. `args` are the values
+/// of its parameters `$1, $2, ...`, passed as text. A statement with
+/// `repeat` is a batch: it runs again as long as it processes that many
+/// rows (a worker commits after each batch).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Step {
     pub sql: String,
     pub counts: Option<&'static str>,
     pub top_level: bool,
+    pub args: Vec<String>,
+    pub repeat: Option<i64>,
 }
 
 impl Step {
     pub fn new(sql: String) -> Self {
-        Step { sql, counts: None, top_level: false }
+        Step { sql, ..Step::default() }
     }
 
     pub fn counting(sql: String, label: &'static str) -> Self {
-        Step { sql, counts: Some(label), top_level: false }
+        Step { sql, counts: Some(label), ..Step::default() }
     }
 
     pub fn top_level(sql: String) -> Self {
-        Step { sql, counts: None, top_level: true }
+        Step { sql, top_level: true, ..Step::default() }
+    }
+
+    /// A batch statement taking `args`, repeated while it processes `limit` rows.
+    pub fn batches(sql: String, args: Vec<String>, label: &'static str, limit: i64) -> Self {
+        Step { sql, counts: Some(label), args, repeat: Some(limit), ..Step::default() }
+    }
+
+    /// The statement as a script shows it: with its parameter values.
+    fn shown(&self) -> String {
+        let args = self.args.iter().enumerate().map(|(i, a)| format!("${} = {a}", i + 1)).collect::<Vec<_>>();
+        let repeat = self.repeat.map(|n| format!("repeated while a batch moves {n} rows")).into_iter();
+        let notes: Vec<String> = args.into_iter().chain(repeat).collect();
+        if notes.is_empty() {
+            format!("{};", self.sql)
+        } else {
+            format!("{}; -- {}", self.sql, notes.join(", "))
+        }
     }
 }
 
@@ -72,7 +96,7 @@ impl Action {
     /// The whole action as one SQL script (what a dry run shows).
     pub fn script(&self) -> String {
         std::iter::once(format!("-- as role {} (the table's owner)", crate::sql::ident(&self.run_as)))
-            .chain(self.steps.iter().map(|s| format!("{};", s.sql)))
+            .chain(self.steps.iter().map(Step::shown))
             .collect::<Vec<_>>()
             .join("\n")
     }

@@ -42,6 +42,12 @@ pub struct Outcome {
     pub error: Option<String>,
     pub sql: String,
     pub seconds: f64,
+    /// Rows its counting statements processed, if it has any.
+    pub rows: Option<i64>,
+    /// Nothing happened: it succeeded, and every statement it has counts
+    /// rows and counted none (an archive run with nothing old enough).
+    /// Returned to the caller, not recorded in the run log.
+    pub idle: bool,
 }
 
 /// Why an action failed: the SQLSTATE tells a lock timeout from the rest.
@@ -149,24 +155,30 @@ impl Drop for AsRole {
     }
 }
 
-/// Runs statements of one action, as the role it names; returns what it
+/// What an action's counting statements processed: (label, rows), in order.
+type Counts = Vec<(&'static str, i64)>;
+
+/// Runs statements of one action, as the role it names; returns what they
 /// counted. A long action first waits (under lock_timeout) for the job's
 /// lock, which a worker process busy with the same job holds, and clears
 /// the job's unfinished record of the target, which commits or rolls back
-/// with the statements. Statements whose row counts nobody reads go to the
-/// server as one batch, which saves a round of parsing per statement.
-fn act(action: &Action, steps: &[Step]) -> Result<String, Failure> {
-    in_subtransaction(|| {
+/// with the statements. Rows moved by batch statements are added to the
+/// job's total in the same transaction. Statements without parameters
+/// whose row counts nobody reads go to the server as one batch, which
+/// saves a round of parsing per statement.
+fn act(action: &Action, steps: &[Step]) -> Result<Counts, Failure> {
+    let (counts, moved) = in_subtransaction(|| {
         if action.kind.is_long() {
             jobs::wait_for_job(action.job_id)?;
             unfinished::forget(&action.target)?;
         }
         let _owner = AsRole::enter(&action.run_as)?;
         Spi::connect_mut(|client| {
-            let mut counted = Vec::new();
+            let mut counts = Vec::new();
+            let mut moved = 0;
             let mut batch = String::new();
             for step in steps {
-                if step.counts.is_none() {
+                if step.counts.is_none() && step.args.is_empty() {
                     batch.push_str(&step.sql);
                     batch.push_str(";\n");
                     continue;
@@ -174,15 +186,32 @@ fn act(action: &Action, steps: &[Step]) -> Result<String, Failure> {
                 if !batch.is_empty() {
                     client.update(std::mem::take(&mut batch).as_str(), None, &[]).map_err(|e| e.to_string())?;
                 }
-                let result = client.update(step.sql.as_str(), None, &[]).map_err(|e| e.to_string())?;
-                counted.push(format!("{} {}", result.len(), step.counts.unwrap_or_default()));
+                let args: Vec<pgrx::datum::DatumWithOid> = step.args.iter().map(|a| a.as_str().into()).collect();
+                let mut total = 0;
+                loop {
+                    let n = client.update(step.sql.as_str(), None, &args).map_err(|e| e.to_string())?.len() as i64;
+                    total += n;
+                    if step.repeat.is_none_or(|limit| n < limit) {
+                        break;
+                    }
+                }
+                if let Some(label) = step.counts {
+                    counts.push((label, total));
+                }
+                if step.repeat.is_some() {
+                    moved += total;
+                }
             }
             if !batch.is_empty() {
                 client.update(batch.as_str(), None, &[]).map_err(|e| e.to_string())?;
             }
-            Ok(counted.join(", "))
+            Ok((counts, moved))
         })
-    })
+    })?;
+    if moved > 0 {
+        in_subtransaction(|| jobs::add_rows_moved(action.job_id, moved))?;
+    }
+    Ok(counts)
 }
 
 /// Sets `lock_timeout` to `upkeep.lock_timeout` for the actions (as SET
@@ -229,10 +258,17 @@ impl Drop for LockTimeout {
     }
 }
 
-fn outcome(action: &Action, result: Result<String, Failure>, started: Instant, dry_run: bool) -> Outcome {
+fn outcome(action: &Action, result: Result<Counts, Failure>, started: Instant, dry_run: bool) -> Outcome {
+    let rows = match &result {
+        Ok(counts) if !counts.is_empty() => Some(counts.iter().map(|c| c.1).sum::<i64>()),
+        _ => None,
+    };
+    let idle = rows == Some(0) && action.steps.iter().all(|s| s.counts.is_some());
     let (status, counted, error) = match result {
         Ok(_) if dry_run => (Status::DryRun, String::new(), None),
-        Ok(counted) => (Status::Ok, counted, None),
+        Ok(counts) => {
+            (Status::Ok, counts.iter().map(|(label, n)| format!("{n} {label}")).collect::<Vec<_>>().join(", "), None)
+        }
         Err(f) => (f.status, String::new(), Some(f.message)),
     };
     let detail = if counted.is_empty() { action.detail.clone() } else { format!("{}; {counted}", action.detail) };
@@ -245,6 +281,8 @@ fn outcome(action: &Action, result: Result<String, Failure>, started: Instant, d
         error,
         sql: action.script(),
         seconds: started.elapsed().as_secs_f64(),
+        rows,
+        idle,
     }
 }
 
@@ -256,7 +294,7 @@ pub fn execute(actions: Vec<Action>, dry_run: bool) -> Vec<Outcome> {
         .into_iter()
         .map(|action| {
             let started = Instant::now();
-            let result = if dry_run { Ok(String::new()) } else { act(&action, &action.steps) };
+            let result = if dry_run { Ok(Counts::new()) } else { act(&action, &action.steps) };
             outcome(&action, result, started, dry_run)
         })
         .collect();
@@ -294,6 +332,41 @@ pub fn execute_with_top_level(action: Action) -> Outcome {
     done
 }
 
+/// Runs, in a worker process with no transaction open, an action whose
+/// last step is a batch statement: the steps before it with the first
+/// batch, then each further batch in a transaction of its own, until a
+/// batch moves fewer rows than its limit or fails (what was committed
+/// stays). Recorded like any action, with the rows of all batches.
+pub fn execute_in_batches(action: Action) -> Outcome {
+    let started = Instant::now();
+    let last = action.steps.len() - 1;
+    let limit = action.steps[last].repeat.expect("an action ending in a batch statement");
+    let label = action.steps[last].counts.unwrap_or_default();
+    let once = Step { repeat: None, ..action.steps[last].clone() };
+    let mut steps: Vec<Step> = action.steps[..last].iter().cloned().chain(std::iter::once(once.clone())).collect();
+    let mut total = 0;
+    let result = loop {
+        let batch = BackgroundWorker::transaction(|| {
+            let _timeout = LockTimeout::set();
+            act(&action, &steps)
+        });
+        match batch {
+            Ok(counts) => {
+                let n = counts.last().map_or(0, |c| c.1);
+                total += n;
+                if n < limit {
+                    break Ok(vec![(label, total)]);
+                }
+                steps = vec![once.clone()];
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    let done = outcome(&action, result, started, false);
+    BackgroundWorker::transaction(|| jobs::record(std::slice::from_ref(&done)));
+    done
+}
+
 /// Policies that could not be planned, as (job, action, target, message):
 /// reported like failed actions, and recorded unless this is a dry run.
 pub fn report_problems(problems: Vec<(i64, &str, String, String)>, dry_run: bool) -> Vec<Outcome> {
@@ -308,6 +381,8 @@ pub fn report_problems(problems: Vec<(i64, &str, String, String)>, dry_run: bool
             error: Some(message),
             sql: String::new(),
             seconds: 0.0,
+            rows: None,
+            idle: false,
         })
         .collect();
     if !dry_run {

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Partitions = 1,
+    Archive = 2,
 }
 
 /// Wait before retrying a job that failed `failures` times in a row:
@@ -129,6 +130,9 @@ impl Runner {
                     if a.steps.iter().any(|s| s.top_level) {
                         return crate::executor::execute_with_top_level(a);
                     }
+                    if a.steps.last().is_some_and(|s| s.repeat.is_some()) {
+                        return crate::executor::execute_in_batches(a);
+                    }
                     let mut done = self.step(|| crate::executor::execute(vec![a], dry_run));
                     done.pop().expect("one outcome per action")
                 })
@@ -142,6 +146,29 @@ fn report_activity(what: &str) {
     let text = std::ffi::CString::new(what.replace('\0', "")).unwrap_or_default();
     // SAFETY: copies the text into this backend's status entry.
     unsafe { pg_sys::pgstat_report_activity(pg_sys::BackendState::STATE_RUNNING, text.as_ptr()) };
+}
+
+/// Maintenance changes tables, which a hot standby cannot: an ERROR that
+/// says so (a dry run still shows what the primary would do).
+pub fn refuse_on_standby(dry_run: bool) {
+    // SAFETY: reads the backend's recovery state.
+    if !dry_run && unsafe { pg_sys::RecoveryInProgress() } {
+        bad_input(
+            PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            "pg_upkeep cannot maintain tables on a hot standby",
+            "Run it on the primary. On a standby the background workers wait until it is promoted.",
+        );
+    }
+}
+
+/// Adds rows an archive job moved to its total (`upkeep.job_state.rows_moved`).
+pub fn add_rows_moved(job_id: i64, rows: i64) -> Result<(), String> {
+    Spi::run_with_args(
+        "INSERT INTO upkeep.job_state AS j (job_id, rows_moved) VALUES ($1, $2) \
+         ON CONFLICT (job_id) DO UPDATE SET rows_moved = j.rows_moved + EXCLUDED.rows_moved",
+        &[job_id.into(), rows.into()],
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// Deletes run records older than `upkeep.history_retention`.
@@ -160,12 +187,14 @@ const RECORD_SQL: &str = "INSERT INTO upkeep.job_runs \
       FROM unnest($1::int8[], $2::text[], $3::text[], $4::float8[], $5::text[], $6::text[], $7::text[], $8::text[]) \
            AS o(job_id, action, target, secs, status, detail, error, sql)";
 
-/// Appends outcomes to `upkeep.job_runs`, in one statement.
+/// Appends outcomes to `upkeep.job_runs`, in one statement; idle ones
+/// (nothing happened) are left out.
 pub fn record(outcomes: &[Outcome]) {
+    let outcomes: Vec<&Outcome> = outcomes.iter().filter(|o| !o.idle).collect();
     if outcomes.is_empty() {
         return;
     }
-    let col = |f: fn(&Outcome) -> String| outcomes.iter().map(f).collect::<Vec<String>>();
+    let col = |f: fn(&Outcome) -> String| outcomes.iter().map(|o| f(o)).collect::<Vec<String>>();
     Spi::run_with_args(
         RECORD_SQL,
         &[
@@ -222,7 +251,8 @@ pub fn record_job_runs(jobs: &[i64], outcomes: &[Outcome]) {
                 coalesce(now() + make_interval(secs => r.retry_in), now() + p.every) \
            FROM unnest($1::int8[], $2::text[], $3::text[], $4::float8[], $5::int4[], $6::int8[]) \
                 AS r(job_id, status, error, secs, failed, retry_in) \
-           LEFT JOIN upkeep.partition_policies p ON p.job_id = r.job_id \
+           LEFT JOIN (SELECT job_id, every FROM upkeep.partition_policies \
+                      UNION ALL SELECT job_id, every FROM upkeep.archive_policies) p ON p.job_id = r.job_id \
          ON CONFLICT (job_id) DO UPDATE SET last_run = EXCLUDED.last_run, last_status = EXCLUDED.last_status, \
             last_error = EXCLUDED.last_error, last_duration = EXCLUDED.last_duration, \
             consecutive_failures = EXCLUDED.consecutive_failures, next_run = EXCLUDED.next_run",
@@ -239,9 +269,27 @@ pub fn forget(job_id: i64) {
     crate::unfinished::forget_job(job_id);
 }
 
-/// The job's id, after checking that the job exists and that the caller
-/// owns the table it serves.
-fn owned_job(job_id: Option<i64>) -> i64 {
+/// Each kind's policy table, with the table a job serves and its schedule.
+const POLICIES: &str = "(SELECT job_id, parent AS served, every, 1 AS kind FROM upkeep.partition_policies \
+     UNION ALL SELECT job_id, source, every, 2 FROM upkeep.archive_policies)";
+
+/// The kind of a job and the table it serves, if the job exists.
+pub fn kind_and_target(job_id: i64) -> Option<(Kind, String)> {
+    let row = Spi::get_two_with_args::<i32, String>(
+        &format!("SELECT kind, served::text FROM {POLICIES} p WHERE job_id = $1"),
+        &[job_id.into()],
+    );
+    match row {
+        Ok((Some(kind), Some(target))) => {
+            Some((if kind == Kind::Archive as i32 { Kind::Archive } else { Kind::Partitions }, target))
+        }
+        _ => None,
+    }
+}
+
+/// The job's id and kind, after checking that the job exists and that the
+/// caller owns the table it serves.
+fn owned_job(job_id: Option<i64>) -> (i64, Kind) {
     let Some(job_id) = job_id else {
         bad_input(
             PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
@@ -249,27 +297,25 @@ fn owned_job(job_id: Option<i64>) -> i64 {
             "Pass a job_id from SELECT job_id, kind, target FROM upkeep.jobs;",
         );
     };
-    let parent = Spi::get_one_with_args::<pg_sys::Oid>(
-        "SELECT parent::oid FROM upkeep.partition_policies WHERE job_id = $1",
+    let served = Spi::get_one_with_args::<pg_sys::Oid>(
+        &format!("SELECT served::oid FROM {POLICIES} p WHERE job_id = $1"),
         &[job_id.into()],
-    )
-    .ok()
-    .flatten();
-    let Some(parent) = parent else {
+    );
+    let (Ok(Some(served)), Some((kind, _))) = (served, kind_and_target(job_id)) else {
         invalid(
             format!("job {job_id} does not exist"),
             "See SELECT job_id, kind, target FROM upkeep.jobs; for the jobs.",
         );
     };
-    require_owner(Some(RegClass(parent)), "the job's table");
-    job_id
+    require_owner(Some(RegClass(served)), "the job's table");
+    (job_id, kind)
 }
 
 /// Changes a job's schedule or enables/disables it; NULL keeps a setting.
 #[pg_extern(volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn alter_job(job_id: Option<i64>, every: default!(Option<Interval>, "NULL"), enabled: default!(Option<bool>, "NULL")) {
-    let job_id = owned_job(job_id);
+    let (job_id, kind) = owned_job(job_id);
     if let Some(e) = every {
         let positive = Spi::get_one_with_args::<bool>("SELECT $1 > interval '0'", &[e.into()]).ok().flatten();
         if positive != Some(true) {
@@ -279,16 +325,24 @@ fn alter_job(job_id: Option<i64>, every: default!(Option<Interval>, "NULL"), ena
             );
         }
     }
+    let table = match kind {
+        Kind::Partitions => "upkeep.partition_policies",
+        Kind::Archive => "upkeep.archive_policies",
+    };
     Spi::run_with_args(
-        "UPDATE upkeep.partition_policies SET every = coalesce($2, every), enabled = coalesce($3, enabled), \
-                updated_at = now() WHERE job_id = $1",
+        &format!(
+            "UPDATE {table} SET every = coalesce($2, every), enabled = coalesce($3, enabled), \
+                    updated_at = now() WHERE job_id = $1"
+        ),
         &[job_id.into(), every.into(), enabled.into()],
     )
     .unwrap_or_else(|e| error!("could not alter job {job_id}: {e}"));
     // A new schedule counts from the last run; a back-off stays as it is.
     Spi::run_with_args(
-        "UPDATE upkeep.job_state j SET next_run = j.last_run + p.every \
-           FROM upkeep.partition_policies p WHERE p.job_id = j.job_id AND j.job_id = $1 AND j.consecutive_failures = 0",
+        &format!(
+            "UPDATE upkeep.job_state j SET next_run = j.last_run + p.every \
+               FROM {POLICIES} p WHERE p.job_id = j.job_id AND j.job_id = $1 AND j.consecutive_failures = 0"
+        ),
         &[job_id.into()],
     )
     .unwrap_or_else(|e| error!("could not reschedule job {job_id}: {e}"));
@@ -328,8 +382,13 @@ fn run_job(
         name!(sql, Option<String>),
     ),
 > {
-    let job_id = owned_job(job_id);
-    crate::partitions::action_rows(crate::partitions::maintain(Runner::Caller, Selection::Job(job_id), false))
+    let outcomes = match owned_job(job_id) {
+        (job_id, Kind::Partitions) => crate::partitions::maintain(Runner::Caller, Selection::Job(job_id), false),
+        (job_id, Kind::Archive) => {
+            crate::archive::maintain(Runner::Caller, crate::archive::facts::Scope::Job(job_id), false)
+        }
+    };
+    crate::partitions::action_rows(outcomes)
 }
 
 /// Everything that is due, in the caller's transaction: what pg_cron calls.
@@ -350,7 +409,9 @@ fn run_maintenance(
         name!(sql, Option<String>),
     ),
 > {
-    crate::partitions::action_rows(crate::partitions::maintain(Runner::Caller, Selection::Due, dry_run))
+    let mut outcomes = crate::partitions::maintain(Runner::Caller, Selection::Due, dry_run);
+    outcomes.extend(crate::archive::maintain(Runner::Caller, crate::archive::facts::Scope::Due, dry_run));
+    crate::partitions::action_rows(outcomes)
 }
 
 #[cfg(test)]

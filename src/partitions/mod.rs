@@ -97,14 +97,7 @@ pub enum Selection {
 /// instead of racing it to create them. Only policies that are due or have
 /// changed since their last check are read in full.
 pub fn maintain(runner: Runner, selection: Selection, dry_run: bool) -> Vec<Outcome> {
-    // SAFETY: reads the backend's recovery state.
-    if !dry_run && unsafe { pg_sys::RecoveryInProgress() } {
-        bad_input(
-            PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
-            "pg_upkeep cannot maintain tables on a hot standby",
-            "Run it on the primary. On a standby the background workers wait until it is promoted.",
-        );
-    }
+    crate::jobs::refuse_on_standby(dry_run);
     let loaded = runner.step(|| {
         if !dry_run {
             runner.exclude_others(Kind::Partitions);
@@ -190,7 +183,7 @@ pub fn action_rows(outcomes: Vec<Outcome>) -> ActionRows {
     }))
 }
 
-fn managed_job(oid: pg_sys::Oid) -> Option<i64> {
+pub fn managed_job(oid: pg_sys::Oid) -> Option<i64> {
     Spi::get_one_with_args::<i64>("SELECT job_id FROM upkeep.partition_policies WHERE parent::oid = $1", &[oid.into()])
         .ok()
         .flatten()

@@ -161,5 +161,6 @@ pub extern "C-unwind" fn pg_upkeep_scheduler_main(_arg: pg_sys::Datum) {
         return;
     }
     crate::partitions::maintain(Runner::Scheduler, crate::partitions::Selection::Due, false);
+    crate::archive::maintain(Runner::Scheduler, crate::archive::facts::Scope::Due, false);
     BackgroundWorker::transaction(crate::jobs::prune_history);
 }

@@ -10,7 +10,7 @@
 //! on ERROR or FATAL, or by SIGTERM). A worker killed with SIGKILL makes
 //! the postmaster reinitialise shared memory, which empties the slots.
 
-use crate::jobs::Runner;
+use crate::jobs::{Kind, Runner};
 use crate::partitions::Selection;
 use crate::settings;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder};
@@ -146,15 +146,9 @@ pub extern "C-unwind" fn pg_upkeep_worker_main(arg: pg_sys::Datum) {
             .flatten()
             .unwrap_or(false);
         if !installed {
-            return false;
+            return None;
         }
-        let target = Spi::get_one_with_args::<String>(
-            "SELECT parent::text FROM upkeep.partition_policies WHERE job_id = $1",
-            &[job.into()],
-        )
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+        let (kind, target) = crate::jobs::kind_and_target(job)?;
         // Shows in pg_stat_activity which job this process does; the
         // top-level statements run outside any transaction, so the
         // lock_timeout for them is set for the session.
@@ -166,9 +160,13 @@ pub extern "C-unwind" fn pg_upkeep_worker_main(arg: pg_sys::Datum) {
             ],
         )
         .ok();
-        crate::jobs::try_claim_job(job)
+        crate::jobs::try_claim_job(job).then_some(kind)
     });
-    if claimed {
-        crate::partitions::maintain(Runner::Worker, Selection::Job(job), false);
+    match claimed {
+        Some(Kind::Partitions) => drop(crate::partitions::maintain(Runner::Worker, Selection::Job(job), false)),
+        Some(Kind::Archive) => {
+            drop(crate::archive::maintain(Runner::Worker, crate::archive::facts::Scope::Job(job), false))
+        }
+        None => {}
     }
 }

@@ -1,0 +1,109 @@
+//! The catalog reads of row archiving: the policies and what their tables
+//! look like, in two statements whatever the number of policies.
+
+use super::rows::{Column, RowFacts};
+use crate::sql::QualifiedName;
+use pgrx::spi::SpiClient;
+
+/// Which row archive policies to read.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope {
+    /// One policy, by job.
+    Job(i64),
+    /// Enabled policies whose schedule or back-off lets them run now.
+    Due,
+}
+
+const POLICIES_SQL: &str = "\
+SELECT a.job_id, a.source::oid::int8 AS oid, c.oid IS NOT NULL AS exists, \
+       coalesce(n.nspname::text, '') AS schema, coalesce(c.relname::text, a.source::text) AS name, \
+       coalesce(c.relkind::text, '') AS relkind, coalesce(pg_get_userbyid(c.relowner)::text, '') AS owner, \
+       a.time_column, \
+       (SELECT format_type(t.atttypid, NULL) FROM pg_attribute t \
+         WHERE t.attrelid = c.oid AND t.attname = a.time_column AND t.attnum > 0 AND NOT t.attisdropped) AS time_type, \
+       (now() - a.older_than)::text AS cutoff, a.batch_size::int8 AS batch_size, \
+       CASE WHEN a.archive_table IS NOT NULL THEN parse_ident(a.archive_table) END AS archive, \
+       EXISTS (SELECT 1 FROM pg_constraint f WHERE f.confrelid = c.oid AND f.contype = 'f' \
+                  AND f.confdeltype IN ('c', 'n', 'd')) AS cascading_references \
+  FROM upkeep.archive_policies a \
+  LEFT JOIN pg_class c ON c.oid = a.source \
+  LEFT JOIN pg_namespace n ON n.oid = c.relnamespace \
+  LEFT JOIN upkeep.job_state j ON j.job_id = a.job_id \
+ WHERE CASE WHEN $1::int8 IS NOT NULL THEN a.job_id = $1 \
+            ELSE a.enabled AND (j.next_run IS NULL OR j.next_run <= now()) END \
+ ORDER BY a.job_id";
+
+/// Columns of the named relations (schema, name), in order; none for a
+/// relation that does not exist. `relkind` comes with every column row.
+const COLUMNS_SQL: &str = "\
+SELECT w.i, c.relkind::text, a.attname::text, format_type(a.atttypid, a.atttypmod), \
+       a.attgenerated <> '', a.attnotnull, a.atthasdef OR a.attidentity <> '' \
+  FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS w(s, n, i) \
+  JOIN pg_namespace ns ON ns.nspname = w.s \
+  JOIN pg_class c ON c.relnamespace = ns.oid AND c.relname = w.n \
+  LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+ ORDER BY w.i, a.attnum";
+
+fn err(e: pgrx::spi::SpiError) -> String {
+    e.to_string()
+}
+
+/// The policies in scope with their tables' facts.
+pub fn load(client: &SpiClient<'_>, scope: Scope) -> Result<Vec<RowFacts>, String> {
+    let job = match scope {
+        Scope::Job(id) => Some(id),
+        Scope::Due => None,
+    };
+    let mut out = Vec::new();
+    for row in client.select(POLICIES_SQL, None, &[job.into()]).map_err(err)? {
+        let text = |c: &str| row.get_by_name::<String, _>(c).map_err(err).map(Option::unwrap_or_default);
+        let archive = row.get_by_name::<Vec<String>, _>("archive").map_err(err)?.map(|parts| match parts.as_slice() {
+            [schema, name] => QualifiedName::new(schema.clone(), name.clone()),
+            [name] => QualifiedName::new(String::new(), name.clone()),
+            _ => QualifiedName::new(String::new(), parts.join(".")),
+        });
+        out.push(RowFacts {
+            job_id: row.get_by_name::<i64, _>("job_id").map_err(err)?.unwrap_or_default(),
+            source: QualifiedName::new(text("schema")?, text("name")?),
+            exists: row.get_by_name::<bool, _>("exists").map_err(err)?.unwrap_or(false),
+            relkind: text("relkind")?,
+            owner: text("owner")?,
+            time_column: text("time_column")?,
+            time_type: row.get_by_name::<String, _>("time_type").map_err(err)?,
+            cutoff: text("cutoff")?,
+            batch_size: row.get_by_name::<i64, _>("batch_size").map_err(err)?.unwrap_or(1),
+            archive,
+            cascading_references: row.get_by_name::<bool, _>("cascading_references").map_err(err)?.unwrap_or(false),
+            columns: Vec::new(),
+            archive_relkind: None,
+            archive_columns: Vec::new(),
+        });
+    }
+    if out.is_empty() {
+        return Ok(out);
+    }
+    // Each policy's source and archive, as (schema, name) pairs.
+    let names: Vec<QualifiedName> = out.iter().flat_map(|f| [f.source.clone(), f.archive_table()]).collect();
+    let schemas: Vec<String> = names.iter().map(|q| q.schema.clone()).collect();
+    let rels: Vec<String> = names.iter().map(|q| q.name.clone()).collect();
+    for row in client.select(COLUMNS_SQL, None, &[schemas.into(), rels.into()]).map_err(err)? {
+        let i = row.get::<i64>(1).map_err(err)?.unwrap_or_default() as usize - 1;
+        let f = &mut out[i / 2];
+        let relkind = row.get::<String>(2).map_err(err)?.unwrap_or_default();
+        let Some(name) = row.get::<String>(3).map_err(err)? else { continue };
+        let column = Column {
+            name,
+            type_name: row.get::<String>(4).map_err(err)?.unwrap_or_default(),
+            generated: row.get::<bool>(5).map_err(err)?.unwrap_or(false),
+            not_null: row.get::<bool>(6).map_err(err)?.unwrap_or(false),
+            has_default: row.get::<bool>(7).map_err(err)?.unwrap_or(false),
+        };
+        if i.is_multiple_of(2) {
+            f.columns.push(column);
+        } else {
+            f.archive_relkind = Some(relkind);
+            f.archive_columns.push(column);
+        }
+    }
+    Ok(out)
+}

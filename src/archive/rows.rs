@@ -1,0 +1,331 @@
+//! Row archiving for plain tables: what a policy needs, whether it still
+//! fits its tables, and the statements that move old rows. Pure Rust.
+//!
+//! Each batch is one statement: a DELETE of up to `batch_size` old rows
+//! (locked with SKIP LOCKED, so rows an application holds are left for a
+//! later run) whose RETURNING list feeds the INSERT into the archive. The
+//! rows inserted are exactly the rows deleted, whatever commits in between;
+//! the statement is atomic, so a crash loses or doubles nothing.
+
+use crate::actions::{Action, ActionKind, Step};
+use crate::partitions::plan::shortened_name;
+use crate::sql::{ident, QualifiedName};
+
+/// One column of the source or the archive table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    pub name: String,
+    /// As format_type() prints it.
+    pub type_name: String,
+    pub generated: bool,
+    pub not_null: bool,
+    pub has_default: bool,
+}
+
+/// A row archive policy with what its tables look like now.
+#[derive(Debug, Clone)]
+pub struct RowFacts {
+    pub job_id: i64,
+    pub source: QualifiedName,
+    /// Whether the source still exists; `relkind` is its pg_class.relkind.
+    pub exists: bool,
+    pub relkind: String,
+    pub owner: String,
+    pub time_column: String,
+    /// The time column's type, None when the column is gone.
+    pub time_type: Option<String>,
+    /// `now() - older_than` as timestamptz text, read with the facts.
+    pub cutoff: String,
+    pub batch_size: i64,
+    /// The archive table as registered; None: `<source>_archive` beside it.
+    pub archive: Option<QualifiedName>,
+    /// Whether foreign keys that cascade, or set NULL or a default, on
+    /// DELETE point at the source: deleting its rows would change others.
+    pub cascading_references: bool,
+    pub columns: Vec<Column>,
+    /// The archive table's relkind and columns, None when it does not exist.
+    pub archive_relkind: Option<String>,
+    pub archive_columns: Vec<Column>,
+}
+
+/// Why a policy cannot run, with what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub message: String,
+    pub hint: String,
+}
+
+fn problem(message: String, hint: impl Into<String>) -> Problem {
+    Problem { message, hint: hint.into() }
+}
+
+pub const TIME_TYPES: [&str; 3] = ["date", "timestamp without time zone", "timestamp with time zone"];
+
+impl RowFacts {
+    /// Where the rows go.
+    pub fn archive_table(&self) -> QualifiedName {
+        self.archive.clone().unwrap_or_else(|| {
+            QualifiedName::new(self.source.schema.clone(), shortened_name(&self.source.name, "archive"))
+        })
+    }
+
+    /// The archive's column of that name.
+    fn archive_column(&self, name: &str) -> Option<&Column> {
+        self.archive_columns.iter().find(|c| c.name == name)
+    }
+
+    /// Source columns the archive lacks (added to the archive before rows
+    /// move; at registration an existing archive lacking them is refused).
+    pub fn missing_in_archive(&self) -> Vec<&Column> {
+        if self.archive_relkind.is_none() {
+            return Vec::new();
+        }
+        self.columns.iter().filter(|c| self.archive_column(&c.name).is_none()).collect()
+    }
+
+    /// The rules every run applies, in one place: the source is a plain
+    /// table with that time column, the archive is another table whose
+    /// columns can take the source's rows.
+    pub fn validate(&self) -> Result<(), Problem> {
+        let source = self.source.to_string();
+        if !self.exists {
+            return Err(problem(
+                format!("table {source} of archive job {} does not exist", self.job_id),
+                "It was dropped or renamed: SELECT upkeep.unmanage_archive(...) the old entry, and manage the table again.",
+            ));
+        }
+        match self.relkind.as_str() {
+            "r" => {}
+            "p" => {
+                return Err(problem(
+                    format!("{source} is partitioned; pg_upkeep archives its partitions, not its rows"),
+                    "Use upkeep.manage_partitions(..., retention => ...) for partitioned tables: whole partitions leave, which costs no row moves.",
+                ))
+            }
+            _ => {
+                return Err(problem(
+                    format!("{source} is not a table"),
+                    "Row archiving moves rows of plain tables: give a table (see \\dt).",
+                ))
+            }
+        }
+        let Some(time_type) = &self.time_type else {
+            return Err(problem(
+                format!("column \"{}\" of {source} does not exist", self.time_column),
+                "Name the date, timestamp or timestamptz column whose age decides what is archived (see \\d of the table).",
+            ));
+        };
+        if !TIME_TYPES.contains(&time_type.as_str()) {
+            return Err(problem(
+                format!("column \"{}\" of {source} is {time_type}, not a date or time", self.time_column),
+                "Row archiving needs a date, timestamp or timestamptz column to tell old rows from new ones.",
+            ));
+        }
+        let archive = self.archive_table();
+        if archive == self.source {
+            return Err(problem(
+                format!("{source} cannot be its own archive"),
+                "Leave archive_table NULL for <table>_archive, or name another table.",
+            ));
+        }
+        if self.cascading_references {
+            return Err(problem(
+                format!("foreign keys with ON DELETE CASCADE, SET NULL or SET DEFAULT point at {source}"),
+                "Moving rows out would change the referencing tables too. Archive those first, or change the foreign keys to NO ACTION/RESTRICT.",
+            ));
+        }
+        match self.archive_relkind.as_deref() {
+            None | Some("r") | Some("p") => {}
+            Some(_) => {
+                return Err(problem(
+                    format!("archive {archive} is not a table"),
+                    "Name a table, or a name that does not exist yet (it is then created LIKE the source).",
+                ))
+            }
+        }
+        for c in &self.columns {
+            if let Some(a) = self.archive_column(&c.name) {
+                if a.type_name != c.type_name {
+                    return Err(problem(
+                        format!(
+                            "column \"{}\" is {} in {source} but {} in archive {archive}",
+                            c.name, c.type_name, a.type_name
+                        ),
+                        format!(
+                            "Make the types match: ALTER TABLE {} ALTER COLUMN {} TYPE {};",
+                            archive.quoted(),
+                            ident(&c.name),
+                            c.type_name
+                        ),
+                    ));
+                }
+            }
+        }
+        for a in &self.archive_columns {
+            if a.not_null && !a.has_default && !a.generated && !self.columns.iter().any(|c| c.name == a.name) {
+                return Err(problem(
+                    format!("archive {archive} has a NOT NULL column \"{}\" that {source} lacks", a.name),
+                    format!(
+                        "Rows from {source} would have no value for it: ALTER TABLE {} ALTER COLUMN {} DROP NOT NULL;",
+                        archive.quoted(),
+                        ident(&a.name)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The batch statement: moves up to $2 rows older than $1 (a timestamptz).
+/// Columns the archive generates itself are left to it.
+pub fn batch_sql(f: &RowFacts) -> String {
+    let source = f.source.quoted();
+    let archive = f.archive_table().quoted();
+    // The archive generates a column itself where it has it as generated,
+    // and when it is still to be created LIKE the source.
+    let generated_there = |c: &Column| match f.archive_relkind {
+        None => c.generated,
+        Some(_) => f.archive_column(&c.name).is_some_and(|a| a.generated),
+    };
+    let cols = f.columns.iter().filter(|c| !generated_there(c)).map(|c| ident(&c.name)).collect::<Vec<_>>().join(", ");
+    format!(
+        "WITH moved AS (DELETE FROM ONLY {source} WHERE ctid = ANY (ARRAY(\
+         SELECT ctid FROM ONLY {source} WHERE {} < $1::timestamptz LIMIT $2::int FOR UPDATE SKIP LOCKED)) \
+         RETURNING {cols}) \
+         INSERT INTO {archive} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM moved",
+        ident(&f.time_column)
+    )
+}
+
+/// The action that archives a policy's old rows: create the archive when
+/// missing (LIKE the source INCLUDING ALL, so as the owner it belongs to
+/// the owner), add columns the source gained since, then the batches.
+pub fn plan(f: &RowFacts) -> Action {
+    let source = f.source.quoted();
+    let archive = f.archive_table();
+    let mut steps = Vec::new();
+    if f.archive_relkind.is_none() {
+        steps.push(Step::new(format!("CREATE TABLE {} (LIKE {source} INCLUDING ALL)", archive.quoted())));
+    }
+    for c in f.missing_in_archive() {
+        steps.push(Step::new(format!(
+            "ALTER TABLE {} ADD COLUMN {} {}",
+            archive.quoted(),
+            ident(&c.name),
+            c.type_name
+        )));
+    }
+    steps.push(Step::batches(
+        batch_sql(f),
+        vec![f.cutoff.clone(), f.batch_size.to_string()],
+        "rows archived",
+        f.batch_size,
+    ));
+    Action {
+        job_id: f.job_id,
+        kind: ActionKind::ArchiveRows,
+        target: f.source.clone(),
+        detail: format!("rows with {} before {} into {archive}", f.time_column, f.cutoff),
+        run_as: f.owner.clone(),
+        steps,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(name: &str, t: &str) -> Column {
+        Column { name: name.into(), type_name: t.into(), generated: false, not_null: false, has_default: false }
+    }
+
+    fn events() -> RowFacts {
+        RowFacts {
+            job_id: 9,
+            source: QualifiedName::new("app", "Events"),
+            exists: true,
+            relkind: "r".into(),
+            owner: "app".into(),
+            time_column: "at".into(),
+            time_type: Some("timestamp with time zone".into()),
+            cutoff: "2026-08-23 00:00:00+00".into(),
+            batch_size: 500,
+            archive: None,
+            cascading_references: false,
+            columns: vec![
+                Column { not_null: true, has_default: true, ..col("id", "bigint") },
+                col("at", "timestamp with time zone"),
+                col("payload", "text"),
+                Column { generated: true, ..col("day", "date") },
+            ],
+            archive_relkind: None,
+            archive_columns: vec![],
+        }
+    }
+
+    #[test]
+    fn first_run_creates_the_archive_like_the_source_then_moves_in_batches() {
+        let f = events();
+        assert_eq!(f.validate(), Ok(()));
+        let a = plan(&f);
+        assert_eq!(a.kind, ActionKind::ArchiveRows);
+        assert!(a.kind.is_long());
+        assert_eq!(a.steps[0].sql, r#"CREATE TABLE "app"."Events_archive" (LIKE "app"."Events" INCLUDING ALL)"#);
+        let batch = a.steps.last().unwrap();
+        assert_eq!(batch.repeat, Some(500));
+        assert_eq!(batch.args, ["2026-08-23 00:00:00+00", "500"]);
+        // One statement: what is deleted is what is inserted; the archive
+        // computes its generated column itself; identity values are kept.
+        assert_eq!(
+            batch.sql,
+            r#"WITH moved AS (DELETE FROM ONLY "app"."Events" WHERE ctid = ANY (ARRAY(SELECT ctid FROM ONLY "app"."Events" WHERE "at" < $1::timestamptz LIMIT $2::int FOR UPDATE SKIP LOCKED)) RETURNING "id", "at", "payload") INSERT INTO "app"."Events_archive" ("id", "at", "payload") OVERRIDING SYSTEM VALUE SELECT "id", "at", "payload" FROM moved"#
+        );
+        assert!(a.script().contains("$1 = 2026-08-23 00:00:00+00, $2 = 500, repeated while a batch moves 500 rows"));
+    }
+
+    #[test]
+    fn columns_added_to_the_source_are_added_to_the_archive() {
+        let mut f = events();
+        f.archive_relkind = Some("r".into());
+        f.archive_columns = vec![col("id", "bigint"), col("at", "timestamp with time zone"), col("day", "date")];
+        assert_eq!(f.missing_in_archive().iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["payload"]);
+        let a = plan(&f);
+        assert_eq!(a.steps[0].sql, r#"ALTER TABLE "app"."Events_archive" ADD COLUMN "payload" text"#);
+        // A plain column in the archive takes the source's generated value.
+        assert!(a.steps[1].sql.contains(r#"RETURNING "id", "at", "payload", "day")"#), "{}", a.steps[1].sql);
+    }
+
+    #[test]
+    fn tables_that_do_not_fit_are_refused_with_a_hint() {
+        let check = |change: &dyn Fn(&mut RowFacts), expect: &str| {
+            let mut f = events();
+            change(&mut f);
+            let p = f.validate().expect_err(expect);
+            assert!(p.message.contains(expect), "{} does not say {expect}", p.message);
+            assert!(!p.hint.is_empty());
+        };
+        check(&|f| f.exists = false, "does not exist");
+        check(&|f| f.relkind = "p".into(), "is partitioned");
+        check(&|f| f.relkind = "v".into(), "is not a table");
+        check(&|f| f.time_type = None, r#"column "at" of app."Events" does not exist"#);
+        check(&|f| f.time_type = Some("integer".into()), "is integer, not a date or time");
+        check(&|f| f.archive = Some(QualifiedName::new("app", "Events")), "cannot be its own archive");
+        check(&|f| f.cascading_references = true, "ON DELETE CASCADE");
+        check(
+            &|f| {
+                f.archive_relkind = Some("r".into());
+                f.archive_columns = vec![col("at", "date")];
+            },
+            "is timestamp with time zone in",
+        );
+        check(
+            &|f| {
+                f.archive_relkind = Some("r".into());
+                f.archive_columns = vec![Column { not_null: true, ..col("note", "text") }];
+            },
+            r#"NOT NULL column "note""#,
+        );
+        check(&|f| f.archive_relkind = Some("v".into()), "is not a table");
+    }
+}

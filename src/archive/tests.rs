@@ -1,0 +1,130 @@
+//! In-database tests of row archiving (each runs in one transaction).
+
+#[allow(clippy::module_inception)]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    fn one<T: FromDatum + IntoDatum>(sql: &str) -> T {
+        Spi::get_one::<T>(sql).unwrap().unwrap()
+    }
+
+    fn count(sql: &str) -> i64 {
+        one::<i64>(&format!("SELECT count(*) FROM ({sql}) q"))
+    }
+
+    /// Every row of a table and its archive: count and an order-independent hash.
+    fn content(columns: &str) -> (i64, String) {
+        let sql = format!(
+            "SELECT count(*), md5(string_agg(md5(r::text), '' ORDER BY md5(r::text))) FROM \
+             (SELECT {columns} FROM public.events UNION ALL SELECT {columns} FROM public.events_archive) r"
+        );
+        let (n, h) = Spi::get_two::<i64, String>(&sql).unwrap();
+        (n.unwrap(), h.unwrap())
+    }
+
+    /// 1000 events over 100 days back, an identity, a generated column and
+    /// 10 rows with no time.
+    fn events() {
+        Spi::run(
+            "CREATE TABLE public.events (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, \
+                    at timestamptz, payload text, day date GENERATED ALWAYS AS ((at AT TIME ZONE 'UTC')::date) STORED);
+             CREATE INDEX ON public.events (at);
+             INSERT INTO public.events (at, payload)
+             SELECT now() - g * interval '144 minutes', 'event ' || g FROM generate_series(1, 1000) g;
+             INSERT INTO public.events (at, payload) SELECT NULL, 'no time ' || g FROM generate_series(1, 10) g;",
+        )
+        .unwrap();
+    }
+
+    #[pg_test]
+    fn old_rows_move_once_identities_kept_generated_recomputed_nulls_stay() {
+        events();
+        let job: i64 = one("SELECT upkeep.manage_archive('public.events', 'at', '30 days', batch_size => 128)");
+        assert!(job > 0);
+        // Registering moves nothing.
+        assert_eq!(count("SELECT * FROM public.events"), 1010);
+        let before: Vec<i64> =
+            (0..1).map(|_| count("SELECT * FROM public.events WHERE at < now() - interval '30 days'")).collect();
+        let all = "id, at, payload, day";
+        Spi::run("CREATE TEMP TABLE original AS SELECT id, at, payload, day FROM public.events").unwrap();
+        let (moved, status, detail): (i64, String, String) = {
+            let row = Spi::get_three::<i64, String, String>(
+                "SELECT rows_moved, status, detail FROM upkeep.archive('public.events')",
+            )
+            .unwrap();
+            (row.0.unwrap(), row.1.unwrap(), row.2.unwrap())
+        };
+        assert_eq!(status, "ok");
+        assert_eq!(moved, before[0]);
+        assert!(detail.contains(&format!("{moved} rows archived")), "{detail}");
+        assert_eq!(count("SELECT * FROM public.events WHERE at < now() - interval '30 days'"), 0);
+        // Rows with no time never move.
+        assert_eq!(count("SELECT * FROM public.events WHERE at IS NULL"), 10);
+        // Nothing lost, nothing doubled, every value kept (the identity too,
+        // and the generated column computed again to the same value).
+        let expected = Spi::get_two::<i64, String>(&format!(
+            "SELECT count(*), md5(string_agg(md5(r::text), '' ORDER BY md5(r::text))) FROM (SELECT {all} FROM original) r"
+        ))
+        .unwrap();
+        assert_eq!(content(all), (expected.0.unwrap(), expected.1.unwrap()));
+        assert_eq!(count("SELECT id FROM public.events INTERSECT SELECT id FROM public.events_archive"), 0);
+        // The archive is shaped like the source, with its generated column.
+        assert_eq!(
+            one::<String>(
+                "SELECT attgenerated::text FROM pg_attribute WHERE attrelid = 'public.events_archive'::regclass AND attname = 'day'"
+            ),
+            "s"
+        );
+        // Status: the counter, no old rows left.
+        let (archived, st) =
+            Spi::get_two::<i64, String>("SELECT rows_archived, status FROM upkeep.archive_status WHERE mode = 'rows'")
+                .unwrap();
+        assert_eq!(archived, Some(moved));
+        assert_eq!(st.as_deref(), Some("ok"));
+        // A second run has nothing to move and writes nothing to the run log.
+        let runs = count("SELECT * FROM upkeep.job_runs");
+        assert_eq!(one::<i64>("SELECT rows_moved FROM upkeep.archive('public.events')"), 0);
+        assert_eq!(count("SELECT * FROM upkeep.job_runs"), runs);
+        // run_job and run_maintenance run archive jobs too.
+        assert_eq!(count(&format!("SELECT * FROM upkeep.run_job({job})")), 1);
+        assert_eq!(one::<String>("SELECT kind FROM upkeep.jobs"), "archive");
+    }
+
+    #[pg_test]
+    fn a_column_added_to_the_source_follows_into_the_archive() {
+        events();
+        Spi::run("SELECT upkeep.manage_archive('public.events', 'at', '60 days')").unwrap();
+        Spi::run("SELECT * FROM upkeep.archive('public.events')").unwrap();
+        Spi::run(
+            "ALTER TABLE public.events ADD COLUMN source text DEFAULT 'app';
+             UPDATE public.events SET at = at - interval '60 days' WHERE payload = 'event 1'",
+        )
+        .unwrap();
+        let sql: String = one("SELECT sql FROM upkeep.archive('public.events')");
+        assert!(sql.contains(r#"ALTER TABLE "public"."events_archive" ADD COLUMN "source" text"#), "{sql}");
+        assert_eq!(one::<String>("SELECT source FROM public.events_archive WHERE payload = 'event 1'"), "app");
+    }
+
+    #[pg_test]
+    fn the_archive_table_can_be_named_and_is_owned_by_the_source_owner() {
+        events();
+        Spi::run(
+            "CREATE ROLE upkeep_app; ALTER TABLE public.events OWNER TO upkeep_app; CREATE SCHEMA cold;
+             GRANT CREATE, USAGE ON SCHEMA cold TO upkeep_app",
+        )
+        .unwrap();
+        Spi::run(
+            "SELECT upkeep.manage_archive('public.events', 'at', '30 days', archive_table => 'cold.\"Old Events\"')",
+        )
+        .unwrap();
+        Spi::run("SELECT * FROM upkeep.archive()").unwrap();
+        assert_eq!(
+            one::<String>(
+                "SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE oid = 'cold.\"Old Events\"'::regclass"
+            ),
+            "upkeep_app"
+        );
+        assert!(count("SELECT * FROM cold.\"Old Events\"") > 0);
+    }
+}
