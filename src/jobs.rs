@@ -11,7 +11,8 @@ use pgrx::prelude::*;
 use std::collections::BTreeMap;
 
 /// The kinds of job; each has its own lock, so a long run of one kind never
-/// holds up another.
+/// holds up another. A run of several kinds takes their locks in this
+/// order (partitions, then archive), so concurrent runs never deadlock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Partitions = 1,

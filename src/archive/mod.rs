@@ -204,9 +204,11 @@ fn archive(
 > {
     use crate::partitions::Selection;
     let outcomes = match source {
+        // Kinds in the order run_maintenance() takes their locks, so that
+        // concurrent callers queue instead of deadlocking.
         None => {
-            let mut all = maintain(Runner::Caller, Scope::Due, dry_run);
-            all.extend(crate::partitions::maintain(Runner::Caller, Selection::Due, dry_run));
+            let mut all = crate::partitions::maintain(Runner::Caller, Selection::Due, dry_run);
+            all.extend(maintain(Runner::Caller, Scope::Due, dry_run));
             all
         }
         Some(s) => {

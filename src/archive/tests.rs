@@ -110,21 +110,21 @@ mod tests {
     fn the_archive_table_can_be_named_and_is_owned_by_the_source_owner() {
         events();
         Spi::run(
-            "CREATE ROLE upkeep_app; ALTER TABLE public.events OWNER TO upkeep_app; CREATE SCHEMA cold;
-             GRANT CREATE, USAGE ON SCHEMA cold TO upkeep_app",
+            "CREATE ROLE upkeep_archive_owner; ALTER TABLE public.events OWNER TO upkeep_archive_owner; CREATE SCHEMA vault;
+             GRANT CREATE, USAGE ON SCHEMA vault TO upkeep_archive_owner",
         )
         .unwrap();
         Spi::run(
-            "SELECT upkeep.manage_archive('public.events', 'at', '30 days', archive_table => 'cold.\"Old Events\"')",
+            "SELECT upkeep.manage_archive('public.events', 'at', '30 days', archive_table => 'vault.\"Old Events\"')",
         )
         .unwrap();
         Spi::run("SELECT * FROM upkeep.archive()").unwrap();
         assert_eq!(
             one::<String>(
-                "SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE oid = 'cold.\"Old Events\"'::regclass"
+                "SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE oid = 'vault.\"Old Events\"'::regclass"
             ),
-            "upkeep_app"
+            "upkeep_archive_owner"
         );
-        assert!(count("SELECT * FROM cold.\"Old Events\"") > 0);
+        assert!(count("SELECT * FROM vault.\"Old Events\"") > 0);
     }
 }
