@@ -36,16 +36,18 @@ impl fmt::Display for ActionKind {
 /// `top_level` statement cannot run inside a transaction block (the
 /// CONCURRENTLY forms): only a worker process runs it, between the
 /// transactions of the steps before and after it. `args` are the values
-/// of its parameters `$1, $2, ...`, passed as text. A statement with
-/// `repeat` is a batch: it runs again as long as it processes that many
-/// rows (a worker commits after each batch).
+/// of its parameters `$1, $2, ...`, passed as text. A `batch` statement
+/// processes up to that many rows and returns one row: how many it
+/// processed and where the next batch starts, which it takes as its last
+/// parameter; it runs again until a batch falls short (a worker commits
+/// after each batch).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Step {
     pub sql: String,
     pub counts: Option<&'static str>,
     pub top_level: bool,
     pub args: Vec<String>,
-    pub repeat: Option<i64>,
+    pub batch: Option<i64>,
 }
 
 impl Step {
@@ -61,15 +63,16 @@ impl Step {
         Step { sql, top_level: true, ..Step::default() }
     }
 
-    /// A batch statement taking `args`, repeated while it processes `limit` rows.
+    /// A batch statement taking `args` (the last one where it starts),
+    /// repeated while it processes `limit` rows.
     pub fn batches(sql: String, args: Vec<String>, label: &'static str, limit: i64) -> Self {
-        Step { sql, counts: Some(label), args, repeat: Some(limit), ..Step::default() }
+        Step { sql, counts: Some(label), args, batch: Some(limit), ..Step::default() }
     }
 
     /// The statement as a script shows it: with its parameter values.
     fn shown(&self) -> String {
         let args = self.args.iter().enumerate().map(|(i, a)| format!("${} = {a}", i + 1)).collect::<Vec<_>>();
-        let repeat = self.repeat.map(|n| format!("repeated while a batch moves {n} rows")).into_iter();
+        let repeat = self.batch.map(|n| format!("repeated while a batch moves {n} rows")).into_iter();
         let notes: Vec<String> = args.into_iter().chain(repeat).collect();
         if notes.is_empty() {
             format!("{};", self.sql)

@@ -158,16 +158,27 @@ impl Drop for AsRole {
 /// What an action's counting statements processed: (label, rows), in order.
 type Counts = Vec<(&'static str, i64)>;
 
+/// What a batch statement returns: rows processed, where the next starts.
+fn one_batch(client: &mut pgrx::spi::SpiClient<'_>, step: &Step, args: &[String]) -> Result<(i64, String), String> {
+    let datums: Vec<pgrx::datum::DatumWithOid> = args.iter().map(|a| a.as_str().into()).collect();
+    let row = client.update(step.sql.as_str(), None, &datums).map_err(|e| e.to_string())?.first();
+    let n = row.get::<i64>(1).map_err(|e| e.to_string())?.unwrap_or(0);
+    let next = row.get::<String>(2).map_err(|e| e.to_string())?.unwrap_or_default();
+    Ok((n, next))
+}
+
 /// Runs statements of one action, as the role it names; returns what they
-/// counted. A long action first waits (under lock_timeout) for the job's
-/// lock, which a worker process busy with the same job holds, and clears
-/// the job's unfinished record of the target, which commits or rolls back
-/// with the statements. Rows moved by batch statements are added to the
-/// job's total in the same transaction. Statements without parameters
-/// whose row counts nobody reads go to the server as one batch, which
-/// saves a round of parsing per statement.
-fn act(action: &Action, steps: &[Step]) -> Result<Counts, Failure> {
-    let (counts, moved) = in_subtransaction(|| {
+/// counted and, after a batch statement, where its next batch starts. A
+/// batch statement runs until a batch falls short, or once when `once`
+/// (a worker, which commits between batches). A long action first waits
+/// (under lock_timeout) for the job's lock, which a worker process busy
+/// with the same job holds, and clears the job's unfinished record of the
+/// target, which commits or rolls back with the statements. Rows moved by
+/// batch statements are added to the job's total in the same transaction.
+/// Statements without parameters whose row counts nobody reads go to the
+/// server as one batch, which saves a round of parsing per statement.
+fn act(action: &Action, steps: &[Step], once: bool) -> Result<(Counts, Option<String>), Failure> {
+    let (counts, moved, next) = in_subtransaction(|| {
         if action.kind.is_long() {
             jobs::wait_for_job(action.job_id)?;
             unfinished::forget(&action.target)?;
@@ -175,7 +186,7 @@ fn act(action: &Action, steps: &[Step]) -> Result<Counts, Failure> {
         let _owner = AsRole::enter(&action.run_as)?;
         Spi::connect_mut(|client| {
             let mut counts = Vec::new();
-            let mut moved = 0;
+            let (mut moved, mut next) = (0, None);
             let mut batch = String::new();
             for step in steps {
                 if step.counts.is_none() && step.args.is_empty() {
@@ -186,32 +197,44 @@ fn act(action: &Action, steps: &[Step]) -> Result<Counts, Failure> {
                 if !batch.is_empty() {
                     client.update(std::mem::take(&mut batch).as_str(), None, &[]).map_err(|e| e.to_string())?;
                 }
-                let args: Vec<pgrx::datum::DatumWithOid> = step.args.iter().map(|a| a.as_str().into()).collect();
-                let mut total = 0;
-                loop {
-                    let n = client.update(step.sql.as_str(), None, &args).map_err(|e| e.to_string())?.len() as i64;
-                    total += n;
-                    if step.repeat.is_none_or(|limit| n < limit) {
-                        break;
+                let n = match step.batch {
+                    None => {
+                        let args: Vec<pgrx::datum::DatumWithOid> =
+                            step.args.iter().map(|a| a.as_str().into()).collect();
+                        client.update(step.sql.as_str(), None, &args).map_err(|e| e.to_string())?.len() as i64
                     }
-                }
+                    Some(limit) => {
+                        let mut args = step.args.clone();
+                        let mut total = 0;
+                        loop {
+                            let (n, from) = one_batch(client, step, &args)?;
+                            total += n;
+                            if let Some(last) = args.last_mut() {
+                                *last = from.clone();
+                            }
+                            next = Some(from);
+                            if once || n < limit {
+                                break;
+                            }
+                        }
+                        moved += total;
+                        total
+                    }
+                };
                 if let Some(label) = step.counts {
-                    counts.push((label, total));
-                }
-                if step.repeat.is_some() {
-                    moved += total;
+                    counts.push((label, n));
                 }
             }
             if !batch.is_empty() {
                 client.update(batch.as_str(), None, &[]).map_err(|e| e.to_string())?;
             }
-            Ok((counts, moved))
+            Ok((counts, moved, next))
         })
     })?;
     if moved > 0 {
         in_subtransaction(|| jobs::add_rows_moved(action.job_id, moved))?;
     }
-    Ok(counts)
+    Ok((counts, next))
 }
 
 /// Sets `lock_timeout` to `upkeep.lock_timeout` for the actions (as SET
@@ -294,7 +317,7 @@ pub fn execute(actions: Vec<Action>, dry_run: bool) -> Vec<Outcome> {
         .into_iter()
         .map(|action| {
             let started = Instant::now();
-            let result = if dry_run { Ok(Counts::new()) } else { act(&action, &action.steps) };
+            let result = if dry_run { Ok(Counts::new()) } else { act(&action, &action.steps, false).map(|r| r.0) };
             outcome(&action, result, started, dry_run)
         })
         .collect();
@@ -315,7 +338,7 @@ pub fn execute_with_top_level(action: Action) -> Outcome {
     let (before, rest) = (&action.steps[..k], &action.steps[k + 1..]);
     let result = BackgroundWorker::transaction(|| {
         let _timeout = LockTimeout::set();
-        act(&action, before)?;
+        act(&action, before, false)?;
         let left = rest.iter().map(|s| s.sql.clone()).collect();
         in_subtransaction(|| unfinished::remember(action.job_id, &action.kind.to_string(), &action.target, left))?;
         role_oid(&action.run_as).map_err(|message| Failure { status: Status::Failed, message })
@@ -324,7 +347,7 @@ pub fn execute_with_top_level(action: Action) -> Outcome {
     .and_then(|_| {
         BackgroundWorker::transaction(|| {
             let _timeout = LockTimeout::set();
-            act(&action, rest)
+            act(&action, rest, false).map(|r| r.0)
         })
     });
     let done = outcome(&action, result, started, false);
@@ -340,24 +363,28 @@ pub fn execute_with_top_level(action: Action) -> Outcome {
 pub fn execute_in_batches(action: Action) -> Outcome {
     let started = Instant::now();
     let last = action.steps.len() - 1;
-    let limit = action.steps[last].repeat.expect("an action ending in a batch statement");
+    let limit = action.steps[last].batch.expect("an action ending in a batch statement");
     let label = action.steps[last].counts.unwrap_or_default();
-    let once = Step { repeat: None, ..action.steps[last].clone() };
-    let mut steps: Vec<Step> = action.steps[..last].iter().cloned().chain(std::iter::once(once.clone())).collect();
+    let mut steps = action.steps.clone();
     let mut total = 0;
     let result = loop {
         let batch = BackgroundWorker::transaction(|| {
             let _timeout = LockTimeout::set();
-            act(&action, &steps)
+            act(&action, &steps, true)
         });
         match batch {
-            Ok(counts) => {
+            Ok((counts, next)) => {
                 let n = counts.last().map_or(0, |c| c.1);
                 total += n;
                 if n < limit {
                     break Ok(vec![(label, total)]);
                 }
-                steps = vec![once.clone()];
+                // The next transaction: only the batch, from where this one ended.
+                let mut step = action.steps[last].clone();
+                if let (Some(arg), Some(next)) = (step.args.last_mut(), next) {
+                    *arg = next;
+                }
+                steps = vec![step];
             }
             Err(e) => break Err(e),
         }

@@ -131,7 +131,7 @@ impl Runner {
                     if a.steps.iter().any(|s| s.top_level) {
                         return crate::executor::execute_with_top_level(a);
                     }
-                    if a.steps.last().is_some_and(|s| s.repeat.is_some()) {
+                    if a.steps.last().is_some_and(|s| s.batch.is_some()) {
                         return crate::executor::execute_in_batches(a);
                     }
                     let mut done = self.step(|| crate::executor::execute(vec![a], dry_run));

@@ -177,8 +177,12 @@ impl RowFacts {
     }
 }
 
-/// The batch statement: moves up to $2 rows older than $1 (a timestamptz).
-/// Columns the archive generates itself are left to it.
+/// The batch statement: moves up to $2 rows older than $1 (a timestamptz),
+/// scanning the source from row position $3 on; returns how many it moved
+/// and the position of the last, where the next batch starts (so no batch
+/// reads again what earlier ones emptied). Rows behind it that were locked,
+/// or written there meanwhile, are for the next run. Columns the archive
+/// generates itself are left to it.
 pub fn batch_sql(f: &RowFacts) -> String {
     let source = f.source.quoted();
     let archive = f.archive_table().quoted();
@@ -191,12 +195,18 @@ pub fn batch_sql(f: &RowFacts) -> String {
     let cols = f.columns.iter().filter(|c| !generated_there(c)).map(|c| ident(&c.name)).collect::<Vec<_>>().join(", ");
     format!(
         "WITH moved AS (DELETE FROM ONLY {source} WHERE ctid = ANY (ARRAY(\
-         SELECT ctid FROM ONLY {source} WHERE {} < $1::timestamptz LIMIT $2::int FOR UPDATE SKIP LOCKED)) \
-         RETURNING {cols}) \
-         INSERT INTO {archive} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM moved",
+         SELECT ctid FROM ONLY {source} WHERE ctid >= $3::tid AND {} < $1::timestamptz \
+         LIMIT $2::int FOR UPDATE SKIP LOCKED)) \
+         RETURNING {cols}, ctid AS {POSITION}), \
+         copied AS (INSERT INTO {archive} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM moved) \
+         SELECT count(*), coalesce(max({POSITION}), $3::tid)::text FROM moved",
         ident(&f.time_column)
     )
 }
+
+/// The name the batch statement gives a moved row's position (a name no
+/// table column is likely to have: the RETURNING list names every column).
+const POSITION: &str = "pg_upkeep_row_position";
 
 /// The action that archives a policy's old rows: create the archive when
 /// missing (LIKE the source INCLUDING ALL, so as the owner it belongs to
@@ -218,7 +228,7 @@ pub fn plan(f: &RowFacts) -> Action {
     }
     steps.push(Step::batches(
         batch_sql(f),
-        vec![f.cutoff.clone(), f.batch_size.to_string()],
+        vec![f.cutoff.clone(), f.batch_size.to_string(), "(0,0)".to_string()],
         "rows archived",
         f.batch_size,
     ));
@@ -273,15 +283,17 @@ mod tests {
         assert!(a.kind.is_long());
         assert_eq!(a.steps[0].sql, r#"CREATE TABLE "app"."Events_archive" (LIKE "app"."Events" INCLUDING ALL)"#);
         let batch = a.steps.last().unwrap();
-        assert_eq!(batch.repeat, Some(500));
-        assert_eq!(batch.args, ["2026-08-23 00:00:00+00", "500"]);
+        assert_eq!(batch.batch, Some(500));
+        assert_eq!(batch.args, ["2026-08-23 00:00:00+00", "500", "(0,0)"]);
         // One statement: what is deleted is what is inserted; the archive
         // computes its generated column itself; identity values are kept.
         assert_eq!(
             batch.sql,
-            r#"WITH moved AS (DELETE FROM ONLY "app"."Events" WHERE ctid = ANY (ARRAY(SELECT ctid FROM ONLY "app"."Events" WHERE "at" < $1::timestamptz LIMIT $2::int FOR UPDATE SKIP LOCKED)) RETURNING "id", "at", "payload") INSERT INTO "app"."Events_archive" ("id", "at", "payload") OVERRIDING SYSTEM VALUE SELECT "id", "at", "payload" FROM moved"#
+            r#"WITH moved AS (DELETE FROM ONLY "app"."Events" WHERE ctid = ANY (ARRAY(SELECT ctid FROM ONLY "app"."Events" WHERE ctid >= $3::tid AND "at" < $1::timestamptz LIMIT $2::int FOR UPDATE SKIP LOCKED)) RETURNING "id", "at", "payload", ctid AS pg_upkeep_row_position), copied AS (INSERT INTO "app"."Events_archive" ("id", "at", "payload") OVERRIDING SYSTEM VALUE SELECT "id", "at", "payload" FROM moved) SELECT count(*), coalesce(max(pg_upkeep_row_position), $3::tid)::text FROM moved"#
         );
-        assert!(a.script().contains("$1 = 2026-08-23 00:00:00+00, $2 = 500, repeated while a batch moves 500 rows"));
+        assert!(a
+            .script()
+            .contains("$1 = 2026-08-23 00:00:00+00, $2 = 500, $3 = (0,0), repeated while a batch moves 500 rows"));
     }
 
     #[test]
@@ -293,7 +305,7 @@ mod tests {
         let a = plan(&f);
         assert_eq!(a.steps[0].sql, r#"ALTER TABLE "app"."Events_archive" ADD COLUMN "payload" text"#);
         // A plain column in the archive takes the source's generated value.
-        assert!(a.steps[1].sql.contains(r#"RETURNING "id", "at", "payload", "day")"#), "{}", a.steps[1].sql);
+        assert!(a.steps[1].sql.contains(r#"RETURNING "id", "at", "payload", "day", ctid"#), "{}", a.steps[1].sql);
     }
 
     #[test]
