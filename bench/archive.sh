@@ -11,7 +11,8 @@
 #    data (target: at least 50% of its throughput).
 # 3. An application writer (pgbench, fixed rate) inserting into that table:
 #    its p99 latency while the worker archives, against the same writer
-#    with no archiving (target: at most 1.5x).
+#    with no archiving (target: at most 1.5x); with the default batch of
+#    10,000 rows and with batches of 2,000.
 #
 #   bench/archive.sh [rounds]      (default 3; medians reported)
 set -euo pipefail
@@ -110,17 +111,20 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 
 # The worker: the same move, a transaction per batch; its action's duration.
-worker_run() { # worker_run: turns the workers on, waits for the move, returns seconds
+worker_run() { # worker_run BATCH: turns the workers on, waits for the move, returns seconds
   fresh src
-  q "SELECT upkeep.manage_archive('src', 'at', '30 days')" >/dev/null
+  q "SELECT upkeep.manage_archive('src', 'at', '30 days', batch_size => $1)" >/dev/null
+  "${PSQL[@]}" -c "TRUNCATE upkeep.job_runs"
   "${PSQL[@]}" -c "ALTER SYSTEM SET upkeep.enabled = on" -c "SELECT pg_reload_conf()" >/dev/null
   until [ "$(q "SELECT count(*) FROM upkeep.job_runs WHERE action = 'archive_rows' AND status = 'ok'")" -gt 0 ]; do sleep 0.2; done
   "${PSQL[@]}" -c "ALTER SYSTEM SET upkeep.enabled = off" -c "SELECT pg_reload_conf()" >/dev/null
   q "SELECT round(extract(epoch FROM duration)::numeric, 3) FROM upkeep.job_runs WHERE action = 'archive_rows' AND status = 'ok'"
   "${PSQL[@]}" -c "SELECT upkeep.unmanage_archive('src')" -c "TRUNCATE upkeep.job_runs" >/dev/null
 }
-for r in $(seq 1 "$ROUNDS"); do worker_s+="$(worker_run) "; done
-FLOOR=$(echo "$floor_s" | median); CALLER=$(echo "$caller_s" | median); WORKER=$(echo "$worker_s" | median)
+worker_small_s=""
+for r in $(seq 1 "$ROUNDS"); do worker_s+="$(worker_run 10000) "; worker_small_s+="$(worker_run 2000) "; done
+FLOOR=$(echo "$floor_s" | median); CALLER=$(echo "$caller_s" | median)
+WORKER=$(echo "$worker_s" | median); WORKER_SMALL=$(echo "$worker_small_s" | median)
 
 # --- 3. the writer's p99 while a worker archives -------------------------
 cat >"$OUT/writer.sql" <<'SQL'
@@ -138,24 +142,30 @@ writer() { # writer SECONDS: pgbench at a fixed rate into src
   (cd "$OUT" && as_postgres "$PGBIN/pgbench" -n -h "$DIR" -p "$PORT" -U postgres -f writer.sql -R "$RATE" -T "$1" -c 4 -j 2 -l --log-prefix=writer_log postgres >/dev/null 2>&1)
 }
 chmod 777 "$OUT"
-base_p99=""; arch_p99=""
-for r in $(seq 1 "$ROUNDS"); do
+# with_writer BATCH: the writer's p99 (ms) while a worker archives in batches of BATCH
+with_writer() {
   fresh src
-  writer 10; base_p99+="$(p99) "
-  fresh src
-  q "SELECT upkeep.manage_archive('src', 'at', '30 days')" >/dev/null
+  q "SELECT upkeep.manage_archive('src', 'at', '30 days', batch_size => $1)" >/dev/null
+  "${PSQL[@]}" -c "TRUNCATE upkeep.job_runs" >/dev/null
   writer 20 &
   sleep 2
   "${PSQL[@]}" -c "ALTER SYSTEM SET upkeep.enabled = on" -c "SELECT pg_reload_conf()" >/dev/null
   wait
   "${PSQL[@]}" -c "ALTER SYSTEM SET upkeep.enabled = off" -c "SELECT pg_reload_conf()" >/dev/null
   window=$(q "SELECT extract(epoch FROM started_at) || ' ' || extract(epoch FROM started_at + duration) FROM upkeep.job_runs WHERE action = 'archive_rows' AND status = 'ok'")
-  [ -n "$window" ] || { echo "the worker did not finish within the writer's run"; exit 1; }
+  [ -n "$window" ] || { echo "the worker did not finish within the writer's run" >&2; exit 1; }
   # shellcheck disable=SC2086
-  arch_p99+="$(p99 $window) "
-  "${PSQL[@]}" -c "SELECT upkeep.unmanage_archive('src')" -c "TRUNCATE upkeep.job_runs" >/dev/null
+  p99 $window
+  "${PSQL[@]}" -c "SELECT upkeep.unmanage_archive('src')" >/dev/null
+}
+base_p99=""; arch_p99=""; arch_small_p99=""
+for r in $(seq 1 "$ROUNDS"); do
+  fresh src
+  writer 10; base_p99+="$(p99) "
+  arch_p99+="$(with_writer 10000) "
+  arch_small_p99+="$(with_writer 2000) "
 done
-BASE_P99=$(echo "$base_p99" | median); ARCH_P99=$(echo "$arch_p99" | median)
+BASE_P99=$(echo "$base_p99" | median); ARCH_P99=$(echo "$arch_p99" | median); ARCH_SMALL_P99=$(echo "$arch_small_p99" | median)
 
 cat >"$OUT/archive.md" <<MD
 Run $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores, data on $(dirname "$DIR"), release build, PostgreSQL $(q "SHOW server_version"); medians of $ROUNDS.
@@ -164,7 +174,9 @@ Run $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores, data on $(dirname "$DIR"
 |---|---|---|---|---|
 | archive a partition of $BIG rows, ms (runs: $big_ms) | $BIG_MED | 1,000-row partition: $SMALL_MED ms (runs: $small_ms) | $(ratio "$BIG_MED" "$SMALL_MED")x | within 2x |
 | move $moved old rows, upkeep.archive() in one transaction, s (runs: $caller_s) | $CALLER | INSERT ... SELECT; DELETE in one transaction: $FLOOR s (runs: $floor_s) | $(ratio "$FLOOR" "$CALLER") of the floor's throughput | at least 0.5 |
-| the same by a pg_upkeep worker, a transaction per batch, s (runs: $worker_s) | $WORKER | the floor: $FLOOR s | $(ratio "$FLOOR" "$WORKER") of the floor's throughput | at least 0.5 |
-| writer p99 while a worker archives, ms (runs: $arch_p99) | $ARCH_P99 | no archiving: $BASE_P99 ms (runs: $base_p99) | $(ratio "$ARCH_P99" "$BASE_P99")x | at most 1.5x |
+| the same by a pg_upkeep worker, a transaction per batch of 10,000 (the default), s (runs: $worker_s) | $WORKER | the floor: $FLOOR s | $(ratio "$FLOOR" "$WORKER") of the floor's throughput | at least 0.5 |
+| the same, batches of 2,000, s (runs: $worker_small_s) | $WORKER_SMALL | the floor: $FLOOR s | $(ratio "$FLOOR" "$WORKER_SMALL") of the floor's throughput | at least 0.5 |
+| writer p99 while a worker archives, batches of 10,000, ms (runs: $arch_p99) | $ARCH_P99 | no archiving: $BASE_P99 ms (runs: $base_p99) | $(ratio "$ARCH_P99" "$BASE_P99")x | at most 1.5x |
+| writer p99 while a worker archives, batches of 2,000, ms (runs: $arch_small_p99) | $ARCH_SMALL_P99 | no archiving: $BASE_P99 ms | $(ratio "$ARCH_SMALL_P99" "$BASE_P99")x | at most 1.5x |
 MD
 cat "$OUT/archive.md"

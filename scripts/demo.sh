@@ -75,6 +75,24 @@ wait_for "SELECT count(*) >= 7 FROM pg_inherits WHERE inhparent = to_regclass('p
   -c "SELECT 'fund_flows' AS \"table\", count(*) AS rows FROM fund_flows
       UNION ALL SELECT 'fund_flows_archive', count(*) FROM fund_flows_archive"
 
+echo "== row archiving of a plain table, by a worker"
+"${PSQL[@]}" -P pager=off <<'SQL'
+\echo trade_events: a plain table with a year of events; rows older than 90 days go to trade_events_archive
+CREATE TABLE trade_events (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, fund_id int NOT NULL,
+                           happened_at timestamptz, kind text NOT NULL);
+CREATE INDEX ON trade_events (happened_at);
+INSERT INTO trade_events (fund_id, happened_at, kind)
+SELECT g % 200, now() - g * interval '5 minutes', (ARRAY['buy', 'sell', 'fee'])[1 + g % 3]
+  FROM generate_series(1, 105000) g;
+INSERT INTO trade_events (fund_id, happened_at, kind) VALUES (1, NULL, 'undated');
+SELECT upkeep.manage_archive('public.trade_events', 'happened_at', '90 days', batch_size => 5000) AS job_id;
+SQL
+wait_for "SELECT rows_archived > 0 AND status = 'ok' FROM upkeep.archive_status WHERE source = 'trade_events'"
+"${PSQL[@]}" -P pager=off -c "SELECT job_id, source, mode, archive, cutoff::timestamptz(0), rows_archived, oldest_live::timestamptz(0), status FROM upkeep.archive_status" \
+  -c "SELECT action, target, status, detail FROM upkeep.job_runs WHERE action = 'archive_rows'" \
+  -c "SELECT 'trade_events' AS \"table\", count(*) AS rows, count(*) FILTER (WHERE happened_at IS NULL) AS undated FROM trade_events
+      UNION ALL SELECT 'trade_events_archive', count(*), 0 FROM trade_events_archive"
+
 echo "== upkeep.partitions (newest four per table)"
 "${PSQL[@]}" -P pager=off -c "
 SELECT parent, partition, lower_bound, upper_bound, state, size, estimated_rows

@@ -145,6 +145,33 @@ fn workers_detach_concurrently_readers_and_writers_carry_on_and_the_pool_is_boun
     assert!(t.elapsed() < Duration::from_secs(1), "worker still there after {:?}", t.elapsed());
 
     // Once the reader is gone, everything old leaves, table by table.
+    // From here on a sampler checks, many times while the moves run, that
+    // every partition is in exactly one place: attached to the table or
+    // its archive (a pending detach still counts as attached), or detached
+    // with the worker's record of where it is going.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampling = stop.clone();
+    let mut sampler = cluster.connect("postgres");
+    let samples = std::thread::spawn(move || {
+        let (mut taken, mut misplaced) = (0, Vec::new());
+        while !sampling.load(std::sync::atomic::Ordering::Relaxed) {
+            let row = sampler
+                .query_one(
+                    "SELECT count(*), string_agg(c.relname, ', ') FILTER (WHERE places <> 1) FROM pg_class c, LATERAL \
+                       (SELECT (SELECT count(*) FROM pg_inherits i WHERE i.inhrelid = c.oid) \
+                             + (SELECT count(*) FROM upkeep.unfinished_actions u \
+                                 WHERE u.target = c.oid AND NOT c.relispartition) AS places) p \
+                      WHERE c.relkind = 'r' AND (c.relname LIKE 'events\\_p%' OR c.relname LIKE 'orders\\_p%')",
+                    &[],
+                )
+                .unwrap();
+            taken += 1;
+            if let Some(names) = row.get::<_, Option<String>>(1) {
+                misplaced.push(names);
+            }
+        }
+        (taken, misplaced)
+    });
     reader.batch_execute("COMMIT").unwrap();
     assert!(
         wait_for(Duration::from_secs(60), || archived(&mut c, "events") == 12 && archived(&mut c, "orders") == 12),
@@ -153,6 +180,11 @@ fn workers_detach_concurrently_readers_and_writers_carry_on_and_the_pool_is_boun
         archived(&mut c, "orders"),
         cluster.log()
     );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (taken, misplaced) = samples.join().unwrap();
+    assert!(taken > 10, "only {taken} samples");
+    assert!(misplaced.is_empty(), "partitions not in exactly one place: {misplaced:?}");
+    println!("{taken} samples during the moves: every partition in exactly one place");
     assert_eq!((content(&mut c, "events"), content(&mut c, "orders")), before, "rows lost or duplicated");
     let moves: Vec<(String, String)> = c
         .query("SELECT status, sql FROM upkeep.job_runs WHERE action = 'archive_partition'", &[])
