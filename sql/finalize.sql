@@ -150,7 +150,7 @@ COMMENT ON FUNCTION upkeep.oldest_value(regclass, text) IS
 CREATE VIEW upkeep.archive_status AS
 WITH rows_policies AS (
   SELECT a.job_id, a.source, a.enabled, now() - a.older_than AS cutoff,
-         coalesce(a.archive_table, format('%I.%I', n.nspname, c.relname || '_archive')) AS archive,
+         coalesce(a.archive_table, format('%I.%I', n.nspname, c.relname || '_archive')) AS archive_name,
          upkeep.oldest_value(a.source, a.time_column) AS oldest_live
     FROM upkeep.archive_policies a
     LEFT JOIN pg_class c ON c.oid = a.source
@@ -168,7 +168,7 @@ WITH rows_policies AS (
 SELECT r.job_id,
        r.source::text AS source,
        'rows'::text AS mode,
-       r.archive,
+       coalesce(to_regclass(r.archive_name)::text, r.archive_name) AS archive,
        r.cutoff,
        coalesce(j.rows_moved, 0) AS rows_archived,
        NULL::bigint AS partitions_archived,
