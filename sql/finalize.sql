@@ -140,12 +140,12 @@ DECLARE
 BEGIN
   EXECUTE format('SELECT min(%I)::timestamptz FROM %s', col, rel) INTO v;
   RETURN v;
-EXCEPTION WHEN undefined_table OR undefined_column OR cannot_coerce THEN
+EXCEPTION WHEN undefined_table OR undefined_column OR cannot_coerce OR insufficient_privilege THEN
   RETURN NULL;
 END
 $$;
 COMMENT ON FUNCTION upkeep.oldest_value(regclass, text) IS
-  'Internal: min(col) of a table as timestamptz, for upkeep.archive_status; NULL when the table or column is gone.';
+  'Internal: min(col) of a table as timestamptz, for upkeep.archive_status; NULL when the table or column is gone or the caller may not read it.';
 
 CREATE VIEW upkeep.archive_status AS
 WITH rows_policies AS (

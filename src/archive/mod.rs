@@ -36,14 +36,19 @@ pub fn maintain(runner: Runner, scope: Scope, dry_run: bool) -> Vec<Outcome> {
         if !dry_run {
             runner.exclude_others(Kind::Archive);
         }
-        let (fit, broken): (Vec<_>, Vec<_>) = load(scope).into_iter().partition(|f| f.validate().is_ok());
-        let problems = broken
-            .into_iter()
-            .map(|f| {
-                let p = f.validate().expect_err("partitioned as broken");
-                (f.job_id, "check_policy", f.source.to_string(), format!("{} (HINT: {})", p.message, p.hint))
-            })
-            .collect();
+        let mut fit = Vec::new();
+        let mut problems = Vec::new();
+        for f in load(scope) {
+            match f.validate() {
+                Ok(()) => fit.push(f),
+                Err(p) => problems.push((
+                    f.job_id,
+                    "check_policy",
+                    f.source.to_string(),
+                    format!("{} (HINT: {})", p.message, p.hint),
+                )),
+            }
+        }
         let reported = executor::report_problems(problems, dry_run);
         let (mine, others): (Vec<_>, Vec<_>) = fit.iter().map(rows::plan).partition(|a| runner.takes(a));
         if runner == Runner::Scheduler {
