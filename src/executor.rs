@@ -386,6 +386,11 @@ pub fn execute_in_batches(action: Action) -> Outcome {
                 }
                 steps = vec![step];
             }
+            // What earlier batches moved is committed: the record says so.
+            Err(mut e) if total > 0 => {
+                e.message = format!("{} ({total} {label} by the batches before, committed)", e.message);
+                break Err(e);
+            }
             Err(e) => break Err(e),
         }
     };

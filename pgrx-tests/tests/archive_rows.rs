@@ -264,3 +264,42 @@ fn kill_9_at_random_points_of_a_million_row_archive_loses_and_doubles_nothing() 
     assert_eq!(after, before, "rows lost or changed");
     println!("killed the archiving worker {kills} times; {} rows, nothing lost or doubled", after.0);
 }
+
+#[test]
+fn a_failing_batch_keeps_what_earlier_batches_committed_and_says_so() {
+    let cluster = Cluster::start("archive-failing-batch", &["upkeep.naptime = 1"]);
+    let mut c = cluster.connect("postgres");
+    c.batch_execute(
+        "CREATE TABLE public.t (id bigint PRIMARY KEY, at timestamptz NOT NULL);
+         INSERT INTO public.t SELECT g, now() - interval '1 year' + g * interval '1 minute' FROM generate_series(1, 1000) g;
+         CREATE TABLE public.t_archive (LIKE public.t INCLUDING ALL);
+         CREATE FUNCTION public.refuse_450() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN IF NEW.id = 450 THEN RAISE EXCEPTION 'the archive refuses row 450'; END IF; RETURN NEW; END $$;
+         CREATE TRIGGER refuse BEFORE INSERT ON public.t_archive FOR EACH ROW EXECUTE FUNCTION public.refuse_450();
+         SELECT upkeep.manage_archive('public.t', 'at', '1 day', batch_size => 100);",
+    )
+    .unwrap();
+    let before = content(&mut c, "public.t", "public.t WHERE false");
+    assert!(
+        wait_for(Duration::from_secs(30), || count(
+            &mut c,
+            "SELECT count(*) FROM upkeep.job_runs WHERE action = 'archive_rows' AND status = 'failed'"
+        ) == 1),
+        "the worker's run did not fail; log:\n{}",
+        cluster.log()
+    );
+    let error: String = c
+        .query_one("SELECT error FROM upkeep.job_runs WHERE action = 'archive_rows' AND status = 'failed'", &[])
+        .unwrap()
+        .get(0);
+    assert!(error.contains("the archive refuses row 450"), "{error}");
+    assert!(error.contains("(400 rows archived by the batches before, committed)"), "{error}");
+    assert_eq!(count(&mut c, "SELECT count(*) FROM public.t_archive"), 400);
+    assert_eq!(count(&mut c, "SELECT rows_moved FROM upkeep.job_state"), 400);
+    assert_eq!(count(&mut c, "SELECT consecutive_failures::int8 FROM upkeep.jobs"), 1);
+    assert_eq!(content(&mut c, "public.t", "public.t_archive"), before);
+    // Fixed, the job moves the rest.
+    c.batch_execute("DROP TRIGGER refuse ON public.t_archive").unwrap();
+    assert_eq!(count(&mut c, "SELECT sum(rows_moved)::int8 FROM upkeep.archive('public.t')"), 600);
+    assert_eq!(content(&mut c, "public.t", "public.t_archive"), before);
+}
