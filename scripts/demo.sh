@@ -88,7 +88,7 @@ INSERT INTO trade_events (fund_id, happened_at, kind) VALUES (1, NULL, 'undated'
 SELECT upkeep.manage_archive('public.trade_events', 'happened_at', '90 days', batch_size => 5000) AS job_id;
 SQL
 wait_for "SELECT rows_archived > 0 AND status = 'ok' FROM upkeep.archive_status WHERE source = 'trade_events'"
-"${PSQL[@]}" -P pager=off -c "SELECT job_id, source, mode, archive, cutoff::timestamptz(0), rows_archived, oldest_live::timestamptz(0), status FROM upkeep.archive_status" \
+"${PSQL[@]}" -P pager=off -c "SELECT job_id, source, mode, archive, cutoff::timestamptz(0), rows_archived, partitions_archived, oldest_live::timestamptz(0), status FROM upkeep.archive_status" \
   -c "SELECT action, target, status, detail FROM upkeep.job_runs WHERE action = 'archive_rows'" \
   -c "SELECT 'trade_events' AS \"table\", count(*) AS rows, count(*) FILTER (WHERE happened_at IS NULL) AS undated FROM trade_events
       UNION ALL SELECT 'trade_events_archive', count(*), 0 FROM trade_events_archive"
