@@ -24,14 +24,10 @@ source scripts/lib/cluster.sh
 ROUNDS=${1:-3}
 BIG=10000000
 ROWS=1000000
-if [ -d /dev/shm ] && [ -w /dev/shm ]; then DIR=/dev/shm/pg_upkeep-bench-archive; else DIR=/tmp/pg_upkeep-bench-archive; fi
+DIR=$BENCH_BASE/pg_upkeep-bench-archive
 PORT=${BENCH_PORT:-5497}
-OUT=bench/out
-mkdir -p "$OUT"
-
-bash scripts/setup.sh >/dev/null
-echo "building pg_upkeep (release) ..."
-cargo pgrx install --release --pg-config "$PGBIN/pg_config" >"$OUT/install.log" 2>&1 || { cat "$OUT/install.log"; exit 1; }
+OUT=$BENCH_OUT
+bench_prepare
 cluster_start "$DIR" "$PORT" "upkeep.enabled = off" "upkeep.naptime = 1" "shared_buffers = 1GB" \
   "max_wal_size = 8GB" "checkpoint_timeout = 30min" "synchronous_commit = on"
 trap 'cluster_stop "$DIR"' EXIT

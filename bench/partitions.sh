@@ -11,16 +11,10 @@ source scripts/lib/cluster.sh
 ROUNDS=${1:-3}
 PARENTS=200
 STEADY_CALLS=7
-# On tmpfs when there is one: the figures should measure the tools' work,
-# not this VM's disk, whose latency swings by 2x from minute to minute.
-if [ -d /dev/shm ] && [ -w /dev/shm ]; then DIR=/dev/shm/pg_upkeep-bench; else DIR=/tmp/pg_upkeep-bench; fi
+DIR=$BENCH_BASE/pg_upkeep-bench
 PORT=${BENCH_PORT:-5498}
-OUT=bench/out
-mkdir -p "$OUT"
-
-bash scripts/setup.sh >/dev/null
-echo "building pg_upkeep (release) ..."
-cargo pgrx install --release --pg-config "$PGBIN/pg_config" >"$OUT/install.log" 2>&1 || { cat "$OUT/install.log"; exit 1; }
+OUT=$BENCH_OUT
+bench_prepare
 # Workers off: each tool must do its own work while it is being timed.
 cluster_start "$DIR" "$PORT" "max_locks_per_transaction = 256" "upkeep.enabled = off"
 trap 'cluster_stop "$DIR"' EXIT

@@ -17,13 +17,11 @@ source scripts/lib/cluster.sh
 IDLE=${1:-600}
 NAP=${2:-60}
 DBS=10
-OUT=bench/out
-mkdir -p "$OUT"
-if [ -d /dev/shm ] && [ -w /dev/shm ]; then BASE=/dev/shm; else BASE=/tmp; fi
+OUT=$BENCH_OUT
+BASE=$BENCH_BASE
 ON=$BASE/pg_upkeep-bench-on; OFF=$BASE/pg_upkeep-bench-off
 
-bash scripts/setup.sh >/dev/null
-cargo pgrx install --release --pg-config "$PGBIN/pg_config" >"$OUT/install.log" 2>&1 || { cat "$OUT/install.log"; exit 1; }
+bench_prepare
 cluster_start "$ON" 5491 "upkeep.naptime = $NAP" "max_worker_processes = 24"
 cluster_start "$OFF" 5492 "upkeep.enabled = off" "max_worker_processes = 24"
 trap 'cluster_stop "$ON"; cluster_stop "$OFF"' EXIT

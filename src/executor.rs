@@ -158,13 +158,27 @@ impl Drop for AsRole {
 /// What an action's counting statements processed: (label, rows), in order.
 type Counts = Vec<(&'static str, i64)>;
 
-/// What a batch statement returns: rows processed, where the next starts.
-fn one_batch(client: &mut pgrx::spi::SpiClient<'_>, step: &Step, args: &[String]) -> Result<(i64, String), String> {
-    let datums: Vec<pgrx::datum::DatumWithOid> = args.iter().map(|a| a.as_str().into()).collect();
-    let row = client.update(step.sql.as_str(), None, &datums).map_err(|e| e.to_string())?.first();
-    let n = row.get::<i64>(1).map_err(|e| e.to_string())?.unwrap_or(0);
-    let next = row.get::<String>(2).map_err(|e| e.to_string())?.unwrap_or_default();
-    Ok((n, next))
+/// Runs one statement with its parameters: the rows it processed and, for
+/// a batch statement, where the next batch starts. A batch statement runs
+/// again from there until a batch falls short, unless `once`.
+fn run_step(client: &mut pgrx::spi::SpiClient<'_>, step: &Step, once: bool) -> Result<(i64, Option<String>), String> {
+    let mut args = step.args.clone();
+    let mut total = 0;
+    loop {
+        let datums: Vec<pgrx::datum::DatumWithOid> = args.iter().map(|a| a.as_str().into()).collect();
+        let result = client.update(step.sql.as_str(), None, &datums).map_err(|e| e.to_string())?;
+        let Some(limit) = step.batch else { return Ok((result.len() as i64, None)) };
+        let row = result.first();
+        let n = row.get::<i64>(1).map_err(|e| e.to_string())?.unwrap_or(0);
+        let from = row.get::<String>(2).map_err(|e| e.to_string())?.unwrap_or_default();
+        total += n;
+        if once || n < limit {
+            return Ok((total, Some(from)));
+        }
+        if let Some(last) = args.last_mut() {
+            *last = from;
+        }
+    }
 }
 
 /// Runs statements of one action, as the role it names; returns what they
@@ -197,30 +211,11 @@ fn act(action: &Action, steps: &[Step], once: bool) -> Result<(Counts, Option<St
                 if !batch.is_empty() {
                     client.update(std::mem::take(&mut batch).as_str(), None, &[]).map_err(|e| e.to_string())?;
                 }
-                let n = match step.batch {
-                    None => {
-                        let args: Vec<pgrx::datum::DatumWithOid> =
-                            step.args.iter().map(|a| a.as_str().into()).collect();
-                        client.update(step.sql.as_str(), None, &args).map_err(|e| e.to_string())?.len() as i64
-                    }
-                    Some(limit) => {
-                        let mut args = step.args.clone();
-                        let mut total = 0;
-                        loop {
-                            let (n, from) = one_batch(client, step, &args)?;
-                            total += n;
-                            if let Some(last) = args.last_mut() {
-                                *last = from.clone();
-                            }
-                            next = Some(from);
-                            if once || n < limit {
-                                break;
-                            }
-                        }
-                        moved += total;
-                        total
-                    }
-                };
+                let (n, from) = run_step(client, step, once)?;
+                if step.batch.is_some() {
+                    moved += n;
+                    next = from;
+                }
                 if let Some(label) = step.counts {
                     counts.push((label, n));
                 }

@@ -274,23 +274,59 @@ pub fn forget(job_id: i64) {
 const POLICIES: &str = "(SELECT job_id, parent AS served, every, 1 AS kind FROM upkeep.partition_policies \
      UNION ALL SELECT job_id, source, every, 2 FROM upkeep.archive_policies)";
 
-/// The kind of a job and the table it serves, if the job exists.
-pub fn kind_and_target(job_id: i64) -> Option<(Kind, String)> {
-    let row = Spi::get_two_with_args::<i32, String>(
-        &format!("SELECT kind, served::text FROM {POLICIES} p WHERE job_id = $1"),
-        &[job_id.into()],
-    );
+/// A job as its policy table has it.
+pub struct Job {
+    pub id: i64,
+    pub kind: Kind,
+    /// The table it serves, and its name.
+    pub served: pg_sys::Oid,
+    pub target: String,
+}
+
+/// The job, if it exists.
+pub fn find(job_id: i64) -> Option<Job> {
+    lookup("job_id = $1", job_id.into())
+}
+
+/// The job that serves a table, if any (a table has at most one: partition
+/// policies need a partitioned table, archive policies a plain one).
+pub fn serving(table: pg_sys::Oid) -> Option<Job> {
+    lookup("served::oid = $1", table.into())
+}
+
+fn lookup(condition: &str, arg: pgrx::datum::DatumWithOid<'_>) -> Option<Job> {
+    let row = Spi::connect(|client| {
+        let rows = client.select(
+            &format!("SELECT job_id, kind, served::oid, served::text FROM {POLICIES} p WHERE {condition}"),
+            None,
+            &[arg],
+        )?;
+        rows.into_iter()
+            .next()
+            .map(|r| {
+                Ok::<_, pgrx::spi::SpiError>((
+                    r.get::<i64>(1)?,
+                    r.get::<i32>(2)?,
+                    r.get::<pg_sys::Oid>(3)?,
+                    r.get::<String>(4)?,
+                ))
+            })
+            .transpose()
+    });
     match row {
-        Ok((Some(kind), Some(target))) => {
-            Some((if kind == Kind::Archive as i32 { Kind::Archive } else { Kind::Partitions }, target))
-        }
+        Ok(Some((Some(id), Some(kind), Some(served), Some(target)))) => Some(Job {
+            id,
+            kind: if kind == Kind::Archive as i32 { Kind::Archive } else { Kind::Partitions },
+            served,
+            target,
+        }),
         _ => None,
     }
 }
 
-/// The job's id and kind, after checking that the job exists and that the
-/// caller owns the table it serves.
-fn owned_job(job_id: Option<i64>) -> (i64, Kind) {
+/// The job, after checking that it exists and that the caller owns the
+/// table it serves.
+fn owned_job(job_id: Option<i64>) -> Job {
     let Some(job_id) = job_id else {
         bad_input(
             PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
@@ -298,25 +334,37 @@ fn owned_job(job_id: Option<i64>) -> (i64, Kind) {
             "Pass a job_id from SELECT job_id, kind, target FROM upkeep.jobs;",
         );
     };
-    let served = Spi::get_one_with_args::<pg_sys::Oid>(
-        &format!("SELECT served::oid FROM {POLICIES} p WHERE job_id = $1"),
-        &[job_id.into()],
-    );
-    let (Ok(Some(served)), Some((kind, _))) = (served, kind_and_target(job_id)) else {
+    let Some(job) = find(job_id) else {
         invalid(
             format!("job {job_id} does not exist"),
             "See SELECT job_id, kind, target FROM upkeep.jobs; for the jobs.",
         );
     };
-    require_owner(Some(RegClass(served)), "the job's table");
-    (job_id, kind)
+    require_owner(Some(RegClass(job.served)), "the job's table");
+    job
+}
+
+/// Runs one job, whatever its schedule or back-off.
+pub fn run(runner: Runner, job: &Job) -> Vec<Outcome> {
+    match job.kind {
+        Kind::Partitions => crate::partitions::maintain(runner, Selection::Job(job.id), false),
+        Kind::Archive => crate::archive::maintain(runner, crate::archive::facts::Scope::Job(job.id), false),
+    }
+}
+
+/// Runs every job that is due, kind by kind in the order of the kinds'
+/// locks (see `Kind`), so that concurrent runs queue instead of deadlocking.
+pub fn run_due(runner: Runner, dry_run: bool) -> Vec<Outcome> {
+    let mut outcomes = crate::partitions::maintain(runner, Selection::Due, dry_run);
+    outcomes.extend(crate::archive::maintain(runner, crate::archive::facts::Scope::Due, dry_run));
+    outcomes
 }
 
 /// Changes a job's schedule or enables/disables it; NULL keeps a setting.
 #[pg_extern(volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn alter_job(job_id: Option<i64>, every: default!(Option<Interval>, "NULL"), enabled: default!(Option<bool>, "NULL")) {
-    let (job_id, kind) = owned_job(job_id);
+    let Job { id: job_id, kind, .. } = owned_job(job_id);
     if let Some(e) = every {
         let positive = Spi::get_one_with_args::<bool>("SELECT $1 > interval '0'", &[e.into()]).ok().flatten();
         if positive != Some(true) {
@@ -383,13 +431,7 @@ fn run_job(
         name!(sql, Option<String>),
     ),
 > {
-    let outcomes = match owned_job(job_id) {
-        (job_id, Kind::Partitions) => crate::partitions::maintain(Runner::Caller, Selection::Job(job_id), false),
-        (job_id, Kind::Archive) => {
-            crate::archive::maintain(Runner::Caller, crate::archive::facts::Scope::Job(job_id), false)
-        }
-    };
-    crate::partitions::action_rows(outcomes)
+    crate::partitions::action_rows(run(Runner::Caller, &owned_job(job_id)))
 }
 
 /// Everything that is due, in the caller's transaction: what pg_cron calls.
@@ -410,9 +452,7 @@ fn run_maintenance(
         name!(sql, Option<String>),
     ),
 > {
-    let mut outcomes = crate::partitions::maintain(Runner::Caller, Selection::Due, dry_run);
-    outcomes.extend(crate::archive::maintain(Runner::Caller, crate::archive::facts::Scope::Due, dry_run));
-    crate::partitions::action_rows(outcomes)
+    crate::partitions::action_rows(run_due(Runner::Caller, dry_run))
 }
 
 #[cfg(test)]

@@ -150,6 +150,12 @@ impl Cluster {
         .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", self.dir.display()))
     }
 
+    /// A connection as another role.
+    pub fn connect_as(&self, user: &str, db: &str) -> Client {
+        Client::connect(&format!("host={} port={} user={user} dbname={db}", self.dir.display(), self.port), NoTls)
+            .unwrap_or_else(|e| panic!("cannot connect as {user}: {e}"))
+    }
+
     /// A connection, or None while the server is not accepting them.
     pub fn try_connect(&self, db: &str) -> Option<Client> {
         Client::connect(&format!("host={} port={} user=postgres dbname={db}", self.dir.display(), self.port), NoTls)
@@ -159,16 +165,21 @@ impl Cluster {
 
     /// Polls `sql` (one boolean) until it is true, for at most `limit`.
     pub fn wait_until(&self, db: &str, sql: &str, limit: std::time::Duration) -> bool {
-        let started = std::time::Instant::now();
-        while started.elapsed() < limit {
-            // A fresh connection each time: the server may restart meanwhile.
-            let ok = self.try_connect(db).and_then(|mut c| c.query_one(sql, &[]).ok()).map(|r| r.get::<_, bool>(0));
-            if ok == Some(true) {
-                return true;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        false
+        // A fresh connection each time: the server may restart meanwhile.
+        wait_for(limit, || {
+            self.try_connect(db).and_then(|mut c| c.query_one(sql, &[]).ok()).map(|r| r.get::<_, bool>(0)) == Some(true)
+        })
+    }
+
+    /// Kills a server process with SIGKILL and waits until the postmaster
+    /// has reset every backend (crash restart) and accepts connections again.
+    pub fn kill_9(&self, pid: i32) {
+        const RESTART: &str = "all server processes terminated; reinitializing";
+        let before = self.log().matches(RESTART).count();
+        assert!(Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
+        let limit = std::time::Duration::from_secs(60);
+        assert!(wait_for(limit, || self.log().matches(RESTART).count() > before), "no crash restart");
+        assert!(wait_for(limit, || self.try_connect("postgres").is_some()), "the server did not come back");
     }
 
     pub fn log(&self) -> String {
@@ -197,4 +208,35 @@ pub fn error_of(result: Result<impl Sized, postgres::Error>) -> (String, Option<
             (db.message().to_string(), db.hint().map(str::to_string))
         }
     }
+}
+
+/// Polls `what` every 100 ms until it is true, for at most `limit`.
+pub fn wait_for(limit: std::time::Duration, mut what: impl FnMut() -> bool) -> bool {
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        if what() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    false
+}
+
+/// The one bigint a query returns.
+pub fn count(c: &mut Client, sql: &str) -> i64 {
+    c.query_one(sql, &[]).unwrap().get(0)
+}
+
+/// Runs each (call, text) of `cases`: it must fail with an ERROR whose
+/// message contains the text, with a HINT, and leave `snapshot` (what a bad
+/// call could have changed) as it was. Returns that snapshot.
+pub fn assert_refused(c: &mut Client, cases: &[(&str, &str)], snapshot: impl Fn(&mut Client) -> String) -> String {
+    let before = snapshot(c);
+    for (sql, needle) in cases {
+        let (message, hint) = error_of(c.batch_execute(sql));
+        assert!(message.contains(needle), "{sql}: message {message:?} does not contain {needle:?}");
+        assert!(hint.as_deref().is_some_and(|h| !h.is_empty()), "{sql}: no HINT with {message:?}");
+        assert_eq!(snapshot(c), before, "{sql} changed something");
+    }
+    before
 }

@@ -4,11 +4,7 @@
 
 use postgres::Client;
 use std::time::{Duration, Instant};
-use upkeep_cluster_tests::{error_of, Cluster};
-
-fn count(c: &mut Client, sql: &str) -> i64 {
-    c.query_one(sql, &[]).unwrap().get(0)
-}
+use upkeep_cluster_tests::{assert_refused, count, error_of, wait_for, Cluster};
 
 /// Rows of a table and its archive together: count, distinct ids, and an
 /// order-independent hash.
@@ -23,17 +19,6 @@ fn content(c: &mut Client, table: &str, archive: &str) -> (i64, i64, String) {
         )
         .unwrap();
     (r.get(0), r.get(1), r.get(2))
-}
-
-fn wait_for(limit: Duration, mut what: impl FnMut() -> bool) -> bool {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if what() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
 }
 
 const EVENTS: &str = "
@@ -98,19 +83,9 @@ fn bad_input_gets_an_error_with_a_hint_and_changes_nothing() {
         ("SELECT upkeep.unmanage_archive('public.events')", "public.events has no archive policy"),
         ("SELECT upkeep.unmanage_archive('public.nope')", "public.nope"),
     ];
-    let before = snapshot(&mut c);
-    for (sql, needle) in cases {
-        let (message, hint) = error_of(c.batch_execute(sql));
-        assert!(message.contains(needle), "{sql}: message {message:?} does not contain {needle:?}");
-        assert!(hint.as_deref().is_some_and(|h| !h.is_empty()), "{sql}: no HINT with {message:?}");
-        assert_eq!(snapshot(&mut c), before, "{sql} changed something");
-    }
+    let before = assert_refused(&mut c, cases, snapshot);
     // A caller who does not own the table.
-    let mut other = postgres::Client::connect(
-        &format!("host={} port={} user=someone_else dbname=postgres", cluster.dir.display(), cluster.port),
-        postgres::NoTls,
-    )
-    .unwrap();
+    let mut other = cluster.connect_as("someone_else", "postgres");
     let (message, hint) = error_of(other.batch_execute("SELECT upkeep.manage_archive('public.events', 'at', '1 day')"));
     assert!(message.contains("must be owner of table public.events"), "{message}");
     assert!(hint.is_some());
@@ -247,12 +222,8 @@ fn kill_9_at_random_points_of_a_million_row_archive_loses_and_doubles_nothing() 
             .map(|r| r.get(0));
         drop(c);
         let Some(pid) = pid else { break };
-        assert!(std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
+        cluster.kill_9(pid);
         kills += 1;
-        assert!(wait_for(Duration::from_secs(60), || {
-            cluster.log().matches("all server processes terminated; reinitializing").count() >= kills
-        }));
-        assert!(wait_for(Duration::from_secs(60), || cluster.try_connect("postgres").is_some()));
     }
     assert!(kills >= 3, "the worker was killed only {kills} time(s)");
     let mut c = cluster.connect("postgres");

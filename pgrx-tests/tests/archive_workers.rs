@@ -4,7 +4,7 @@
 
 use postgres::Client;
 use std::time::{Duration, Instant};
-use upkeep_cluster_tests::Cluster;
+use upkeep_cluster_tests::{count, wait_for, Cluster};
 
 /// A monthly table without a DEFAULT partition (PostgreSQL allows DETACH
 /// CONCURRENTLY only then), 24 months back, 100 rows a month; managed
@@ -38,10 +38,6 @@ fn content(c: &mut Client, name: &str) -> (i64, String) {
     (row.get(0), row.get(1))
 }
 
-fn count(c: &mut Client, sql: &str) -> i64 {
-    c.query_one(sql, &[]).unwrap().get(0)
-}
-
 fn archived(c: &mut Client, name: &str) -> i64 {
     count(
         c,
@@ -50,17 +46,6 @@ fn archived(c: &mut Client, name: &str) -> i64 {
                AND NOT inhdetachpending"
         ),
     )
-}
-
-fn wait_for(limit: Duration, mut what: impl FnMut() -> bool) -> bool {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if what() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
 }
 
 const WORKERS: &str = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_upkeep worker'";
@@ -228,19 +213,9 @@ fn a_move_interrupted_by_kill_9_or_a_cancel_is_finished_on_the_next_run() {
         c.query_one("SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_upkeep worker'", &[]).unwrap().get(0);
     // Killed while it waits for the reader, between the two transactions of
     // DETACH CONCURRENTLY (the crash restart ends the reader too).
-    let killed = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
-    assert!(killed.success());
+    cluster.kill_9(pid);
     drop(reader);
     drop(c);
-    // The postmaster resets every backend after a crash: wait for it.
-    assert!(
-        wait_for(Duration::from_secs(60), || cluster.log().contains("all server processes terminated; reinitializing")),
-        "no crash restart"
-    );
-    assert!(
-        wait_for(Duration::from_secs(60), || cluster.try_connect("postgres").is_some()),
-        "server did not come back"
-    );
 
     // The next runs finalize the pending detach, attach the partition to the
     // archive as recorded, and archive the rest.

@@ -4,7 +4,7 @@
 
 use std::thread;
 use std::time::{Duration, Instant};
-use upkeep_cluster_tests::{error_of, Cluster};
+use upkeep_cluster_tests::{assert_refused, error_of, Cluster};
 
 const SCHEMA: &str = r#"
 CREATE TABLE public.nav_history (fund_id int NOT NULL, nav_date date NOT NULL, nav numeric(12,4),
@@ -101,20 +101,10 @@ fn bad_input_gets_an_error_naming_the_object_with_a_hint_and_changes_nothing() {
         ("SELECT upkeep.resume_job(424242)", "job 424242 does not exist"),
         ("SELECT * FROM upkeep.run_job(424242)", "job 424242 does not exist"),
     ];
-    let before = snapshot(&mut c);
-    for (sql, needle) in cases {
-        let (message, hint) = error_of(c.batch_execute(sql));
-        assert!(message.contains(needle), "{sql}: message {message:?} does not contain {needle:?}");
-        assert!(hint.as_deref().is_some_and(|h| !h.is_empty()), "{sql}: no HINT with {message:?}");
-        assert_eq!(snapshot(&mut c), before, "{sql} changed something");
-    }
+    let before = assert_refused(&mut c, cases, snapshot);
 
     // A caller who does not own the table.
-    let mut other = postgres::Client::connect(
-        &format!("host={} port={} user=someone_else dbname=postgres", cluster.dir.display(), cluster.port),
-        postgres::NoTls,
-    )
-    .unwrap();
+    let mut other = cluster.connect_as("someone_else", "postgres");
     let (message, hint) =
         error_of(other.batch_execute("SELECT upkeep.manage_partitions('public.risk_assessments', 'created_at')"));
     assert!(message.contains("must be owner of table public.risk_assessments"), "{message}");

@@ -33,3 +33,18 @@ cluster_stop() {
     as_postgres "$PGBIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
   fi
 }
+
+# For the benchmarks. Their data goes on tmpfs when there is one: the
+# figures should measure the tools' work, not this VM's disk, whose latency
+# swings by 2x from minute to minute.
+if [ -d /dev/shm ] && [ -w /dev/shm ]; then BENCH_BASE=/dev/shm; else BENCH_BASE=/tmp; fi
+BENCH_OUT=bench/out
+
+# bench_prepare: dependencies, and pg_upkeep built and installed in release mode
+bench_prepare() {
+  mkdir -p "$BENCH_OUT"
+  bash scripts/setup.sh >/dev/null
+  echo "building pg_upkeep (release) ..."
+  cargo pgrx install --release --pg-config "$PGBIN/pg_config" >"$BENCH_OUT/install.log" 2>&1 ||
+    { cat "$BENCH_OUT/install.log"; exit 1; }
+}

@@ -67,13 +67,6 @@ pub fn maintain(runner: Runner, scope: Scope, dry_run: bool) -> Vec<Outcome> {
     outcomes
 }
 
-/// The job of the row archive policy on `oid`, if any.
-fn row_job(oid: pg_sys::Oid) -> Option<i64> {
-    Spi::get_one_with_args::<i64>("SELECT job_id FROM upkeep.archive_policies WHERE source::oid = $1", &[oid.into()])
-        .ok()
-        .flatten()
-}
-
 /// `"schema"."name"` of the archive table: the name as a DBA writes it
 /// (quoted where needed; unqualified means the source's schema), or
 /// `<source>_archive` beside the source.
@@ -209,19 +202,13 @@ fn archive(
 > {
     use crate::partitions::Selection;
     let outcomes = match source {
-        // Kinds in the order run_maintenance() takes their locks, so that
-        // concurrent callers queue instead of deadlocking.
-        None => {
-            let mut all = crate::partitions::maintain(Runner::Caller, Selection::Due, dry_run);
-            all.extend(maintain(Runner::Caller, Scope::Due, dry_run));
-            all
-        }
+        None => crate::jobs::run_due(Runner::Caller, dry_run),
         Some(s) => {
             let (oid, target) = require_owner(Some(s), "source");
-            match (row_job(oid), crate::partitions::managed_job(oid)) {
-                (Some(job), _) => maintain(Runner::Caller, Scope::Job(job), dry_run),
-                (None, Some(_)) => crate::partitions::maintain(Runner::Caller, Selection::Parent(oid), dry_run),
-                (None, None) => invalid(
+            match crate::jobs::serving(oid) {
+                Some(job) if job.kind == Kind::Archive => maintain(Runner::Caller, Scope::Job(job.id), dry_run),
+                Some(_) => crate::partitions::maintain(Runner::Caller, Selection::Parent(oid), dry_run),
+                None => invalid(
                     format!("table {target} has no archive policy"),
                     format!(
                         "Register it first: SELECT upkeep.manage_archive('{target}', '<time column>', '90 days'); \

@@ -266,47 +266,40 @@ SELECT p.job_id,
 });
 
 /// Every partition of the given parents, bounds in the calendar's domain.
-// PostgreSQL 14 brought DETACH CONCURRENTLY and with it pg_inherits.inhdetachpending.
+/// The partitions of the given parents, with bounds in microseconds.
+/// `$detach_pending` is pg_inherits.inhdetachpending, which came with
+/// DETACH CONCURRENTLY in PostgreSQL 14.
+macro_rules! partitions_sql {
+    ($detach_pending:literal) => {
+        concat!(
+            r#"
+SELECT i.inhparent::int8 AS parent,
+       kn.nspname::text AS schema,
+       k.relname::text AS name,
+       r.m IS NULL AS is_default,
+       "#,
+            $detach_pending,
+            r#" AS detach_pending,
+       upkeep.bound_micros(r.m[1], pt.is_tz) AS lower,
+       upkeep.bound_micros(r.m[2], pt.is_tz) AS upper
+  FROM pg_inherits i
+  JOIN pg_class k ON k.oid = i.inhrelid
+  JOIN pg_namespace kn ON kn.oid = k.relnamespace
+  JOIN LATERAL (SELECT a.atttypid = 'timestamptz'::regtype AS is_tz
+                  FROM pg_partitioned_table t
+                  JOIN pg_attribute a ON a.attrelid = t.partrelid AND a.attnum = t.partattrs[0]
+                 WHERE t.partrelid = i.inhparent) pt ON true
+  CROSS JOIN LATERAL (SELECT regexp_match(pg_get_expr(k.relpartbound, k.oid),
+                             '^FOR VALUES FROM \((.*)\) TO \((.*)\)$') AS m) r
+ WHERE i.inhparent = ANY($1)
+ ORDER BY i.inhparent, lower NULLS FIRST"#
+        )
+    };
+}
 #[cfg(not(feature = "pg13"))]
-const PARTITIONS_SQL: &str = r#"
-SELECT i.inhparent::int8 AS parent,
-       kn.nspname::text AS schema,
-       k.relname::text AS name,
-       r.m IS NULL AS is_default,
-       i.inhdetachpending AS detach_pending,
-       upkeep.bound_micros(r.m[1], pt.is_tz) AS lower,
-       upkeep.bound_micros(r.m[2], pt.is_tz) AS upper
-  FROM pg_inherits i
-  JOIN pg_class k ON k.oid = i.inhrelid
-  JOIN pg_namespace kn ON kn.oid = k.relnamespace
-  JOIN LATERAL (SELECT a.atttypid = 'timestamptz'::regtype AS is_tz
-                  FROM pg_partitioned_table t
-                  JOIN pg_attribute a ON a.attrelid = t.partrelid AND a.attnum = t.partattrs[0]
-                 WHERE t.partrelid = i.inhparent) pt ON true
-  CROSS JOIN LATERAL (SELECT regexp_match(pg_get_expr(k.relpartbound, k.oid),
-                             '^FOR VALUES FROM \((.*)\) TO \((.*)\)$') AS m) r
- WHERE i.inhparent = ANY($1)
- ORDER BY i.inhparent, lower NULLS FIRST"#;
+const PARTITIONS_SQL: &str = partitions_sql!("i.inhdetachpending");
 #[cfg(feature = "pg13")]
-const PARTITIONS_SQL: &str = r#"
-SELECT i.inhparent::int8 AS parent,
-       kn.nspname::text AS schema,
-       k.relname::text AS name,
-       r.m IS NULL AS is_default,
-       false AS detach_pending,
-       upkeep.bound_micros(r.m[1], pt.is_tz) AS lower,
-       upkeep.bound_micros(r.m[2], pt.is_tz) AS upper
-  FROM pg_inherits i
-  JOIN pg_class k ON k.oid = i.inhrelid
-  JOIN pg_namespace kn ON kn.oid = k.relnamespace
-  JOIN LATERAL (SELECT a.atttypid = 'timestamptz'::regtype AS is_tz
-                  FROM pg_partitioned_table t
-                  JOIN pg_attribute a ON a.attrelid = t.partrelid AND a.attnum = t.partattrs[0]
-                 WHERE t.partrelid = i.inhparent) pt ON true
-  CROSS JOIN LATERAL (SELECT regexp_match(pg_get_expr(k.relpartbound, k.oid),
-                             '^FOR VALUES FROM \((.*)\) TO \((.*)\)$') AS m) r
- WHERE i.inhparent = ANY($1)
- ORDER BY i.inhparent, lower NULLS FIRST"#;
+const PARTITIONS_SQL: &str = partitions_sql!("false");
 
 fn spi_err(e: pgrx::spi::SpiError) -> String {
     e.to_string()

@@ -137,6 +137,23 @@ pub extern "C-unwind" fn pg_upkeep_launcher_main(_arg: pg_sys::Datum) {
     }
 }
 
+/// Connects a scheduler or worker to the database it was started for (as
+/// `upkeep.role`), names itself in pg_stat_activity, pins a safe
+/// search_path (the workers call only qualified objects), and says whether
+/// that database has the extension.
+fn connect_to_served_database(application_name: &str) -> bool {
+    let database = BackgroundWorker::get_extra().to_string();
+    BackgroundWorker::connect_worker_to_spi(Some(&database), settings::role().as_deref());
+    BackgroundWorker::transaction(|| {
+        Spi::run("SET search_path = pg_catalog, pg_temp").ok();
+        Spi::run_with_args("SELECT set_config('application_name', $1, false)", &[application_name.into()]).ok();
+        Spi::get_one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_upkeep')")
+            .ok()
+            .flatten()
+            .unwrap_or(false)
+    })
+}
+
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pg_upkeep_scheduler_main(_arg: pg_sys::Datum) {
@@ -145,22 +162,9 @@ pub extern "C-unwind" fn pg_upkeep_scheduler_main(_arg: pg_sys::Datum) {
     // transaction is rolled back. (A flag would be seen only between actions.)
     // SAFETY: workers start with signals blocked; this is the standard call.
     unsafe { pg_sys::BackgroundWorkerUnblockSignals() };
-    let database = BackgroundWorker::get_extra().to_string();
-    let role = settings::role();
-    BackgroundWorker::connect_worker_to_spi(Some(&database), role.as_deref());
-    let installed = BackgroundWorker::transaction(|| {
-        // Pinned, safe search_path: the workers call only qualified objects.
-        Spi::run("SET search_path = pg_catalog, pg_temp").ok();
-        Spi::run("SET application_name = 'pg_upkeep scheduler'").ok();
-        Spi::get_one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_upkeep')")
-            .ok()
-            .flatten()
-            .unwrap_or(false)
-    });
-    if !installed {
+    if !connect_to_served_database(SCHEDULER) {
         return;
     }
-    crate::partitions::maintain(Runner::Scheduler, crate::partitions::Selection::Due, false);
-    crate::archive::maintain(Runner::Scheduler, crate::archive::facts::Scope::Due, false);
+    crate::jobs::run_due(Runner::Scheduler, false);
     BackgroundWorker::transaction(crate::jobs::prune_history);
 }

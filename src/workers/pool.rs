@@ -10,8 +10,7 @@
 //! on ERROR or FATAL, or by SIGTERM). A worker killed with SIGKILL makes
 //! the postmaster reinitialise shared memory, which empties the slots.
 
-use crate::jobs::{Kind, Runner};
-use crate::partitions::Selection;
+use crate::jobs::Runner;
 use crate::settings;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder};
 use pgrx::prelude::*;
@@ -133,40 +132,25 @@ pub extern "C-unwind" fn pg_upkeep_worker_main(arg: pg_sys::Datum) {
     unsafe { pg_sys::BackgroundWorkerUnblockSignals() };
     // SAFETY: the scheduler passed the job id as an int8 datum.
     let Some(job) = (unsafe { i64::from_datum(arg, false) }) else { return };
-    let database = BackgroundWorker::get_extra().to_string();
-    BackgroundWorker::connect_worker_to_spi(Some(&database), settings::role().as_deref());
-    if !take_slot(job) {
+    if !super::connect_to_served_database(WORKER) || !take_slot(job) {
         return;
     }
     let claimed = BackgroundWorker::transaction(|| {
-        // Pinned, safe search_path: the workers call only qualified objects.
-        Spi::run("SET search_path = pg_catalog, pg_temp").ok();
-        let installed = Spi::get_one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_upkeep')")
-            .ok()
-            .flatten()
-            .unwrap_or(false);
-        if !installed {
-            return None;
-        }
-        let (kind, target) = crate::jobs::kind_and_target(job)?;
+        let found = crate::jobs::find(job)?;
         // Shows in pg_stat_activity which job this process does; the
         // top-level statements run outside any transaction, so the
         // lock_timeout for them is set for the session.
         Spi::run_with_args(
             "SELECT set_config('application_name', $1, false), set_config('lock_timeout', $2, false)",
             &[
-                format!("{WORKER}: job {job} ({target})").into(),
+                format!("{WORKER}: job {job} ({})", found.target).into(),
                 format!("{}ms", settings::LOCK_TIMEOUT_MS.get()).into(),
             ],
         )
         .ok();
-        crate::jobs::try_claim_job(job).then_some(kind)
+        crate::jobs::try_claim_job(job).then_some(found)
     });
-    match claimed {
-        Some(Kind::Partitions) => drop(crate::partitions::maintain(Runner::Worker, Selection::Job(job), false)),
-        Some(Kind::Archive) => {
-            drop(crate::archive::maintain(Runner::Worker, crate::archive::facts::Scope::Job(job), false))
-        }
-        None => {}
+    if let Some(found) = claimed {
+        crate::jobs::run(Runner::Worker, &found);
     }
 }
