@@ -133,3 +133,92 @@ CREATE TABLE upkeep.unfinished_actions (
 );
 COMMENT ON TABLE upkeep.unfinished_actions IS
   'Actions a pg_upkeep worker began with a statement that commits by itself (DETACH PARTITION CONCURRENTLY) and has not finished yet: the statements still to run. A worker that dies half-way leaves its row here, and the next run finishes the action. Normally empty.';
+
+CREATE TABLE upkeep.matview_policies (
+    job_id            bigint PRIMARY KEY DEFAULT nextval('upkeep.job_id_seq'),
+    matview           regclass NOT NULL UNIQUE,
+    every             interval NOT NULL DEFAULT '1 hour' CHECK (every > interval '0'),
+    concurrently      boolean NOT NULL DEFAULT true,
+    only_when_changed boolean NOT NULL DEFAULT true,
+    enabled           boolean NOT NULL DEFAULT true,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    updated_at        timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE upkeep.matview_policies IS
+  'Materialized view policies: which views pg_upkeep refreshes, how often, CONCURRENTLY or not, and whether only after their tables changed. Write it through upkeep.manage_matview(); carried by pg_dump.';
+COMMENT ON COLUMN upkeep.matview_policies.job_id IS 'The job (see upkeep.jobs).';
+COMMENT ON COLUMN upkeep.matview_policies.matview IS 'The materialized view.';
+COMMENT ON COLUMN upkeep.matview_policies.every IS 'Least time between two refreshes (or checks, with only_when_changed). Set with upkeep.alter_job().';
+COMMENT ON COLUMN upkeep.matview_policies.concurrently IS 'Refresh with REFRESH MATERIALIZED VIEW CONCURRENTLY, so that readers are never blocked (needs a unique index).';
+COMMENT ON COLUMN upkeep.matview_policies.only_when_changed IS 'Skip a refresh when none of the tables the view reads has changed since its last refresh.';
+COMMENT ON COLUMN upkeep.matview_policies.enabled IS 'false pauses the policy without forgetting it (upkeep.pause_job / resume_job).';
+COMMENT ON COLUMN upkeep.matview_policies.created_at IS 'When the policy was registered.';
+COMMENT ON COLUMN upkeep.matview_policies.updated_at IS 'When manage_matview or alter_job last changed it.';
+
+CREATE TABLE upkeep.matview_state (
+    job_id       bigint PRIMARY KEY REFERENCES upkeep.matview_policies ON DELETE CASCADE,
+    refreshed_at timestamptz NOT NULL,
+    duration     interval NOT NULL,
+    snapshot     pg_snapshot NOT NULL,
+    bases        oid[] NOT NULL,
+    fingerprint  text NOT NULL
+);
+COMMENT ON TABLE upkeep.matview_state IS
+  'What each managed view''s last refresh by pg_upkeep saw: when, how long, the snapshot it read (a change committed by a transaction outside it is news), the relations it reads and a fingerprint of how they were tracked. Safe to TRUNCATE: every view is then refreshed once.';
+COMMENT ON COLUMN upkeep.matview_state.job_id IS 'The matview job.';
+COMMENT ON COLUMN upkeep.matview_state.refreshed_at IS 'When the last refresh by pg_upkeep ran.';
+COMMENT ON COLUMN upkeep.matview_state.duration IS 'How long it took.';
+COMMENT ON COLUMN upkeep.matview_state.snapshot IS 'A snapshot taken just before the refresh: transactions visible in it are in the view.';
+COMMENT ON COLUMN upkeep.matview_state.bases IS 'The tables and materialized views it read, through plain views and partitions.';
+COMMENT ON COLUMN upkeep.matview_state.fingerprint IS 'Hash of those relations and of the triggers tracking them, as they were at the refresh.';
+
+CREATE SEQUENCE upkeep.change_slots;
+COMMENT ON SEQUENCE upkeep.change_slots IS
+  'Slots for change records of transactions that cannot update their backend''s own row (upkeep.changes).';
+
+-- One row per (relation, backend): the last transaction of that backend
+-- that changed the relation. Writers of different backends never touch the
+-- same row, so tracking never makes one writer wait for another.
+CREATE TABLE upkeep.changes (
+    relid oid NOT NULL,
+    slot  integer NOT NULL,
+    xid   xid8 NOT NULL,
+    PRIMARY KEY (relid, slot)
+) WITH (fillfactor = 50);
+COMMENT ON TABLE upkeep.changes IS
+  'Change tracking for materialized views refreshed only when changed: per relation and backend slot, the last transaction that changed the relation (written by the trigger upkeep_track_changes and the event trigger upkeep_track_refreshes). Compared with upkeep.matview_state.snapshot.';
+COMMENT ON COLUMN upkeep.changes.relid IS 'The table (or materialized view) that changed.';
+COMMENT ON COLUMN upkeep.changes.slot IS 'The backend that changed it (negative: a one-off record).';
+COMMENT ON COLUMN upkeep.changes.xid IS 'The transaction that last changed it from that backend.';
+
+-- Every relation each managed view reads: through plain views (their
+-- rules), partitions and inheritance children, but not into other
+-- materialized views (their stored rows are what is read). The view
+-- itself is listed with depth 0.
+CREATE FUNCTION upkeep.matview_reads()
+RETURNS TABLE (job_id bigint, relid oid)
+LANGUAGE sql STABLE
+AS $$
+  WITH RECURSIVE reads(job_id, relid) AS (
+    SELECT p.job_id, p.matview::oid FROM upkeep.matview_policies p
+    UNION
+    SELECT r.job_id, x.relid
+      FROM reads r
+      CROSS JOIN LATERAL (
+        SELECT d.refobjid AS relid
+          FROM pg_catalog.pg_class v
+          JOIN pg_catalog.pg_rewrite w ON w.ev_class = v.oid
+          JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
+           AND d.objid = w.oid AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+           AND d.refobjid <> v.oid
+         WHERE v.oid = r.relid
+           AND (v.relkind = 'v' OR EXISTS (SELECT 1 FROM upkeep.matview_policies m
+                                             WHERE m.job_id = r.job_id AND m.matview::oid = v.oid))
+        UNION ALL
+        SELECT i.inhrelid FROM pg_catalog.pg_inherits i WHERE i.inhparent = r.relid
+      ) x
+  )
+  SELECT job_id, relid FROM reads
+$$;
+COMMENT ON FUNCTION upkeep.matview_reads() IS
+  'Internal: every relation each managed materialized view reads, through plain views, partitions and inheritance children (the view itself included).';

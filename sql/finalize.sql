@@ -31,7 +31,21 @@ SELECT a.job_id,
        coalesce(j.consecutive_failures, 0),
        j.last_duration
   FROM upkeep.archive_policies a
-  LEFT JOIN upkeep.job_state j ON j.job_id = a.job_id;
+  LEFT JOIN upkeep.job_state j ON j.job_id = a.job_id
+UNION ALL
+SELECT m.job_id,
+       'matview'::text,
+       m.matview::text,
+       'every ' || m.every::text,
+       m.enabled,
+       CASE WHEN m.enabled THEN j.next_run END,
+       j.last_run,
+       j.last_status,
+       j.last_error,
+       coalesce(j.consecutive_failures, 0),
+       j.last_duration
+  FROM upkeep.matview_policies m
+  LEFT JOIN upkeep.job_state j ON j.job_id = m.job_id;
 COMMENT ON VIEW upkeep.jobs IS
   'Every policy is a job: what it maintains, its schedule, whether it is enabled, when it next acts, and how its last run went (consecutive_failures > 0 means it is backing off).';
 
@@ -280,7 +294,7 @@ COMMENT ON COLUMN upkeep.archive_policies.created_at IS 'When the policy was reg
 COMMENT ON COLUMN upkeep.archive_policies.updated_at IS 'When manage_archive or alter_job last changed it.';
 COMMENT ON COLUMN upkeep.partition_policies.updated_at IS 'When manage_partitions or alter_job last changed it.';
 COMMENT ON COLUMN upkeep.jobs.job_id IS 'Identifies the job in alter_job, pause_job, resume_job, run_job.';
-COMMENT ON COLUMN upkeep.jobs.kind IS 'What the job maintains: partitions.';
+COMMENT ON COLUMN upkeep.jobs.kind IS 'What the job maintains: partitions, archive or matview.';
 COMMENT ON COLUMN upkeep.jobs.target IS 'The table it serves.';
 COMMENT ON COLUMN upkeep.jobs.schedule IS 'every naptime, or the least time between runs set with alter_job.';
 COMMENT ON COLUMN upkeep.jobs.enabled IS 'false: paused (pause_job).';
@@ -317,3 +331,107 @@ COMMENT ON COLUMN upkeep.partition_health.last_error IS 'Why the last run failed
 COMMENT ON COLUMN upkeep.partition_health.consecutive_failures IS 'Failed runs in a row.';
 COMMENT ON COLUMN upkeep.partition_health.status IS 'ok, due, gap, archive_due, rows_in_default, paused or error.';
 COMMENT ON COLUMN upkeep.partition_health.hint IS 'What to do about the status.';
+
+-- Materialized views.
+
+-- Change tracking (see src/matviews/changes.rs). Every writer of a tracked
+-- table runs the trigger function, so it runs as pg_upkeep's owner with a
+-- pinned search_path, and records nothing but the fact of the change.
+CREATE FUNCTION upkeep.track_changes() RETURNS trigger
+LANGUAGE c SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'track_changes_wrapper';
+COMMENT ON FUNCTION upkeep.track_changes() IS
+  'Trigger function of upkeep_track_changes (statement level, after INSERT, UPDATE, DELETE, TRUNCATE): records in upkeep.changes that the table changed in this transaction, once per transaction. Put on the tables that views refreshed only when changed read.';
+
+-- Materialized views have no triggers; their refreshes (by anyone) are
+-- recorded by this event trigger, in the refreshing transaction.
+CREATE FUNCTION upkeep.track_refreshes() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  INSERT INTO upkeep.changes (relid, slot, xid)
+  SELECT c.objid, -nextval('upkeep.change_slots')::int4, pg_current_xact_id()
+    FROM pg_event_trigger_ddl_commands() c
+   WHERE c.classid = 'pg_catalog.pg_class'::regclass
+     AND EXISTS (SELECT 1 FROM upkeep.matview_reads() r WHERE r.relid = c.objid);
+END
+$$;
+COMMENT ON FUNCTION upkeep.track_refreshes() IS
+  'Event trigger function of upkeep_track_refreshes: records in upkeep.changes that a materialized view a managed view reads was refreshed.';
+CREATE EVENT TRIGGER upkeep_track_refreshes ON ddl_command_end
+  WHEN TAG IN ('REFRESH MATERIALIZED VIEW') EXECUTE FUNCTION upkeep.track_refreshes();
+COMMENT ON EVENT TRIGGER upkeep_track_refreshes IS
+  'Records refreshes of materialized views that managed views read, so that those are refreshed after them (only_when_changed).';
+
+CREATE VIEW upkeep.matview_status AS
+SELECT m.job_id,
+       m.matview,
+       m.every,
+       m.concurrently,
+       m.only_when_changed,
+       s.refreshed_at AS last_refresh,
+       s.duration AS last_duration,
+       r.changed_since,
+       r.changed,
+       CASE WHEN m.enabled THEN coalesce(j.next_run, now()) END AS next_due,
+       r.concurrently_possible,
+       r.populated,
+       CASE WHEN NOT m.enabled THEN 'paused'
+            WHEN j.last_status IN ('failed', 'lock_timeout') THEN j.last_status
+            ELSE r.status END AS status,
+       CASE WHEN NOT m.enabled THEN format('The job is paused: SELECT upkeep.resume_job(%s);', m.job_id)
+            WHEN j.last_status IN ('failed', 'lock_timeout') THEN j.last_error
+            WHEN r.hint IS NOT NULL THEN r.hint
+            WHEN cardinality(r.unsure) > 0 THEN 'Refreshed whenever due, because: ' || array_to_string(r.unsure, '; ')
+            END AS hint
+  FROM upkeep.matview_policies m
+  JOIN upkeep.matview_report() r ON r.job_id = m.job_id
+  LEFT JOIN upkeep.matview_state s ON s.job_id = m.job_id
+  LEFT JOIN upkeep.job_state j ON j.job_id = m.job_id;
+COMMENT ON VIEW upkeep.matview_status IS
+  'One row per managed materialized view: last refresh and its duration, whether what it reads changed since, next due, whether CONCURRENTLY is possible, status (ok, changed, not refreshed yet, not populated, cannot refresh concurrently, dropped, paused, failed, lock_timeout) and a hint.';
+COMMENT ON COLUMN upkeep.matview_status.job_id IS 'The matview job (see upkeep.jobs).';
+COMMENT ON COLUMN upkeep.matview_status.matview IS 'The materialized view.';
+COMMENT ON COLUMN upkeep.matview_status.every IS 'Least time between two refreshes or checks.';
+COMMENT ON COLUMN upkeep.matview_status.concurrently IS 'Refreshed CONCURRENTLY (readers never blocked).';
+COMMENT ON COLUMN upkeep.matview_status.only_when_changed IS 'Skipped when nothing it reads changed.';
+COMMENT ON COLUMN upkeep.matview_status.last_refresh IS 'When pg_upkeep last refreshed it.';
+COMMENT ON COLUMN upkeep.matview_status.last_duration IS 'How long that refresh took.';
+COMMENT ON COLUMN upkeep.matview_status.changed_since IS 'Whether a table it reads changed since the last refresh; NULL when that cannot be seen (see hint).';
+COMMENT ON COLUMN upkeep.matview_status.changed IS 'The relations that changed since the last refresh.';
+COMMENT ON COLUMN upkeep.matview_status.next_due IS 'When it is next refreshed or checked.';
+COMMENT ON COLUMN upkeep.matview_status.concurrently_possible IS 'It has a unique index REFRESH ... CONCURRENTLY can use.';
+COMMENT ON COLUMN upkeep.matview_status.populated IS 'It has data (a view created WITH NO DATA has none until its first refresh).';
+COMMENT ON COLUMN upkeep.matview_status.status IS 'ok, changed, not refreshed yet, not populated, cannot refresh concurrently, dropped, paused, failed or lock_timeout.';
+COMMENT ON COLUMN upkeep.matview_status.hint IS 'What to do about the status, or why it is refreshed whenever due.';
+
+COMMENT ON FUNCTION upkeep.manage_matview(regclass, interval, boolean, boolean) IS
+  'Registers (or updates) the policy of a materialized view: refreshed every `every`, CONCURRENTLY (needs a unique index), and only when a table it reads changed. Returns the job id. Example: SELECT upkeep.manage_matview(''public.fund_analytics_mv'', ''1 hour'');';
+COMMENT ON FUNCTION upkeep.unmanage_matview(regclass) IS
+  'Forgets the policy of a materialized view (also of one that was dropped, by OID). Refreshes and drops nothing.';
+COMMENT ON FUNCTION upkeep.refresh_matviews(regclass, boolean) IS
+  'Refreshes the managed views that are due (or one, now), in dependency order, in the caller''s transaction; one row per view: refreshed, or skipped and why. force => true refreshes even when nothing changed.';
+COMMENT ON FUNCTION upkeep.matview_report() IS
+  'The rows of the view upkeep.matview_status, without run history.';
+
+CREATE FUNCTION upkeep.manage_matview(matview text, every interval DEFAULT '1 hour',
+    concurrently boolean DEFAULT true, only_when_changed boolean DEFAULT true)
+RETURNS bigint LANGUAGE sql AS $$
+  SELECT upkeep.manage_matview(upkeep.table_named(matview), every, concurrently, only_when_changed)
+$$;
+COMMENT ON FUNCTION upkeep.manage_matview(text, interval, boolean, boolean) IS
+  'Same as manage_matview(regclass, ...); a name that does not resolve gets an ERROR with a HINT.';
+
+CREATE FUNCTION upkeep.unmanage_matview(matview text) RETURNS void LANGUAGE sql AS $$
+  SELECT upkeep.unmanage_matview(upkeep.table_named(matview))
+$$;
+COMMENT ON FUNCTION upkeep.unmanage_matview(text) IS
+  'Same as unmanage_matview(regclass); a name that does not resolve gets an ERROR with a HINT.';
+
+CREATE FUNCTION upkeep.refresh_matviews(matview text, force boolean DEFAULT false)
+RETURNS TABLE (job_id bigint, matview text, status text, reason text, seconds double precision, error text, sql text)
+LANGUAGE sql AS $$
+  SELECT * FROM upkeep.refresh_matviews(upkeep.table_named(matview), force)
+$$;
+COMMENT ON FUNCTION upkeep.refresh_matviews(text, boolean) IS
+  'Same as refresh_matviews(regclass, boolean); a name that does not resolve gets an ERROR with a HINT.';

@@ -10,14 +10,17 @@ pub enum ActionKind {
     CreatePartition,
     ArchivePartition,
     ArchiveRows,
+    RefreshMatview,
+    TrackChanges,
+    UntrackChanges,
 }
 
 impl ActionKind {
-    /// Long actions (they may wait on application transactions or move
-    /// data) run in `pg_upkeep worker` processes, so that the scheduler's
+    /// Long actions (they may wait on application transactions, move data
+    /// or recompute a view) run in `pg_upkeep worker` processes, so that the scheduler's
     /// quick ones, like creating partitions, never wait behind them.
     pub fn is_long(self) -> bool {
-        matches!(self, ActionKind::ArchivePartition | ActionKind::ArchiveRows)
+        matches!(self, ActionKind::ArchivePartition | ActionKind::ArchiveRows | ActionKind::RefreshMatview)
     }
 }
 
@@ -27,6 +30,9 @@ impl fmt::Display for ActionKind {
             ActionKind::CreatePartition => "create_partition",
             ActionKind::ArchivePartition => "archive_partition",
             ActionKind::ArchiveRows => "archive_rows",
+            ActionKind::RefreshMatview => "refresh_matview",
+            ActionKind::TrackChanges => "track_changes",
+            ActionKind::UntrackChanges => "untrack_changes",
         })
     }
 }

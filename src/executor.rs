@@ -18,6 +18,9 @@ pub enum Status {
     Failed,
     LockTimeout,
     DryRun,
+    /// Nothing to do (a view whose tables did not change): returned to the
+    /// caller, not recorded, and not a failure.
+    Skipped,
 }
 
 impl fmt::Display for Status {
@@ -27,6 +30,7 @@ impl fmt::Display for Status {
             Status::Failed => "failed",
             Status::LockTimeout => "lock_timeout",
             Status::DryRun => "dry_run",
+            Status::Skipped => "skipped",
         })
     }
 }
@@ -394,22 +398,32 @@ pub fn execute_in_batches(action: Action) -> Outcome {
     done
 }
 
+impl Outcome {
+    /// An outcome that is not an action run by the executor: a policy that
+    /// could not be planned, or a view skipped.
+    pub fn noted(job_id: i64, action: &str, target: String, status: Status, detail: String, error: Option<String>) -> Self {
+        Outcome {
+            job_id,
+            action: action.to_string(),
+            target,
+            status,
+            idle: status == Status::Skipped,
+            detail,
+            error,
+            sql: String::new(),
+            seconds: 0.0,
+            rows: None,
+        }
+    }
+}
+
 /// Policies that could not be planned, as (job, action, target, message):
 /// reported like failed actions, and recorded unless this is a dry run.
 pub fn report_problems(problems: Vec<(i64, &str, String, String)>, dry_run: bool) -> Vec<Outcome> {
     let outcomes: Vec<Outcome> = problems
         .into_iter()
-        .map(|(job_id, action, target, message)| Outcome {
-            job_id,
-            action: action.to_string(),
-            target,
-            status: Status::Failed,
-            detail: String::new(),
-            error: Some(message),
-            sql: String::new(),
-            seconds: 0.0,
-            rows: None,
-            idle: false,
+        .map(|(job_id, action, target, message)| {
+            Outcome::noted(job_id, action, target, Status::Failed, String::new(), Some(message))
         })
         .collect();
     if !dry_run {

@@ -12,11 +12,13 @@ use std::collections::BTreeMap;
 
 /// The kinds of job; each has its own lock, so a long run of one kind never
 /// holds up another. A run of several kinds takes their locks in this
-/// order (partitions, then archive), so concurrent runs never deadlock.
+/// order (partitions, archive, materialized views), so concurrent runs
+/// never deadlock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Partitions = 1,
     Archive = 2,
+    Matviews = 3,
 }
 
 /// Wait before retrying a job that failed `failures` times in a row:
@@ -46,10 +48,19 @@ pub fn wait_for_job(job_id: i64) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// Takes the job until this transaction ends, unless another process has it.
+pub fn try_lock_job(job_id: i64) -> bool {
+    try_job_lock("pg_try_advisory_xact_lock", job_id)
+}
+
 /// Takes the job for this worker process, unless another process has it.
 pub fn try_claim_job(job_id: i64) -> bool {
+    try_job_lock("pg_try_advisory_lock", job_id)
+}
+
+fn try_job_lock(function: &str, job_id: i64) -> bool {
     Spi::get_one_with_args::<bool>(
-        "SELECT pg_try_advisory_lock($1, $2)",
+        &format!("SELECT {function}($1, $2)"),
         &[JOB_LOCK_SPACE.into(), (job_id as i32).into()],
     )
     .ok()
@@ -238,7 +249,7 @@ pub fn record_job_runs(jobs: &[i64], outcomes: &[Outcome]) {
     let mut retry_in = Vec::new();
     for &job in jobs {
         let mine: Vec<&Outcome> = outcomes.iter().filter(|o| o.job_id == job).collect();
-        let worst = mine.iter().find(|o| o.status != Status::Ok);
+        let worst = mine.iter().find(|o| !matches!(o.status, Status::Ok | Status::Skipped));
         let n = if worst.is_some() { failures.get(&job).copied().unwrap_or(0) + 1 } else { 0 };
         status.push(worst.map_or(Status::Ok, |o| o.status).to_string());
         error.push(worst.and_then(|o| o.error.clone()));
@@ -247,16 +258,15 @@ pub fn record_job_runs(jobs: &[i64], outcomes: &[Outcome]) {
         retry_in.push((n > 0).then(|| backoff_seconds(job, n as u32)));
     }
     Spi::run_with_args(
-        "INSERT INTO upkeep.job_state AS j (job_id, last_run, last_status, last_error, last_duration, consecutive_failures, next_run) \
+        &format!("INSERT INTO upkeep.job_state AS j (job_id, last_run, last_status, last_error, last_duration, consecutive_failures, next_run) \
          SELECT r.job_id, now(), r.status, r.error, make_interval(secs => r.secs), r.failed, \
                 coalesce(now() + make_interval(secs => r.retry_in), now() + p.every) \
            FROM unnest($1::int8[], $2::text[], $3::text[], $4::float8[], $5::int4[], $6::int8[]) \
                 AS r(job_id, status, error, secs, failed, retry_in) \
-           LEFT JOIN (SELECT job_id, every FROM upkeep.partition_policies \
-                      UNION ALL SELECT job_id, every FROM upkeep.archive_policies) p ON p.job_id = r.job_id \
+           LEFT JOIN {POLICIES} p ON p.job_id = r.job_id \
          ON CONFLICT (job_id) DO UPDATE SET last_run = EXCLUDED.last_run, last_status = EXCLUDED.last_status, \
             last_error = EXCLUDED.last_error, last_duration = EXCLUDED.last_duration, \
-            consecutive_failures = EXCLUDED.consecutive_failures, next_run = EXCLUDED.next_run",
+            consecutive_failures = EXCLUDED.consecutive_failures, next_run = EXCLUDED.next_run"),
         &[jobs.to_vec().into(), status.into(), error.into(), seconds.into(), failed.into(), retry_in.into()],
     )
     .unwrap_or_else(|e| error!("pg_upkeep could not record job states: {e}"));
@@ -272,7 +282,8 @@ pub fn forget(job_id: i64) {
 
 /// Each kind's policy table, with the table a job serves and its schedule.
 const POLICIES: &str = "(SELECT job_id, parent AS served, every, 1 AS kind FROM upkeep.partition_policies \
-     UNION ALL SELECT job_id, source, every, 2 FROM upkeep.archive_policies)";
+     UNION ALL SELECT job_id, source, every, 2 FROM upkeep.archive_policies \
+     UNION ALL SELECT job_id, matview, every, 3 FROM upkeep.matview_policies)";
 
 /// A job as its policy table has it.
 pub struct Job {
@@ -316,7 +327,11 @@ fn lookup(condition: &str, arg: pgrx::datum::DatumWithOid<'_>) -> Option<Job> {
     match row {
         Ok(Some((Some(id), Some(kind), Some(served), Some(target)))) => Some(Job {
             id,
-            kind: if kind == Kind::Archive as i32 { Kind::Archive } else { Kind::Partitions },
+            kind: match kind {
+                2 => Kind::Archive,
+                3 => Kind::Matviews,
+                _ => Kind::Partitions,
+            },
             served,
             target,
         }),
@@ -349,6 +364,16 @@ pub fn run(runner: Runner, job: &Job) -> Vec<Outcome> {
     match job.kind {
         Kind::Partitions => crate::partitions::maintain(runner, Selection::Job(job.id), false),
         Kind::Archive => crate::archive::maintain(runner, crate::archive::facts::Scope::Job(job.id), false),
+        Kind::Matviews => {
+            // A worker is given the first view of a group and refreshes the
+            // group's due views in order; a caller runs the one view.
+            let selection = if runner == Runner::Worker {
+                crate::matviews::plan::Selection::Group(job.id)
+            } else {
+                crate::matviews::plan::Selection::Job(job.id)
+            };
+            crate::matviews::maintain(runner, selection, false, false)
+        }
     }
 }
 
@@ -357,6 +382,7 @@ pub fn run(runner: Runner, job: &Job) -> Vec<Outcome> {
 pub fn run_due(runner: Runner, dry_run: bool) -> Vec<Outcome> {
     let mut outcomes = crate::partitions::maintain(runner, Selection::Due, dry_run);
     outcomes.extend(crate::archive::maintain(runner, crate::archive::facts::Scope::Due, dry_run));
+    outcomes.extend(crate::matviews::maintain(runner, crate::matviews::plan::Selection::Due, false, dry_run));
     outcomes
 }
 
@@ -377,6 +403,7 @@ fn alter_job(job_id: Option<i64>, every: default!(Option<Interval>, "NULL"), ena
     let table = match kind {
         Kind::Partitions => "upkeep.partition_policies",
         Kind::Archive => "upkeep.archive_policies",
+        Kind::Matviews => "upkeep.matview_policies",
     };
     Spi::run_with_args(
         &format!(

@@ -12,6 +12,7 @@ pub mod calendar;
 pub mod errors;
 pub mod executor;
 pub mod jobs;
+pub mod matviews;
 pub mod ownership;
 pub mod partitions;
 pub mod regclass;

@@ -8,7 +8,7 @@ pub fn ident(name: &str) -> String {
 }
 
 /// A schema-qualified relation name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct QualifiedName {
     pub schema: String,
     pub name: String,

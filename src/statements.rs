@@ -23,14 +23,31 @@ pub fn select<'conn, R>(
     args: &[DatumWithOid<'_>],
     read: impl FnOnce(SpiTupleTable<'conn>) -> Result<R, String>,
 ) -> Result<R, String> {
+    keep(client, sql, types, false)?;
+    let table = KEPT.with(|kept| client.select(&kept.borrow()[sql], None, args)).map_err(|e| e.to_string())?;
+    read(table)
+}
+
+/// Runs a writing statement through its session-wide plan.
+pub fn update(
+    client: &mut SpiClient<'_>,
+    sql: &'static str,
+    types: &[PgOid],
+    args: &[DatumWithOid<'_>],
+) -> Result<(), String> {
+    keep(client, sql, types, true)?;
+    KEPT.with(|kept| client.update(&kept.borrow()[sql], None, args)).map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// Prepares the statement for the session, unless it is already.
+fn keep(client: &SpiClient<'_>, sql: &'static str, types: &[PgOid], mutating: bool) -> Result<(), String> {
     KEPT.with(|kept| {
-        let mut kept = kept.borrow_mut();
-        if !kept.contains_key(sql) {
-            let statement = client.prepare(sql, types).map_err(|e| e.to_string())?.keep();
-            kept.insert(sql, statement);
+        if kept.borrow().contains_key(sql) {
+            return Ok(());
         }
-        let table = client.select(&kept[sql], None, args).map_err(|e| e.to_string())?;
-        read(table)
+        let prepared = if mutating { client.prepare_mut(sql, types) } else { client.prepare(sql, types) };
+        kept.borrow_mut().insert(sql, prepared.map_err(|e| e.to_string())?.keep());
+        Ok(())
     })
 }
 

@@ -1,0 +1,143 @@
+//! Change tracking for views refreshed only when changed. Statistics
+//! counters cannot decide that: a backend reports its counts seconds (or,
+//! inside a long procedure, hours) after it commits, and they reset. So a
+//! statement-level trigger on every table such a view reads records, in
+//! the writer's own transaction, that the table changed: one row per table
+//! and backend in `upkeep.changes` holding the backend's last writing
+//! transaction. A refresh remembers the snapshot it read; a later change is
+//! a row whose transaction that snapshot does not see. Refreshes of
+//! materialized views (which have no triggers) are recorded by the event
+//! trigger `upkeep_track_refreshes`.
+
+use crate::sql::{ident, QualifiedName};
+use pgrx::prelude::*;
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
+
+/// The trigger pg_upkeep puts on the tables it tracks.
+pub const TRIGGER: &str = "upkeep_track_changes";
+
+thread_local! {
+    /// Tables this transaction has recorded already: one row write per
+    /// table and transaction, however many statements it runs.
+    static NOTED: RefCell<HashSet<pg_sys::Oid>> = RefCell::new(HashSet::new());
+    static CALLBACKS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Sets the backend's row (relation, backend) to the current transaction.
+/// If another transaction holds that row (a prepared transaction of this
+/// backend), a one-off row is added instead, so a writer never waits.
+const NOTE_SQL: &str = "\
+WITH mine AS (SELECT ctid FROM upkeep.changes WHERE relid = $1 AND slot = $2 FOR UPDATE SKIP LOCKED), \
+     done AS (UPDATE upkeep.changes c SET xid = pg_current_xact_id() FROM mine WHERE c.ctid = mine.ctid RETURNING 1) \
+INSERT INTO upkeep.changes (relid, slot, xid) \
+SELECT $1, CASE WHEN EXISTS (SELECT 1 FROM upkeep.changes WHERE relid = $1 AND slot = $2) \
+                THEN -nextval('upkeep.change_slots')::int4 ELSE $2 END, pg_current_xact_id() \
+ WHERE NOT EXISTS (SELECT 1 FROM done)";
+
+/// This backend's number, unique among running backends.
+fn backend_slot() -> i32 {
+    // SAFETY: set when the backend starts.
+    #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16"))]
+    let slot = unsafe { pg_sys::MyBackendId };
+    #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16")))]
+    let slot = unsafe { pg_sys::MyProcNumber };
+    slot
+}
+
+/// Forgets what this transaction recorded when it ends; a subtransaction
+/// rolled back takes its rows with it, so then all is forgotten (a table
+/// is recorded again, which costs one more write).
+#[pg_guard]
+unsafe extern "C-unwind" fn transaction_ended(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+    use pg_sys::XactEvent::*;
+    if matches!(event, XACT_EVENT_COMMIT | XACT_EVENT_ABORT | XACT_EVENT_PREPARE | XACT_EVENT_PARALLEL_COMMIT | XACT_EVENT_PARALLEL_ABORT)
+    {
+        NOTED.with(|n| n.borrow_mut().clear());
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn subtransaction_ended(
+    event: pg_sys::SubXactEvent::Type,
+    _sub: pg_sys::SubTransactionId,
+    _parent: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
+        NOTED.with(|n| n.borrow_mut().clear());
+    }
+}
+
+/// Records that `relid` changed in the current transaction.
+fn note(relid: pg_sys::Oid) {
+    if NOTED.with(|n| n.borrow().contains(&relid)) {
+        return;
+    }
+    if !CALLBACKS.get() {
+        // SAFETY: registers backend-lifetime callbacks once.
+        unsafe {
+            pg_sys::RegisterXactCallback(Some(transaction_ended), std::ptr::null_mut());
+            pg_sys::RegisterSubXactCallback(Some(subtransaction_ended), std::ptr::null_mut());
+        }
+        CALLBACKS.set(true);
+    }
+    Spi::connect_mut(|client| {
+        crate::statements::update(
+            client,
+            NOTE_SQL,
+            &[crate::statements::param(pg_sys::BuiltinOid::OIDOID), crate::statements::param(pg_sys::BuiltinOid::INT4OID)],
+            &[relid.into(), backend_slot().into()],
+        )
+    })
+    .unwrap_or_else(|e| error!("pg_upkeep could not record a change of table {}: {e}", relid.to_u32()));
+    NOTED.with(|n| n.borrow_mut().insert(relid));
+}
+
+/// The trigger function: statement level, after INSERT, UPDATE, DELETE
+/// and TRUNCATE. Declared in finalize.sql (SECURITY DEFINER, pinned
+/// search_path), because every writer of a tracked table runs it.
+#[pg_trigger(sql = false)]
+fn track_changes<'a>(
+    trigger: &'a pgrx::PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByPostgres>>, pgrx::PgTriggerError> {
+    note(trigger.relid()?);
+    Ok(None)
+}
+
+/// Statements that start tracking a table: the trigger, enabled ALWAYS so
+/// that it also fires for logical replication and session_replication_role
+/// = replica.
+pub fn track_sql(table: &QualifiedName) -> Vec<String> {
+    let t = ident(TRIGGER);
+    vec![
+        format!(
+            "CREATE TRIGGER {t} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {} \
+             FOR EACH STATEMENT EXECUTE FUNCTION upkeep.track_changes()",
+            table.quoted()
+        ),
+        format!("ALTER TABLE {} ENABLE ALWAYS TRIGGER {t}", table.quoted()),
+    ]
+}
+
+/// The statement that stops tracking a table no managed view reads.
+pub fn untrack_sql(table: &QualifiedName) -> String {
+    format!("DROP TRIGGER IF EXISTS {} ON {}", ident(TRIGGER), table.quoted())
+}
+
+/// Deletes change rows nobody needs: of relations no view tracks, and
+/// one-off rows every view reading the relation has seen. Rows a writer
+/// holds are left alone (SKIP LOCKED), so this never waits.
+pub fn prune() {
+    Spi::run(
+        "DELETE FROM upkeep.changes c USING ( \
+           SELECT ctid FROM upkeep.changes c \
+            WHERE (NOT EXISTS (SELECT 1 FROM upkeep.matview_reads() r WHERE r.relid = c.relid) \
+               OR (c.slot < 0 AND NOT EXISTS (SELECT 1 FROM upkeep.matview_state s \
+                                              WHERE c.relid = ANY (s.bases) \
+                                                AND NOT pg_visible_in_snapshot(c.xid, s.snapshot)))) \
+              FOR UPDATE SKIP LOCKED) gone \
+         WHERE c.ctid = gone.ctid",
+    )
+    .unwrap_or_else(|e| error!("pg_upkeep could not prune upkeep.changes: {e}"));
+}

@@ -1,0 +1,216 @@
+//! The catalog reads of materialized view maintenance: every policy with
+//! its view, what the view reads (through plain views and partitions), how
+//! those relations are tracked and whether they changed since the view's
+//! last refresh, in one statement whatever the number of views.
+
+use super::plan::{Untracked, ViewFacts};
+use crate::sql::QualifiedName;
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+
+const VIEWS_SQL: &str = "\
+WITH reads AS MATERIALIZED (SELECT job_id, relid FROM upkeep.matview_reads()), \
+refresh_tracking AS (SELECT coalesce((SELECT e.xmin::text || e.evtenabled FROM pg_event_trigger e \
+                                       WHERE e.evtname = 'upkeep_track_refreshes'), '-') AS seen) \
+SELECT p.job_id, pg_current_snapshot()::text AS snapshot, c.oid IS NOT NULL AND c.relkind = 'm' AS exists, \
+       coalesce(n.nspname::text, '') AS schema, coalesce(c.relname::text, p.matview::oid::text) AS name, \
+       coalesce(pg_get_userbyid(c.relowner)::text, '') AS owner, coalesce(c.relispopulated, false) AS populated, \
+       p.concurrently, p.only_when_changed, p.enabled, \
+       (j.next_run IS NULL OR j.next_run <= now()) AS scheduled, \
+       EXISTS (SELECT 1 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam \
+                WHERE i.indrelid = c.oid AND i.indisunique AND i.indimmediate AND i.indisvalid \
+                  AND am.amname = 'btree' AND i.indpred IS NULL AND NOT (0 = ANY (i.indkey::int2[]))) AS unique_key, \
+       coalesce((SELECT array_agg(u.job_id ORDER BY u.job_id) FROM reads r \
+                   JOIN upkeep.matview_policies u ON u.matview::oid = r.relid \
+                  WHERE r.job_id = p.job_id AND u.job_id <> p.job_id), '{}') AS upstream, \
+       coalesce(b.bases, '{}') AS bases, \
+       md5(coalesce(b.seen, '') || (SELECT seen FROM refresh_tracking)) AS fingerprint, \
+       coalesce(b.unsure, '{}') || coalesce(f.unsure, '{}') AS unsure, \
+       coalesce(b.untracked_schema, '{}') AS untracked_schema, coalesce(b.untracked_name, '{}') AS untracked_name, \
+       coalesce(b.untracked_allowed, '{}') AS untracked_allowed, \
+       s.job_id IS NOT NULL AS refreshed, \
+       coalesce((SELECT array_agg(DISTINCT ch.relid::regclass::text) FROM upkeep.changes ch \
+                  WHERE ch.relid = ANY (s.bases) AND NOT pg_visible_in_snapshot(ch.xid, s.snapshot)), '{}') AS changed, \
+       s.fingerprint IS DISTINCT FROM md5(coalesce(b.seen, '') || (SELECT seen FROM refresh_tracking)) \
+         OR s.bases IS DISTINCT FROM coalesce(b.bases, '{}') AS moved \
+  FROM upkeep.matview_policies p \
+  LEFT JOIN pg_class c ON c.oid = p.matview \
+  LEFT JOIN pg_namespace n ON n.oid = c.relnamespace \
+  LEFT JOIN upkeep.job_state j ON j.job_id = p.job_id \
+  LEFT JOIN upkeep.matview_state s ON s.job_id = p.job_id \
+  LEFT JOIN LATERAL ( \
+    SELECT array_agg(r.relid ORDER BY r.relid) FILTER (WHERE rc.relkind IN ('r', 'p', 'm')) AS bases, \
+           string_agg(r.relid::text || rc.relkind::text || coalesce(tg.xmin::text || tg.tgenabled, '-'), ',' \
+                      ORDER BY r.relid) AS seen, \
+           array_agg(CASE \
+             WHEN rc.relkind = 'f' THEN format('reads foreign table %s, whose changes cannot be seen', r.relid::regclass) \
+             WHEN rc.relkind NOT IN ('r', 'p', 'm', 'v') THEN format('reads %s, which is not a table', r.relid::regclass) \
+             WHEN rc.relkind IN ('r', 'p') AND tg.oid IS NULL THEN format('changes to %s are not tracked yet', r.relid::regclass) \
+             WHEN tg.tgenabled = 'D' THEN format('the trigger tracking changes to %s is disabled', r.relid::regclass) \
+             WHEN rc.relkind = 'm' AND (SELECT seen FROM refresh_tracking) NOT LIKE '%O' AND (SELECT seen FROM refresh_tracking) NOT LIKE '%A' \
+               THEN format('refreshes of %s cannot be seen: event trigger upkeep_track_refreshes is missing or disabled', r.relid::regclass) \
+             WHEN EXISTS (SELECT 1 FROM pg_subscription_rel sr WHERE sr.srrelid = r.relid) \
+               THEN format('%s is written by logical replication, whose changes are not all seen', r.relid::regclass) \
+           END ORDER BY r.relid) FILTER (WHERE rc.relkind <> 'v') AS unsure, \
+           array_agg(rn.nspname::text ORDER BY r.relid) FILTER (WHERE rc.relkind IN ('r', 'p') AND tg.oid IS NULL) AS untracked_schema, \
+           array_agg(rc.relname::text ORDER BY r.relid) FILTER (WHERE rc.relkind IN ('r', 'p') AND tg.oid IS NULL) AS untracked_name, \
+           array_agg(has_table_privilege(c.relowner, r.relid, 'TRIGGER') ORDER BY r.relid) \
+             FILTER (WHERE rc.relkind IN ('r', 'p') AND tg.oid IS NULL) AS untracked_allowed \
+      FROM reads r \
+      JOIN pg_class rc ON rc.oid = r.relid \
+      JOIN pg_namespace rn ON rn.oid = rc.relnamespace \
+      LEFT JOIN pg_trigger tg ON tg.tgrelid = r.relid AND tg.tgname = 'upkeep_track_changes' \
+     WHERE r.job_id = p.job_id AND r.relid <> p.matview::oid \
+  ) b ON true \
+  LEFT JOIN LATERAL ( \
+    SELECT array_agg(DISTINCT format('calls %s, which may read tables whose changes cannot be seen', d.refobjid::regprocedure)) AS unsure \
+      FROM reads r \
+      JOIN pg_class v ON v.oid = r.relid AND (v.relkind = 'v' OR v.oid = p.matview::oid) \
+      JOIN pg_rewrite w ON w.ev_class = v.oid \
+      JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = w.oid AND d.refclassid = 'pg_proc'::regclass \
+      JOIN pg_proc fn ON fn.oid = d.refobjid \
+     WHERE r.job_id = p.job_id AND fn.provolatile <> 'i' \
+  ) f ON true \
+ WHERE $1::int8 IS NULL OR p.job_id = $1 \
+ ORDER BY p.job_id";
+
+/// Tables pg_upkeep tracks that no view refreshed only when changed reads
+/// any more: (table, owner).
+const UNNEEDED_SQL: &str = "\
+SELECT n.nspname::text, c.relname::text, pg_get_userbyid(c.relowner)::text \
+  FROM pg_trigger tg JOIN pg_class c ON c.oid = tg.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+ WHERE tg.tgname = 'upkeep_track_changes' AND tg.tgfoid = 'upkeep.track_changes'::regproc \
+   AND NOT EXISTS (SELECT 1 FROM upkeep.matview_reads() r JOIN upkeep.matview_policies p ON p.job_id = r.job_id \
+                    WHERE r.relid = tg.tgrelid AND p.only_when_changed AND p.enabled) \
+ ORDER BY 1, 2";
+
+fn err(e: pgrx::spi::SpiError) -> String {
+    e.to_string()
+}
+
+/// Every policy (or one) with its view's facts, read in one snapshot,
+/// which they carry.
+pub fn load(client: &SpiClient<'_>, job: Option<i64>) -> Result<Vec<ViewFacts>, String> {
+    let mut out = Vec::new();
+    for row in client.select(VIEWS_SQL, None, &[job.into()]).map_err(err)? {
+        let text = |c: &str| row.get_by_name::<String, _>(c).map_err(err).map(Option::unwrap_or_default);
+        let flag = |c: &str| row.get_by_name::<bool, _>(c).map_err(err).map(Option::unwrap_or_default);
+        let texts = |c: &str| row.get_by_name::<Vec<Option<String>>, _>(c).map_err(err).map(Option::unwrap_or_default);
+        let schemas = texts("untracked_schema")?;
+        let names = texts("untracked_name")?;
+        let allowed = row.get_by_name::<Vec<Option<bool>>, _>("untracked_allowed").map_err(err)?.unwrap_or_default();
+        let untracked = schemas
+            .into_iter()
+            .zip(names)
+            .zip(allowed)
+            .map(|((s, n), a)| Untracked {
+                table: QualifiedName::new(s.unwrap_or_default(), n.unwrap_or_default()),
+                allowed: a.unwrap_or(false),
+            })
+            .collect();
+        out.push(ViewFacts {
+            job_id: row.get_by_name::<i64, _>("job_id").map_err(err)?.unwrap_or_default(),
+            snapshot: text("snapshot")?,
+            matview: QualifiedName::new(text("schema")?, text("name")?),
+            exists: flag("exists")?,
+            owner: text("owner")?,
+            populated: flag("populated")?,
+            concurrently: flag("concurrently")?,
+            only_when_changed: flag("only_when_changed")?,
+            enabled: flag("enabled")?,
+            scheduled: flag("scheduled")?,
+            unique_key: flag("unique_key")?,
+            upstream: row.get_by_name::<Vec<i64>, _>("upstream").map_err(err)?.unwrap_or_default(),
+            bases: row.get_by_name::<Vec<pg_sys::Oid>, _>("bases").map_err(err)?.unwrap_or_default(),
+            fingerprint: text("fingerprint")?,
+            unsure: texts("unsure")?.into_iter().flatten().collect(),
+            untracked,
+            refreshed: flag("refreshed")?,
+            changed: texts("changed")?.into_iter().flatten().collect(),
+            moved: flag("moved")?,
+        });
+    }
+    Ok(out)
+}
+
+/// Tables tracked for nobody: (table, owner).
+pub fn unneeded_tracking(client: &SpiClient<'_>) -> Result<Vec<(QualifiedName, String)>, String> {
+    client
+        .select(UNNEEDED_SQL, None, &[])
+        .map_err(err)?
+        .map(|r| {
+            let t = |i| r.get::<String>(i).map_err(err).map(Option::unwrap_or_default);
+            Ok((QualifiedName::new(t(1)?, t(2)?), t(3)?))
+        })
+        .collect()
+}
+
+/// Columns that identify a row of the view, for the unique index
+/// REFRESH ... CONCURRENTLY needs: its GROUP BY or DISTINCT columns when
+/// they are all in its output, else None.
+pub fn suggested_key(matview: pg_sys::Oid) -> Option<Vec<String>> {
+    // SAFETY: opens the view under AccessShareLock and reads its _RETURN
+    // rule's query tree, which lives in the relcache entry while it is open.
+    unsafe {
+        let rel = pg_sys::try_relation_open(matview, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        if rel.is_null() {
+            return None;
+        }
+        let key = rule_query(rel).and_then(|q| grouping_columns(&*q));
+        pg_sys::relation_close(rel, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        key
+    }
+}
+
+/// The SELECT rule's query of a view or materialized view.
+unsafe fn rule_query(rel: pg_sys::Relation) -> Option<*mut pg_sys::Query> {
+    unsafe {
+        let rules = (*rel).rd_rules;
+        if rules.is_null() {
+            return None;
+        }
+        (0..(*rules).numLocks as usize).find_map(|i| {
+            let rule = *(*rules).rules.add(i);
+            if (*rule).event != pg_sys::CmdType::CMD_SELECT {
+                return None;
+            }
+            let actions = pgrx::PgList::<pg_sys::Query>::from_pg((*rule).actions);
+            actions.get_ptr(0)
+        })
+    }
+}
+
+unsafe fn grouping_columns(q: &pg_sys::Query) -> Option<Vec<String>> {
+    unsafe {
+        if !q.groupingSets.is_null() || !q.setOperations.is_null() {
+            return None;
+        }
+        let clauses = if !q.groupClause.is_null() { q.groupClause } else { q.distinctClause };
+        if clauses.is_null() || q.hasDistinctOn {
+            return None;
+        }
+        let targets = pgrx::PgList::<pg_sys::TargetEntry>::from_pg(q.targetList);
+        pgrx::PgList::<pg_sys::SortGroupClause>::from_pg(clauses)
+            .iter_ptr()
+            .map(|c| {
+                let t = targets.iter_ptr().find(|t| (**t).ressortgroupref == (*c).tleSortGroupRef)?;
+                if (*t).resjunk || (*t).resname.is_null() {
+                    return None;
+                }
+                Some(std::ffi::CStr::from_ptr((*t).resname).to_string_lossy().into_owned())
+            })
+            .collect()
+    }
+}
+
+/// All columns of the view, in order (the fallback unique key).
+pub fn columns(matview: pg_sys::Oid) -> Vec<String> {
+    Spi::get_one_with_args::<Vec<String>>(
+        "SELECT array_agg(attname::text ORDER BY attnum) FROM pg_attribute \
+          WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped",
+        &[matview.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_default()
+}

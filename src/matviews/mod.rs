@@ -1,0 +1,328 @@
+//! Materialized views: refreshed on a schedule, CONCURRENTLY so readers are
+//! never blocked, only when something they read changed (`changes`), in
+//! dependency order. The SQL surface is here; thin callers of facts, plan
+//! and the executor.
+
+pub mod changes;
+pub mod facts;
+pub mod plan;
+
+use crate::actions::Action;
+use crate::errors::{bad_input, invalid};
+use crate::executor::{self, Outcome, Status};
+use crate::jobs::{self, Runner};
+use crate::ownership::require_owner;
+use crate::regclass::RegClass;
+use pgrx::datum::Interval;
+use pgrx::prelude::*;
+use plan::{Decision, Planned, Problem, Selection, ViewFacts};
+
+fn load(job: Option<i64>) -> Vec<ViewFacts> {
+    Spi::connect(|client| facts::load(client, job))
+        .unwrap_or_else(|e| error!("pg_upkeep could not read its materialized view policies: {e}"))
+}
+
+/// Refreshes the views the selection and their changes call for, in
+/// dependency order; first starts (or stops) tracking the tables they read.
+/// A caller does everything in its transaction; the scheduler tracks
+/// tables, records skips, and hands each group of views with refreshes to
+/// a `pg_upkeep worker`, which refreshes them in order, each in a
+/// transaction of its own.
+pub fn maintain(runner: Runner, selection: Selection, force: bool, dry_run: bool) -> Vec<Outcome> {
+    jobs::refuse_on_standby(dry_run);
+    let (views, planned, tracking) = runner.step(|| {
+        let views = load(None);
+        let unneeded = Spi::connect(|c| facts::unneeded_tracking(c))
+            .unwrap_or_else(|e| error!("pg_upkeep could not read its change tracking: {e}"));
+        let planned = plan::plan(&views, selection, force);
+        let tracking = plan::tracking_actions(&views, &planned, &unneeded);
+        (views, planned, tracking)
+    });
+    let tracking: Vec<Action> = tracking.into_iter().filter(|a| runner.takes(a)).collect();
+    let mut outcomes = runner.act(tracking, dry_run);
+    let groups = plan::groups(&views);
+    let mut handed = Vec::new();
+    for Planned { view, decision } in planned {
+        let v = &views[view];
+        let done = match decision {
+            Decision::Refresh { reason, populate } => {
+                let action = plan::refresh_action(v, &reason, populate);
+                if !runner.takes(&action) {
+                    handed.push(groups[&v.job_id]);
+                    continue;
+                }
+                runner.step(|| refresh(v, action, dry_run))
+            }
+            Decision::Skip(why) => runner.step(|| {
+                let o = Outcome::noted(v.job_id, "refresh_matview", v.matview.to_string(), Status::Skipped, why, None);
+                if !dry_run {
+                    jobs::record_job_runs(&[v.job_id], std::slice::from_ref(&o));
+                }
+                o
+            }),
+            Decision::Problem(p) => runner.step(|| {
+                let (message, hint) = problem_text(v, p);
+                let target = v.matview.to_string();
+                let o = executor::report_problems(vec![(v.job_id, "check_policy", target, format!("{message} (HINT: {hint})"))], dry_run);
+                if !dry_run {
+                    jobs::record_job_runs(&[v.job_id], &o);
+                }
+                o.into_iter().next().expect("one outcome per problem")
+            }),
+        };
+        outcomes.push(done);
+    }
+    if runner == Runner::Scheduler {
+        runner.step(|| crate::workers::pool::hand_off(handed));
+    }
+    if !dry_run && runner != Runner::Worker {
+        runner.step(changes::prune);
+    }
+    outcomes
+}
+
+/// Refreshes one view, unless another session is refreshing it; then
+/// remembers what the refresh saw: the snapshot, read in the same
+/// statement as the relations and their tracking (so nothing that
+/// committed in between can pass for seen). The refresh itself reads a
+/// later snapshot, which sees at least as much.
+fn refresh(v: &ViewFacts, action: Action, dry_run: bool) -> Outcome {
+    if dry_run {
+        return executor::execute(vec![action], true).pop().expect("one outcome per action");
+    }
+    if !jobs::try_lock_job(v.job_id) {
+        return Outcome::noted(
+            v.job_id,
+            "refresh_matview",
+            v.matview.to_string(),
+            Status::Skipped,
+            "skipped: another session is refreshing it right now".into(),
+            None,
+        );
+    }
+    let seen = load(Some(v.job_id)).pop();
+    let done = executor::execute(vec![action], false).pop().expect("one outcome per action");
+    if let (Status::Ok, Some(seen)) = (done.status, seen) {
+        remember(&seen, done.seconds);
+    }
+    jobs::record_job_runs(&[v.job_id], std::slice::from_ref(&done));
+    done
+}
+
+/// Records a successful refresh: when, how long, and what it saw.
+fn remember(seen: &ViewFacts, seconds: f64) {
+    Spi::run_with_args(
+        "INSERT INTO upkeep.matview_state AS s (job_id, refreshed_at, duration, snapshot, bases, fingerprint) \
+         VALUES ($1, now(), make_interval(secs => $2), $3::pg_snapshot, $4, $5) \
+         ON CONFLICT (job_id) DO UPDATE SET refreshed_at = EXCLUDED.refreshed_at, duration = EXCLUDED.duration, \
+            snapshot = EXCLUDED.snapshot, bases = EXCLUDED.bases, fingerprint = EXCLUDED.fingerprint",
+        &[
+            seen.job_id.into(),
+            seconds.into(),
+            seen.snapshot.as_str().into(),
+            seen.bases.clone().into(),
+            seen.fingerprint.as_str().into(),
+        ],
+    )
+    .unwrap_or_else(|e| error!("pg_upkeep could not record the refresh of {}: {e}", seen.matview));
+}
+
+/// The message and HINT for a view that cannot be refreshed as its policy says.
+fn problem_text(v: &ViewFacts, problem: Problem) -> (String, String) {
+    match problem {
+        Problem::Dropped => (
+            format!("materialized view with OID {} no longer exists", v.matview.name),
+            format!("It was dropped: SELECT upkeep.unmanage_matview({}); forgets its policy.", v.matview.name),
+        ),
+        Problem::NoUniqueKey => (
+            format!("materialized view {} cannot be refreshed concurrently: it has no usable unique index", v.matview),
+            unique_index_hint(v),
+        ),
+    }
+}
+
+/// The CREATE UNIQUE INDEX that makes CONCURRENTLY possible, on the view's
+/// GROUP BY or DISTINCT columns, or else all its columns.
+fn unique_index_hint(v: &ViewFacts) -> String {
+    let oid = Spi::get_one_with_args::<pg_sys::Oid>("SELECT to_regclass($1)::oid", &[v.matview.quoted().into()])
+        .ok()
+        .flatten();
+    let (key, which) = match oid.map(|o| (facts::suggested_key(o), o)) {
+        Some((Some(key), _)) => (key, "its GROUP BY/DISTINCT columns"),
+        Some((None, o)) => (facts::columns(o), "all its columns; fewer that identify a row are better"),
+        None => (Vec::new(), "the columns that identify a row"),
+    };
+    format!(
+        "Create a unique index on plain columns, without WHERE: {} -- {which}. Or manage it with concurrently => false.",
+        plan::unique_index_sql(&v.matview, &key)
+    )
+}
+
+/// Registers (or updates) the policy of a materialized view. Returns the
+/// job id. Checks everything first, so bad input changes nothing; the
+/// first run tracks the tables it reads and refreshes it.
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn manage_matview(
+    matview: Option<RegClass>,
+    every: default!(Option<Interval>, "'1 hour'"),
+    concurrently: default!(Option<bool>, true),
+    only_when_changed: default!(Option<bool>, true),
+) -> i64 {
+    let (oid, name) = require_owner(matview, "matview");
+    let relkind = Spi::get_one_with_args::<String>("SELECT relkind::text FROM pg_class WHERE oid = $1", &[oid.into()])
+        .ok()
+        .flatten();
+    if relkind.as_deref() != Some("m") {
+        bad_input(
+            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+            format!("{name} is not a materialized view"),
+            "manage_matview takes a materialized view (\\dm lists them). Tables: upkeep.manage_partitions() or upkeep.manage_archive().",
+        );
+    }
+    let positive = every.and_then(|i| Spi::get_one_with_args::<bool>("SELECT $1 > interval '0'", &[i.into()]).ok().flatten());
+    if positive != Some(true) {
+        invalid(
+            format!("every for {name} must be a positive interval"),
+            "Give the least time between two refreshes, e.g. every => '1 hour'.",
+        );
+    }
+    let (Some(concurrently), Some(only_when_changed)) = (concurrently, only_when_changed) else {
+        bad_input(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            format!("concurrently and only_when_changed for {name} must not be NULL"),
+            "Pass true or false, or leave them out (both default to true).",
+        );
+    };
+    let job_id = Spi::get_one_with_args::<i64>(
+        "INSERT INTO upkeep.matview_policies (matview, every, concurrently, only_when_changed) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (matview) DO UPDATE SET every = EXCLUDED.every, concurrently = EXCLUDED.concurrently, \
+            only_when_changed = EXCLUDED.only_when_changed, updated_at = now() \
+         RETURNING job_id",
+        &[oid.into(), every.into(), concurrently.into(), only_when_changed.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| error!("could not register the policy of {name}"));
+    // The rule every run applies; here it is an ERROR, which also undoes
+    // the registration above.
+    if let Some(v) = load(Some(job_id)).pop() {
+        if v.concurrently && !v.unique_key {
+            bad_input(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!("materialized view {name} cannot be refreshed concurrently: it has no usable unique index"),
+                unique_index_hint(&v),
+            );
+        }
+    }
+    job_id
+}
+
+/// Forgets the policy of a materialized view. Refreshes and drops nothing;
+/// the next run stops tracking tables no other managed view reads. The
+/// policy of a view that was dropped can be removed by its OID.
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn unmanage_matview(matview: Option<RegClass>) {
+    let Some(RegClass(oid)) = matview else {
+        bad_input(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            "matview must not be NULL",
+            "Pass the materialized view, e.g. matview => 'public.fund_analytics_mv'.",
+        );
+    };
+    let exists = Spi::get_one_with_args::<bool>("SELECT EXISTS (SELECT 1 FROM pg_class WHERE oid = $1)", &[oid.into()])
+        .ok()
+        .flatten()
+        .unwrap_or(false);
+    let name = if exists { require_owner(matview, "matview").1 } else { format!("with OID {}", oid.to_u32()) };
+    let removed =
+        Spi::get_one_with_args::<i64>("DELETE FROM upkeep.matview_policies WHERE matview::oid = $1 RETURNING job_id", &[oid.into()])
+            .ok()
+            .flatten();
+    match removed {
+        Some(job) => jobs::forget(job),
+        None => invalid(
+            format!("materialized view {name} has no policy"),
+            "See SELECT matview FROM upkeep.matview_status; for the managed views.",
+        ),
+    }
+}
+
+/// Refreshes what is due (or `matview` only, now), in dependency order,
+/// in the caller's transaction. One row per view: refreshed, or skipped
+/// and why. `force` refreshes whether or not anything changed (with no
+/// view given: every enabled one).
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+#[allow(clippy::type_complexity)] // pgrx reads the column names from the signature
+fn refresh_matviews(
+    matview: default!(Option<RegClass>, "NULL"),
+    force: default!(bool, false),
+) -> TableIterator<
+    'static,
+    (
+        name!(job_id, i64),
+        name!(matview, String),
+        name!(status, String),
+        name!(reason, Option<String>),
+        name!(seconds, f64),
+        name!(error, Option<String>),
+        name!(sql, Option<String>),
+    ),
+> {
+    let selection = match matview {
+        None if force => Selection::All,
+        None => Selection::Due,
+        Some(m) => {
+            let (oid, name) = require_owner(Some(m), "matview");
+            match jobs::serving(oid) {
+                Some(job) if job.kind == jobs::Kind::Matviews => Selection::Job(job.id),
+                _ => invalid(
+                    format!("materialized view {name} has no policy"),
+                    format!("Register it first: SELECT upkeep.manage_matview('{name}');"),
+                ),
+            }
+        }
+    };
+    let outcomes = maintain(Runner::Caller, selection, force, false);
+    TableIterator::new(outcomes.into_iter().filter(|o| o.action != "track_changes" && o.action != "untrack_changes").map(|o| {
+        let status = match o.status {
+            Status::Ok => "refreshed".to_string(),
+            other => other.to_string(),
+        };
+        let opt = |s: String| if s.is_empty() { None } else { Some(s) };
+        (o.job_id, o.target, status, opt(o.detail), o.seconds, o.error, opt(o.sql))
+    }))
+}
+
+/// The rows of the view upkeep.matview_status, without run history.
+#[pg_extern(stable)]
+#[search_path(pg_catalog, pg_temp)]
+#[allow(clippy::type_complexity)] // pgrx reads the column names from the signature
+fn matview_report() -> TableIterator<
+    'static,
+    (
+        name!(job_id, i64),
+        name!(populated, bool),
+        name!(concurrently_possible, bool),
+        name!(changed_since, Option<bool>),
+        name!(changed, Vec<String>),
+        name!(unsure, Vec<String>),
+        name!(status, String),
+        name!(hint, Option<String>),
+    ),
+> {
+    let rows: Vec<_> = load(None)
+        .into_iter()
+        .map(|v| {
+            let (status, hint) = plan::status(&v, || unique_index_hint(&v));
+            let unsure: Vec<String> = v.unsure.iter().cloned().chain(plan::not_allowed(&v)).collect();
+            (v.job_id, v.populated, v.unique_key, plan::changed_since(&v), v.changed.clone(), unsure, status.to_string(), hint)
+        })
+        .collect();
+    TableIterator::new(rows)
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+mod tests;
