@@ -138,7 +138,7 @@ CREATE TABLE upkeep.matview_policies (
     job_id            bigint PRIMARY KEY DEFAULT nextval('upkeep.job_id_seq'),
     matview           regclass NOT NULL UNIQUE,
     every             interval NOT NULL DEFAULT '1 hour' CHECK (every > interval '0'),
-    concurrently      boolean NOT NULL DEFAULT true,
+    concurrent        boolean NOT NULL DEFAULT true,
     only_when_changed boolean NOT NULL DEFAULT true,
     enabled           boolean NOT NULL DEFAULT true,
     created_at        timestamptz NOT NULL DEFAULT now(),
@@ -149,7 +149,7 @@ COMMENT ON TABLE upkeep.matview_policies IS
 COMMENT ON COLUMN upkeep.matview_policies.job_id IS 'The job (see upkeep.jobs).';
 COMMENT ON COLUMN upkeep.matview_policies.matview IS 'The materialized view.';
 COMMENT ON COLUMN upkeep.matview_policies.every IS 'Least time between two refreshes (or checks, with only_when_changed). Set with upkeep.alter_job().';
-COMMENT ON COLUMN upkeep.matview_policies.concurrently IS 'Refresh with REFRESH MATERIALIZED VIEW CONCURRENTLY, so that readers are never blocked (needs a unique index).';
+COMMENT ON COLUMN upkeep.matview_policies.concurrent IS 'Refresh with REFRESH MATERIALIZED VIEW CONCURRENTLY, so that readers are never blocked (needs a unique index).';
 COMMENT ON COLUMN upkeep.matview_policies.only_when_changed IS 'Skip a refresh when none of the tables the view reads has changed since its last refresh.';
 COMMENT ON COLUMN upkeep.matview_policies.enabled IS 'false pauses the policy without forgetting it (upkeep.pause_job / resume_job).';
 COMMENT ON COLUMN upkeep.matview_policies.created_at IS 'When the policy was registered.';
@@ -160,6 +160,8 @@ CREATE TABLE upkeep.matview_state (
     refreshed_at timestamptz NOT NULL,
     duration     interval NOT NULL,
     snapshot     pg_snapshot NOT NULL,
+    xid          xid8,
+    cid          bigint NOT NULL,
     bases        oid[] NOT NULL,
     fingerprint  text NOT NULL
 );
@@ -169,6 +171,8 @@ COMMENT ON COLUMN upkeep.matview_state.job_id IS 'The matview job.';
 COMMENT ON COLUMN upkeep.matview_state.refreshed_at IS 'When the last refresh by pg_upkeep ran.';
 COMMENT ON COLUMN upkeep.matview_state.duration IS 'How long it took.';
 COMMENT ON COLUMN upkeep.matview_state.snapshot IS 'A snapshot taken just before the refresh: transactions visible in it are in the view.';
+COMMENT ON COLUMN upkeep.matview_state.xid IS 'The refreshing transaction, when it had an ID by then: its own changes count by command.';
+COMMENT ON COLUMN upkeep.matview_state.cid IS 'The command in that transaction at which the snapshot was taken.';
 COMMENT ON COLUMN upkeep.matview_state.bases IS 'The tables and materialized views it read, through plain views and partitions.';
 COMMENT ON COLUMN upkeep.matview_state.fingerprint IS 'Hash of those relations and of the triggers tracking them, as they were at the refresh.';
 
@@ -183,6 +187,7 @@ CREATE TABLE upkeep.changes (
     relid oid NOT NULL,
     slot  integer NOT NULL,
     xid   xid8 NOT NULL,
+    cid   bigint NOT NULL,
     PRIMARY KEY (relid, slot)
 ) WITH (fillfactor = 50);
 COMMENT ON TABLE upkeep.changes IS
@@ -190,6 +195,19 @@ COMMENT ON TABLE upkeep.changes IS
 COMMENT ON COLUMN upkeep.changes.relid IS 'The table (or materialized view) that changed.';
 COMMENT ON COLUMN upkeep.changes.slot IS 'The backend that changed it (negative: a one-off record).';
 COMMENT ON COLUMN upkeep.changes.xid IS 'The transaction that last changed it from that backend.';
+COMMENT ON COLUMN upkeep.changes.cid IS 'The command of that transaction that last changed it.';
+
+-- Whether a refresh saw a change: made by the refreshing transaction
+-- itself before the snapshot's command, or by a transaction visible in
+-- the snapshot (which never lists its own transaction). Inlined.
+CREATE FUNCTION upkeep.seen(c upkeep.changes, s upkeep.matview_state) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  SELECT CASE WHEN c.xid OPERATOR(pg_catalog.=) s.xid THEN c.cid OPERATOR(pg_catalog.<) s.cid
+              ELSE pg_catalog.pg_visible_in_snapshot(c.xid, s.snapshot) END
+$$;
+COMMENT ON FUNCTION upkeep.seen(upkeep.changes, upkeep.matview_state) IS
+  'Internal: whether the refresh recorded in the state saw the change recorded in the row of upkeep.changes.';
 
 -- Every relation each managed view reads: through plain views (their
 -- rules), partitions and inheritance children, but not into other

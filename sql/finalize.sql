@@ -349,8 +349,8 @@ CREATE FUNCTION upkeep.track_refreshes() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-  INSERT INTO upkeep.changes (relid, slot, xid)
-  SELECT c.objid, -nextval('upkeep.change_slots')::int4, pg_current_xact_id()
+  INSERT INTO upkeep.changes (relid, slot, xid, cid)
+  SELECT c.objid, -nextval('upkeep.change_slots')::int4, pg_current_xact_id(), upkeep.command_id()
     FROM pg_event_trigger_ddl_commands() c
    WHERE c.classid = 'pg_catalog.pg_class'::regclass
      AND EXISTS (SELECT 1 FROM upkeep.matview_reads() r WHERE r.relid = c.objid);
@@ -367,7 +367,7 @@ CREATE VIEW upkeep.matview_status AS
 SELECT m.job_id,
        m.matview,
        m.every,
-       m.concurrently,
+       m.concurrent,
        m.only_when_changed,
        s.refreshed_at AS last_refresh,
        s.duration AS last_duration,
@@ -393,7 +393,7 @@ COMMENT ON VIEW upkeep.matview_status IS
 COMMENT ON COLUMN upkeep.matview_status.job_id IS 'The matview job (see upkeep.jobs).';
 COMMENT ON COLUMN upkeep.matview_status.matview IS 'The materialized view.';
 COMMENT ON COLUMN upkeep.matview_status.every IS 'Least time between two refreshes or checks.';
-COMMENT ON COLUMN upkeep.matview_status.concurrently IS 'Refreshed CONCURRENTLY (readers never blocked).';
+COMMENT ON COLUMN upkeep.matview_status.concurrent IS 'Refreshed CONCURRENTLY (readers never blocked).';
 COMMENT ON COLUMN upkeep.matview_status.only_when_changed IS 'Skipped when nothing it reads changed.';
 COMMENT ON COLUMN upkeep.matview_status.last_refresh IS 'When pg_upkeep last refreshed it.';
 COMMENT ON COLUMN upkeep.matview_status.last_duration IS 'How long that refresh took.';
@@ -411,13 +411,15 @@ COMMENT ON FUNCTION upkeep.unmanage_matview(regclass) IS
   'Forgets the policy of a materialized view (also of one that was dropped, by OID). Refreshes and drops nothing.';
 COMMENT ON FUNCTION upkeep.refresh_matviews(regclass, boolean) IS
   'Refreshes the managed views that are due (or one, now), in dependency order, in the caller''s transaction; one row per view: refreshed, or skipped and why. force => true refreshes even when nothing changed.';
+COMMENT ON FUNCTION upkeep.command_id() IS
+  'Internal: the current command of this transaction (change tracking tells the changes a transaction makes after its own refresh by it).';
 COMMENT ON FUNCTION upkeep.matview_report() IS
   'The rows of the view upkeep.matview_status, without run history.';
 
 CREATE FUNCTION upkeep.manage_matview(matview text, every interval DEFAULT '1 hour',
     concurrently boolean DEFAULT true, only_when_changed boolean DEFAULT true)
 RETURNS bigint LANGUAGE sql AS $$
-  SELECT upkeep.manage_matview(upkeep.table_named(matview), every, concurrently, only_when_changed)
+  SELECT upkeep.manage_matview(upkeep.table_named($1), $2, $3, $4)
 $$;
 COMMENT ON FUNCTION upkeep.manage_matview(text, interval, boolean, boolean) IS
   'Same as manage_matview(regclass, ...); a name that does not resolve gets an ERROR with a HINT.';

@@ -2,7 +2,7 @@
 //! under `upkeep.lock_timeout`, and records one row per action in
 //! `upkeep.job_runs`. A dry run is the same path stopping before it acts.
 
-use crate::actions::{Action, Step};
+use crate::actions::{Action, ActionKind, Step};
 use crate::jobs;
 use crate::settings;
 use crate::unfinished;
@@ -118,24 +118,29 @@ fn in_subtransaction<R>(f: impl FnOnce() -> Result<R, String>) -> Result<R, Fail
 /// Runs as another role for the rest of the current (sub)transaction, the
 /// way PostgreSQL's own maintenance commands run as a table's owner: with
 /// SECURITY_RESTRICTED_OPERATION, so code the owner controls (triggers,
-/// defaults) can neither switch roles nor leave anything behind. An error
-/// restores the caller when the subtransaction is rolled back; `Drop`
-/// restores it on success.
+/// defaults) can neither switch roles nor leave anything behind. REFRESH
+/// MATERIALIZED VIEW is the exception: it restricts the view's query by
+/// itself, and its CONCURRENTLY form needs a temporary table, which a
+/// restricted operation may not create. An error restores the caller when
+/// the subtransaction is rolled back; `Drop` restores it on success.
 struct AsRole {
     saved_user: pg_sys::Oid,
     saved_context: i32,
 }
 
 impl AsRole {
-    fn enter(role: &str) -> Result<AsRole, String> {
+    fn enter(role: &str, restricted: bool) -> Result<AsRole, String> {
         let oid = role_oid(role)?;
         // SAFETY: the backend's own user-id switch.
         unsafe {
             let mut saved_user = pg_sys::InvalidOid;
             let mut saved_context = 0;
             pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_context);
-            let restricted = (pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_RESTRICTED_OPERATION) as i32;
-            pg_sys::SetUserIdAndSecContext(oid, saved_context | restricted);
+            let mut flags = pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32;
+            if restricted {
+                flags |= pg_sys::SECURITY_RESTRICTED_OPERATION as i32;
+            }
+            pg_sys::SetUserIdAndSecContext(oid, saved_context | flags);
             Ok(AsRole { saved_user, saved_context })
         }
     }
@@ -201,7 +206,7 @@ fn act(action: &Action, steps: &[Step], once: bool) -> Result<(Counts, Option<St
             jobs::wait_for_job(action.job_id)?;
             unfinished::forget(&action.target)?;
         }
-        let _owner = AsRole::enter(&action.run_as)?;
+        let _owner = AsRole::enter(&action.run_as, action.kind != ActionKind::RefreshMatview)?;
         Spi::connect_mut(|client| {
             let mut counts = Vec::new();
             let (mut moved, mut next) = (0, None);

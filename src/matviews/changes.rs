@@ -10,6 +10,8 @@
 //! trigger `upkeep_track_refreshes`.
 
 use crate::sql::{ident, QualifiedName};
+use crate::statements::param;
+use pgrx::pg_sys::BuiltinOid;
 use pgrx::prelude::*;
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
@@ -24,15 +26,16 @@ thread_local! {
     static CALLBACKS: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Sets the backend's row (relation, backend) to the current transaction.
+/// Sets the backend's row (relation, backend) to the current transaction
+/// and command.
 /// If another transaction holds that row (a prepared transaction of this
 /// backend), a one-off row is added instead, so a writer never waits.
 const NOTE_SQL: &str = "\
 WITH mine AS (SELECT ctid FROM upkeep.changes WHERE relid = $1 AND slot = $2 FOR UPDATE SKIP LOCKED), \
-     done AS (UPDATE upkeep.changes c SET xid = pg_current_xact_id() FROM mine WHERE c.ctid = mine.ctid RETURNING 1) \
-INSERT INTO upkeep.changes (relid, slot, xid) \
+     done AS (UPDATE upkeep.changes c SET xid = pg_current_xact_id(), cid = $3 FROM mine WHERE c.ctid = mine.ctid RETURNING 1) \
+INSERT INTO upkeep.changes (relid, slot, xid, cid) \
 SELECT $1, CASE WHEN EXISTS (SELECT 1 FROM upkeep.changes WHERE relid = $1 AND slot = $2) \
-                THEN -nextval('upkeep.change_slots')::int4 ELSE $2 END, pg_current_xact_id() \
+                THEN -nextval('upkeep.change_slots')::int4 ELSE $2 END, pg_current_xact_id(), $3 \
  WHERE NOT EXISTS (SELECT 1 FROM done)";
 
 /// This backend's number, unique among running backends.
@@ -69,6 +72,20 @@ unsafe extern "C-unwind" fn subtransaction_ended(
     }
 }
 
+/// The current command of this transaction. A refresh remembers it, so
+/// that changes its own transaction makes after it are told apart.
+#[pg_extern(stable, parallel_safe)]
+fn command_id() -> i64 {
+    // SAFETY: reads the transaction's command counter.
+    i64::from(unsafe { pg_sys::GetCurrentCommandId(false) })
+}
+
+/// Forgets which tables this transaction recorded, so that a change after
+/// a refresh in the same transaction is recorded again, with its command.
+pub fn forget_noted() {
+    NOTED.with(|n| n.borrow_mut().clear());
+}
+
 /// Records that `relid` changed in the current transaction.
 fn note(relid: pg_sys::Oid) {
     if NOTED.with(|n| n.borrow().contains(&relid)) {
@@ -86,8 +103,8 @@ fn note(relid: pg_sys::Oid) {
         crate::statements::update(
             client,
             NOTE_SQL,
-            &[crate::statements::param(pg_sys::BuiltinOid::OIDOID), crate::statements::param(pg_sys::BuiltinOid::INT4OID)],
-            &[relid.into(), backend_slot().into()],
+            &[param(BuiltinOid::OIDOID), param(BuiltinOid::INT4OID), param(BuiltinOid::INT8OID)],
+            &[relid.into(), backend_slot().into(), command_id().into()],
         )
     })
     .unwrap_or_else(|e| error!("pg_upkeep could not record a change of table {}: {e}", relid.to_u32()));
@@ -135,7 +152,7 @@ pub fn prune() {
             WHERE (NOT EXISTS (SELECT 1 FROM upkeep.matview_reads() r WHERE r.relid = c.relid) \
                OR (c.slot < 0 AND NOT EXISTS (SELECT 1 FROM upkeep.matview_state s \
                                               WHERE c.relid = ANY (s.bases) \
-                                                AND NOT pg_visible_in_snapshot(c.xid, s.snapshot)))) \
+                                                AND NOT upkeep.seen(c, s)))) \
               FOR UPDATE SKIP LOCKED) gone \
          WHERE c.ctid = gone.ctid",
     )

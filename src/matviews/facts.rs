@@ -10,12 +10,13 @@ use pgrx::spi::SpiClient;
 
 const VIEWS_SQL: &str = "\
 WITH reads AS MATERIALIZED (SELECT job_id, relid FROM upkeep.matview_reads()), \
-refresh_tracking AS (SELECT coalesce((SELECT e.xmin::text || e.evtenabled FROM pg_event_trigger e \
+refresh_tracking AS (SELECT coalesce((SELECT e.xmin::text || e.evtenabled::text FROM pg_event_trigger e \
                                        WHERE e.evtname = 'upkeep_track_refreshes'), '-') AS seen) \
-SELECT p.job_id, pg_current_snapshot()::text AS snapshot, c.oid IS NOT NULL AND c.relkind = 'm' AS exists, \
+SELECT p.job_id, pg_current_snapshot()::text AS snapshot, pg_current_xact_id_if_assigned()::text AS xid, \
+       upkeep.command_id() AS cid, c.oid IS NOT NULL AND c.relkind = 'm' AS exists, \
        coalesce(n.nspname::text, '') AS schema, coalesce(c.relname::text, p.matview::oid::text) AS name, \
        coalesce(pg_get_userbyid(c.relowner)::text, '') AS owner, coalesce(c.relispopulated, false) AS populated, \
-       p.concurrently, p.only_when_changed, p.enabled, \
+       p.concurrent AS concurrently, p.only_when_changed, p.enabled, \
        (j.next_run IS NULL OR j.next_run <= now()) AS scheduled, \
        EXISTS (SELECT 1 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam \
                 WHERE i.indrelid = c.oid AND i.indisunique AND i.indimmediate AND i.indisvalid \
@@ -30,7 +31,7 @@ SELECT p.job_id, pg_current_snapshot()::text AS snapshot, c.oid IS NOT NULL AND 
        coalesce(b.untracked_allowed, '{}') AS untracked_allowed, \
        s.job_id IS NOT NULL AS refreshed, \
        coalesce((SELECT array_agg(DISTINCT ch.relid::regclass::text) FROM upkeep.changes ch \
-                  WHERE ch.relid = ANY (s.bases) AND NOT pg_visible_in_snapshot(ch.xid, s.snapshot)), '{}') AS changed, \
+                  WHERE ch.relid = ANY (s.bases) AND NOT upkeep.seen(ch, s)), '{}') AS changed, \
        s.fingerprint IS DISTINCT FROM md5(coalesce(b.seen, '') || (SELECT seen FROM refresh_tracking)) \
          OR s.bases IS DISTINCT FROM coalesce(b.bases, '{}') AS moved \
   FROM upkeep.matview_policies p \
@@ -40,7 +41,7 @@ SELECT p.job_id, pg_current_snapshot()::text AS snapshot, c.oid IS NOT NULL AND 
   LEFT JOIN upkeep.matview_state s ON s.job_id = p.job_id \
   LEFT JOIN LATERAL ( \
     SELECT array_agg(r.relid ORDER BY r.relid) FILTER (WHERE rc.relkind IN ('r', 'p', 'm')) AS bases, \
-           string_agg(r.relid::text || rc.relkind::text || coalesce(tg.xmin::text || tg.tgenabled, '-'), ',' \
+           string_agg(r.relid::text || rc.relkind::text || coalesce(tg.xmin::text || tg.tgenabled::text, '-'), ',' \
                       ORDER BY r.relid) AS seen, \
            array_agg(CASE \
              WHEN rc.relkind = 'f' THEN format('reads foreign table %s, whose changes cannot be seen', r.relid::regclass) \
@@ -111,6 +112,8 @@ pub fn load(client: &SpiClient<'_>, job: Option<i64>) -> Result<Vec<ViewFacts>, 
         out.push(ViewFacts {
             job_id: row.get_by_name::<i64, _>("job_id").map_err(err)?.unwrap_or_default(),
             snapshot: text("snapshot")?,
+            xid: row.get_by_name::<String, _>("xid").map_err(err)?,
+            cid: row.get_by_name::<i64, _>("cid").map_err(err)?.unwrap_or_default(),
             matview: QualifiedName::new(text("schema")?, text("name")?),
             exists: flag("exists")?,
             owner: text("owner")?,

@@ -105,6 +105,7 @@ fn refresh(v: &ViewFacts, action: Action, dry_run: bool) -> Outcome {
     if let (Status::Ok, Some(seen)) = (done.status, seen) {
         remember(&seen, done.seconds);
     }
+    changes::forget_noted();
     jobs::record_job_runs(&[v.job_id], std::slice::from_ref(&done));
     done
 }
@@ -112,14 +113,17 @@ fn refresh(v: &ViewFacts, action: Action, dry_run: bool) -> Outcome {
 /// Records a successful refresh: when, how long, and what it saw.
 fn remember(seen: &ViewFacts, seconds: f64) {
     Spi::run_with_args(
-        "INSERT INTO upkeep.matview_state AS s (job_id, refreshed_at, duration, snapshot, bases, fingerprint) \
-         VALUES ($1, now(), make_interval(secs => $2), $3::pg_snapshot, $4, $5) \
+        "INSERT INTO upkeep.matview_state AS s (job_id, refreshed_at, duration, snapshot, xid, cid, bases, fingerprint) \
+         VALUES ($1, now(), make_interval(secs => $2), $3::pg_snapshot, $4::xid8, $5, $6, $7) \
          ON CONFLICT (job_id) DO UPDATE SET refreshed_at = EXCLUDED.refreshed_at, duration = EXCLUDED.duration, \
-            snapshot = EXCLUDED.snapshot, bases = EXCLUDED.bases, fingerprint = EXCLUDED.fingerprint",
+            snapshot = EXCLUDED.snapshot, xid = EXCLUDED.xid, cid = EXCLUDED.cid, bases = EXCLUDED.bases, \
+            fingerprint = EXCLUDED.fingerprint",
         &[
             seen.job_id.into(),
             seconds.into(),
             seen.snapshot.as_str().into(),
+            seen.xid.clone().into(),
+            seen.cid.into(),
             seen.bases.clone().into(),
             seen.fingerprint.as_str().into(),
         ],
@@ -195,8 +199,8 @@ fn manage_matview(
         );
     };
     let job_id = Spi::get_one_with_args::<i64>(
-        "INSERT INTO upkeep.matview_policies (matview, every, concurrently, only_when_changed) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (matview) DO UPDATE SET every = EXCLUDED.every, concurrently = EXCLUDED.concurrently, \
+        "INSERT INTO upkeep.matview_policies (matview, every, concurrent, only_when_changed) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (matview) DO UPDATE SET every = EXCLUDED.every, concurrent = EXCLUDED.concurrent, \
             only_when_changed = EXCLUDED.only_when_changed, updated_at = now() \
          RETURNING job_id",
         &[oid.into(), every.into(), concurrently.into(), only_when_changed.into()],

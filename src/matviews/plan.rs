@@ -19,8 +19,11 @@ pub struct Untracked {
 #[derive(Debug, Clone, Default)]
 pub struct ViewFacts {
     pub job_id: i64,
-    /// The snapshot these facts were read in.
+    /// The snapshot these facts were read in, with the transaction (if it
+    /// has an ID yet) and command that read them.
     pub snapshot: String,
+    pub xid: Option<String>,
+    pub cid: i64,
     pub matview: QualifiedName,
     /// It still exists as a materialized view.
     pub exists: bool,
