@@ -212,10 +212,14 @@ COMMENT ON FUNCTION upkeep.seen(upkeep.changes, upkeep.matview_state) IS
 -- Every relation each managed view reads: through plain views (their
 -- rules), partitions and inheritance children, but not into other
 -- materialized views (their stored rows are what is read). The view
--- itself is listed with depth 0.
+-- itself is listed too.
 CREATE FUNCTION upkeep.matview_reads()
 RETURNS TABLE (job_id bigint, relid oid)
-LANGUAGE sql STABLE
+LANGUAGE sql STABLE ROWS 100
+-- Not inlined (the SET sees to that): the planner cannot estimate a
+-- recursive walk of the catalogs, and a wild guess made queries reading it
+-- costly enough to be JIT-compiled, which took 40 times the query itself.
+SET jit = off
 AS $$
   WITH RECURSIVE reads(job_id, relid) AS (
     SELECT p.job_id, p.matview::oid FROM upkeep.matview_policies p

@@ -131,6 +131,13 @@ impl Runner {
         self == Runner::Worker && crate::toplevel::AVAILABLE
     }
 
+    /// Shows in pg_stat_activity.query which action a worker runs.
+    pub fn announce(self, a: &crate::actions::Action) {
+        if self != Runner::Caller {
+            report_activity(&format!("pg_upkeep job {}: {} {}", a.job_id, a.kind, a.target));
+        }
+    }
+
     /// Runs the actions: in the caller's transaction, or each in its own.
     pub fn act(self, actions: Vec<crate::actions::Action>, dry_run: bool) -> Vec<Outcome> {
         match self {
@@ -138,7 +145,7 @@ impl Runner {
             Runner::Scheduler | Runner::Worker => actions
                 .into_iter()
                 .map(|a| {
-                    report_activity(&format!("pg_upkeep job {}: {} {}", a.job_id, a.kind, a.target));
+                    self.announce(&a);
                     if a.steps.iter().any(|s| s.top_level) {
                         return crate::executor::execute_with_top_level(a);
                     }

@@ -51,6 +51,7 @@ pub fn maintain(runner: Runner, selection: Selection, force: bool, dry_run: bool
                     handed.push(groups[&v.job_id]);
                     continue;
                 }
+                runner.announce(&action);
                 runner.step(|| refresh(v, action, dry_run))
             }
             Decision::Skip(why) => runner.step(|| {

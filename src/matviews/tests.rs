@@ -1,0 +1,242 @@
+//! In-database tests of materialized view maintenance. Each runs in one
+//! transaction; change tracking tells a change made after a refresh in the
+//! same transaction by its command, so these see what separate
+//! transactions would (the cluster tests check those too).
+
+#[allow(clippy::module_inception)]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    fn one<T: FromDatum + IntoDatum>(sql: &str) -> T {
+        Spi::get_one::<T>(sql).unwrap().unwrap()
+    }
+
+    /// Trades (partitioned) and funds, a plain view joining them, a view
+    /// over the view, and a view over that one.
+    fn schema(prefix: &str) {
+        Spi::run(&format!(
+            "CREATE TABLE public.{prefix}_trades (fund int, amount numeric, at date) PARTITION BY RANGE (at);
+             CREATE TABLE public.{prefix}_trades_2026 PARTITION OF public.{prefix}_trades
+                FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+             CREATE TABLE public.{prefix}_funds (id int PRIMARY KEY, name text);
+             CREATE TABLE public.{prefix}_other (x int);
+             INSERT INTO public.{prefix}_funds SELECT g, 'fund ' || g FROM generate_series(1, 5) g;
+             INSERT INTO public.{prefix}_trades SELECT g % 5 + 1, g, '2026-03-01' FROM generate_series(1, 100) g;
+             CREATE VIEW public.{prefix}_named AS
+               SELECT t.*, f.name FROM public.{prefix}_trades t JOIN public.{prefix}_funds f ON f.id = t.fund;
+             CREATE MATERIALIZED VIEW public.{prefix}_totals AS
+               SELECT name, sum(amount) AS total, count(*) AS n FROM public.{prefix}_named GROUP BY name;
+             CREATE UNIQUE INDEX ON public.{prefix}_totals (name);
+             CREATE MATERIALIZED VIEW public.{prefix}_top AS SELECT name, total FROM public.{prefix}_totals WHERE total > 0;
+             CREATE UNIQUE INDEX ON public.{prefix}_top (name);
+             CREATE MATERIALIZED VIEW public.{prefix}_best AS SELECT max(total) AS best FROM public.{prefix}_top;
+             CREATE UNIQUE INDEX ON public.{prefix}_best (best);"
+        ))
+        .unwrap();
+    }
+
+    /// (view, status) of a refresh_matviews call, in order.
+    fn refresh(args: &str) -> Vec<(String, String, String)> {
+        Spi::connect(|c| {
+            c.select(&format!("SELECT matview, status, coalesce(reason, error, '') FROM upkeep.refresh_matviews({args})"), None, &[])
+                .unwrap()
+                .map(|r| (r.get::<String>(1).unwrap().unwrap(), r.get::<String>(2).unwrap().unwrap(), r.get::<String>(3).unwrap().unwrap()))
+                .collect()
+        })
+    }
+
+    /// Runs `change` and asserts the next run refreshes `view` naming
+    /// `cause`, and the run after that skips it.
+    fn refreshed_after(view: &str, change: &str, cause: &str) {
+        Spi::run(change).unwrap();
+        let runs = refresh(&format!("'{view}'"));
+        assert_eq!(runs[0].0, view, "{runs:?}");
+        assert_eq!(runs[0].1, "refreshed", "after {change}: {runs:?}");
+        assert!(runs[0].2.contains(cause), "after {change}: {runs:?}");
+        let again = refresh(&format!("'{view}'"));
+        assert_eq!(again[0].1, "skipped", "no change after {change}: {again:?}");
+        assert!(again[0].2.contains("nothing it reads changed"), "{again:?}");
+    }
+
+    #[pg_test]
+    fn every_kind_of_change_refreshes_no_change_skips_force_refreshes() {
+        schema("k");
+        let job: i64 = one("SELECT upkeep.manage_matview('public.k_totals')");
+        assert!(job > 0);
+        let first = refresh("'public.k_totals'");
+        assert_eq!(first[0].1, "refreshed");
+        assert_eq!(first[0].2, "first refresh by pg_upkeep");
+        // The tables it reads through the plain view and the partitions are tracked.
+        let tracked: i64 = one(
+            "SELECT count(*) FROM pg_trigger WHERE tgname = 'upkeep_track_changes' AND tgenabled = 'A' \
+               AND tgrelid IN ('public.k_trades'::regclass, 'public.k_trades_2026'::regclass, 'public.k_funds'::regclass)",
+        );
+        assert_eq!(tracked, 3);
+        let again = refresh("'public.k_totals'");
+        assert_eq!(again[0].1, "skipped", "{again:?}");
+        // A table it does not read changes: still skipped.
+        Spi::run("INSERT INTO public.k_other VALUES (1)").unwrap();
+        assert_eq!(refresh("'public.k_totals'")[0].1, "skipped");
+
+        refreshed_after("public.k_totals", "INSERT INTO public.k_trades VALUES (1, 5, '2026-04-01')", "public.k_trades");
+        refreshed_after("public.k_totals", "UPDATE public.k_funds SET name = 'renamed' WHERE id = 2", "public.k_funds");
+        refreshed_after("public.k_totals", "DELETE FROM public.k_trades WHERE amount < 10", "public.k_trades");
+        // A change made straight in a partition.
+        refreshed_after(
+            "public.k_totals",
+            "INSERT INTO public.k_trades_2026 VALUES (3, 7, '2026-05-01')",
+            "public.k_trades_2026",
+        );
+        // Statistics resets do not hide a change.
+        refreshed_after("public.k_totals", "UPDATE public.k_trades SET amount = amount + 1; SELECT pg_stat_reset()", "k_trades");
+        refreshed_after("public.k_totals", "TRUNCATE public.k_trades", "public.k_trades");
+        // An update that changes nothing is still a change to the table.
+        refreshed_after("public.k_totals", "UPDATE public.k_funds SET name = name WHERE false", "public.k_funds");
+        // The view has what its query returns now.
+        let (n, expected): (i64, i64) =
+            (one("SELECT count(*) FROM public.k_totals"), one("SELECT count(DISTINCT name) FROM public.k_named"));
+        assert_eq!(n, expected);
+
+        // force refreshes although nothing changed.
+        let forced = refresh("'public.k_totals', force => true");
+        assert_eq!((forced[0].1.as_str(), forced[0].2.as_str()), ("refreshed", "forced"));
+        // A change rolled back in a subtransaction may refresh (unsure), never hide a later one.
+        Spi::run(
+            "DO $$ BEGIN BEGIN INSERT INTO public.k_funds VALUES (99, 'gone'); RAISE EXCEPTION 'undo'; \
+             EXCEPTION WHEN OTHERS THEN NULL; END; END $$",
+        )
+        .unwrap();
+        refreshed_after("public.k_totals", "INSERT INTO public.k_funds VALUES (98, 'kept')", "public.k_funds");
+    }
+
+    #[pg_test]
+    fn a_change_seen_only_through_a_plain_view_and_functions_that_hide_tables() {
+        schema("v");
+        Spi::run(
+            "CREATE TABLE public.v_rates (fund int, rate numeric);
+             CREATE VIEW public.v_rated AS SELECT r.fund, r.rate FROM public.v_rates r;
+             CREATE VIEW public.v_outer AS SELECT * FROM public.v_rated;
+             CREATE MATERIALIZED VIEW public.v_rate_mv AS SELECT fund, max(rate) AS rate FROM public.v_outer GROUP BY fund;
+             CREATE UNIQUE INDEX ON public.v_rate_mv (fund);
+             CREATE FUNCTION public.v_count() RETURNS bigint LANGUAGE sql STABLE AS 'SELECT count(*) FROM public.v_rates';
+             CREATE MATERIALIZED VIEW public.v_fn_mv AS SELECT 1 AS id, public.v_count() AS n;
+             CREATE UNIQUE INDEX ON public.v_fn_mv (id);",
+        )
+        .unwrap();
+        Spi::run("SELECT upkeep.manage_matview('public.v_rate_mv'), upkeep.manage_matview('public.v_fn_mv')").unwrap();
+        refresh("NULL, force => true");
+        assert_eq!(refresh("'public.v_rate_mv'")[0].1, "skipped");
+        refreshed_after("public.v_rate_mv", "INSERT INTO public.v_rates VALUES (1, 0.5)", "public.v_rates");
+        // A function may read any table: refreshed whenever due, and the log says why.
+        let runs = refresh("'public.v_fn_mv'");
+        assert_eq!(runs[0].1, "refreshed");
+        assert!(runs[0].2.starts_with("refreshed when unsure: calls v_count()"), "{runs:?}");
+        let (changed, hint): (Option<bool>, String) = {
+            let (c, h) = Spi::get_two::<bool, String>(
+                "SELECT changed_since, hint FROM upkeep.matview_status WHERE matview = 'public.v_fn_mv'::regclass",
+            )
+            .unwrap();
+            (c, h.unwrap())
+        };
+        assert_eq!(changed, None);
+        assert!(hint.contains("calls v_count()"), "{hint}");
+    }
+
+    #[pg_test]
+    fn a_chain_refreshes_in_order_once_each() {
+        schema("c");
+        // Registered from the end of the chain, so job order is not dependency order.
+        for v in ["c_best", "c_top", "c_totals"] {
+            Spi::run(&format!("SELECT upkeep.manage_matview('public.{v}')")).unwrap();
+        }
+        let first = refresh("");
+        let names: Vec<&str> = first.iter().map(|r| r.0.as_str()).collect();
+        assert_eq!(names, ["public.c_totals", "public.c_top", "public.c_best"], "{first:?}");
+        // A change to the base: all three are due now; each refreshes once, in order,
+        // the later ones because the one before them was refreshed.
+        Spi::run("INSERT INTO public.c_trades VALUES (1, 1000000, '2026-06-01'); UPDATE upkeep.job_state SET next_run = NULL").unwrap();
+        let runs = refresh("");
+        assert_eq!(
+            runs.iter().map(|r| (r.0.as_str(), r.1.as_str())).collect::<Vec<_>>(),
+            [("public.c_totals", "refreshed"), ("public.c_top", "refreshed"), ("public.c_best", "refreshed")],
+            "{runs:?}"
+        );
+        assert!(runs[1].2.contains("public.c_totals"), "{runs:?}");
+        assert_eq!(one::<i64>("SELECT count(*) FROM public.c_best WHERE best >= 1000000"), 1);
+        // Only the first is due: the others follow it.
+        Spi::run(
+            "INSERT INTO public.c_trades VALUES (2, 5000000, '2026-06-01'); \
+             UPDATE upkeep.job_state SET next_run = now() + interval '1 hour'; \
+             UPDATE upkeep.job_state SET next_run = NULL WHERE job_id = (SELECT job_id FROM upkeep.matview_policies WHERE matview = 'public.c_totals'::regclass)",
+        )
+        .unwrap();
+        let runs = refresh("");
+        assert_eq!(runs.iter().filter(|r| r.1 == "refreshed").count(), 3, "{runs:?}");
+        assert_eq!(one::<i64>("SELECT count(*) FROM public.c_best WHERE best >= 5000000"), 1);
+        // The run log has one refresh per view per run, in order.
+        let log: Vec<String> = Spi::connect(|c| {
+            c.select("SELECT target FROM upkeep.job_runs WHERE action = 'refresh_matview' ORDER BY run_id", None, &[])
+                .unwrap()
+                .map(|r| r.get::<String>(1).unwrap().unwrap())
+                .collect()
+        });
+        assert_eq!(log.len(), 9, "{log:?}");
+        assert!(log.chunks(3).all(|c| c == ["public.c_totals", "public.c_top", "public.c_best"]), "{log:?}");
+    }
+
+    #[pg_test]
+    fn an_unpopulated_view_gets_one_plain_refresh_then_concurrent_ones() {
+        schema("p");
+        Spi::run("REFRESH MATERIALIZED VIEW public.p_totals WITH NO DATA").unwrap();
+        Spi::run("SELECT upkeep.manage_matview('public.p_totals', every => '5 minutes')").unwrap();
+        let status: String = one("SELECT status FROM upkeep.matview_status");
+        assert_eq!(status, "not populated");
+        let runs = refresh("");
+        assert_eq!(runs[0].1, "refreshed");
+        assert!(runs[0].2.contains("not populated yet, so one plain refresh first"), "{runs:?}");
+        let sql: String = one("SELECT sql FROM upkeep.job_runs WHERE action = 'refresh_matview' ORDER BY run_id DESC LIMIT 1");
+        assert!(sql.contains("REFRESH MATERIALIZED VIEW \"public\".\"p_totals\""), "{sql}");
+        assert!(one::<bool>("SELECT relispopulated FROM pg_class WHERE oid = 'public.p_totals'::regclass"));
+        let forced = refresh("'public.p_totals', force => true");
+        assert_eq!(forced[0].1, "refreshed");
+        let sql: String = one("SELECT sql FROM upkeep.job_runs WHERE action = 'refresh_matview' ORDER BY run_id DESC LIMIT 1");
+        assert!(sql.contains("REFRESH MATERIALIZED VIEW CONCURRENTLY"), "{sql}");
+        // Status after a refresh; next due follows `every`.
+        let (status, due_in): (String, bool) = {
+            let (s, d) = Spi::get_two::<String, bool>(
+                "SELECT status, next_due BETWEEN now() + interval '4 minutes' AND now() + interval '6 minutes' \
+                   FROM upkeep.matview_status",
+            )
+            .unwrap();
+            (s.unwrap(), d.unwrap())
+        };
+        assert_eq!(status, "ok");
+        assert!(due_in);
+    }
+
+    #[pg_test]
+    fn dropped_views_are_reported_others_go_on_and_tracking_is_removed() {
+        schema("d");
+        Spi::run("SELECT upkeep.manage_matview('public.d_totals'), upkeep.manage_matview('public.d_best')").unwrap();
+        refresh("");
+        let oid: pg_sys::Oid = one("SELECT 'public.d_best'::regclass::oid");
+        Spi::run("DROP MATERIALIZED VIEW public.d_best; INSERT INTO public.d_funds VALUES (42, 'new')").unwrap();
+        Spi::run("UPDATE upkeep.job_state SET next_run = NULL").unwrap();
+        let runs = refresh("");
+        let by_view: Vec<(&str, &str)> = runs.iter().map(|r| (r.0.as_str(), r.1.as_str())).collect();
+        assert!(by_view.contains(&("public.d_totals", "refreshed")), "{runs:?}");
+        let dropped = runs.iter().find(|r| r.1 == "failed").expect("the dropped view is reported");
+        assert!(dropped.2.contains("no longer exists") && dropped.2.contains("unmanage_matview"), "{runs:?}");
+        assert_eq!(
+            one::<String>("SELECT status FROM upkeep.matview_status WHERE NOT EXISTS (SELECT 1 FROM pg_class WHERE oid = matview)"),
+            "dropped"
+        );
+        Spi::run(&format!("SELECT upkeep.unmanage_matview({})", oid.to_u32())).unwrap();
+        Spi::run("SELECT upkeep.unmanage_matview('public.d_totals')").unwrap();
+        // The next run stops tracking tables no managed view reads.
+        let runs: i64 = one("SELECT count(*) FROM upkeep.run_maintenance() WHERE action = 'untrack_changes' AND status = 'ok'");
+        assert_eq!(runs, 3);
+        assert_eq!(one::<i64>("SELECT count(*) FROM pg_trigger WHERE tgname = 'upkeep_track_changes'"), 0);
+    }
+}
