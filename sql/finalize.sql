@@ -377,9 +377,11 @@ SELECT m.job_id,
        r.concurrently_possible,
        r.populated,
        CASE WHEN NOT m.enabled THEN 'paused'
+            WHEN r.status IN ('dropped', 'cannot refresh concurrently') THEN r.status
             WHEN j.last_status IN ('failed', 'lock_timeout') THEN j.last_status
             ELSE r.status END AS status,
        CASE WHEN NOT m.enabled THEN format('The job is paused: SELECT upkeep.resume_job(%s);', m.job_id)
+            WHEN r.status IN ('dropped', 'cannot refresh concurrently') THEN r.hint
             WHEN j.last_status IN ('failed', 'lock_timeout') THEN j.last_error
             WHEN r.hint IS NOT NULL THEN r.hint
             WHEN cardinality(r.unsure) > 0 THEN 'Refreshed whenever due, because: ' || array_to_string(r.unsure, '; ')

@@ -131,7 +131,7 @@ mod tests {
         // A function may read any table: refreshed whenever due, and the log says why.
         let runs = refresh("'public.v_fn_mv'");
         assert_eq!(runs[0].1, "refreshed");
-        assert!(runs[0].2.starts_with("refreshed when unsure: calls v_count()"), "{runs:?}");
+        assert!(runs[0].2.starts_with("refreshed when unsure: calls public.v_count()"), "{runs:?}");
         let (changed, hint): (Option<bool>, String) = {
             let (c, h) = Spi::get_two::<bool, String>(
                 "SELECT changed_since, hint FROM upkeep.matview_status WHERE matview = 'public.v_fn_mv'::regclass",
@@ -140,7 +140,7 @@ mod tests {
             (c, h.unwrap())
         };
         assert_eq!(changed, None);
-        assert!(hint.contains("calls v_count()"), "{hint}");
+        assert!(hint.contains("calls public.v_count()"), "{hint}");
     }
 
     #[pg_test]
