@@ -8,7 +8,7 @@
 #    CONCURRENTLY of all twenty, each statement on its own;
 #  - pg_upkeep: SELECT * FROM upkeep.refresh_matviews() with all twenty due
 #    (target: at most 35% of the baseline's time).
-# Readers (pgbench, 2 clients, each query a SELECT from one of the views)
+# Readers (pgbench, 2 clients, 500 queries/s, each a SELECT from one view)
 # run through both and through an idle phase of the same length: their
 # worst and p99 latency during each refresh against the idle phase.
 #
@@ -64,13 +64,13 @@ for t in 1 2 3 4; do for v in 1 2 3 4 5; do echo "REFRESH MATERIALIZED VIEW CONC
 READERS=()
 for t in 1 2 3 4; do for v in 1 2 3 4 5; do
   echo "SELECT count(*), sum(total) FROM mv_${t}_$v;" >"$OUT/read_${t}_$v.sql"
-  READERS+=(-f "$OUT/read_${t}_$v.sql@1")
+  READERS+=(-f "read_${t}_$v.sql@1")
 done; done
 chmod -R a+rwX "$OUT"
 # readers_start LABEL: pgbench readers in the background, logging every query
 readers_start() {
   rm -f "$OUT"/reader_"$1"_log.*
-  (cd "$OUT" && pgbench -n -h "$DIR" -p "$PORT" -U postgres -c 2 -j 2 -T 600 -l --log-prefix="reader_$1_log" \
+  (cd "$OUT" && exec pgbench -n -h "$DIR" -p "$PORT" -U postgres -c 2 -j 2 -R 500 -T 600 -l --log-prefix="reader_$1_log" \
     "${READERS[@]}" postgres >"reader_$1.out" 2>&1) &
   READER_PID=$!
   sleep 1
@@ -102,7 +102,7 @@ for r in $(seq 1 "$ROUNDS"); do
   n=$(q "SELECT count(*) FILTER (WHERE status = 'refreshed') || '/' || count(*) FROM upkeep.refresh_matviews()")
   upkeep_s+="$(since "$a") "; keep upkeep "$a" "$(now)"; readers_stop
   refreshed+="$n "
-  echo "  round $r: plain ${plain_s##* } ... upkeep $n refreshed"
+  echo "  round $r: plain $(echo $plain_s | awk '{print $NF}') s, upkeep $(echo $upkeep_s | awk '{print $NF}') s ($n refreshed)"
 done
 PLAIN=$(echo "$plain_s" | median); UPKEEP=$(echo "$upkeep_s" | median)
 
@@ -113,7 +113,7 @@ Materialized views ($ROUNDS rounds, medians; PostgreSQL $(q "SHOW server_version
   plain SQL, REFRESH ... CONCURRENTLY x 20:   ${PLAIN} s
   upkeep.refresh_matviews():                  ${UPKEEP} s   (refreshed/checked: $refreshed)
   ratio upkeep / plain:                       $(ratio "$UPKEEP" "$PLAIN")   (target <= 0.35)
-  readers (2 clients, SELECT from one of the views):
+  readers (pgbench, 2 clients, 500 queries/s, each a SELECT from one of the views):
     idle:              worst $(worst idle) ms, p99 $(p99 idle) ms
     during plain SQL:  worst $(worst plain) ms, p99 $(p99 plain) ms   ($(ratio "$(worst plain)" "$(worst idle)")x, $(ratio "$(p99 plain)" "$(p99 idle)")x idle)
     during pg_upkeep:  worst $(worst upkeep) ms, p99 $(p99 upkeep) ms   ($(ratio "$(worst upkeep)" "$(worst idle)")x, $(ratio "$(p99 upkeep)" "$(p99 idle)")x idle)

@@ -154,6 +154,7 @@ COMMENT ON COLUMN upkeep.matview_policies.only_when_changed IS 'Skip a refresh w
 COMMENT ON COLUMN upkeep.matview_policies.enabled IS 'false pauses the policy without forgetting it (upkeep.pause_job / resume_job).';
 COMMENT ON COLUMN upkeep.matview_policies.created_at IS 'When the policy was registered.';
 COMMENT ON COLUMN upkeep.matview_policies.updated_at IS 'When manage_matview or alter_job last changed it.';
+SELECT pg_catalog.pg_extension_config_dump('upkeep.matview_policies', '');
 
 CREATE TABLE upkeep.matview_state (
     job_id       bigint PRIMARY KEY REFERENCES upkeep.matview_policies ON DELETE CASCADE,

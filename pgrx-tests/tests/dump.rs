@@ -12,7 +12,13 @@ fn pg_dump_and_pg_restore_bring_the_policies_back_working() {
         r#"CREATE EXTENSION pg_upkeep;
            CREATE TABLE "Nav History" (d date NOT NULL) PARTITION BY RANGE (d);
            SELECT count(*) FROM upkeep.manage_partitions('"Nav History"', 'd', premake => 2, retention => '2 years');
-           SELECT upkeep.alter_job(1, every => '2 hours');"#,
+           SELECT upkeep.alter_job(1, every => '2 hours');
+           CREATE TABLE flows (fund int, amount numeric);
+           INSERT INTO flows VALUES (1, 10), (2, 20);
+           CREATE MATERIALIZED VIEW flow_totals AS SELECT fund, sum(amount) AS total FROM flows GROUP BY fund;
+           CREATE UNIQUE INDEX ON flow_totals (fund);
+           SELECT upkeep.manage_matview('flow_totals', every => '30 minutes');
+           SELECT count(*) FROM upkeep.refresh_matviews();"#,
     )
     .unwrap();
     let dump = cluster.dir.join("src.dump");
@@ -37,6 +43,19 @@ fn pg_dump_and_pg_restore_bring_the_policies_back_working() {
     dst.batch_execute("UPDATE upkeep.partition_policies SET premake = 4").unwrap();
     let made = dst.query("SELECT target FROM upkeep.run_job(1) WHERE status = 'ok'", &[]).unwrap();
     assert_eq!(made.len(), 2, "only the two new months");
+    // The view's policy and its change tracking come back: refreshed once
+    // (what pg_upkeep remembered of it is history), then only after a change.
+    let row = dst.query_one("SELECT job_id, matview::text, every::text FROM upkeep.matview_policies", &[]).unwrap();
+    let policy: (i64, String, String) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(policy, (2, "flow_totals".to_string(), "00:30:00".to_string()));
+    let refresh = "SELECT status FROM upkeep.refresh_matviews('flow_totals')";
+    let status = |dst: &mut postgres::Client| -> String { dst.query_one(refresh, &[]).unwrap().get(0) };
+    assert_eq!(status(&mut dst), "refreshed");
+    assert_eq!(status(&mut dst), "skipped");
+    dst.batch_execute("INSERT INTO flows VALUES (3, 30)").unwrap();
+    assert_eq!(status(&mut dst), "refreshed");
+    let total: i64 = dst.query_one("SELECT count(*) FROM flow_totals", &[]).unwrap().get(0);
+    assert_eq!(total, 3);
     let next: i64 = dst.query_one("SELECT nextval('upkeep.job_id_seq')", &[]).unwrap().get(0);
-    assert_eq!(next, 2);
+    assert_eq!(next, 3);
 }

@@ -221,11 +221,16 @@ mod tests {
         Spi::run("SELECT upkeep.manage_matview('public.d_totals'), upkeep.manage_matview('public.d_best')").unwrap();
         refresh("");
         let oid: pg_sys::Oid = one("SELECT 'public.d_best'::regclass::oid");
-        Spi::run("DROP MATERIALIZED VIEW public.d_best; INSERT INTO public.d_funds VALUES (42, 'new')").unwrap();
+        // One view is dropped, the other renamed (which is simply followed).
+        Spi::run(
+            "DROP MATERIALIZED VIEW public.d_best; ALTER MATERIALIZED VIEW public.d_totals RENAME TO d_sums; \
+             INSERT INTO public.d_funds VALUES (42, 'new')",
+        )
+        .unwrap();
         Spi::run("UPDATE upkeep.job_state SET next_run = NULL").unwrap();
         let runs = refresh("");
         let by_view: Vec<(&str, &str)> = runs.iter().map(|r| (r.0.as_str(), r.1.as_str())).collect();
-        assert!(by_view.contains(&("public.d_totals", "refreshed")), "{runs:?}");
+        assert!(by_view.contains(&("public.d_sums", "refreshed")), "{runs:?}");
         let dropped = runs.iter().find(|r| r.1 == "failed").expect("the dropped view is reported");
         assert!(dropped.2.contains("no longer exists") && dropped.2.contains("unmanage_matview"), "{runs:?}");
         assert_eq!(
@@ -233,7 +238,7 @@ mod tests {
             "dropped"
         );
         Spi::run(&format!("SELECT upkeep.unmanage_matview({})", oid.to_u32())).unwrap();
-        Spi::run("SELECT upkeep.unmanage_matview('public.d_totals')").unwrap();
+        Spi::run("SELECT upkeep.unmanage_matview('public.d_sums')").unwrap();
         // The next run stops tracking tables no managed view reads.
         let runs: i64 = one("SELECT count(*) FROM upkeep.run_maintenance() WHERE action = 'untrack_changes' AND status = 'ok'");
         assert_eq!(runs, 3);
