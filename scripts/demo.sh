@@ -95,7 +95,7 @@ wait_for "SELECT rows_archived > 0 AND status = 'ok' FROM upkeep.archive_status 
 
 echo "== materialized views, refreshed by a worker only when what they read changed"
 "${PSQL[@]}" -P pager=off <<'SQL'
-\echo fund_analytics_mv: monthly figures per fund (the seed's hourly concurrent refresh);
+\echo fund_analytics_mv: monthly figures per fund, refreshed concurrently every hour as in the seed guide;
 \echo category_leaders reads it, so it is refreshed right after it
 CREATE MATERIALIZED VIEW fund_analytics_mv AS
   SELECT n.fund_id, f.category, date_trunc('month', n.nav_date)::date AS month,
@@ -127,8 +127,9 @@ SELECT parent, partition, lower_bound, upper_bound, state, size, estimated_rows
  WHERE n <= 4 ORDER BY parent::text, lower_bound NULLS FIRST"
 echo "== upkeep.partition_health"
 "${PSQL[@]}" -P pager=off -c "SELECT parent, granularity, partitions, covered_until, future_partitions, gaps, rows_in_default, status, hint FROM upkeep.partition_health"
-echo "== a second run has nothing to do"
-"${PSQL[@]}" -P pager=off -c "SELECT count(*) AS actions FROM upkeep.run_maintenance()"
+echo "== a second run has nothing to do (a view that is due but unchanged is skipped)"
+"${PSQL[@]}" -P pager=off -c "SELECT count(*) FILTER (WHERE status <> 'skipped') AS actions,
+                                     count(*) FILTER (WHERE status = 'skipped') AS views_skipped FROM upkeep.run_maintenance()"
 echo "== upkeep.jobs"
 "${PSQL[@]}" -P pager=off -c "SELECT job_id, kind, target, last_run, last_status, consecutive_failures FROM upkeep.jobs"
 
