@@ -406,7 +406,14 @@ pub fn execute_in_batches(action: Action) -> Outcome {
 impl Outcome {
     /// An outcome that is not an action run by the executor: a policy that
     /// could not be planned, or a view skipped.
-    pub fn noted(job_id: i64, action: &str, target: String, status: Status, detail: String, error: Option<String>) -> Self {
+    pub fn noted(
+        job_id: i64,
+        action: &str,
+        target: String,
+        status: Status,
+        detail: String,
+        error: Option<String>,
+    ) -> Self {
         Outcome {
             job_id,
             action: action.to_string(),

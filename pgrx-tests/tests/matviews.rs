@@ -53,7 +53,10 @@ fn bad_input_gets_an_error_with_a_hint_and_changes_nothing() {
         ("SELECT upkeep.manage_matview('public.named_trades')", "public.named_trades is not a materialized view"),
         ("SELECT upkeep.manage_matview('public.nope')", "public.nope"),
         ("SELECT upkeep.manage_matview(NULL::regclass)", "matview must not be NULL"),
-        ("SELECT upkeep.manage_matview('public.fund_totals', '0 seconds')", "every for public.fund_totals must be a positive interval"),
+        (
+            "SELECT upkeep.manage_matview('public.fund_totals', '0 seconds')",
+            "every for public.fund_totals must be a positive interval",
+        ),
         ("SELECT upkeep.manage_matview('public.fund_totals', '-1 hour')", "must be a positive interval"),
         ("SELECT upkeep.manage_matview('public.fund_totals', NULL)", "must be a positive interval"),
         ("SELECT upkeep.manage_matview('public.fund_totals', concurrently => NULL)", "must not be NULL"),
@@ -72,7 +75,10 @@ fn bad_input_gets_an_error_with_a_hint_and_changes_nothing() {
     assert!(hint.unwrap().contains(r#"CREATE UNIQUE INDEX ON "public"."no_group" ("fund", "amount");"#));
     // A caller who does not own the view.
     let mut other = cluster.connect_as("someone_else", "postgres");
-    for sql in ["SELECT upkeep.manage_matview('public.fund_totals')", "SELECT * FROM upkeep.refresh_matviews('public.fund_totals')"] {
+    for sql in [
+        "SELECT upkeep.manage_matview('public.fund_totals')",
+        "SELECT * FROM upkeep.refresh_matviews('public.fund_totals')",
+    ] {
         let (message, hint) = error_of(other.batch_execute(sql));
         assert!(message.contains("must be owner of table public.fund_totals"), "{sql}: {message}");
         assert!(hint.is_some());
@@ -130,15 +136,17 @@ fn readers_are_never_blocked_by_a_concurrent_refresh_in_a_worker() {
     // The worker's refresh begins...
     let refreshing = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_upkeep worker' \
                         AND query LIKE '%refresh_matview%slow_mv%'";
-    assert!(wait_for(Duration::from_secs(30), || count(&mut c, refreshing) == 1), "no worker refreshed; log:\n{}", cluster.log());
+    assert!(
+        wait_for(Duration::from_secs(30), || count(&mut c, refreshing) == 1),
+        "no worker refreshed; log:\n{}",
+        cluster.log()
+    );
     // ...and while it runs, nobody waits for a lock on the view.
     let mut samples = 0;
     let mut waits = 0;
     while count(&mut c, refreshing) == 1 {
-        waits += count(
-            &mut c,
-            "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'public.slow_mv'::regclass",
-        );
+        waits +=
+            count(&mut c, "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'public.slow_mv'::regclass");
         samples += 1;
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -150,7 +158,10 @@ fn readers_are_never_blocked_by_a_concurrent_refresh_in_a_worker() {
     assert!(worst < Duration::from_secs(1), "a read took {worst:?}");
     let (status, sql): (String, String) = {
         let r = c
-            .query_one("SELECT status, sql FROM upkeep.job_runs WHERE action = 'refresh_matview' ORDER BY run_id DESC LIMIT 1", &[])
+            .query_one(
+                "SELECT status, sql FROM upkeep.job_runs WHERE action = 'refresh_matview' ORDER BY run_id DESC LIMIT 1",
+                &[],
+            )
             .unwrap();
         (r.get(0), r.get(1))
     };
@@ -171,13 +182,17 @@ fn a_refresh_still_running_is_not_started_twice() {
             r.get::<_, String>(0)
         })
     };
-    assert!(wait_for(Duration::from_secs(10), || count(
+    assert!(wait_for(Duration::from_secs(10), || {
+        count(
         &mut c,
         "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%refresh_matviews(''public.slow_mv'')%' AND pid <> pg_backend_pid()"
-    ) == 1));
+    ) == 1
+    }));
     std::thread::sleep(Duration::from_millis(300));
     let t = Instant::now();
-    let r = c.query_one("SELECT status, reason FROM upkeep.refresh_matviews('public.slow_mv', force => true)", &[]).unwrap();
+    let r = c
+        .query_one("SELECT status, reason FROM upkeep.refresh_matviews('public.slow_mv', force => true)", &[])
+        .unwrap();
     let (status, reason): (String, String) = (r.get(0), r.get(1));
     assert!(t.elapsed() < Duration::from_secs(1), "waited {:?} for the other refresh", t.elapsed());
     assert_eq!(status, "skipped");
@@ -209,12 +224,20 @@ fn workers_refresh_a_chain_in_order_once_each_after_committed_changes_only() {
     )
     .unwrap();
     let order = ["public.fund_totals", "public.fund_top", "public.fund_best"];
-    assert!(wait_for(Duration::from_secs(30), || refreshes(&mut c).len() == 3), "{:?}\n{}", refreshes(&mut c), cluster.log());
+    assert!(
+        wait_for(Duration::from_secs(30), || refreshes(&mut c).len() == 3),
+        "{:?}\n{}",
+        refreshes(&mut c),
+        cluster.log()
+    );
     assert_eq!(refreshes(&mut c).iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), order);
     // Several cycles with no change: nothing is refreshed again.
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(refreshes(&mut c).len(), 3, "{:?}", refreshes(&mut c));
-    let checked = count(&mut c, "SELECT count(*) FROM upkeep.jobs WHERE kind = 'matview' AND last_run > now() - interval '3 seconds'");
+    let checked = count(
+        &mut c,
+        "SELECT count(*) FROM upkeep.jobs WHERE kind = 'matview' AND last_run > now() - interval '3 seconds'",
+    );
     assert_eq!(checked, 3, "the workers kept checking");
     // Another session commits changes; each kind makes the chain refresh, in order, once.
     let mut app = cluster.connect("postgres");
@@ -228,7 +251,11 @@ fn workers_refresh_a_chain_in_order_once_each_after_committed_changes_only() {
     for (i, (change, table)) in changes.iter().enumerate() {
         app.batch_execute(change).unwrap();
         let want = 3 * (i + 2);
-        assert!(wait_for(Duration::from_secs(30), || refreshes(&mut c).len() >= want), "after {change}: {:?}", refreshes(&mut c));
+        assert!(
+            wait_for(Duration::from_secs(30), || refreshes(&mut c).len() >= want),
+            "after {change}: {:?}",
+            refreshes(&mut c)
+        );
         std::thread::sleep(Duration::from_secs(3));
         let runs = refreshes(&mut c);
         assert_eq!(runs.len(), want, "after {change}, once each: {runs:?}");

@@ -32,7 +32,7 @@ pub fn maintain(runner: Runner, selection: Selection, force: bool, dry_run: bool
     jobs::refuse_on_standby(dry_run);
     let (views, planned, tracking) = runner.step(|| {
         let views = load(None);
-        let unneeded = Spi::connect(|c| facts::unneeded_tracking(c))
+        let unneeded = Spi::connect(facts::unneeded_tracking)
             .unwrap_or_else(|e| error!("pg_upkeep could not read its change tracking: {e}"));
         let planned = plan::plan(&views, selection, force);
         let tracking = plan::tracking_actions(&views, &planned, &unneeded);
@@ -64,7 +64,10 @@ pub fn maintain(runner: Runner, selection: Selection, force: bool, dry_run: bool
             Decision::Problem(p) => runner.step(|| {
                 let (message, hint) = problem_text(v, p);
                 let target = v.matview.to_string();
-                let o = executor::report_problems(vec![(v.job_id, "check_policy", target, format!("{message} (HINT: {hint})"))], dry_run);
+                let o = executor::report_problems(
+                    vec![(v.job_id, "check_policy", target, format!("{message} (HINT: {hint})"))],
+                    dry_run,
+                );
                 if !dry_run {
                     jobs::record_job_runs(&[v.job_id], &o);
                 }
@@ -185,7 +188,8 @@ fn manage_matview(
             "manage_matview takes a materialized view (\\dm lists them). Tables: upkeep.manage_partitions() or upkeep.manage_archive().",
         );
     }
-    let positive = every.and_then(|i| Spi::get_one_with_args::<bool>("SELECT $1 > interval '0'", &[i.into()]).ok().flatten());
+    let positive =
+        every.and_then(|i| Spi::get_one_with_args::<bool>("SELECT $1 > interval '0'", &[i.into()]).ok().flatten());
     if positive != Some(true) {
         invalid(
             format!("every for {name} must be a positive interval"),
@@ -241,10 +245,12 @@ fn unmanage_matview(matview: Option<RegClass>) {
         .flatten()
         .unwrap_or(false);
     let name = if exists { require_owner(matview, "matview").1 } else { format!("with OID {}", oid.to_u32()) };
-    let removed =
-        Spi::get_one_with_args::<i64>("DELETE FROM upkeep.matview_policies WHERE matview::oid = $1 RETURNING job_id", &[oid.into()])
-            .ok()
-            .flatten();
+    let removed = Spi::get_one_with_args::<i64>(
+        "DELETE FROM upkeep.matview_policies WHERE matview::oid = $1 RETURNING job_id",
+        &[oid.into()],
+    )
+    .ok()
+    .flatten();
     match removed {
         Some(job) => jobs::forget(job),
         None => invalid(
@@ -291,14 +297,16 @@ fn refresh_matviews(
         }
     };
     let outcomes = maintain(Runner::Caller, selection, force, false);
-    TableIterator::new(outcomes.into_iter().filter(|o| o.action != "track_changes" && o.action != "untrack_changes").map(|o| {
-        let status = match o.status {
-            Status::Ok => "refreshed".to_string(),
-            other => other.to_string(),
-        };
-        let opt = |s: String| if s.is_empty() { None } else { Some(s) };
-        (o.job_id, o.target, status, opt(o.detail), o.seconds, o.error, opt(o.sql))
-    }))
+    TableIterator::new(
+        outcomes.into_iter().filter(|o| o.action != "track_changes" && o.action != "untrack_changes").map(|o| {
+            let status = match o.status {
+                Status::Ok => "refreshed".to_string(),
+                other => other.to_string(),
+            };
+            let opt = |s: String| if s.is_empty() { None } else { Some(s) };
+            (o.job_id, o.target, status, opt(o.detail), o.seconds, o.error, opt(o.sql))
+        }),
+    )
 }
 
 /// The rows of the view upkeep.matview_status, without run history.
@@ -323,7 +331,16 @@ fn matview_report() -> TableIterator<
         .map(|v| {
             let (status, hint) = plan::status(&v, || unique_index_hint(&v));
             let unsure: Vec<String> = v.unsure.iter().cloned().chain(plan::not_allowed(&v)).collect();
-            (v.job_id, v.populated, v.unique_key, plan::changed_since(&v), v.changed.clone(), unsure, status.to_string(), hint)
+            (
+                v.job_id,
+                v.populated,
+                v.unique_key,
+                plan::changed_since(&v),
+                v.changed.clone(),
+                unsure,
+                status.to_string(),
+                hint,
+            )
         })
         .collect();
     TableIterator::new(rows)

@@ -72,7 +72,10 @@ pub enum Selection {
 pub enum Decision {
     /// Refresh it, for this reason; `populate` when it has no data yet,
     /// which takes one plain refresh.
-    Refresh { reason: String, populate: bool },
+    Refresh {
+        reason: String,
+        populate: bool,
+    },
     Skip(String),
     /// It cannot be refreshed as its policy says.
     Problem(Problem),
@@ -159,8 +162,7 @@ pub fn plan(views: &[ViewFacts], selection: Selection, force: bool) -> Vec<Plann
     let mut out = Vec::new();
     for i in order(views) {
         let v = &views[i];
-        let after: Vec<String> =
-            v.upstream.iter().filter_map(|u| refreshing.get(u)).map(|q| q.to_string()).collect();
+        let after: Vec<String> = v.upstream.iter().filter_map(|u| refreshing.get(u)).map(|q| q.to_string()).collect();
         let cascades = v.enabled && v.only_when_changed && !after.is_empty();
         if !selected(v) && !cascades {
             continue;
@@ -174,7 +176,11 @@ pub fn plan(views: &[ViewFacts], selection: Selection, force: bool) -> Vec<Plann
                 Some(reason) => Decision::Refresh { reason, populate: !v.populated },
                 None => Decision::Skip(format!(
                     "skipped: nothing it reads changed since its last refresh ({})",
-                    if v.bases.is_empty() { "it reads no table".to_string() } else { plural(v.bases.len(), "relation") }
+                    if v.bases.is_empty() {
+                        "it reads no table".to_string()
+                    } else {
+                        plural(v.bases.len(), "relation")
+                    }
                 )),
             }
         };
@@ -329,7 +335,10 @@ pub fn status(v: &ViewFacts, unique_hint: impl FnOnce() -> String) -> (&'static 
     if !v.refreshed {
         return (
             "not refreshed yet",
-            Some(format!("Refreshed at next_due; SELECT * FROM upkeep.refresh_matviews('{}'); does it now.", v.matview)),
+            Some(format!(
+                "Refreshed at next_due; SELECT * FROM upkeep.refresh_matviews('{}'); does it now.",
+                v.matview
+            )),
         );
     }
     if changed_since(v) == Some(true) {
@@ -516,7 +525,9 @@ mod tests {
             kinds,
             vec![(ActionKind::TrackChanges, "public.trades".into()), (ActionKind::UntrackChanges, "public.old".into())]
         );
-        assert!(actions[0].steps[0].sql.starts_with(r#"CREATE TRIGGER "upkeep_track_changes" AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON "public"."trades""#));
+        assert!(actions[0].steps[0].sql.starts_with(
+            r#"CREATE TRIGGER "upkeep_track_changes" AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON "public"."trades""#
+        ));
         assert_eq!(actions[1].run_as, "bob");
         assert!(not_allowed(&views[1])[0].contains(r#"GRANT TRIGGER ON "hr"."pay" TO "app""#));
     }

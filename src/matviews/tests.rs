@@ -39,10 +39,20 @@ mod tests {
     /// (view, status) of a refresh_matviews call, in order.
     fn refresh(args: &str) -> Vec<(String, String, String)> {
         Spi::connect(|c| {
-            c.select(&format!("SELECT matview, status, coalesce(reason, error, '') FROM upkeep.refresh_matviews({args})"), None, &[])
-                .unwrap()
-                .map(|r| (r.get::<String>(1).unwrap().unwrap(), r.get::<String>(2).unwrap().unwrap(), r.get::<String>(3).unwrap().unwrap()))
-                .collect()
+            c.select(
+                &format!("SELECT matview, status, coalesce(reason, error, '') FROM upkeep.refresh_matviews({args})"),
+                None,
+                &[],
+            )
+            .unwrap()
+            .map(|r| {
+                (
+                    r.get::<String>(1).unwrap().unwrap(),
+                    r.get::<String>(2).unwrap().unwrap(),
+                    r.get::<String>(3).unwrap().unwrap(),
+                )
+            })
+            .collect()
         })
     }
 
@@ -79,7 +89,11 @@ mod tests {
         Spi::run("INSERT INTO public.k_other VALUES (1)").unwrap();
         assert_eq!(refresh("'public.k_totals'")[0].1, "skipped");
 
-        refreshed_after("public.k_totals", "INSERT INTO public.k_trades VALUES (1, 5, '2026-04-01')", "public.k_trades");
+        refreshed_after(
+            "public.k_totals",
+            "INSERT INTO public.k_trades VALUES (1, 5, '2026-04-01')",
+            "public.k_trades",
+        );
         refreshed_after("public.k_totals", "UPDATE public.k_funds SET name = 'renamed' WHERE id = 2", "public.k_funds");
         refreshed_after("public.k_totals", "DELETE FROM public.k_trades WHERE amount < 10", "public.k_trades");
         // A change made straight in a partition.
@@ -89,7 +103,11 @@ mod tests {
             "public.k_trades_2026",
         );
         // Statistics resets do not hide a change.
-        refreshed_after("public.k_totals", "UPDATE public.k_trades SET amount = amount + 1; SELECT pg_stat_reset()", "k_trades");
+        refreshed_after(
+            "public.k_totals",
+            "UPDATE public.k_trades SET amount = amount + 1; SELECT pg_stat_reset()",
+            "k_trades",
+        );
         refreshed_after("public.k_totals", "TRUNCATE public.k_trades", "public.k_trades");
         // An update that changes nothing is still a change to the table.
         refreshed_after("public.k_totals", "UPDATE public.k_funds SET name = name WHERE false", "public.k_funds");
@@ -195,12 +213,14 @@ mod tests {
         let runs = refresh("");
         assert_eq!(runs[0].1, "refreshed");
         assert!(runs[0].2.contains("not populated yet, so one plain refresh first"), "{runs:?}");
-        let sql: String = one("SELECT sql FROM upkeep.job_runs WHERE action = 'refresh_matview' ORDER BY run_id DESC LIMIT 1");
+        let sql: String =
+            one("SELECT sql FROM upkeep.job_runs WHERE action = 'refresh_matview' ORDER BY run_id DESC LIMIT 1");
         assert!(sql.contains("REFRESH MATERIALIZED VIEW \"public\".\"p_totals\""), "{sql}");
         assert!(one::<bool>("SELECT relispopulated FROM pg_class WHERE oid = 'public.p_totals'::regclass"));
         let forced = refresh("'public.p_totals', force => true");
         assert_eq!(forced[0].1, "refreshed");
-        let sql: String = one("SELECT sql FROM upkeep.job_runs WHERE action = 'refresh_matview' ORDER BY run_id DESC LIMIT 1");
+        let sql: String =
+            one("SELECT sql FROM upkeep.job_runs WHERE action = 'refresh_matview' ORDER BY run_id DESC LIMIT 1");
         assert!(sql.contains("REFRESH MATERIALIZED VIEW CONCURRENTLY"), "{sql}");
         // Status after a refresh; next due follows `every`.
         let (status, due_in): (String, bool) = {
@@ -240,7 +260,8 @@ mod tests {
         Spi::run(&format!("SELECT upkeep.unmanage_matview({})", oid.to_u32())).unwrap();
         Spi::run("SELECT upkeep.unmanage_matview('public.d_sums')").unwrap();
         // The next run stops tracking tables no managed view reads.
-        let runs: i64 = one("SELECT count(*) FROM upkeep.run_maintenance() WHERE action = 'untrack_changes' AND status = 'ok'");
+        let runs: i64 =
+            one("SELECT count(*) FROM upkeep.run_maintenance() WHERE action = 'untrack_changes' AND status = 'ok'");
         assert_eq!(runs, 3);
         assert_eq!(one::<i64>("SELECT count(*) FROM pg_trigger WHERE tgname = 'upkeep_track_changes'"), 0);
     }
