@@ -1,7 +1,10 @@
 //! The catalog reads of materialized view maintenance: every policy with
 //! its view, what the view reads (through plain views and partitions), how
 //! those relations are tracked and whether they changed since the view's
-//! last refresh, in one statement whatever the number of views.
+//! last refresh, in one statement whatever the number of views. What makes
+//! a view's rows change without any table changing (functions that may read
+//! other tables, the clock in its definition) is listed as a reason to be
+//! unsure: such a view is refreshed whenever it is due.
 
 use super::plan::{Untracked, ViewFacts};
 use crate::sql::QualifiedName;
@@ -26,7 +29,7 @@ SELECT p.job_id, pg_current_snapshot()::text AS snapshot, pg_current_xact_id_if_
                   WHERE r.job_id = p.job_id AND u.job_id <> p.job_id), '{}') AS upstream, \
        coalesce(b.bases, '{}') AS bases, \
        md5(coalesce(b.seen, '') || (SELECT seen FROM refresh_tracking)) AS fingerprint, \
-       coalesce(b.unsure, '{}') || coalesce(f.unsure, '{}') AS unsure, \
+       coalesce(b.unsure, '{}') || coalesce(f.unsure, '{}') || coalesce(t.unsure, '{}') AS unsure, \
        coalesce(b.untracked_schema, '{}') AS untracked_schema, coalesce(b.untracked_name, '{}') AS untracked_name, \
        coalesce(b.untracked_allowed, '{}') AS untracked_allowed, \
        s.job_id IS NOT NULL AS refreshed, \
@@ -72,6 +75,15 @@ SELECT p.job_id, pg_current_snapshot()::text AS snapshot, pg_current_xact_id_if_
       JOIN pg_proc fn ON fn.oid = d.refobjid \
      WHERE r.job_id = p.job_id AND fn.provolatile <> 'i' \
   ) f ON true \
+  LEFT JOIN LATERAL ( \
+    SELECT array_agg(DISTINCT format('%s uses %s, whose result changes without any table changing', \
+                                     v.oid::regclass, lower(m[1]))) AS unsure \
+      FROM reads r \
+      JOIN pg_class v ON v.oid = r.relid AND (v.relkind = 'v' OR v.oid = p.matview::oid) \
+     CROSS JOIN LATERAL regexp_matches(pg_get_viewdef(v.oid), \
+       '\\m(now|current_date|current_timestamp|current_time|localtimestamp|localtime|clock_timestamp|statement_timestamp|transaction_timestamp|timeofday|random|nextval)\\M', 'gi') m \
+     WHERE r.job_id = p.job_id \
+  ) t ON true \
  WHERE $1::int8 IS NULL OR p.job_id = $1 \
  ORDER BY p.job_id";
 

@@ -139,10 +139,17 @@ mod tests {
              CREATE UNIQUE INDEX ON public.v_rate_mv (fund);
              CREATE FUNCTION public.v_count() RETURNS bigint LANGUAGE sql STABLE AS 'SELECT count(*) FROM public.v_rates';
              CREATE MATERIALIZED VIEW public.v_fn_mv AS SELECT 1 AS id, public.v_count() AS n;
-             CREATE UNIQUE INDEX ON public.v_fn_mv (id);",
+             CREATE UNIQUE INDEX ON public.v_fn_mv (id);
+             CREATE VIEW public.v_recent AS SELECT * FROM public.v_trades WHERE at > current_date - 30;
+             CREATE MATERIALIZED VIEW public.v_clock_mv AS SELECT fund, count(*) AS n FROM public.v_recent GROUP BY fund;
+             CREATE UNIQUE INDEX ON public.v_clock_mv (fund);",
         )
         .unwrap();
-        Spi::run("SELECT upkeep.manage_matview('public.v_rate_mv'), upkeep.manage_matview('public.v_fn_mv')").unwrap();
+        Spi::run(
+            "SELECT upkeep.manage_matview('public.v_rate_mv'), upkeep.manage_matview('public.v_fn_mv'), \
+                    upkeep.manage_matview('public.v_clock_mv')",
+        )
+        .unwrap();
         refresh("NULL, force => true");
         assert_eq!(refresh("'public.v_rate_mv'")[0].1, "skipped");
         refreshed_after("public.v_rate_mv", "INSERT INTO public.v_rates VALUES (1, 0.5)", "public.v_rates");
@@ -159,6 +166,13 @@ mod tests {
         };
         assert_eq!(changed, None);
         assert!(hint.contains("calls public.v_count()"), "{hint}");
+        // So may the clock: a view of the last 30 days, through a plain view.
+        let runs = refresh("'public.v_clock_mv'");
+        assert_eq!(runs[0].1, "refreshed");
+        assert!(
+            runs[0].2.contains("v_recent uses current_date, whose result changes without any table changing"),
+            "{runs:?}"
+        );
     }
 
     #[pg_test]
