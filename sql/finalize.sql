@@ -439,3 +439,24 @@ LANGUAGE sql AS $$
 $$;
 COMMENT ON FUNCTION upkeep.refresh_matviews(text, boolean) IS
   'Same as refresh_matviews(regclass, boolean); a name that does not resolve gets an ERROR with a HINT.';
+
+-- Index health.
+CREATE VIEW upkeep.index_health AS
+SELECT * FROM upkeep.index_health_report(0);
+COMMENT ON VIEW upkeep.index_health IS
+  'One row per index problem: unused, duplicate, redundant, invalid, bloated (estimated from statistics), unindexed_fk; with size, scans, estimated bloat, a recommendation in plain words and the fix_sql that fixes it (run its statements one by one, outside a transaction block: they use CONCURRENTLY).';
+COMMENT ON COLUMN upkeep.index_health.schema IS 'Schema of the table.';
+COMMENT ON COLUMN upkeep.index_health."table" IS 'The table.';
+COMMENT ON COLUMN upkeep.index_health.index IS 'The index; NULL for a missing index (unindexed_fk).';
+COMMENT ON COLUMN upkeep.index_health.problem IS 'unused, duplicate, redundant, invalid, bloated or unindexed_fk.';
+COMMENT ON COLUMN upkeep.index_health.severity IS 'high, medium or low: by the bytes at stake (invalid: high; unindexed_fk: medium).';
+COMMENT ON COLUMN upkeep.index_health.size_bytes IS 'Size of the index (of all its partitions'' indexes for a partitioned one).';
+COMMENT ON COLUMN upkeep.index_health.scans IS 'Index scans since statistics were last reset.';
+COMMENT ON COLUMN upkeep.index_health.bloat_bytes IS 'Estimated bytes a fresh build would not need (bloated only).';
+COMMENT ON COLUMN upkeep.index_health.bloat_ratio IS 'Size against the estimated size of a fresh build (bloated only; 2.0 = twice as big).';
+COMMENT ON COLUMN upkeep.index_health.recommendation IS 'What is wrong and what to do, in plain words.';
+COMMENT ON COLUMN upkeep.index_health.fix_sql IS 'The statements that fix it, quoted; run them one by one outside a transaction block.';
+COMMENT ON FUNCTION upkeep.index_health_report(bigint) IS
+  'The rows of upkeep.index_health, for indexes of at least min_size_bytes (missing indexes always). Reads catalogs and statistics only, never an index.';
+COMMENT ON FUNCTION upkeep.index_bloat_exact(regclass) IS
+  'Exact size, leaf density and bloat of one btree index, from pgstattuple''s pgstatindex() (needs CREATE EXTENSION pgstattuple; reads the whole index).';

@@ -11,6 +11,7 @@ pub mod archive;
 pub mod calendar;
 pub mod errors;
 pub mod executor;
+pub mod index_health;
 pub mod jobs;
 pub mod matviews;
 pub mod ownership;

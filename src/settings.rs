@@ -18,6 +18,8 @@ pub static ROLE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::ne
 pub static MAX_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(2);
 /// How long `upkeep.job_runs` keeps its rows, in minutes.
 pub static HISTORY_RETENTION_MIN: GucSetting<i32> = GucSetting::<i32>::new(30 * 24 * 60);
+/// Days of index scan statistics before a never-scanned index counts as unused.
+pub static UNUSED_INDEX_DAYS: GucSetting<i32> = GucSetting::<i32>::new(7);
 
 pub fn register() {
     GucRegistry::define_int_guc(
@@ -84,6 +86,16 @@ pub fn register() {
         GucContext::Sighup,
         GucFlags::UNIT_MIN,
     );
+    GucRegistry::define_int_guc(
+        c"upkeep.unused_index_days",
+        c"Days of scan statistics before a never-scanned index is reported as unused.",
+        c"Counted from the last statistics reset of the database (pg_stat_database.stats_reset); statistics never reset count as old enough. Scans on replicas are not counted.",
+        &UNUSED_INDEX_DAYS,
+        0,
+        36_500,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
 }
 
 /// The databases listed in `upkeep.databases`, or None for all.
@@ -127,7 +139,8 @@ mod tests {
                 "upkeep.lock_timeout",
                 "upkeep.max_workers",
                 "upkeep.naptime",
-                "upkeep.role"
+                "upkeep.role",
+                "upkeep.unused_index_days"
             ]
         );
         assert!(rows.iter().all(|(_, _, desc)| desc.len() > 20), "{rows:?}");
@@ -136,5 +149,6 @@ mod tests {
         assert_eq!(show("upkeep.naptime"), "1min");
         assert_eq!(show("upkeep.lock_timeout"), "3s");
         assert_eq!(show("upkeep.history_retention"), "30d");
+        assert_eq!(show("upkeep.unused_index_days"), "7");
     }
 }
