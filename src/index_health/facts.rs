@@ -168,8 +168,11 @@ pub fn foreign_keys(client: &SpiClient<'_>) -> Result<Vec<ForeignKey>, String> {
                 .map_err(err)
                 .map(|v| v.unwrap_or_default().into_iter().flatten().collect::<Vec<String>>())
         };
-        let partitions =
-            texts("part_schemas")?.into_iter().zip(texts("part_names")?).map(|(s, n)| QualifiedName::new(s, n)).collect();
+        let partitions = texts("part_schemas")?
+            .into_iter()
+            .zip(texts("part_names")?)
+            .map(|(s, n)| QualifiedName::new(s, n))
+            .collect();
         out.push(ForeignKey {
             table: QualifiedName::new(text("schema")?, text("table")?),
             partitioned: row.get_by_name::<bool, _>("partitioned").map_err(err)?.unwrap_or(false),

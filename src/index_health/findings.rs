@@ -189,7 +189,10 @@ impl IndexFacts {
     /// Same definition: access method, key columns, INCLUDE columns,
     /// predicate.
     fn same_as(&self, other: &IndexFacts) -> bool {
-        self.am == other.am && self.keys == other.keys && self.include == other.include && self.predicate == other.predicate
+        self.am == other.am
+            && self.keys == other.keys
+            && self.include == other.include
+            && self.predicate == other.predicate
     }
 
     /// Its key columns are a strict leading part of `other`'s, which also
@@ -203,10 +206,22 @@ impl IndexFacts {
             && self.include.iter().all(|c| other.keys.iter().any(|k| &k.def == c) || other.include.contains(c))
     }
 
+    /// Its leading columns are the foreign key's: deleting from the table
+    /// referenced looks rows up here, so it is needed even without scans
+    /// (dropping it would make the key unindexed).
+    fn serves(&self, fk: &ForeignKey) -> bool {
+        let n = fk.columns.len();
+        self.table == fk.table
+            && self.predicate.is_none()
+            && self.keys.len() >= n
+            && self.keys[..n].iter().all(|k| fk.columns.iter().any(|c| k.def == *c || k.def == ident(c)))
+    }
+
     /// Kept rather than the other of a duplicate pair: unique or needed
     /// first, then the older (lower OID).
     fn preferred_over(&self, other: &IndexFacts) -> bool {
-        (self.needed || self.unique, std::cmp::Reverse(self.oid)) > (other.needed || other.unique, std::cmp::Reverse(other.oid))
+        (self.needed || self.unique, std::cmp::Reverse(self.oid))
+            > (other.needed || other.unique, std::cmp::Reverse(other.oid))
     }
 
     fn drop_sql(&self) -> String {
@@ -230,13 +245,11 @@ struct Logical<'a> {
 /// Every problem found, in a stable order: table, problem, index.
 pub fn findings(indexes: &[IndexFacts], fks: &[ForeignKey], judgement: Judgement, min_size_bytes: i64) -> Vec<Finding> {
     let mut out = Vec::new();
-    let children: BTreeMap<u32, Vec<&IndexFacts>> = indexes.iter().filter_map(|i| i.parent.map(|p| (p, i))).fold(
-        BTreeMap::new(),
-        |mut m, (p, i)| {
+    let children: BTreeMap<u32, Vec<&IndexFacts>> =
+        indexes.iter().filter_map(|i| i.parent.map(|p| (p, i))).fold(BTreeMap::new(), |mut m, (p, i)| {
             m.entry(p).or_default().push(i);
             m
-        },
-    );
+        });
     // Leaves below a partitioned index, through every level.
     fn leaves<'a>(ix: &'a IndexFacts, children: &BTreeMap<u32, Vec<&'a IndexFacts>>) -> Vec<&'a IndexFacts> {
         match children.get(&ix.oid) {
@@ -280,7 +293,8 @@ pub fn findings(indexes: &[IndexFacts], fks: &[ForeignKey], judgement: Judgement
             if ix.needed {
                 continue;
             }
-            let twin = list.iter().find(|o| o.ix.oid != ix.oid && o.ix.valid && o.ix.same_as(ix) && o.ix.preferred_over(ix));
+            let twin =
+                list.iter().find(|o| o.ix.oid != ix.oid && o.ix.valid && o.ix.same_as(ix) && o.ix.preferred_over(ix));
             if let Some(keep) = twin {
                 out.push(base(
                     Problem::Duplicate,
@@ -309,10 +323,10 @@ pub fn findings(indexes: &[IndexFacts], fks: &[ForeignKey], judgement: Judgement
                 }
             }
             let old_enough = judgement.stats_days.is_none_or(|d| d >= judgement.unused_after_days);
-            if l.scans == 0 && !ix.unique && old_enough {
-                let since = judgement
-                    .stats_days
-                    .map_or("since statistics began".to_string(), |d| format!("in the {d:.0} days since statistics were reset"));
+            if l.scans == 0 && !ix.unique && old_enough && !fks.iter().any(|f| ix.serves(f)) {
+                let since = judgement.stats_days.map_or("since statistics began".to_string(), |d| {
+                    format!("in the {d:.0} days since statistics were reset")
+                });
                 out.push(base(
                     Problem::Unused,
                     severity_by_size(l.size),
@@ -334,11 +348,14 @@ pub fn findings(indexes: &[IndexFacts], fks: &[ForeignKey], judgement: Judgement
                 return None;
             }
             let leftover = ["_ccnew", "_ccold"].iter().any(|s| ix.name.trim_end_matches(char::is_numeric).ends_with(s));
-            let (recommendation, fix_sql) = if leftover {
-                (
-                    "Left behind by an interrupted REINDEX CONCURRENTLY: never used, still maintained by writes. Drop it.".to_string(),
-                    format!("DROP INDEX CONCURRENTLY {};", ix.qualified()),
-                )
+            let (recommendation, fix_sql) = if leftover || ix.unique {
+                let why = if leftover {
+                    "Left behind by an interrupted REINDEX CONCURRENTLY: never used, still maintained by writes. Drop it."
+                } else {
+                    "Invalid unique index (its build failed, often on duplicate values, which a rebuild would meet again): never \
+                     used, still maintained by writes, and it enforces nothing. Drop it; remove the duplicates before creating it again."
+                };
+                (why.to_string(), format!("DROP INDEX CONCURRENTLY {};", ix.qualified()))
             } else {
                 (
                     "Invalid (a CREATE INDEX CONCURRENTLY that failed): never used for reads, still maintained by writes. Rebuild it."
@@ -392,7 +409,8 @@ pub fn findings(indexes: &[IndexFacts], fks: &[ForeignKey], judgement: Judgement
         }
         let parts = leaves(ix, &children);
         let found: Vec<Finding> = parts.iter().filter_map(|c| physical(c)).collect();
-        let all_same = |p: Problem| !parts.is_empty() && found.len() == parts.len() && found.iter().all(|f| f.problem == p);
+        let all_same =
+            |p: Problem| !parts.is_empty() && found.len() == parts.len() && found.iter().all(|f| f.problem == p);
         if all_same(Problem::Bloated) {
             let bloat: i64 = found.iter().filter_map(|f| f.bloat_bytes).sum();
             out.push(Finding {
@@ -534,7 +552,14 @@ mod tests {
         covering.include = vec!["total".into()];
         assert_eq!(found(&[covering.clone(), long.clone()]), vec![]);
         // ...nor does it make the plain one redundant (same keys: different jobs).
-        assert_eq!(found(&[short.clone(), { let mut c = covering; c.oid = 30; c }]), vec![]);
+        assert_eq!(
+            found(&[short.clone(), {
+                let mut c = covering;
+                c.oid = 30;
+                c
+            }]),
+            vec![]
+        );
         // Not a prefix: other column order, other expression, other opclass.
         let other = index(20, "other", &["created_at", "customer_id"]);
         assert_eq!(found(&[short.clone(), other]), vec![]);
@@ -561,6 +586,17 @@ mod tests {
         let never_reset = Judgement { stats_days: None, unused_after_days: 7.0 };
         let f = findings(&[idle.clone()], &[], never_reset, 0);
         assert!(f[0].recommendation.contains("since statistics began"), "{}", f[0].recommendation);
+        // An index that serves a foreign key is needed without scans.
+        let mut fk_index = index(30, "orders_customer", &["customer_id"]);
+        fk_index.scans = 0;
+        let fk = ForeignKey {
+            table: QualifiedName::new("public", "orders"),
+            columns: vec!["customer_id".into()],
+            indexed: true,
+            ..ForeignKey::default()
+        };
+        assert!(findings(&[fk_index.clone()], &[fk], OLD, 0).is_empty());
+        assert_eq!(findings(&[fk_index], &[], OLD, 0)[0].problem, Problem::Unused);
         // min_size_bytes leaves out small indexes.
         assert!(findings(&[idle], &[], OLD, 10 << 20).is_empty());
     }

@@ -70,12 +70,7 @@ fn index_bloat_exact(
     index: Option<RegClass>,
 ) -> TableIterator<
     'static,
-    (
-        name!(size_bytes, i64),
-        name!(avg_leaf_density, f64),
-        name!(bloat_bytes, i64),
-        name!(bloat_ratio, f64),
-    ),
+    (name!(size_bytes, i64), name!(avg_leaf_density, f64), name!(bloat_bytes, i64), name!(bloat_ratio, f64)),
 > {
     let Some(RegClass(oid)) = index else {
         bad_input(
@@ -121,7 +116,8 @@ fn index_bloat_exact(
         Ok::<_, pgrx::spi::SpiError>((t.get::<i64>(1)?, t.get::<f64>(2)?, t.get::<i64>(3)?, t.get::<f64>(4)?))
     })
     .unwrap_or_else(|e| error!("pgstatindex failed: {e}"));
-    let (size, density, leaves, fillfactor) = (row.0.unwrap_or(0), row.1.unwrap_or(0.0), row.2.unwrap_or(0), row.3.unwrap_or(90.0));
+    let (size, density, leaves, fillfactor) =
+        (row.0.unwrap_or(0), row.1.unwrap_or(0.0), row.2.unwrap_or(0), row.3.unwrap_or(90.0));
     // A fresh build fills its leaves to the fill factor; everything else is bloat.
     let needed = ((leaves as f64 * density / fillfactor).ceil() * findings::PAGE).max(findings::PAGE);
     let bloat = (size as f64 - needed).max(0.0) as i64;
