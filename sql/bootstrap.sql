@@ -245,3 +245,65 @@ AS $$
 $$;
 COMMENT ON FUNCTION upkeep.matview_reads() IS
   'Internal: every relation each managed materialized view reads, through plain views, partitions and inheritance children (the view itself included).';
+
+CREATE TABLE upkeep.index_health_history (
+    captured_at timestamptz NOT NULL DEFAULT now(),
+    schema      text NOT NULL,
+    "table"     text NOT NULL,
+    index       text NOT NULL,
+    size_bytes  bigint NOT NULL,
+    scans       bigint NOT NULL,
+    bloat_bytes bigint,
+    bloat_ratio double precision
+);
+CREATE INDEX index_health_history_index ON upkeep.index_health_history (schema, index, captured_at);
+CREATE INDEX index_health_history_captured_at ON upkeep.index_health_history (captured_at);
+COMMENT ON TABLE upkeep.index_health_history IS
+  'Per index and snapshot (upkeep.snapshot_index_health(), daily by the workers): size, scans, estimated bloat. Kept 13 months. Read trends through upkeep.index_growth.';
+COMMENT ON COLUMN upkeep.index_health_history.captured_at IS 'When the snapshot was taken.';
+COMMENT ON COLUMN upkeep.index_health_history.schema IS 'Schema of the index.';
+COMMENT ON COLUMN upkeep.index_health_history."table" IS 'Its table.';
+COMMENT ON COLUMN upkeep.index_health_history.index IS 'The index.';
+COMMENT ON COLUMN upkeep.index_health_history.size_bytes IS 'Its size then.';
+COMMENT ON COLUMN upkeep.index_health_history.scans IS 'Its scan count then (since the last statistics reset).';
+COMMENT ON COLUMN upkeep.index_health_history.bloat_bytes IS 'Estimated bloat then (btree indexes with statistics).';
+COMMENT ON COLUMN upkeep.index_health_history.bloat_ratio IS 'Size against the estimated size of a fresh build then.';
+
+-- The index-health snapshot job: one row, there from the start (not
+-- carried by pg_dump: a restored database starts with the default).
+CREATE TABLE upkeep.index_snapshot_policy (
+    job_id     bigint PRIMARY KEY DEFAULT nextval('upkeep.job_id_seq'),
+    every      interval NOT NULL DEFAULT '1 day' CHECK (every > interval '0'),
+    enabled    boolean NOT NULL DEFAULT true,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO upkeep.index_snapshot_policy DEFAULT VALUES;
+COMMENT ON TABLE upkeep.index_snapshot_policy IS
+  'The job that appends upkeep.snapshot_index_health() to upkeep.index_health_history (daily by default; change it with upkeep.alter_job).';
+COMMENT ON COLUMN upkeep.index_snapshot_policy.job_id IS 'The job (see upkeep.jobs).';
+COMMENT ON COLUMN upkeep.index_snapshot_policy.every IS 'Time between two snapshots.';
+COMMENT ON COLUMN upkeep.index_snapshot_policy.enabled IS 'false pauses it (upkeep.pause_job / resume_job).';
+COMMENT ON COLUMN upkeep.index_snapshot_policy.updated_at IS 'When alter_job last changed it.';
+
+-- Automatic reindex: at most one row, written by upkeep.manage_reindex().
+CREATE TABLE upkeep.reindex_policy (
+    job_id             bigint PRIMARY KEY DEFAULT nextval('upkeep.job_id_seq'),
+    single             boolean NOT NULL DEFAULT true UNIQUE CHECK (single),
+    min_bloat_ratio    double precision NOT NULL CHECK (min_bloat_ratio > 1),
+    min_size_bytes     bigint NOT NULL CHECK (min_size_bytes >= 0),
+    maintenance_window text,
+    every              interval NOT NULL DEFAULT '1 hour' CHECK (every > interval '0'),
+    enabled            boolean NOT NULL DEFAULT true,
+    updated_at         timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE upkeep.reindex_policy IS
+  'Automatic reindex (off unless upkeep.manage_reindex() was called): the workers rebuild, one at a time with REINDEX INDEX CONCURRENTLY, btree indexes whose estimated bloat ratio and size reach these, inside the window. Carried by pg_dump.';
+COMMENT ON COLUMN upkeep.reindex_policy.job_id IS 'The job (see upkeep.jobs).';
+COMMENT ON COLUMN upkeep.reindex_policy.single IS 'Always true: there is one policy per database.';
+COMMENT ON COLUMN upkeep.reindex_policy.min_bloat_ratio IS 'Rebuild when the size is at least this many times the estimated size of a fresh build.';
+COMMENT ON COLUMN upkeep.reindex_policy.min_size_bytes IS 'Only indexes at least this big.';
+COMMENT ON COLUMN upkeep.reindex_policy.maintenance_window IS 'HH:MM-HH:MM in the server''s time zone (may wrap past midnight); NULL: any time.';
+COMMENT ON COLUMN upkeep.reindex_policy.every IS 'Time between two checks by the workers.';
+COMMENT ON COLUMN upkeep.reindex_policy.enabled IS 'false pauses it.';
+COMMENT ON COLUMN upkeep.reindex_policy.updated_at IS 'When manage_reindex or alter_job last changed it.';
+SELECT pg_catalog.pg_extension_config_dump('upkeep.reindex_policy', '');

@@ -45,7 +45,16 @@ SELECT m.job_id,
        coalesce(j.consecutive_failures, 0),
        j.last_duration
   FROM upkeep.matview_policies m
-  LEFT JOIN upkeep.job_state j ON j.job_id = m.job_id;
+  LEFT JOIN upkeep.job_state j ON j.job_id = m.job_id
+UNION ALL
+SELECT x.job_id, x.kind, x.target, 'every ' || x.every::text, x.enabled,
+       CASE WHEN x.enabled THEN j.next_run END,
+       j.last_run, j.last_status, j.last_error, coalesce(j.consecutive_failures, 0), j.last_duration
+  FROM (SELECT job_id, 'index_snapshot'::text AS kind, 'index health snapshot'::text AS target, every, enabled
+          FROM upkeep.index_snapshot_policy
+        UNION ALL
+        SELECT job_id, 'reindex', 'automatic reindex', every, enabled FROM upkeep.reindex_policy) x
+  LEFT JOIN upkeep.job_state j ON j.job_id = x.job_id;
 COMMENT ON VIEW upkeep.jobs IS
   'Every policy is a job: what it maintains, its schedule, whether it is enabled, when it next acts, and how its last run went (consecutive_failures > 0 means it is backing off).';
 
@@ -294,7 +303,7 @@ COMMENT ON COLUMN upkeep.archive_policies.created_at IS 'When the policy was reg
 COMMENT ON COLUMN upkeep.archive_policies.updated_at IS 'When manage_archive or alter_job last changed it.';
 COMMENT ON COLUMN upkeep.partition_policies.updated_at IS 'When manage_partitions or alter_job last changed it.';
 COMMENT ON COLUMN upkeep.jobs.job_id IS 'Identifies the job in alter_job, pause_job, resume_job, run_job.';
-COMMENT ON COLUMN upkeep.jobs.kind IS 'What the job maintains: partitions, archive or matview.';
+COMMENT ON COLUMN upkeep.jobs.kind IS 'What the job maintains: partitions, archive, matview, index_snapshot or reindex.';
 COMMENT ON COLUMN upkeep.jobs.target IS 'The table it serves.';
 COMMENT ON COLUMN upkeep.jobs.schedule IS 'every naptime, or the least time between runs set with alter_job.';
 COMMENT ON COLUMN upkeep.jobs.enabled IS 'false: paused (pause_job).';
@@ -460,3 +469,32 @@ COMMENT ON FUNCTION upkeep.index_health_report(bigint) IS
   'The rows of upkeep.index_health, for indexes of at least min_size_bytes (missing indexes always). Reads catalogs and statistics only, never an index.';
 COMMENT ON FUNCTION upkeep.index_bloat_exact(regclass) IS
   'Exact size, leaf density and bloat of one btree index, from pgstattuple''s pgstatindex() (needs CREATE EXTENSION pgstattuple; reads the whole index).';
+
+CREATE VIEW upkeep.index_growth AS
+SELECT schema, "table", index, day, size_bytes,
+       size_bytes - lag(size_bytes) OVER w AS growth_bytes,
+       scans - lag(scans) OVER w AS scans,
+       bloat_bytes
+  FROM (SELECT DISTINCT ON (schema, index, captured_at::date)
+               schema, "table", index, captured_at::date AS day, size_bytes, scans, bloat_bytes
+          FROM upkeep.index_health_history
+         WHERE captured_at >= current_date - 31
+         ORDER BY schema, index, captured_at::date, captured_at DESC) d
+WINDOW w AS (PARTITION BY schema, index ORDER BY day);
+COMMENT ON VIEW upkeep.index_growth IS
+  'Per index and day of the last 30 days (from upkeep.index_health_history, the last snapshot of each day): size, growth since the day before, scans that day, estimated bloat. For dashboards.';
+COMMENT ON COLUMN upkeep.index_growth.schema IS 'Schema of the index.';
+COMMENT ON COLUMN upkeep.index_growth."table" IS 'Its table.';
+COMMENT ON COLUMN upkeep.index_growth.index IS 'The index.';
+COMMENT ON COLUMN upkeep.index_growth.day IS 'The day of the snapshot.';
+COMMENT ON COLUMN upkeep.index_growth.size_bytes IS 'Its size that day.';
+COMMENT ON COLUMN upkeep.index_growth.growth_bytes IS 'Bytes grown since the previous snapshot day (NULL for the first).';
+COMMENT ON COLUMN upkeep.index_growth.scans IS 'Scans since the previous snapshot day (negative after a statistics reset).';
+COMMENT ON COLUMN upkeep.index_growth.bloat_bytes IS 'Estimated bloat that day.';
+COMMENT ON FUNCTION upkeep.snapshot_index_health() IS
+  'Appends every index''s size, scans and estimated bloat to upkeep.index_health_history (rows older than 13 months go); returns the number of indexes recorded. The workers run it daily (job kind index_snapshot).';
+COMMENT ON FUNCTION upkeep.index_health_figures() IS
+  'Internal: the current figures of every index, as snapshot_index_health() records them.';
+COMMENT ON FUNCTION upkeep.manage_reindex(double precision, bigint, text) IS
+  'Turns on (or changes) automatic reindex: the workers rebuild, one index per run with REINDEX INDEX CONCURRENTLY, btree indexes of at least min_size_bytes whose estimated size is at least min_bloat_ratio times a fresh build''s, inside maintenance_window (HH:MM-HH:MM, server time) when given; they first drop invalid leftovers of interrupted concurrent rebuilds. Off unless called. Returns the job id.';
+COMMENT ON FUNCTION upkeep.unmanage_reindex() IS 'Turns automatic reindex off.';

@@ -13,6 +13,9 @@ pub enum ActionKind {
     RefreshMatview,
     TrackChanges,
     UntrackChanges,
+    SnapshotIndexHealth,
+    Reindex,
+    DropIndex,
 }
 
 impl ActionKind {
@@ -20,7 +23,12 @@ impl ActionKind {
     /// or recompute a view) run in `pg_upkeep worker` processes, so that the scheduler's
     /// quick ones, like creating partitions, never wait behind them.
     pub fn is_long(self) -> bool {
-        matches!(self, ActionKind::ArchivePartition | ActionKind::ArchiveRows | ActionKind::RefreshMatview)
+        matches!(self, ActionKind::ArchivePartition
+                | ActionKind::ArchiveRows
+                | ActionKind::RefreshMatview
+                | ActionKind::Reindex
+                | ActionKind::DropIndex
+        )
     }
 }
 
@@ -33,6 +41,9 @@ impl fmt::Display for ActionKind {
             ActionKind::RefreshMatview => "refresh_matview",
             ActionKind::TrackChanges => "track_changes",
             ActionKind::UntrackChanges => "untrack_changes",
+            ActionKind::SnapshotIndexHealth => "snapshot_index_health",
+            ActionKind::Reindex => "reindex",
+            ActionKind::DropIndex => "drop_index",
         })
     }
 }

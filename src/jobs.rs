@@ -12,13 +12,15 @@ use std::collections::BTreeMap;
 
 /// The kinds of job; each has its own lock, so a long run of one kind never
 /// holds up another. A run of several kinds takes their locks in this
-/// order (partitions, archive, materialized views), so concurrent runs
-/// never deadlock.
+/// order (partitions, archive, materialized views, index health), so
+/// concurrent runs never deadlock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Partitions = 1,
     Archive = 2,
     Matviews = 3,
+    IndexSnapshot = 4,
+    Reindex = 5,
 }
 
 /// Wait before retrying a job that failed `failures` times in a row:
@@ -290,14 +292,16 @@ pub fn forget(job_id: i64) {
 /// Each kind's policy table, with the table a job serves and its schedule.
 const POLICIES: &str = "(SELECT job_id, parent AS served, every, 1 AS kind FROM upkeep.partition_policies \
      UNION ALL SELECT job_id, source, every, 2 FROM upkeep.archive_policies \
-     UNION ALL SELECT job_id, matview, every, 3 FROM upkeep.matview_policies)";
+     UNION ALL SELECT job_id, matview, every, 3 FROM upkeep.matview_policies \
+     UNION ALL SELECT job_id, NULL, every, 4 FROM upkeep.index_snapshot_policy \
+     UNION ALL SELECT job_id, NULL, every, 5 FROM upkeep.reindex_policy)";
 
 /// A job as its policy table has it.
 pub struct Job {
     pub id: i64,
     pub kind: Kind,
-    /// The table it serves, and its name.
-    pub served: pg_sys::Oid,
+    /// The table it serves (none for the index-health jobs), and its name.
+    pub served: Option<pg_sys::Oid>,
     pub target: String,
 }
 
@@ -315,7 +319,10 @@ pub fn serving(table: pg_sys::Oid) -> Option<Job> {
 fn lookup(condition: &str, arg: pgrx::datum::DatumWithOid<'_>) -> Option<Job> {
     let row = Spi::connect(|client| {
         let rows = client.select(
-            &format!("SELECT job_id, kind, served::oid, served::text FROM {POLICIES} p WHERE {condition}"),
+            &format!(
+                "SELECT job_id, kind, served::oid, coalesce(served::text, CASE kind WHEN 4 THEN 'index health snapshot' \
+                        ELSE 'automatic reindex' END) FROM {POLICIES} p WHERE {condition}"
+            ),
             None,
             &[arg],
         )?;
@@ -332,11 +339,13 @@ fn lookup(condition: &str, arg: pgrx::datum::DatumWithOid<'_>) -> Option<Job> {
             .transpose()
     });
     match row {
-        Ok(Some((Some(id), Some(kind), Some(served), Some(target)))) => Some(Job {
+        Ok(Some((Some(id), Some(kind), served, Some(target)))) => Some(Job {
             id,
             kind: match kind {
                 2 => Kind::Archive,
                 3 => Kind::Matviews,
+                4 => Kind::IndexSnapshot,
+                5 => Kind::Reindex,
                 _ => Kind::Partitions,
             },
             served,
@@ -362,7 +371,12 @@ fn owned_job(job_id: Option<i64>) -> Job {
             "See SELECT job_id, kind, target FROM upkeep.jobs; for the jobs.",
         );
     };
-    require_owner(Some(RegClass(job.served)), "the job's table");
+    match job.served {
+        Some(table) => {
+            require_owner(Some(RegClass(table)), "the job's table");
+        }
+        None => crate::ownership::require_database_owner(&job.target),
+    }
     job
 }
 
@@ -381,6 +395,8 @@ pub fn run(runner: Runner, job: &Job) -> Vec<Outcome> {
             };
             crate::matviews::maintain(runner, selection, false, false)
         }
+        Kind::IndexSnapshot => crate::index_health::history::maintain(runner, true, false),
+        Kind::Reindex => crate::index_health::reindex::maintain(runner, true),
     }
 }
 
@@ -390,6 +406,10 @@ pub fn run_due(runner: Runner, dry_run: bool) -> Vec<Outcome> {
     let mut outcomes = crate::partitions::maintain(runner, Selection::Due, dry_run);
     outcomes.extend(crate::archive::maintain(runner, crate::archive::facts::Scope::Due, dry_run));
     outcomes.extend(crate::matviews::maintain(runner, crate::matviews::plan::Selection::Due, false, dry_run));
+    outcomes.extend(crate::index_health::history::maintain(runner, false, dry_run));
+    if !dry_run {
+        outcomes.extend(crate::index_health::reindex::maintain(runner, false));
+    }
     outcomes
 }
 
@@ -411,6 +431,8 @@ fn alter_job(job_id: Option<i64>, every: default!(Option<Interval>, "NULL"), ena
         Kind::Partitions => "upkeep.partition_policies",
         Kind::Archive => "upkeep.archive_policies",
         Kind::Matviews => "upkeep.matview_policies",
+        Kind::IndexSnapshot => "upkeep.index_snapshot_policy",
+        Kind::Reindex => "upkeep.reindex_policy",
     };
     Spi::run_with_args(
         &format!(

@@ -35,3 +35,20 @@ pub fn require_owner(table: Option<RegClass>, argument: &str) -> (pg_sys::Oid, S
         ),
     }
 }
+
+/// For what serves the whole database (the index-health jobs): its owner
+/// (a member of the owning role) or a superuser.
+pub fn require_database_owner(what: &str) {
+    let owner = Spi::get_one::<bool>(
+        "SELECT pg_has_role(current_user, d.datdba, 'USAGE') FROM pg_database d WHERE d.datname = current_database()",
+    )
+    .ok()
+    .flatten();
+    if owner != Some(true) {
+        bad_input(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("must be owner of the database to change the {what} job"),
+            "Run this as the database's owner or a superuser.",
+        );
+    }
+}

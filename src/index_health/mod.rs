@@ -5,6 +5,8 @@
 
 pub mod facts;
 pub mod findings;
+pub mod history;
+pub mod reindex;
 
 use crate::errors::bad_input;
 use crate::regclass::RegClass;

@@ -1,0 +1,82 @@
+//! Index health over time: `upkeep.snapshot_index_health()` appends each
+//! index's size, scans and estimated bloat to `upkeep.index_health_history`
+//! (kept 13 months); a job runs it, daily by default.
+
+use super::findings::{expected_pages, PAGE};
+use crate::actions::{Action, ActionKind, Step};
+use crate::executor::Outcome;
+use crate::jobs::Runner;
+use crate::sql::QualifiedName;
+use pgrx::prelude::*;
+
+/// The figures of every index as rows of the history, for the current
+/// time: (schema, table, index, size, scans, bloat bytes, bloat ratio).
+#[pg_extern(stable)]
+#[search_path(pg_catalog, pg_temp)]
+#[allow(clippy::type_complexity)] // pgrx reads the column names from the signature
+fn index_health_figures() -> TableIterator<
+    'static,
+    (
+        name!(schema, String),
+        name!(table, String),
+        name!(index, String),
+        name!(size_bytes, i64),
+        name!(scans, i64),
+        name!(bloat_bytes, Option<i64>),
+        name!(bloat_ratio, Option<f64>),
+    ),
+> {
+    let indexes = Spi::connect(super::facts::indexes).unwrap_or_else(|e| error!("pg_upkeep could not read the indexes: {e}"));
+    TableIterator::new(indexes.into_iter().filter(|i| !i.partitioned).map(|i| {
+        let expected = expected_pages(&i);
+        let bloat = expected.map(|e| (((i.pages as f64 - e) * PAGE) as i64).max(0));
+        let ratio = expected.map(|e| ((i.pages as f64 / e) * 100.0).round() / 100.0);
+        (i.table.schema, i.table.name, i.name, i.size_bytes, i.scans, bloat, ratio)
+    }))
+}
+
+const APPEND_SQL: &str = "INSERT INTO upkeep.index_health_history \
+    (schema, \"table\", index, size_bytes, scans, bloat_bytes, bloat_ratio) \
+    SELECT * FROM upkeep.index_health_figures()";
+const PRUNE_SQL: &str = "DELETE FROM upkeep.index_health_history WHERE captured_at < now() - interval '13 months'";
+
+/// Appends the current figures of every index to the history; returns how
+/// many indexes it recorded.
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn snapshot_index_health() -> i64 {
+    Spi::connect_mut(|client| {
+        let n = client.update(APPEND_SQL, None, &[])?.len() as i64;
+        client.update(PRUNE_SQL, None, &[])?;
+        Ok::<_, pgrx::spi::SpiError>(n)
+    })
+    .unwrap_or_else(|e| error!("pg_upkeep could not record index health: {e}"))
+}
+
+/// Runs the snapshot job when it is due (or `explicit`ly), through the
+/// executor, so it is recorded like any action.
+pub fn maintain(runner: Runner, explicit: bool, dry_run: bool) -> Vec<Outcome> {
+    let due = runner.step(|| {
+        Spi::get_two_with_args::<i64, String>(
+            "SELECT p.job_id, current_user::text FROM upkeep.index_snapshot_policy p \
+               LEFT JOIN upkeep.job_state j ON j.job_id = p.job_id \
+              WHERE $1 OR (p.enabled AND (j.next_run IS NULL OR j.next_run <= now()))",
+            &[explicit.into()],
+        )
+        .ok()
+    });
+    let Some((Some(job_id), Some(role))) = due else { return Vec::new() };
+    let action = Action {
+        job_id,
+        kind: ActionKind::SnapshotIndexHealth,
+        target: QualifiedName::new("upkeep", "index_health_history"),
+        detail: "figures of every index".into(),
+        run_as: role,
+        steps: vec![Step::counting(APPEND_SQL.into(), "indexes recorded"), Step::new(PRUNE_SQL.into())],
+    };
+    let outcomes = runner.act(vec![action], dry_run);
+    if !dry_run {
+        runner.step(|| crate::jobs::record_job_runs(&[job_id], &outcomes));
+    }
+    outcomes
+}

@@ -1,0 +1,306 @@
+//! Automatic reindex, off unless `upkeep.manage_reindex()` turned it on.
+//! Only the workers do it, with REINDEX INDEX CONCURRENTLY at top level
+//! (it cannot run in a transaction block), one index per run, inside the
+//! maintenance window when there is one; first they drop what interrupted
+//! concurrent rebuilds left behind (invalid `_ccnew`/`_ccold` indexes).
+
+use super::findings::{Finding, Problem};
+use crate::actions::{Action, ActionKind, Step};
+use crate::errors::invalid;
+use crate::executor::{Outcome, Status};
+use crate::jobs::Runner;
+use crate::sql::QualifiedName;
+use pgrx::prelude::*;
+
+/// A maintenance window, minutes after midnight: [from, to), wrapping past
+/// midnight when `to` <= `from`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub from: u32,
+    pub to: u32,
+}
+
+impl std::str::FromStr for Window {
+    type Err = ();
+    /// `HH:MM-HH:MM`.
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let minutes = |t: &str| -> Result<u32, ()> {
+            let (h, m) = t.trim().split_once(':').ok_or(())?;
+            let (h, m): (u32, u32) = (h.parse().map_err(|_| ())?, m.parse().map_err(|_| ())?);
+            if h > 24 || m > 59 || (h == 24 && m > 0) {
+                return Err(());
+            }
+            Ok(h * 60 + m)
+        };
+        let (a, b) = s.split_once('-').ok_or(())?;
+        let (from, to) = (minutes(a)?, minutes(b)?);
+        if from == to {
+            return Err(());
+        }
+        Ok(Window { from, to })
+    }
+}
+
+impl Window {
+    pub fn contains(self, minute: u32) -> bool {
+        if self.from < self.to {
+            (self.from..self.to).contains(&minute)
+        } else {
+            minute >= self.from || minute < self.to
+        }
+    }
+}
+
+/// What one worker run does: drop every leftover, then rebuild the most
+/// bloated index that qualifies (one per run).
+pub fn plan(job_id: i64, findings: &[Finding], owners: &dyn Fn(&QualifiedName) -> String, min_ratio: f64, min_size: i64) -> Vec<Action> {
+    let index = |f: &Finding| QualifiedName::new(f.table.schema.clone(), f.index.clone().unwrap_or_default());
+    let leftovers = findings.iter().filter(|f| f.problem == Problem::Invalid && f.fix_sql.starts_with("DROP INDEX CONCURRENTLY"));
+    let mut out: Vec<Action> = leftovers
+        .map(|f| Action {
+            job_id,
+            kind: ActionKind::DropIndex,
+            target: index(f),
+            detail: "left behind by an interrupted concurrent rebuild".into(),
+            run_as: owners(&f.table),
+            steps: vec![Step::top_level(format!("DROP INDEX CONCURRENTLY {}", index(f).quoted()))],
+        })
+        .collect();
+    let mut bloated: Vec<&Finding> = findings
+        .iter()
+        .filter(|f| {
+            f.problem == Problem::Bloated
+                && f.bloat_ratio.is_some_and(|r| r >= min_ratio)
+                && f.size_bytes.is_some_and(|s| s >= min_size)
+                // A partitioned index's row stands for all its partitions': one at a time means one partition's.
+                && f.fix_sql.starts_with("REINDEX INDEX CONCURRENTLY")
+        })
+        .collect();
+    bloated.sort_by_key(|f| std::cmp::Reverse(f.bloat_bytes));
+    out.extend(bloated.first().map(|f| Action {
+        job_id,
+        kind: ActionKind::Reindex,
+        target: index(f),
+        detail: format!(
+            "estimated bloat ratio {:.2}, {} bytes of {} before",
+            f.bloat_ratio.unwrap_or_default(),
+            f.bloat_bytes.unwrap_or_default(),
+            f.size_bytes.unwrap_or_default()
+        ),
+        run_as: owners(&f.table),
+        steps: vec![Step::top_level(format!("REINDEX INDEX CONCURRENTLY {}", index(f).quoted()))],
+    }));
+    out
+}
+
+struct Policy {
+    job_id: i64,
+    min_ratio: f64,
+    min_size: i64,
+    window: Option<String>,
+    due: bool,
+    now_minute: u32,
+}
+
+fn policy() -> Option<Policy> {
+    Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT p.job_id, p.min_bloat_ratio, p.min_size_bytes, p.maintenance_window, \
+                    p.enabled AND (j.next_run IS NULL OR j.next_run <= now()), \
+                    (extract(hour FROM localtime) * 60 + extract(minute FROM localtime))::int4 \
+               FROM upkeep.reindex_policy p LEFT JOIN upkeep.job_state j ON j.job_id = p.job_id",
+            None,
+            &[],
+        )?;
+        rows.into_iter()
+            .next()
+            .map(|r| {
+                Ok(Policy {
+                    job_id: r.get::<i64>(1)?.unwrap_or_default(),
+                    min_ratio: r.get::<f64>(2)?.unwrap_or(2.0),
+                    min_size: r.get::<i64>(3)?.unwrap_or_default(),
+                    window: r.get::<String>(4)?,
+                    due: r.get::<bool>(5)?.unwrap_or(false),
+                    now_minute: r.get::<i32>(6)?.unwrap_or_default() as u32,
+                })
+            })
+            .transpose()
+    })
+    .unwrap_or_else(|e: pgrx::spi::SpiError| error!("pg_upkeep could not read its reindex policy: {e}"))
+}
+
+/// The scheduler hands a due reindex job to a worker when inside the
+/// window (outside, it only moves the job's next check); the worker drops
+/// leftovers and rebuilds one index, recording each action with the sizes
+/// before and after; an SQL caller is told that only the workers reindex.
+pub fn maintain(runner: Runner, explicit: bool) -> Vec<Outcome> {
+    let Some(p) = runner.step(policy) else { return Vec::new() };
+    if !(p.due || explicit) {
+        return Vec::new();
+    }
+    let in_window = p.window.as_deref().and_then(|w| w.parse::<Window>().ok()).is_none_or(|w| w.contains(p.now_minute));
+    let note = |why: &str| {
+        let o = Outcome::noted(p.job_id, "reindex", "automatic reindex".into(), Status::Skipped, why.into(), None);
+        runner.step(|| crate::jobs::record_job_runs(&[p.job_id], std::slice::from_ref(&o)));
+        vec![o]
+    };
+    match runner {
+        Runner::Caller if explicit => {
+            vec![Outcome::noted(
+                p.job_id,
+                "reindex",
+                "automatic reindex".into(),
+                Status::Skipped,
+                "skipped: automatic reindex runs in the pg_upkeep workers only (REINDEX CONCURRENTLY cannot run inside a \
+                 transaction); the fix_sql of upkeep.index_health does it by hand"
+                    .into(),
+                None,
+            )]
+        }
+        Runner::Caller => Vec::new(),
+        Runner::Scheduler if !in_window => note("skipped: outside the maintenance window"),
+        Runner::Scheduler => {
+            runner.step(|| crate::workers::pool::hand_off(vec![p.job_id]));
+            Vec::new()
+        }
+        Runner::Worker => {
+            let actions = runner.step(|| {
+                let findings = super::report(0);
+                let owners = |t: &QualifiedName| {
+                    Spi::get_one_with_args::<String>(
+                        "SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE oid = to_regclass($1)",
+                        &[t.quoted().into()],
+                    )
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default()
+                };
+                plan(p.job_id, &findings, &owners, p.min_ratio, p.min_size)
+            });
+            if actions.is_empty() {
+                return note("nothing to rebuild");
+            }
+            let done = runner.act(actions, false);
+            for o in done.iter().filter(|o| o.action == "reindex" && o.status == Status::Ok) {
+                // The size after, in the action's record.
+                runner.step(|| {
+                    Spi::run_with_args(
+                        "UPDATE upkeep.job_runs SET detail = detail || format(', %s bytes after', \
+                                pg_relation_size(to_regclass($2))) \
+                          WHERE run_id = (SELECT max(run_id) FROM upkeep.job_runs WHERE job_id = $1 AND action = 'reindex')",
+                        &[p.job_id.into(), o.target.as_str().into()],
+                    )
+                    .ok();
+                });
+            }
+            runner.step(|| crate::jobs::record_job_runs(&[p.job_id], &done));
+            done
+        }
+    }
+}
+
+/// Turns automatic reindex on (or changes it): the workers rebuild, one
+/// at a time and CONCURRENTLY, btree indexes at least `min_size_bytes` big
+/// whose estimated size is at least `min_bloat_ratio` times a fresh build's,
+/// inside `maintenance_window` ('HH:MM-HH:MM', server time) when given.
+/// Returns the job id.
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn manage_reindex(
+    min_bloat_ratio: default!(Option<f64>, 2.0),
+    min_size_bytes: default!(Option<i64>, 10485760),
+    maintenance_window: default!(Option<&str>, "NULL"),
+) -> i64 {
+    crate::ownership::require_database_owner("automatic reindex");
+    let ratio = min_bloat_ratio.filter(|r| *r > 1.0).unwrap_or_else(|| {
+        invalid(
+            format!("min_bloat_ratio {} must be above 1", min_bloat_ratio.map_or("NULL".into(), |r| r.to_string())),
+            "It is the size against a fresh build's: 2.0 rebuilds indexes twice as big as they need to be.",
+        )
+    });
+    let size = min_size_bytes.filter(|s| *s >= 0).unwrap_or_else(|| {
+        invalid(
+            "min_size_bytes must be 0 or more",
+            "Give the smallest index worth rebuilding in bytes, e.g. 10485760 (10 MB).",
+        )
+    });
+    if let Some(w) = maintenance_window {
+        if w.parse::<Window>().is_err() {
+            invalid(
+                format!("maintenance_window '{w}' is not a window"),
+                "Write it as HH:MM-HH:MM in the server's time zone, e.g. '01:00-05:00' or '22:00-02:00'; NULL: any time.",
+            );
+        }
+    }
+    Spi::get_one_with_args::<i64>(
+        "INSERT INTO upkeep.reindex_policy (min_bloat_ratio, min_size_bytes, maintenance_window) VALUES ($1, $2, $3) \
+         ON CONFLICT (single) DO UPDATE SET min_bloat_ratio = EXCLUDED.min_bloat_ratio, \
+            min_size_bytes = EXCLUDED.min_size_bytes, maintenance_window = EXCLUDED.maintenance_window, updated_at = now() \
+         RETURNING job_id",
+        &[ratio.into(), size.into(), maintenance_window.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| error!("could not register automatic reindex"))
+}
+
+/// Turns automatic reindex off.
+#[pg_extern(volatile)]
+#[search_path(pg_catalog, pg_temp)]
+fn unmanage_reindex() {
+    crate::ownership::require_database_owner("automatic reindex");
+    if let Ok(Some(job)) = Spi::get_one::<i64>("DELETE FROM upkeep.reindex_policy RETURNING job_id") {
+        crate::jobs::forget(job);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_parse_and_wrap_past_midnight() {
+        let w: Window = "01:00-05:30".parse().unwrap();
+        assert!(w.contains(60) && w.contains(329) && !w.contains(330) && !w.contains(59));
+        let night: Window = "22:00-02:00".parse().unwrap();
+        assert!(night.contains(23 * 60) && night.contains(30) && !night.contains(12 * 60));
+        for bad in ["", "1-2", "25:00-01:00", "01:00-01:00", "01:60-02:00", "0100-0200"] {
+            assert!(bad.parse::<Window>().is_err(), "{bad}");
+        }
+    }
+
+    fn finding(index: &str, problem: Problem, ratio: f64, bloat: i64, fix: &str) -> Finding {
+        Finding {
+            table: QualifiedName::new("public", "t"),
+            index: Some(index.into()),
+            problem,
+            severity: "high",
+            size_bytes: Some(bloat * 2),
+            scans: Some(1),
+            bloat_bytes: Some(bloat),
+            bloat_ratio: Some(ratio),
+            recommendation: String::new(),
+            fix_sql: fix.into(),
+        }
+    }
+
+    #[test]
+    fn leftovers_first_then_the_most_bloated_one() {
+        let f = [
+            finding("small", Problem::Bloated, 3.0, 20 << 20, "REINDEX INDEX CONCURRENTLY x;"),
+            finding("big", Problem::Bloated, 2.5, 90 << 20, "REINDEX INDEX CONCURRENTLY x;"),
+            finding("mild", Problem::Bloated, 1.6, 200 << 20, "REINDEX INDEX CONCURRENTLY x;"),
+            finding("t_ccnew", Problem::Invalid, 0.0, 0, "DROP INDEX CONCURRENTLY x;"),
+            finding("broken", Problem::Invalid, 0.0, 0, "REINDEX INDEX CONCURRENTLY x;"),
+        ];
+        let owner = |_: &QualifiedName| "app".to_string();
+        let a = plan(7, &f, &owner, 2.0, 10 << 20);
+        let got: Vec<(ActionKind, String)> = a.iter().map(|x| (x.kind, x.target.name.clone())).collect();
+        assert_eq!(got, vec![(ActionKind::DropIndex, "t_ccnew".into()), (ActionKind::Reindex, "big".into())]);
+        assert_eq!(a[1].steps[0].sql, r#"REINDEX INDEX CONCURRENTLY "public"."big""#);
+        assert!(a[1].steps[0].top_level);
+        assert_eq!(a[1].run_as, "app");
+        // Too small for the policy: nothing to rebuild.
+        assert_eq!(plan(7, &f[..3], &owner, 2.0, 1 << 30).len(), 0);
+    }
+}
