@@ -23,7 +23,9 @@ impl ActionKind {
     /// or recompute a view) run in `pg_upkeep worker` processes, so that the scheduler's
     /// quick ones, like creating partitions, never wait behind them.
     pub fn is_long(self) -> bool {
-        matches!(self, ActionKind::ArchivePartition
+        matches!(
+            self,
+            ActionKind::ArchivePartition
                 | ActionKind::ArchiveRows
                 | ActionKind::RefreshMatview
                 | ActionKind::Reindex

@@ -26,7 +26,8 @@ fn index_health_figures() -> TableIterator<
         name!(bloat_ratio, Option<f64>),
     ),
 > {
-    let indexes = Spi::connect(super::facts::indexes).unwrap_or_else(|e| error!("pg_upkeep could not read the indexes: {e}"));
+    let indexes =
+        Spi::connect(super::facts::indexes).unwrap_or_else(|e| error!("pg_upkeep could not read the indexes: {e}"));
     TableIterator::new(indexes.into_iter().filter(|i| !i.partitioned).map(|i| {
         let expected = expected_pages(&i);
         let bloat = expected.map(|e| (((i.pages as f64 - e) * PAGE) as i64).max(0));

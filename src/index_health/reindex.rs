@@ -53,9 +53,16 @@ impl Window {
 
 /// What one worker run does: drop every leftover, then rebuild the most
 /// bloated index that qualifies (one per run).
-pub fn plan(job_id: i64, findings: &[Finding], owners: &dyn Fn(&QualifiedName) -> String, min_ratio: f64, min_size: i64) -> Vec<Action> {
+pub fn plan(
+    job_id: i64,
+    findings: &[Finding],
+    owners: &dyn Fn(&QualifiedName) -> String,
+    min_ratio: f64,
+    min_size: i64,
+) -> Vec<Action> {
     let index = |f: &Finding| QualifiedName::new(f.table.schema.clone(), f.index.clone().unwrap_or_default());
-    let leftovers = findings.iter().filter(|f| f.problem == Problem::Invalid && f.fix_sql.starts_with("DROP INDEX CONCURRENTLY"));
+    let leftovers =
+        findings.iter().filter(|f| f.problem == Problem::Invalid && f.fix_sql.starts_with("DROP INDEX CONCURRENTLY"));
     let mut out: Vec<Action> = leftovers
         .map(|f| Action {
             job_id,
