@@ -119,6 +119,16 @@ wait_for "SELECT count(*) >= 4 FROM upkeep.job_runs WHERE action = 'refresh_matv
 "${PSQL[@]}" -P pager=off -c "SELECT run_id, target, status, detail, duration FROM upkeep.job_runs WHERE action = 'refresh_matview' ORDER BY run_id" \
   -c "SELECT matview, last_refresh::timestamptz(0), last_duration, changed_since, next_due::timestamptz(0), concurrently_possible, status FROM upkeep.matview_status"
 
+echo "== index health"
+"${PSQL[@]}" -P pager=off <<'SQL'
+\echo two indexes an application added over the years on trade_events, and a foreign key without one
+CREATE INDEX trade_events_fund ON trade_events (fund_id);
+CREATE INDEX trade_events_fund_kind ON trade_events (fund_id, kind);
+CREATE TABLE fund_documents (fund_id int NOT NULL REFERENCES funds, title text NOT NULL);
+ANALYZE;
+SELECT problem, severity, "table", index, recommendation, fix_sql FROM upkeep.index_health;
+SQL
+
 echo "== upkeep.partitions (newest four per table)"
 "${PSQL[@]}" -P pager=off -c "
 SELECT parent, partition, lower_bound, upper_bound, state, size, estimated_rows
@@ -139,6 +149,7 @@ The demo cluster keeps running. Connect with:
     psql -h $DIR -p $PORT -U postgres upkeep_demo
 and try:  SELECT * FROM upkeep.partition_health;
           SELECT * FROM upkeep.matview_status;
+          SELECT * FROM upkeep.index_health;
           SELECT * FROM upkeep.run_maintenance(dry_run => true);
 Stop it with:
     scripts/demo.sh stop
