@@ -35,19 +35,19 @@ median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR] = $1} END {print a[int((
 
 q "CREATE EXTENSION pg_upkeep" >/dev/null
 q "CREATE EXTENSION pgstattuple" >/dev/null
-# name | column definitions | key of row @ | index columns
-TYPES="int4|k int4|@|k
-int8|k int8|@::int8 * 7919|k
-uuid|k uuid|md5(@::text)::uuid|k
-text_short|k text|'k' || @|k
-text_long|k text|'customer-reference-' || lpad(@::text, 20, '0')|k
-timestamptz|k timestamptz|timestamptz '2020-01-01' + @ * interval '1 minute'|k
-two_columns|a int4, b int8|@ % 1000, @::int8|a, b
-low_cardinality|k int4|@ % 50|k"
+# name; column definitions; key of row @; index columns
+TYPES="int4;k int4;@;k
+int8;k int8;@::int8 * 7919;k
+uuid;k uuid;md5(@::text)::uuid;k
+text_short;k text;'k' || @;k
+text_long;k text;'customer-reference-' || lpad(@::text, 20, '0');k
+timestamptz;k timestamptz;timestamptz '2020-01-01' + @ * interval '1 minute';k
+two_columns;a int4, b int8;@ % 1000, @::int8;a, b
+low_cardinality;k int4;@ % 50;k"
 LEVELS="0 20 40 60 80"
 echo "building the corpus: 8 key types x 5 damage levels x 2 kinds, $ROWS rows each ..."
 t0=$(now)
-while IFS='|' read -r name cols expr idx; do
+while IFS=';' read -r name cols expr idx; do
   for level in $LEVELS; do
     for kind in delete update; do
       [ "$level" = 0 ] && [ "$kind" = update ] && continue
