@@ -75,8 +75,8 @@ $(q "SELECT pg_size_pretty(sum(pg_relation_size(indexrelid))) FROM pg_index i JO
 # --- accuracy ---------------------------------------------------------------
 "${PSQL[@]}" -c "CREATE TABLE accuracy AS
   SELECT f.index, f.size_bytes,
-         100 * (1 - (s.leaf_pages * s.avg_leaf_density / 90.0) / (s.index_size / 8192.0)) AS truth,
-         100 * (1 - 1 / f.bloat_ratio) AS estimate
+         (100 * (1 - (s.leaf_pages * s.avg_leaf_density / 90.0) / (s.index_size / 8192.0)))::numeric AS truth,
+         (100 * (1 - 1 / f.bloat_ratio))::numeric AS estimate
     FROM upkeep.index_health_figures() f
     JOIN LATERAL pgstatindex(format('%I.%I', f.schema, f.index)) s ON true
    WHERE f.index ~ '_(delete|update)_'"
