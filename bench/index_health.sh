@@ -9,7 +9,7 @@
 # text, timestamptz, a two-column key, and a low-cardinality int4 (whose
 # duplicates btree stores once). Per index:
 #   truth     = 100 * (1 - (leaf_pages * avg_leaf_density / fillfactor) / pages)   (pgstatindex)
-#   estimate  = 100 * (1 - 1 / bloat_ratio)                                         (upkeep.index_health_figures())
+#   estimate  = 100 * (1 - 1 / bloat_ratio), at least 0 (as the report counts bloat) (upkeep.index_health_figures())
 # Targets: mean absolute error at most 10 points on indexes of at least 1 MB;
 # the whole report at least 100x faster than pgstatindex() over every index
 # of the corpus (about 1 GB of indexes).
@@ -76,7 +76,7 @@ $(q "SELECT pg_size_pretty(sum(pg_relation_size(indexrelid))) FROM pg_index i JO
 "${PSQL[@]}" -c "CREATE TABLE accuracy AS
   SELECT f.index, f.size_bytes,
          (100 * (1 - (s.leaf_pages * s.avg_leaf_density / 90.0) / (s.index_size / 8192.0)))::numeric AS truth,
-         (100 * (1 - 1 / f.bloat_ratio))::numeric AS estimate
+         greatest(0, 100 * (1 - 1 / f.bloat_ratio))::numeric AS estimate
     FROM upkeep.index_health_figures() f
     JOIN LATERAL pgstatindex(format('%I.%I', f.schema, f.index)) s ON true
    WHERE f.index ~ '_(delete|update)_'"
