@@ -30,7 +30,7 @@ OUT=$BENCH_OUT
 bench_prepare
 cluster_start "$DIR" "$PORT" "upkeep.enabled = off" "upkeep.naptime = 1" "shared_buffers = 1GB" \
   "max_wal_size = 8GB" "checkpoint_timeout = 30min" "synchronous_commit = on"
-trap 'cluster_stop "$DIR"' EXIT
+trap 'bench_finish "$DIR"' EXIT
 PSQL=(psql -X -q -h "$DIR" -p "$PORT" -U postgres -v ON_ERROR_STOP=1)
 q() { "${PSQL[@]}" -At -c "$1"; }
 now() { date +%s.%N; }

@@ -26,7 +26,7 @@ OUT=$BENCH_OUT
 bench_prepare
 cluster_start "$DIR" "$PORT" "upkeep.enabled = off" "shared_buffers = 2GB" "max_wal_size = 8GB" \
   "checkpoint_timeout = 30min" "maintenance_work_mem = 512MB" "synchronous_commit = off" "jit = off"
-trap 'cluster_stop "$DIR"' EXIT
+trap 'bench_finish "$DIR"' EXIT
 PSQL=(psql -X -q -h "$DIR" -p "$PORT" -U postgres -v ON_ERROR_STOP=1)
 q() { "${PSQL[@]}" -At -c "$1"; }
 now() { date +%s.%N; }

@@ -17,7 +17,7 @@ OUT=$BENCH_OUT
 bench_prepare
 # Workers off: each tool must do its own work while it is being timed.
 cluster_start "$DIR" "$PORT" "max_locks_per_transaction = 256" "upkeep.enabled = off"
-trap 'cluster_stop "$DIR"' EXIT
+trap 'bench_finish "$DIR"' EXIT
 PSQL=(psql -X -q -h "$DIR" -p "$PORT" -U postgres -v ON_ERROR_STOP=1)
 
 # Month starts relative to today: 4 before, the current one, 4 after = 9,

@@ -24,7 +24,7 @@ ON=$BASE/pg_upkeep-bench-on; OFF=$BASE/pg_upkeep-bench-off
 bench_prepare
 cluster_start "$ON" 5491 "upkeep.naptime = $NAP" "max_worker_processes = 24"
 cluster_start "$OFF" 5492 "upkeep.enabled = off" "max_worker_processes = 24"
-trap 'cluster_stop "$ON"; cluster_stop "$OFF"' EXIT
+trap 'bench_finish "$ON"; bench_finish "$OFF"' EXIT
 
 setup_dbs() {
   local dir=$1 port=$2

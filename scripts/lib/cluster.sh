@@ -40,6 +40,13 @@ cluster_stop() {
 if [ -d /dev/shm ] && [ -w /dev/shm ]; then BENCH_BASE=/dev/shm; else BENCH_BASE=/tmp; fi
 BENCH_OUT=bench/out
 
+# bench_finish DIR: stops a benchmark's cluster and frees its data (on
+# tmpfs it takes memory until removed)
+bench_finish() {
+  cluster_stop "$1"
+  rm -rf "$1"
+}
+
 # bench_prepare: dependencies, and pg_upkeep built and installed in release mode
 bench_prepare() {
   mkdir -p "$BENCH_OUT"
