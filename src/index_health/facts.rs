@@ -12,57 +12,64 @@ const SKIPPED: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg
                        AND n.nspname NOT LIKE 'pg_temp%' AND n.nspname NOT LIKE 'pg_toast_temp%'";
 
 fn indexes_sql() -> String {
+    // Column statistics are joined once for all indexes (pg_stats is a view
+    // whose lookups by name cannot use an index: one per column cost 40
+    // times the rest of the query).
     format!(
         "\
-SELECT i.indexrelid::oid::int8 AS oid, n.nspname::text AS schema, t.relname::text AS table, c.relname::text AS name, \
-       am.amname::text AS am, c.relkind = 'I' AS partitioned, \
-       (SELECT h.inhparent::int8 FROM pg_inherits h WHERE h.inhrelid = i.indexrelid) AS parent, \
-       i.indisunique AS unique, i.indisprimary AS primary, \
-       (i.indisprimary OR i.indisexclusion OR i.indisreplident \
-        OR EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid AND k.conrelid = i.indrelid)) AS needed, \
-       i.indisvalid AS valid, \
-       EXISTS (SELECT 1 FROM pg_stat_progress_create_index p WHERE p.relid = i.indrelid) AS being_built, \
-       ARRAY(SELECT pg_get_indexdef(i.indexrelid, k, true) FROM generate_series(1, i.indnkeyatts) k) AS key_defs, \
-       (string_to_array(i.indclass::text, ' ')::int8[])[1:i.indnkeyatts] AS opclasses, \
-       (string_to_array(i.indcollation::text, ' ')::int8[])[1:i.indnkeyatts] AS collations, \
-       (string_to_array(i.indoption::text, ' ')::int2[])[1:i.indnkeyatts] AS options, \
-       ARRAY(SELECT pg_get_indexdef(i.indexrelid, k, true) FROM generate_series(i.indnkeyatts + 1, i.indnatts) k) AS include, \
-       pg_get_expr(i.indpred, i.indrelid, true) AS predicate, \
-       pg_relation_size(i.indexrelid) AS size_bytes, coalesce(s.idx_scan, 0) AS scans, \
-       CASE WHEN i.indpred IS NULL THEN t.reltuples ELSE c.reltuples END::float8 AS tuples, \
-       coalesce((SELECT substr(o, 12)::float8 FROM unnest(c.reloptions) o WHERE o LIKE 'fillfactor=%'), 90) AS fillfactor, \
-       coalesce((SELECT substr(o, 20) NOT IN ('off', 'false') FROM unnest(c.reloptions) o WHERE o LIKE 'deduplicate_items=%'), true) \
-         AND i.indnatts = i.indnkeyatts \
-         AND NOT EXISTS (SELECT 1 FROM unnest(string_to_array(i.indclass::text, ' ')::oid[]) oc(opc) \
+WITH ix AS MATERIALIZED ( \
+  SELECT i.*, n.nspname, t.relname AS table_name, c.relname AS index_name, c.relkind AS index_kind, c.relam, \
+         c.reloptions, c.reltuples AS index_tuples, t.reltuples AS table_tuples, \
+         string_to_array(i.indkey::text, ' ')::int2[] AS keys \
+    FROM pg_index i \
+    JOIN pg_class c ON c.oid = i.indexrelid \
+    JOIN pg_class t ON t.oid = i.indrelid \
+    JOIN pg_namespace n ON n.oid = t.relnamespace \
+   WHERE {SKIPPED}), \
+cols AS ( \
+  SELECT ix.indexrelid, k, ix.nspname, \
+         CASE WHEN ix.keys[k] > 0 THEN ix.table_name ELSE ix.index_name END AS rel, \
+         CASE WHEN ix.keys[k] > 0 THEN ta.attname ELSE ia.attname END AS att \
+    FROM ix CROSS JOIN LATERAL generate_series(1, ix.indnatts) k \
+    LEFT JOIN pg_attribute ta ON ta.attrelid = ix.indrelid AND ta.attnum = ix.keys[k] \
+    LEFT JOIN pg_attribute ia ON ia.attrelid = ix.indexrelid AND ia.attnum = k), \
+stats AS ( \
+  SELECT c.indexrelid, array_agg(s.avg_width::float8 ORDER BY c.k) AS widths, \
+         array_agg(s.null_frac::float8 ORDER BY c.k) AS null_fracs, \
+         (array_agg(s.n_distinct::float8 ORDER BY c.k))[1] AS first_distinct \
+    FROM cols c LEFT JOIN pg_stats s ON s.schemaname = c.nspname AND s.tablename = c.rel AND s.attname = c.att \
+   GROUP BY c.indexrelid) \
+SELECT ix.indexrelid::oid::int8 AS oid, ix.nspname::text AS schema, ix.table_name::text AS table, \
+       ix.index_name::text AS name, am.amname::text AS am, ix.index_kind = 'I' AS partitioned, \
+       (SELECT h.inhparent::int8 FROM pg_inherits h WHERE h.inhrelid = ix.indexrelid) AS parent, \
+       ix.indisunique AS unique, ix.indisprimary AS primary, \
+       (ix.indisprimary OR ix.indisexclusion OR ix.indisreplident \
+        OR ix.indexrelid IN (SELECT k.conindid FROM pg_constraint k WHERE k.contype IN ('p', 'u', 'x'))) AS needed, \
+       ix.indisvalid AS valid, \
+       ix.indrelid IN (SELECT p.relid FROM pg_stat_progress_create_index p) AS being_built, \
+       ARRAY(SELECT pg_get_indexdef(ix.indexrelid, k, true) FROM generate_series(1, ix.indnkeyatts) k) AS key_defs, \
+       (string_to_array(ix.indclass::text, ' ')::int8[])[1:ix.indnkeyatts] AS opclasses, \
+       (string_to_array(ix.indcollation::text, ' ')::int8[])[1:ix.indnkeyatts] AS collations, \
+       (string_to_array(ix.indoption::text, ' ')::int2[])[1:ix.indnkeyatts] AS options, \
+       ARRAY(SELECT pg_get_indexdef(ix.indexrelid, k, true) FROM generate_series(ix.indnkeyatts + 1, ix.indnatts) k) AS include, \
+       pg_get_expr(ix.indpred, ix.indrelid, true) AS predicate, \
+       pg_relation_size(ix.indexrelid) AS size_bytes, coalesce(s.idx_scan, 0) AS scans, \
+       CASE WHEN ix.indpred IS NULL THEN ix.table_tuples ELSE ix.index_tuples END::float8 AS tuples, \
+       coalesce((SELECT substr(o, 12)::float8 FROM unnest(ix.reloptions) o WHERE o LIKE 'fillfactor=%'), 90) AS fillfactor, \
+       coalesce((SELECT substr(o, 20) NOT IN ('off', 'false') FROM unnest(ix.reloptions) o WHERE o LIKE 'deduplicate_items=%'), true) \
+         AND ix.indnatts = ix.indnkeyatts \
+         AND NOT EXISTS (SELECT 1 FROM unnest(string_to_array(ix.indclass::text, ' ')::oid[]) oc(opc) \
                           JOIN pg_opclass o ON o.oid = oc.opc \
                          WHERE NOT EXISTS (SELECT 1 FROM pg_amproc p WHERE p.amprocfamily = o.opcfamily AND p.amprocnum = 4)) AS dedup, \
-       w.widths, w.null_fracs, \
-       CASE WHEN i.indnkeyatts = 1 AND NOT i.indisunique AND (string_to_array(i.indkey::text, ' ')::int2[])[1] > 0 THEN \
-         (SELECT CASE WHEN s2.n_distinct < 0 THEN -s2.n_distinct * greatest(t.reltuples, 0) ELSE s2.n_distinct END::float8 \
-            FROM pg_stats s2 JOIN pg_attribute a ON a.attrelid = i.indrelid \
-                 AND a.attnum = (string_to_array(i.indkey::text, ' ')::int2[])[1] \
-           WHERE s2.schemaname = n.nspname AND s2.tablename = t.relname AND s2.attname = a.attname LIMIT 1) END AS distinct \
-  FROM pg_index i \
-  JOIN pg_class c ON c.oid = i.indexrelid \
-  JOIN pg_class t ON t.oid = i.indrelid \
-  JOIN pg_namespace n ON n.oid = t.relnamespace \
-  JOIN pg_am am ON am.oid = c.relam \
-  LEFT JOIN pg_stat_all_indexes s ON s.indexrelid = i.indexrelid \
-  LEFT JOIN LATERAL ( \
-    SELECT array_agg(st.avg_width::float8 ORDER BY k) AS widths, array_agg(st.null_frac::float8 ORDER BY k) AS null_fracs \
-      FROM generate_series(1, i.indnatts) k \
-      LEFT JOIN LATERAL ( \
-        SELECT s2.avg_width, s2.null_frac FROM pg_stats s2 \
-         WHERE s2.schemaname = n.nspname \
-           AND CASE WHEN (string_to_array(i.indkey::text, ' ')::int2[])[k] > 0 \
-                    THEN s2.tablename = t.relname AND s2.attname = (SELECT a.attname FROM pg_attribute a \
-                           WHERE a.attrelid = i.indrelid AND a.attnum = (string_to_array(i.indkey::text, ' ')::int2[])[k]) \
-                    ELSE s2.tablename = c.relname AND s2.attname = (SELECT a.attname FROM pg_attribute a \
-                           WHERE a.attrelid = i.indexrelid AND a.attnum = k) END \
-         LIMIT 1) st ON true \
-  ) w ON true \
- WHERE {SKIPPED} \
- ORDER BY i.indexrelid"
+       st.widths, st.null_fracs, \
+       CASE WHEN ix.indnkeyatts = 1 AND NOT ix.indisunique AND ix.keys[1] > 0 THEN \
+         CASE WHEN st.first_distinct < 0 THEN -st.first_distinct * greatest(ix.table_tuples, 0) ELSE st.first_distinct END \
+       END AS distinct \
+  FROM ix \
+  JOIN pg_am am ON am.oid = ix.relam \
+  LEFT JOIN pg_stat_all_indexes s ON s.indexrelid = ix.indexrelid \
+  LEFT JOIN stats st ON st.indexrelid = ix.indexrelid \
+ ORDER BY ix.indexrelid"
     )
 }
 
