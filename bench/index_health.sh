@@ -92,16 +92,16 @@ BY_KIND=$(q "SELECT string_agg(k || ' ' || e, ', ' ORDER BY k) FROM (SELECT subs
                     round(avg(abs(estimate - truth)), 1) AS e FROM accuracy WHERE size_bytes >= 1048576 GROUP BY 1) x")
 
 # --- speed: the whole report against pgstatindex() over every index --------
-report_s=""; exact_s=""
-for r in $(seq 1 "$ROUNDS"); do
-  a=$(now); q "SELECT count(*) FROM upkeep.index_health_report()" >/dev/null; report_s+="$(since "$a") "
-  a=$(now)
-  q "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam
+# Timed in one session by psql (server work, not connection start-up); the
+# first of ROUNDS + 1 runs warms the caches and is left out.
+timed() { # timed SQL: median of the warm runs, in seconds
+  { echo '\timing on'; for r in $(seq 0 "$ROUNDS"); do echo "$1;"; done; } | "${PSQL[@]}" -At |
+    awk '/^Time:/ {print $2 / 1000}' | tail -n +2 | tr '\n' ' ' | median
+}
+REPORT=$(timed "SELECT count(*) FROM upkeep.index_health_report()")
+EXACT=$(timed "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam
       JOIN pg_namespace n ON n.oid = c.relnamespace, pgstatindex(i.indexrelid::regclass) s
-     WHERE am.amname = 'btree' AND n.nspname = 'public'" >/dev/null
-  exact_s+="$(since "$a") "
-done
-REPORT=$(echo "$report_s" | median); EXACT=$(echo "$exact_s" | median)
+     WHERE am.amname = 'btree' AND n.nspname = 'public'")
 TOTAL=$(q "SELECT pg_size_pretty(sum(pg_relation_size(i.indexrelid))) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public'")
 
