@@ -311,36 +311,38 @@ mod tests {
     fn a_failing_job_backs_off_and_run_job_runs_it_anyway() {
         nav_history("public.nav_history");
         Spi::run("SELECT upkeep.manage_partitions('public.nav_history', 'nav_date', premake => 0)").unwrap();
-        let job: i64 = one("SELECT job_id FROM upkeep.jobs");
-        assert_eq!(one::<String>("SELECT last_status FROM upkeep.jobs"), "ok");
-        assert_eq!(one::<i32>("SELECT consecutive_failures FROM upkeep.jobs"), 0);
+        let job: i64 = one("SELECT job_id FROM upkeep.jobs WHERE kind = 'partitions'");
+        assert_eq!(one::<String>("SELECT last_status FROM upkeep.jobs WHERE kind = 'partitions'"), "ok");
+        assert_eq!(one::<i32>("SELECT consecutive_failures FROM upkeep.jobs WHERE kind = 'partitions'"), 0);
         Spi::run("ALTER TABLE public.nav_history RENAME COLUMN nav_date TO day").unwrap();
         assert_eq!(count("SELECT * FROM upkeep.run_maintenance() WHERE status = 'failed'"), 1);
-        assert_eq!(one::<i32>("SELECT consecutive_failures FROM upkeep.jobs"), 1);
-        let wait: f64 = one("SELECT extract(epoch FROM next_run - now())::float8 FROM upkeep.jobs");
+        assert_eq!(one::<i32>("SELECT consecutive_failures FROM upkeep.jobs WHERE kind = 'partitions'"), 1);
+        let wait: f64 =
+            one("SELECT extract(epoch FROM next_run - now())::float8 FROM upkeep.jobs WHERE kind = 'partitions'");
         assert!((48.0..=72.0).contains(&wait), "first retry after about a minute, not {wait}s");
         // Backing off: the next cycle leaves it alone ...
         assert_eq!(count("SELECT * FROM upkeep.run_maintenance()"), 0);
         // ... but run_job runs it now, and the wait doubles.
         assert_eq!(count(&format!("SELECT * FROM upkeep.run_job({job}) WHERE status = 'failed'")), 1);
-        assert_eq!(one::<i32>("SELECT consecutive_failures FROM upkeep.jobs"), 2);
-        let wait: f64 = one("SELECT extract(epoch FROM next_run - now())::float8 FROM upkeep.jobs");
+        assert_eq!(one::<i32>("SELECT consecutive_failures FROM upkeep.jobs WHERE kind = 'partitions'"), 2);
+        let wait: f64 =
+            one("SELECT extract(epoch FROM next_run - now())::float8 FROM upkeep.jobs WHERE kind = 'partitions'");
         assert!((96.0..=144.0).contains(&wait), "second retry after about two minutes, not {wait}s");
         // Fixed: the next run succeeds and the count resets.
         Spi::run("ALTER TABLE public.nav_history RENAME COLUMN day TO nav_date").unwrap();
         Spi::run("UPDATE upkeep.partition_policies SET premake = 1").unwrap();
         assert_eq!(count(&format!("SELECT * FROM upkeep.run_job({job}) WHERE status = 'ok'")), 1);
-        assert_eq!(one::<i32>("SELECT consecutive_failures FROM upkeep.jobs"), 0);
-        assert_eq!(one::<String>("SELECT last_status FROM upkeep.jobs"), "ok");
+        assert_eq!(one::<i32>("SELECT consecutive_failures FROM upkeep.jobs WHERE kind = 'partitions'"), 0);
+        assert_eq!(one::<String>("SELECT last_status FROM upkeep.jobs WHERE kind = 'partitions'"), "ok");
     }
 
     #[pg_test]
     fn paused_jobs_wait_and_schedules_are_kept() {
         nav_history("public.nav_history");
         Spi::run("SELECT upkeep.manage_partitions('public.nav_history', 'nav_date', premake => 0)").unwrap();
-        let job: i64 = one("SELECT job_id FROM upkeep.jobs");
+        let job: i64 = one("SELECT job_id FROM upkeep.jobs WHERE kind = 'partitions'");
         Spi::run(&format!("SELECT upkeep.pause_job({job})")).unwrap();
-        assert!(!one::<bool>("SELECT enabled FROM upkeep.jobs"));
+        assert!(!one::<bool>("SELECT enabled FROM upkeep.jobs WHERE kind = 'partitions'"));
         assert_eq!(one::<String>("SELECT status FROM upkeep.partition_health"), "paused");
         Spi::run("UPDATE upkeep.partition_policies SET premake = 1").unwrap();
         assert_eq!(count("SELECT * FROM upkeep.run_maintenance()"), 0, "a paused job does not run by itself");
@@ -349,7 +351,7 @@ mod tests {
 
         // At most every hour: a new need waits for the schedule ...
         Spi::run(&format!("SELECT upkeep.alter_job({job}, every => '1 hour')")).unwrap();
-        assert_eq!(one::<String>("SELECT schedule FROM upkeep.jobs"), "every 01:00:00");
+        assert_eq!(one::<String>("SELECT schedule FROM upkeep.jobs WHERE kind = 'partitions'"), "every 01:00:00");
         Spi::run("UPDATE upkeep.partition_policies SET premake = 2").unwrap();
         assert_eq!(count("SELECT * FROM upkeep.run_maintenance()"), 0);
         // ... unless the table is named explicitly.
@@ -408,7 +410,10 @@ mod tests {
         // A later run neither archives again nor re-creates the archived months.
         assert_eq!(count("SELECT * FROM upkeep.run_maintenance()"), 0);
         assert_eq!(
-            count(&format!("SELECT * FROM upkeep.run_job({})", one::<i64>("SELECT job_id FROM upkeep.jobs"))),
+            count(&format!(
+                "SELECT * FROM upkeep.run_job({})",
+                one::<i64>("SELECT job_id FROM upkeep.jobs WHERE kind = 'partitions'")
+            )),
             0
         );
         assert_eq!(attached(), 5);
@@ -430,7 +435,7 @@ mod tests {
         Spi::run(&format!("ALTER TABLE public.nav_history DETACH PARTITION public.{oldest_live}")).unwrap();
         Spi::run_with_args(
             "INSERT INTO upkeep.unfinished_actions (target, job_id, action, steps) \
-             SELECT $1::regclass, job_id, 'archive_partition', ARRAY[$2] FROM upkeep.jobs",
+             SELECT $1::regclass, job_id, 'archive_partition', ARRAY[$2] FROM upkeep.jobs WHERE kind = 'partitions'",
             &[
                 format!("public.{oldest_live}").into(),
                 format!("ALTER TABLE public.nav_history_archive ATTACH PARTITION public.{oldest_live} {bounds}").into(),
@@ -438,7 +443,7 @@ mod tests {
         )
         .unwrap();
         let done: String = one(&format!(
-            "SELECT status || ' ' || detail FROM upkeep.run_job((SELECT job_id FROM upkeep.jobs)) \
+            "SELECT status || ' ' || detail FROM upkeep.run_job((SELECT job_id FROM upkeep.jobs WHERE kind = 'partitions')) \
               WHERE target = 'public.{oldest_live}'"
         ));
         assert_eq!(done, "ok archive_table (finishing an interrupted move)");
