@@ -12,7 +12,7 @@ fn pg_dump_and_pg_restore_bring_the_policies_back_working() {
         r#"CREATE EXTENSION pg_upkeep;
            CREATE TABLE "Nav History" (d date NOT NULL) PARTITION BY RANGE (d);
            SELECT count(*) FROM upkeep.manage_partitions('"Nav History"', 'd', premake => 2, retention => '2 years');
-           SELECT upkeep.alter_job(1, every => '2 hours');
+           SELECT upkeep.alter_job(job_id, every => '2 hours') FROM upkeep.partition_policies;
            CREATE TABLE flows (fund int, amount numeric);
            INSERT INTO flows VALUES (1, 10), (2, 20);
            CREATE MATERIALIZED VIEW flow_totals AS SELECT fund, sum(amount) AS total FROM flows GROUP BY fund;
@@ -34,20 +34,21 @@ fn pg_dump_and_pg_restore_bring_the_policies_back_working() {
         )
         .unwrap();
     let policy: (i64, String, i32, String, String) = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
-    assert_eq!(policy, (1, r#""Nav History""#.to_string(), 2, "2 years".to_string(), "02:00:00".to_string()));
+    // Job 1 is the index-health snapshot job every database gets.
+    assert_eq!(policy, (2, r#""Nav History""#.to_string(), 2, "2 years".to_string(), "02:00:00".to_string()));
     // History is not part of the dump.
     let runs: i64 = dst.query_one("SELECT count(*) FROM upkeep.job_runs", &[]).unwrap().get(0);
     assert_eq!(runs, 0);
     // Working: the restored partitions are recognised, only what is new is made,
     // and new jobs do not collide with restored ones.
     dst.batch_execute("UPDATE upkeep.partition_policies SET premake = 4").unwrap();
-    let made = dst.query("SELECT target FROM upkeep.run_job(1) WHERE status = 'ok'", &[]).unwrap();
+    let made = dst.query("SELECT target FROM upkeep.run_job(2) WHERE status = 'ok'", &[]).unwrap();
     assert_eq!(made.len(), 2, "only the two new months");
     // The view's policy and its change tracking come back: refreshed once
     // (what pg_upkeep remembered of it is history), then only after a change.
     let row = dst.query_one("SELECT job_id, matview::text, every::text FROM upkeep.matview_policies", &[]).unwrap();
     let policy: (i64, String, String) = (row.get(0), row.get(1), row.get(2));
-    assert_eq!(policy, (2, "flow_totals".to_string(), "00:30:00".to_string()));
+    assert_eq!(policy, (3, "flow_totals".to_string(), "00:30:00".to_string()));
     let refresh = "SELECT status FROM upkeep.refresh_matviews('flow_totals')";
     let status = |dst: &mut postgres::Client| -> String { dst.query_one(refresh, &[]).unwrap().get(0) };
     assert_eq!(status(&mut dst), "refreshed");
@@ -57,5 +58,5 @@ fn pg_dump_and_pg_restore_bring_the_policies_back_working() {
     let total: i64 = dst.query_one("SELECT count(*) FROM flow_totals", &[]).unwrap().get(0);
     assert_eq!(total, 3);
     let next: i64 = dst.query_one("SELECT nextval('upkeep.job_id_seq')", &[]).unwrap().get(0);
-    assert_eq!(next, 3);
+    assert_eq!(next, 4);
 }

@@ -110,28 +110,39 @@ pub extern "C-unwind" fn pg_upkeep_launcher_main(_arg: pg_sys::Datum) {
     // whenever no scheduler is running (the usual state between cycles), so
     // the launcher does not grow over months.
     let mut handles = PgMemoryContexts::new("pg_upkeep launcher handles");
+    // The latch is also set by signals that have nothing to do with us
+    // (a catch-up request when many catalog changes fill the shared
+    // invalidation queue, as CREATE EXTENSION does): a cycle starts only
+    // when a naptime has passed since the last one, whatever woke us. A
+    // reload that shortens the naptime takes effect at once.
+    let mut last_cycle: Option<std::time::Instant> = None;
     loop {
         reload_config_if_asked();
-        // A scheduler still busy with the last cycle (or not yet forked) is left alone.
-        running.retain(|_, worker| {
-            !matches!(worker.pid(), Err(BackgroundWorkerStatus::Stopped | BackgroundWorkerStatus::PostmasterDied))
-        });
-        if running.is_empty() {
-            // SAFETY: no handle allocated in this context is referenced any more.
-            unsafe { handles.reset() };
-        }
-        if settings::ENABLED.get() {
-            let wanted = BackgroundWorker::transaction(wanted_databases);
-            for (db, name) in wanted {
-                if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(db) {
-                    // SAFETY: only the handle is allocated while switched.
-                    if let Some(worker) = unsafe { handles.switch_to(|_| start_scheduler(db, &name)) } {
-                        slot.insert(worker);
+        let due = last_cycle.is_none_or(|t| t.elapsed() >= naptime());
+        if due {
+            last_cycle = Some(std::time::Instant::now());
+            // A scheduler still busy with the last cycle (or not yet forked) is left alone.
+            running.retain(|_, worker| {
+                !matches!(worker.pid(), Err(BackgroundWorkerStatus::Stopped | BackgroundWorkerStatus::PostmasterDied))
+            });
+            if running.is_empty() {
+                // SAFETY: no handle allocated in this context is referenced any more.
+                unsafe { handles.reset() };
+            }
+            if settings::ENABLED.get() {
+                let wanted = BackgroundWorker::transaction(wanted_databases);
+                for (db, name) in wanted {
+                    if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(db) {
+                        // SAFETY: only the handle is allocated while switched.
+                        if let Some(worker) = unsafe { handles.switch_to(|_| start_scheduler(db, &name)) } {
+                            slot.insert(worker);
+                        }
                     }
                 }
             }
         }
-        if !BackgroundWorker::wait_latch(Some(naptime())) {
+        let left = last_cycle.map_or(Duration::ZERO, |t| naptime().saturating_sub(t.elapsed()));
+        if !BackgroundWorker::wait_latch(Some(left.max(Duration::from_millis(10)))) {
             break;
         }
     }
