@@ -119,7 +119,8 @@ CREATE TABLE upkeep.job_state (
     last_duration        interval,
     consecutive_failures integer NOT NULL DEFAULT 0,
     next_run             timestamptz,
-    rows_moved           bigint NOT NULL DEFAULT 0
+    rows_moved           bigint NOT NULL DEFAULT 0,
+    last_success         timestamptz
 );
 COMMENT ON TABLE upkeep.job_state IS
   'How each job last went, and the earliest time it runs again (its schedule, or the back-off after failures: 1 minute doubling to 1 hour, +/-20%). Read it through upkeep.jobs.';

@@ -286,6 +286,7 @@ COMMENT ON COLUMN upkeep.job_state.last_error IS 'The first error of the last ru
 COMMENT ON COLUMN upkeep.job_state.last_duration IS 'Time its actions took in the last run.';
 COMMENT ON COLUMN upkeep.job_state.consecutive_failures IS 'Failed runs in a row; 0 after a success.';
 COMMENT ON COLUMN upkeep.job_state.next_run IS 'Not before this: its schedule (every) or back-off; NULL: any cycle.';
+COMMENT ON COLUMN upkeep.job_state.last_success IS 'When a run of the job last succeeded.';
 COMMENT ON COLUMN upkeep.job_state.rows_moved IS 'Rows an archive job has moved in all, counted in the transaction of each batch.';
 COMMENT ON COLUMN upkeep.unfinished_actions.target IS 'The object the action works on (a partition being moved out).';
 COMMENT ON COLUMN upkeep.unfinished_actions.job_id IS 'The job (see upkeep.jobs).';
@@ -498,3 +499,49 @@ COMMENT ON FUNCTION upkeep.index_health_figures() IS
 COMMENT ON FUNCTION upkeep.manage_reindex(double precision, bigint, text) IS
   'Turns on (or changes) automatic reindex: the workers rebuild, one index per run with REINDEX INDEX CONCURRENTLY, btree indexes of at least min_size_bytes whose estimated size is at least min_bloat_ratio times a fresh build''s, inside maintenance_window (HH:MM-HH:MM, server time) when given; they first drop invalid leftovers of interrupted concurrent rebuilds. Off unless called. Returns the job id.';
 COMMENT ON FUNCTION upkeep.unmanage_reindex() IS 'Turns automatic reindex off.';
+
+-- Metrics for dashboards (Prometheus names; upkeep.prometheus() renders them).
+CREATE VIEW upkeep.metrics AS
+SELECT 'upkeep_job_last_success_timestamp_seconds'::text AS metric,
+       jsonb_build_object('job_id', j.job_id::text, 'kind', j.kind, 'target', j.target) AS labels,
+       extract(epoch FROM s.last_success)::float8 AS value
+  FROM upkeep.jobs j JOIN upkeep.job_state s ON s.job_id = j.job_id
+ WHERE s.last_success IS NOT NULL
+UNION ALL
+SELECT 'upkeep_job_last_duration_seconds',
+       jsonb_build_object('job_id', j.job_id::text, 'kind', j.kind, 'target', j.target),
+       extract(epoch FROM j.last_duration)::float8
+  FROM upkeep.jobs j WHERE j.last_duration IS NOT NULL
+UNION ALL
+SELECT 'upkeep_job_consecutive_failures',
+       jsonb_build_object('job_id', j.job_id::text, 'kind', j.kind, 'target', j.target),
+       j.consecutive_failures::float8
+  FROM upkeep.jobs j
+UNION ALL
+SELECT 'upkeep_partitions_future', jsonb_build_object('parent', h.parent::text), h.future_partitions::float8
+  FROM upkeep.partition_health h
+UNION ALL
+SELECT 'upkeep_partition_default_rows', jsonb_build_object('parent', h.parent::text), h.rows_in_default::float8
+  FROM upkeep.partition_health h WHERE h.rows_in_default IS NOT NULL
+UNION ALL
+SELECT 'upkeep_archive_rows_total', jsonb_build_object('source', a.source::text), coalesce(s.rows_moved, 0)::float8
+  FROM upkeep.archive_policies a LEFT JOIN upkeep.job_state s ON s.job_id = a.job_id
+UNION ALL
+SELECT 'upkeep_matview_seconds_since_refresh', jsonb_build_object('matview', m.matview::text),
+       extract(epoch FROM now() - s.refreshed_at)::float8
+  FROM upkeep.matview_policies m JOIN upkeep.matview_state s ON s.job_id = m.job_id
+UNION ALL
+SELECT 'upkeep_index_problems', jsonb_build_object('problem', k.problem), count(h.problem)::float8
+  FROM (VALUES ('unused'), ('duplicate'), ('redundant'), ('invalid'), ('bloated'), ('unindexed_fk')) k(problem)
+  LEFT JOIN upkeep.index_health h ON h.problem = k.problem
+ GROUP BY k.problem
+UNION ALL
+SELECT 'upkeep_index_bloat_bytes', '{}'::jsonb, coalesce(sum(f.bloat_bytes), 0)::float8
+  FROM upkeep.index_health_figures() f;
+COMMENT ON VIEW upkeep.metrics IS
+  'Figures for dashboards, one row per sample: per job last success time, last duration, consecutive failures; per managed table future partitions and rows in DEFAULT; per archive source rows archived; per view seconds since refresh; index problems by kind; total estimated index bloat. upkeep.prometheus() renders it for Prometheus.';
+COMMENT ON COLUMN upkeep.metrics.metric IS 'The metric''s name (Prometheus style, upkeep_...).';
+COMMENT ON COLUMN upkeep.metrics.labels IS 'What the sample is about, as labels (job_id, kind, target, parent, source, matview, problem).';
+COMMENT ON COLUMN upkeep.metrics.value IS 'The value.';
+COMMENT ON FUNCTION upkeep.prometheus() IS
+  'upkeep.metrics in Prometheus'' text exposition format (# HELP, # TYPE, samples with escaped labels).';

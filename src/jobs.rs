@@ -267,15 +267,17 @@ pub fn record_job_runs(jobs: &[i64], outcomes: &[Outcome]) {
         retry_in.push((n > 0).then(|| backoff_seconds(job, n as u32)));
     }
     Spi::run_with_args(
-        &format!("INSERT INTO upkeep.job_state AS j (job_id, last_run, last_status, last_error, last_duration, consecutive_failures, next_run) \
+        &format!("INSERT INTO upkeep.job_state AS j (job_id, last_run, last_status, last_error, last_duration, consecutive_failures, next_run, last_success) \
          SELECT r.job_id, now(), r.status, r.error, make_interval(secs => r.secs), r.failed, \
-                coalesce(now() + make_interval(secs => r.retry_in), now() + p.every) \
+                coalesce(now() + make_interval(secs => r.retry_in), now() + p.every), \
+                CASE WHEN r.status = 'ok' THEN now() END \
            FROM unnest($1::int8[], $2::text[], $3::text[], $4::float8[], $5::int4[], $6::int8[]) \
                 AS r(job_id, status, error, secs, failed, retry_in) \
            LEFT JOIN {POLICIES} p ON p.job_id = r.job_id \
          ON CONFLICT (job_id) DO UPDATE SET last_run = EXCLUDED.last_run, last_status = EXCLUDED.last_status, \
             last_error = EXCLUDED.last_error, last_duration = EXCLUDED.last_duration, \
-            consecutive_failures = EXCLUDED.consecutive_failures, next_run = EXCLUDED.next_run"),
+            consecutive_failures = EXCLUDED.consecutive_failures, next_run = EXCLUDED.next_run, \
+            last_success = coalesce(EXCLUDED.last_success, j.last_success)"),
         &[jobs.to_vec().into(), status.into(), error.into(), seconds.into(), failed.into(), retry_in.into()],
     )
     .unwrap_or_else(|e| error!("pg_upkeep could not record job states: {e}"));

@@ -14,6 +14,7 @@ pub mod executor;
 pub mod index_health;
 pub mod jobs;
 pub mod matviews;
+pub mod metrics;
 pub mod ownership;
 pub mod partitions;
 pub mod regclass;
