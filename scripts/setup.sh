@@ -6,7 +6,7 @@ set -euo pipefail
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 PGRX_VERSION=0.18.1
 PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-partman postgresql-15-cron
-          libclang-dev clang pkg-config sudo)
+          prometheus-postgres-exporter libclang-dev clang pkg-config sudo)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -24,6 +24,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   # Keep existing config files (such as createcluster.conf above) without asking.
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}" >/dev/null
+  # The tests start their own exporter; the packaged service is not wanted.
+  if command -v systemctl >/dev/null; then systemctl disable --now prometheus-postgres-exporter >/dev/null 2>&1 || true; fi
 fi
 
 if ! cargo pgrx --version 2>/dev/null | grep -q " $PGRX_VERSION"; then

@@ -501,7 +501,12 @@ COMMENT ON FUNCTION upkeep.manage_reindex(double precision, bigint, text) IS
 COMMENT ON FUNCTION upkeep.unmanage_reindex() IS 'Turns automatic reindex off.';
 
 -- Metrics for dashboards (Prometheus names; upkeep.prometheus() renders them).
-CREATE VIEW upkeep.metrics AS
+-- A function with a pinned search_path under the view, so that the names in
+-- the labels are always schema-qualified, whoever reads them.
+CREATE FUNCTION upkeep.metrics_rows()
+RETURNS TABLE (metric text, labels jsonb, value double precision)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
 SELECT 'upkeep_job_last_success_timestamp_seconds'::text AS metric,
        jsonb_build_object('job_id', j.job_id::text, 'kind', j.kind, 'target', j.target) AS labels,
        extract(epoch FROM s.last_success)::float8 AS value
@@ -537,7 +542,10 @@ SELECT 'upkeep_index_problems', jsonb_build_object('problem', k.problem), count(
  GROUP BY k.problem
 UNION ALL
 SELECT 'upkeep_index_bloat_bytes', '{}'::jsonb, coalesce(sum(f.bloat_bytes), 0)::float8
-  FROM upkeep.index_health_figures() f;
+  FROM upkeep.index_health_figures() f
+$$;
+COMMENT ON FUNCTION upkeep.metrics_rows() IS 'Internal: the rows of upkeep.metrics.';
+CREATE VIEW upkeep.metrics AS SELECT * FROM upkeep.metrics_rows();
 COMMENT ON VIEW upkeep.metrics IS
   'Figures for dashboards, one row per sample: per job last success time, last duration, consecutive failures; per managed table future partitions and rows in DEFAULT; per archive source rows archived; per view seconds since refresh; index problems by kind; total estimated index bloat. upkeep.prometheus() renders it for Prometheus.';
 COMMENT ON COLUMN upkeep.metrics.metric IS 'The metric''s name (Prometheus style, upkeep_...).';
