@@ -553,3 +553,6 @@ COMMENT ON COLUMN upkeep.metrics.labels IS 'What the sample is about, as labels 
 COMMENT ON COLUMN upkeep.metrics.value IS 'The value.';
 COMMENT ON FUNCTION upkeep.prometheus() IS
   'upkeep.metrics in Prometheus'' text exposition format (# HELP, # TYPE, samples with escaped labels).';
+
+COMMENT ON FUNCTION upkeep.version() IS
+  'The version of pg_upkeep''s SQL objects in this database and of the library the server loaded; up_to_date is false after a package upgrade until ALTER EXTENSION pg_upkeep UPDATE.';

@@ -23,6 +23,7 @@ pub mod sql;
 pub mod statements;
 pub mod toplevel;
 pub mod unfinished;
+pub mod version;
 pub mod workers;
 
 ::pgrx::pg_module_magic!(name, version);

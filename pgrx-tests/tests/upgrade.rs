@@ -1,0 +1,118 @@
+//! Upgrades: the previous version's install script (sql/versions/) and the
+//! upgrade scripts (sql/pg_upkeep--<old>--<new>.sql) take a database with
+//! policies and history to the current version, which then has exactly
+//! the objects of a fresh install, with the policies and history kept.
+
+use postgres::Client;
+use upkeep_cluster_tests::{count, Cluster};
+
+const PREVIOUS: &str = "0.1.0";
+
+/// Every object of schema upkeep with its definition and comment, as text.
+fn objects(c: &mut Client) -> Vec<String> {
+    c.query(
+        "SELECT 'function ' || p.oid::regprocedure || ' ' || pg_get_function_result(p.oid) || ' ' || p.provolatile::text \
+                || coalesce(array_to_string(p.proconfig, ','), '') || ' ' || coalesce(p.probin, '') || ' ' || \
+                CASE WHEN p.prolang = (SELECT oid FROM pg_language WHERE lanname = 'c') THEN p.prosrc ELSE md5(p.prosrc) END \
+                || ' -- ' || coalesce(obj_description(p.oid, 'pg_proc'), '') \
+           FROM pg_proc p WHERE p.pronamespace = 'upkeep'::regnamespace \
+         UNION ALL \
+         SELECT c.relkind::text || ' ' || c.relname || ' ' || coalesce(pg_get_viewdef(c.oid), '') || ' -- ' \
+                || coalesce(obj_description(c.oid, 'pg_class'), '') \
+           FROM pg_class c WHERE c.relnamespace = 'upkeep'::regnamespace \
+         UNION ALL \
+         SELECT 'column ' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod) \
+                || ' ' || a.attnotnull || ' ' || coalesce(pg_get_expr(d.adbin, d.adrelid), '') \
+                || ' -- ' || coalesce(col_description(c.oid, a.attnum), '') \
+           FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+           LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum \
+          WHERE c.relnamespace = 'upkeep'::regnamespace \
+         UNION ALL \
+         SELECT 'constraint ' || conrelid::regclass || ' ' || pg_get_constraintdef(oid) FROM pg_constraint \
+          WHERE connamespace = 'upkeep'::regnamespace \
+         UNION ALL \
+         SELECT 'event trigger ' || evtname || ' ' || evtevent || ' ' || evtfoid::regproc || ' ' || evtenabled::text \
+           FROM pg_event_trigger \
+         UNION ALL \
+         SELECT 'dumped ' || extconfig::regclass[]::text FROM pg_extension WHERE extname = 'pg_upkeep' \
+         ORDER BY 1",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+#[test]
+fn alter_extension_update_keeps_policies_and_history_and_matches_a_fresh_install() {
+    // The previous version's install script, next to the current one.
+    let sharedir = String::from_utf8(
+        std::process::Command::new("/usr/lib/postgresql/15/bin/pg_config").arg("--sharedir").output().unwrap().stdout,
+    )
+    .unwrap();
+    let script = format!("pg_upkeep--{PREVIOUS}.sql");
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql/versions").join(&script),
+        std::path::Path::new(sharedir.trim()).join("extension").join(&script),
+    )
+    .expect("copies the previous install script (as root, like the install)");
+
+    let cluster = Cluster::start("upgrade", &["upkeep.enabled = off"]);
+    let mut fresh = cluster.connect("postgres");
+    let current: String =
+        fresh.query_one("SELECT extversion FROM pg_extension WHERE extname = 'pg_upkeep'", &[]).unwrap().get(0);
+    assert_ne!(current, PREVIOUS);
+    fresh.batch_execute("CREATE DATABASE old").unwrap();
+    let mut old = cluster.connect("old");
+    old.batch_execute(&format!(
+        "CREATE EXTENSION pg_upkeep VERSION '{PREVIOUS}';
+         CREATE TABLE nav (d date NOT NULL) PARTITION BY RANGE (d);
+         SELECT count(*) FROM upkeep.manage_partitions('nav', 'd', premake => 2);
+         CREATE TABLE events (id int PRIMARY KEY, at timestamptz);
+         INSERT INTO events SELECT g, now() - g * interval '1 day' FROM generate_series(1, 100) g;
+         SELECT upkeep.manage_archive('events', 'at', '30 days');
+         SELECT count(*) FROM upkeep.archive('events');
+         CREATE MATERIALIZED VIEW event_count AS SELECT count(*) AS n FROM events;
+         CREATE UNIQUE INDEX ON event_count (n);
+         SELECT upkeep.manage_matview('event_count');
+         SELECT count(*) FROM upkeep.refresh_matviews();
+         SELECT upkeep.snapshot_index_health();"
+    ))
+    .unwrap();
+    let kept = |c: &mut Client| -> Vec<i64> {
+        [
+            "SELECT count(*) FROM upkeep.partition_policies",
+            "SELECT count(*) FROM upkeep.archive_policies",
+            "SELECT count(*) FROM upkeep.matview_policies",
+            "SELECT count(*) FROM upkeep.job_runs",
+            "SELECT count(*) FROM upkeep.index_health_history",
+            "SELECT coalesce(sum(rows_moved), 0)::int8 FROM upkeep.job_state",
+            "SELECT count(*) FROM upkeep.matview_state",
+        ]
+        .iter()
+        .map(|q| count(c, q))
+        .collect()
+    };
+    let before = kept(&mut old);
+    assert!(before.iter().all(|n| *n > 0), "{before:?}");
+    old.batch_execute("ALTER EXTENSION pg_upkeep UPDATE").unwrap();
+    let version: String = old.query_one("SELECT installed FROM upkeep.version()", &[]).unwrap().get(0);
+    assert_eq!(version, current);
+    assert_eq!(kept(&mut old), before, "policies and history survive the update");
+    // The same objects as a fresh install of the current version.
+    let (upgraded, installed) = (objects(&mut old), objects(&mut fresh));
+    let missing: Vec<&String> = installed.iter().filter(|o| !upgraded.contains(o)).collect();
+    let extra: Vec<&String> = upgraded.iter().filter(|o| !installed.contains(o)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing after the update: {missing:#?}\nnot in a fresh install: {extra:#?}"
+    );
+    // And it works: maintenance runs, the view is refreshed after a change.
+    old.batch_execute("INSERT INTO events VALUES (1000, now())").unwrap();
+    let status: String =
+        old.query_one("SELECT status FROM upkeep.refresh_matviews('event_count')", &[]).unwrap().get(0);
+    assert_eq!(status, "refreshed");
+    assert_eq!(count(&mut old, "SELECT count(*) FROM upkeep.run_maintenance() WHERE status = 'failed'"), 0);
+    println!("{} objects compared", installed.len());
+}
