@@ -129,6 +129,10 @@ ANALYZE;
 SELECT problem, severity, "table", index, recommendation, fix_sql FROM upkeep.index_health;
 SQL
 
+echo "== the HTML report"
+"${PSQL[@]}" -At -c "SELECT upkeep.report_html()" >"$DIR/report.html"
+echo "upkeep.report_html() written to $DIR/report.html ($(wc -c <"$DIR/report.html") bytes): open it in a browser"
+
 echo "== upkeep.partitions (newest four per table)"
 "${PSQL[@]}" -P pager=off -c "
 SELECT parent, partition, lower_bound, upper_bound, state, size, estimated_rows

@@ -6,7 +6,7 @@ set -euo pipefail
 PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 PGRX_VERSION=0.18.1
 PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-partman postgresql-15-cron
-          prometheus-postgres-exporter libclang-dev clang pkg-config sudo)
+          prometheus-postgres-exporter chromium libclang-dev clang pkg-config sudo)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

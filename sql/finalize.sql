@@ -556,3 +556,6 @@ COMMENT ON FUNCTION upkeep.prometheus() IS
 
 COMMENT ON FUNCTION upkeep.version() IS
   'The version of pg_upkeep''s SQL objects in this database and of the library the server loaded; up_to_date is false after a package upgrade until ALTER EXTENSION pg_upkeep UPDATE.';
+
+COMMENT ON FUNCTION upkeep.report_html() IS
+  'One self-contained HTML page (no script, nothing from the network): jobs, a partition calendar per managed table, archive and refresh status, index health, with inline SVG charts. Save it and open it: psql -Atc "SELECT upkeep.report_html()" > report.html';

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod ownership;
 pub mod partitions;
 pub mod regclass;
+pub mod report;
 pub mod settings;
 pub mod sql;
 pub mod statements;

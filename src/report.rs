@@ -1,0 +1,303 @@
+//! `upkeep.report_html()`: one self-contained HTML page for people who
+//! would rather look than read: jobs, a partition calendar per managed
+//! table, archive and refresh status, index health, with inline SVG charts.
+//! No script, no stylesheet or font from the network. The page is built
+//! here from plain rows (pure, unit-tested); the SQL function reads them.
+
+use pgrx::prelude::*;
+
+/// Text made safe for HTML.
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+}
+
+/// A titled table of text cells; `status` names the column whose value
+/// colours the row (ok, failed, ...).
+pub struct Table {
+    pub title: String,
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+    pub status: Option<usize>,
+    pub empty: String,
+}
+
+/// One partition for the calendar: its table, label, state.
+pub struct Cell {
+    pub parent: String,
+    pub label: String,
+    pub state: String,
+}
+
+fn table_html(t: &Table) -> String {
+    let mut h = format!("<section><h2>{}</h2>", esc(&t.title));
+    if t.rows.is_empty() {
+        h.push_str(&format!("<p class=\"empty\">{}</p></section>", esc(&t.empty)));
+        return h;
+    }
+    h.push_str("<table><thead><tr>");
+    for c in &t.columns {
+        h.push_str(&format!("<th>{}</th>", esc(c)));
+    }
+    h.push_str("</tr></thead><tbody>");
+    for r in &t.rows {
+        let class = t.status.and_then(|i| r.get(i)).map(|s| s.replace(' ', "_")).unwrap_or_default();
+        h.push_str(&format!("<tr class=\"{}\">", esc(&class)));
+        for v in r {
+            h.push_str(&format!("<td>{}</td>", esc(v)));
+        }
+        h.push_str("</tr>");
+    }
+    h.push_str("</tbody></table></section>");
+    h
+}
+
+/// The partition calendar: one line of boxes per table, oldest first,
+/// coloured by state (past, current, future, default).
+fn calendar_svg(cells: &[Cell]) -> String {
+    let mut parents: Vec<&str> = cells.iter().map(|c| c.parent.as_str()).collect();
+    parents.dedup();
+    let per_line = parents.iter().map(|p| cells.iter().filter(|c| c.parent == *p).count()).max().unwrap_or(0);
+    let (w, h, left) = (46, 26, 210);
+    let width = left + per_line * w + 10;
+    let height = parents.len() * (h + 8) + 10;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" role=\"img\" \
+         aria-label=\"partition calendar\">"
+    );
+    for (i, p) in parents.iter().enumerate() {
+        let y = 5 + i * (h + 8);
+        s.push_str(&format!("<text x=\"4\" y=\"{}\" class=\"label\">{}</text>", y + 17, esc(p)));
+        for (j, c) in cells.iter().filter(|c| c.parent == *p).enumerate() {
+            let x = left + j * w;
+            s.push_str(&format!(
+                "<rect x=\"{x}\" y=\"{y}\" width=\"{}\" height=\"{h}\" class=\"{}\"><title>{}</title></rect>",
+                w - 3,
+                esc(&c.state),
+                esc(&format!("{}: {}", c.label, c.state))
+            ));
+            // The end of a partition's name is its period (..._2026_11 -> 26_11).
+            let short = if c.state == "default" {
+                "DEF".to_string()
+            } else {
+                c.label.chars().rev().take(5).collect::<String>().chars().rev().collect()
+            };
+            s.push_str(&format!("<text x=\"{}\" y=\"{}\" class=\"cell\">{}</text>", x + 4, y + 17, esc(&short)));
+        }
+    }
+    s.push_str("</svg>");
+    s
+}
+
+/// A horizontal bar chart of (label, value).
+fn bars_svg(title: &str, bars: &[(String, f64)], unit: &str) -> String {
+    let max = bars.iter().map(|b| b.1).fold(0.0_f64, f64::max).max(1.0);
+    let (row, left, span) = (22, 260, 420.0);
+    let height = bars.len() * row + 10;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\" role=\"img\" aria-label=\"{}\">",
+        left + 520,
+        esc(title)
+    );
+    for (i, (label, value)) in bars.iter().enumerate() {
+        let y = 5 + i * row;
+        let len = (value / max * span).round().max(if *value > 0.0 { 2.0 } else { 0.0 });
+        s.push_str(&format!("<text x=\"4\" y=\"{}\" class=\"label\">{}</text>", y + 14, esc(label)));
+        s.push_str(&format!("<rect x=\"{left}\" y=\"{y}\" width=\"{len}\" height=\"16\" class=\"bar\"/>"));
+        s.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" class=\"value\">{}</text>",
+            left as f64 + len + 6.0,
+            y + 14,
+            esc(&format!("{}{unit}", if value.fract() == 0.0 { format!("{value:.0}") } else { format!("{value:.1}") }))
+        ));
+    }
+    s.push_str("</svg>");
+    s
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:24px;color:#222}h1{font-size:22px}\
+h2{font-size:17px;margin-top:28px}table{border-collapse:collapse;font-size:13px}\
+th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f1f1f1}\
+tr.failed td,tr.lock_timeout td,tr.invalid td,tr.dropped td{background:#fde2e2}\
+tr.behind td,tr.changed td,tr.due td,tr.bloated td,tr.rows_in_default td{background:#fff4d6}\
+tr.ok td{background:#eaf7ea}.empty{color:#777}svg text{font-size:11px}svg .cell{font-size:10px}svg .label{font-size:12px}\
+rect.past{fill:#c9d3df}rect.current{fill:#4f8a4f}rect.future{fill:#a9d8a9}rect.default{fill:#e6b35a}\
+rect.bar{fill:#5b84b1}svg .cell{fill:#123}.note{color:#555;font-size:12px}";
+
+/// The whole page.
+pub fn page(database: &str, generated: &str, tables: &[Table], calendar: &[Cell], charts: &[String]) -> String {
+    let mut h = format!(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>pg_upkeep: {db}</title>\
+         <style>{STYLE}</style></head><body><h1>pg_upkeep report: database {db}</h1>\
+         <p class=\"note\">Generated {gen} by upkeep.report_html().</p>",
+        db = esc(database),
+        gen = esc(generated)
+    );
+    let mut tables = tables.iter();
+    if let Some(jobs) = tables.next() {
+        h.push_str(&table_html(jobs));
+    }
+    h.push_str("<section><h2>Partition calendar</h2>");
+    if calendar.is_empty() {
+        h.push_str("<p class=\"empty\">No managed partitioned table.</p>");
+    } else {
+        h.push_str(&calendar_svg(calendar));
+        h.push_str("<p class=\"note\">Grey: past, dark green: current, light green: future, orange: DEFAULT.</p>");
+    }
+    h.push_str("</section>");
+    for t in tables {
+        h.push_str(&table_html(t));
+    }
+    for c in charts {
+        h.push_str(c);
+    }
+    h.push_str("</body></html>\n");
+    h
+}
+
+fn rows(sql: &str) -> Vec<Vec<String>> {
+    Spi::connect(|client| {
+        let table = client.select(sql, None, &[])?;
+        let n = table.columns()?;
+        table
+            .map(|r| (1..=n).map(|i| r.get::<String>(i).map(Option::unwrap_or_default)).collect::<Result<Vec<_>, _>>())
+            .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+    })
+    .unwrap_or_else(|e| error!("pg_upkeep could not read its views for the report: {e}"))
+}
+
+fn titled(title: &str, sql: &str, status: Option<usize>, empty: &str, columns: &[&str]) -> Table {
+    Table {
+        title: title.into(),
+        columns: columns.iter().map(|c| c.to_string()).collect(),
+        rows: rows(sql),
+        status,
+        empty: empty.into(),
+    }
+}
+
+/// A self-contained HTML page (no script, nothing from the network):
+/// jobs, partition calendar, archive and refresh status, index health,
+/// with inline SVG charts. Save it and open it in a browser.
+#[pg_extern(stable)]
+#[search_path(pg_catalog, pg_temp)]
+fn report_html() -> String {
+    let head = rows("SELECT current_database()::text, to_char(now(), 'YYYY-MM-DD HH24:MI:SS TZ')");
+    let (database, generated) = head.first().map(|r| (r[0].clone(), r[1].clone())).unwrap_or_default();
+    let tables = [
+        titled(
+            "Jobs",
+            "SELECT job_id::text, kind, target, schedule, CASE WHEN enabled THEN 'yes' ELSE 'paused' END, \
+                    coalesce(to_char(next_run, 'YYYY-MM-DD HH24:MI'), ''), coalesce(to_char(last_run, 'YYYY-MM-DD HH24:MI'), ''), \
+                    coalesce(last_status, 'not run yet'), consecutive_failures::text, coalesce(last_error, '') \
+               FROM upkeep.jobs ORDER BY job_id",
+            Some(7),
+            "No job.",
+            &["job", "kind", "target", "schedule", "enabled", "next run", "last run", "status", "failures", "last error"],
+        ),
+        titled(
+            "Partitioned tables",
+            "SELECT parent::text, granularity, partitions::text, coalesce(covered_until::text, 'not covered'), \
+                    future_partitions::text, coalesce(rows_in_default::text, ''), status, coalesce(hint, '') \
+               FROM upkeep.partition_health ORDER BY 1",
+            Some(6),
+            "No managed partitioned table.",
+            &["table", "granularity", "partitions", "covered until", "future", "rows in DEFAULT", "status", "hint"],
+        ),
+        titled(
+            "Archive",
+            "SELECT source::text, mode, coalesce(archive, ''), coalesce(to_char(cutoff, 'YYYY-MM-DD'), ''), \
+                    coalesce(rows_archived::text, ''), coalesce(partitions_archived::text, ''), status, coalesce(hint, '') \
+               FROM upkeep.archive_status ORDER BY 1",
+            Some(6),
+            "Nothing is archived.",
+            &["source", "mode", "archive", "cut-off", "rows archived", "partitions archived", "status", "hint"],
+        ),
+        titled(
+            "Materialized views",
+            "SELECT matview::text, coalesce(to_char(last_refresh, 'YYYY-MM-DD HH24:MI'), ''), \
+                    coalesce(round(extract(epoch FROM last_duration)::numeric, 3)::text || ' s', ''), \
+                    coalesce(changed_since::text, 'unknown'), coalesce(to_char(next_due, 'YYYY-MM-DD HH24:MI'), ''), status, \
+                    coalesce(hint, '') \
+               FROM upkeep.matview_status ORDER BY 1",
+            Some(5),
+            "No managed materialized view.",
+            &["view", "last refresh", "took", "changed since", "next due", "status", "hint"],
+        ),
+        titled(
+            "Index health",
+            "SELECT problem, severity, schema || '.' || \"table\", coalesce(index, ''), \
+                    coalesce(pg_size_pretty(size_bytes), ''), coalesce(scans::text, ''), coalesce(bloat_ratio::text, ''), \
+                    recommendation, fix_sql \
+               FROM upkeep.index_health",
+            Some(0),
+            "No index problem found.",
+            &["problem", "severity", "table", "index", "size", "scans", "bloat ratio", "recommendation", "fix"],
+        ),
+    ];
+    let calendar = rows(
+        "SELECT parent::text, partition::text, state FROM upkeep.partitions \
+          ORDER BY parent::text, lower_bound NULLS FIRST",
+    )
+    .into_iter()
+    .map(|r| Cell { parent: r[0].clone(), label: r[1].clone(), state: r[2].clone() })
+    .collect::<Vec<_>>();
+    let by_kind: Vec<(String, f64)> = rows(
+        "SELECT labels->>'problem', value::text FROM upkeep.metrics WHERE metric = 'upkeep_index_problems' ORDER BY 1",
+    )
+    .into_iter()
+    .map(|r| (r[0].clone(), r[1].parse().unwrap_or(0.0)))
+    .collect();
+    let bloat: Vec<(String, f64)> = rows(
+        "SELECT schema || '.' || index, round(bloat_bytes / 1048576.0, 1)::text FROM upkeep.index_health_figures() \
+          WHERE bloat_bytes > 0 ORDER BY bloat_bytes DESC LIMIT 10",
+    )
+    .into_iter()
+    .map(|r| (r[0].clone(), r[1].parse().unwrap_or(0.0)))
+    .collect();
+    let mut charts =
+        vec![format!("<section><h2>Index problems by kind</h2>{}</section>", bars_svg("index problems", &by_kind, ""))];
+    if !bloat.is_empty() {
+        charts.push(format!(
+            "<section><h2>Most estimated index bloat</h2>{}</section>",
+            bars_svg("index bloat", &bloat, " MB")
+        ));
+    }
+    page(&database, &generated, &tables, &calendar, &charts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_escapes_everything_and_draws_the_calendar() {
+        let t = Table {
+            title: "Jobs".into(),
+            columns: vec!["target".into(), "status".into()],
+            rows: vec![vec!["<script>alert(1)</script>".into(), "failed".into()]],
+            status: Some(1),
+            empty: "none".into(),
+        };
+        let cells = vec![
+            Cell { parent: "public.nav".into(), label: "nav_p2026_10".into(), state: "past".into() },
+            Cell { parent: "public.nav".into(), label: "nav_p2026_11".into(), state: "current".into() },
+            Cell { parent: "\"Odd\"".into(), label: "x".into(), state: "default".into() },
+        ];
+        let html = page("db<1>", "now", &[t], &cells, &[bars_svg("b", &[("a".into(), 2.0), ("b".into(), 0.0)], "")]);
+        assert!(html.starts_with("<!DOCTYPE html>"));
+        assert!(!html.contains("<script"), "{html}");
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(html.contains("<tr class=\"failed\">"));
+        assert!(html.contains("database db&lt;1&gt;"));
+        assert_eq!(html.matches("<svg").count(), 2);
+        assert_eq!(html.matches("<rect").count(), 3 + 2);
+        assert!(html.contains("class=\"current\""));
+        assert!(html.contains("&quot;Odd&quot;"));
+        // Nothing from the network.
+        assert!(
+            !html.contains("http://")
+                || html.matches("http://").count() == html.matches("xmlns=\"http://www.w3.org/2000/svg\"").count()
+        );
+        assert!(!html.contains("https://"));
+    }
+}
