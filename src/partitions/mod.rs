@@ -4,6 +4,8 @@
 pub mod facts;
 pub mod health;
 pub mod plan;
+#[cfg(test)]
+mod properties;
 pub mod state;
 
 use crate::archive::partitions as archive_plan;

@@ -100,15 +100,19 @@ pub fn existing_ranges(facts: &ParentFacts) -> Vec<(Bound, Bound)> {
 
 /// The missing ranges a policy should create at `now`: each with the period
 /// it belongs to. Existing partitions are recognised by bounds, never names.
+/// A piece wholly before the retention cut-off is not missing: retention
+/// would archive it at once, and the next run would make it again.
 pub fn missing_ranges(facts: &ParentFacts, now_utc: i64) -> Vec<(NaiveDate, Bound, Bound)> {
     let cal = &facts.policy.calendar;
     let existing = existing_ranges(facts);
+    let cutoff = facts.policy.cutoff(now_utc).unwrap_or(Bound::MIN);
     wanted_periods(facts, now_utc)
         .into_iter()
         .flat_map(|d| {
             let (lo, hi) = (cal.bound_of(d), cal.bound_of(cal.next_start(d)));
             free_pieces(lo, hi, &existing).into_iter().map(move |(l, u)| (d, l, u))
         })
+        .filter(|&(_, _, upper)| upper > cutoff)
         .collect()
 }
 
