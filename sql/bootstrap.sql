@@ -221,7 +221,8 @@ LANGUAGE sql STABLE ROWS 100
 -- Not inlined (the SET sees to that): the planner cannot estimate a
 -- recursive walk of the catalogs, and a wild guess made queries reading it
 -- costly enough to be JIT-compiled, which took 40 times the query itself.
-SET jit = off
+-- Its own search_path, whoever calls it.
+SET jit = off SET search_path = pg_catalog, pg_temp
 AS $$
   WITH RECURSIVE reads(job_id, relid) AS (
     SELECT p.job_id, p.matview::oid FROM upkeep.matview_policies p

@@ -52,3 +52,22 @@ pub fn require_database_owner(what: &str) {
         );
     }
 }
+
+/// SQL for "the current role may manage the relation whose OID is `oid`":
+/// a member of its owner's role (superusers are), or, for a relation that
+/// no longer exists, of the database owner's. Runs scoped by it see only the
+/// jobs their role may manage. The same rule as SQL's `upkeep.may_manage()`,
+/// which the trigger on pg_upkeep's tables applies; spelled out here so that
+/// a new library keeps working on the previous version's SQL objects until
+/// ALTER EXTENSION pg_upkeep UPDATE.
+pub fn may_manage_sql(oid: &str) -> String {
+    format!(
+        "coalesce((SELECT pg_catalog.pg_has_role(o.relowner, 'USAGE') FROM pg_catalog.pg_class o \
+                    WHERE o.oid OPERATOR(pg_catalog.=) {oid}), {MAY_MANAGE_DATABASE_SQL})"
+    )
+}
+
+/// SQL for "the current role may manage the database's own jobs": a member
+/// of the database owner's role (as SQL's `upkeep.may_manage_database()`).
+pub const MAY_MANAGE_DATABASE_SQL: &str = "(SELECT pg_catalog.pg_has_role(d.datdba, 'USAGE') \
+     FROM pg_catalog.pg_database d WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())";

@@ -233,7 +233,9 @@ pub fn count(c: &mut Client, sql: &str) -> i64 {
 pub fn assert_refused(c: &mut Client, cases: &[(&str, &str)], snapshot: impl Fn(&mut Client) -> String) -> String {
     let before = snapshot(c);
     for (sql, needle) in cases {
-        let (message, hint) = error_of(c.batch_execute(sql));
+        let result = c.batch_execute(sql);
+        assert!(result.is_err(), "{sql}: succeeded but should have been refused");
+        let (message, hint) = error_of(result);
         assert!(message.contains(needle), "{sql}: message {message:?} does not contain {needle:?}");
         assert!(hint.as_deref().is_some_and(|h| !h.is_empty()), "{sql}: no HINT with {message:?}");
         assert_eq!(snapshot(c), before, "{sql} changed something");

@@ -6,18 +6,21 @@
 use postgres::Client;
 use upkeep_cluster_tests::{count, Cluster};
 
-const PREVIOUS: &str = "0.1.0";
+/// Every earlier version: each is updated to the current one.
+const PREVIOUS: &[&str] = &["0.1.0", "0.2.0"];
 
 /// Every object of schema upkeep with its definition and comment, as text.
 fn objects(c: &mut Client) -> Vec<String> {
     c.query(
         "SELECT 'function ' || p.oid::regprocedure || ' ' || pg_get_function_result(p.oid) || ' ' || p.provolatile::text \
+                || p.prosecdef::text || coalesce(p.proacl::text, '') \
                 || coalesce(array_to_string(p.proconfig, ','), '') || ' ' || coalesce(p.probin, '') || ' ' || \
                 CASE WHEN p.prolang = (SELECT oid FROM pg_language WHERE lanname = 'c') THEN p.prosrc ELSE md5(p.prosrc) END \
                 || ' -- ' || coalesce(obj_description(p.oid, 'pg_proc'), '') \
            FROM pg_proc p WHERE p.pronamespace = 'upkeep'::regnamespace \
          UNION ALL \
-         SELECT c.relkind::text || ' ' || c.relname || ' ' || coalesce(pg_get_viewdef(c.oid), '') || ' -- ' \
+         SELECT c.relkind::text || ' ' || c.relname || ' ' || coalesce(pg_get_viewdef(c.oid), '') || ' ' \
+                || coalesce(c.relacl::text, '') || ' ' || c.relrowsecurity::text || ' -- ' \
                 || coalesce(obj_description(c.oid, 'pg_class'), '') \
            FROM pg_class c WHERE c.relnamespace = 'upkeep'::regnamespace \
          UNION ALL \
@@ -34,6 +37,11 @@ fn objects(c: &mut Client) -> Vec<String> {
          SELECT 'event trigger ' || evtname || ' ' || evtevent || ' ' || evtfoid::regproc || ' ' || evtenabled::text \
            FROM pg_event_trigger \
          UNION ALL \
+         SELECT 'trigger ' || tgrelid::regclass || ' ' || pg_get_triggerdef(oid) FROM pg_trigger \
+          WHERE NOT tgisinternal AND tgrelid IN (SELECT oid FROM pg_class WHERE relnamespace = 'upkeep'::regnamespace) \
+         UNION ALL \
+         SELECT 'schema upkeep ' || coalesce(nspacl::text, '') FROM pg_namespace WHERE nspname = 'upkeep' \
+         UNION ALL \
          SELECT 'dumped ' || extconfig::regclass[]::text FROM pg_extension WHERE extname = 'pg_upkeep' \
          ORDER BY 1",
         &[],
@@ -46,27 +54,40 @@ fn objects(c: &mut Client) -> Vec<String> {
 
 #[test]
 fn alter_extension_update_keeps_policies_and_history_and_matches_a_fresh_install() {
-    // The previous version's install script, next to the current one.
+    // The earlier versions' install scripts, next to the current one.
     let sharedir = String::from_utf8(
         std::process::Command::new("/usr/lib/postgresql/15/bin/pg_config").arg("--sharedir").output().unwrap().stdout,
     )
     .unwrap();
-    let script = format!("pg_upkeep--{PREVIOUS}.sql");
-    std::fs::copy(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql/versions").join(&script),
-        std::path::Path::new(sharedir.trim()).join("extension").join(&script),
-    )
-    .expect("copies the previous install script (as root, like the install)");
+    for version in PREVIOUS {
+        let script = format!("pg_upkeep--{version}.sql");
+        std::fs::copy(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql/versions").join(&script),
+            std::path::Path::new(sharedir.trim()).join("extension").join(&script),
+        )
+        .expect("copies an earlier install script (as root, like the install)");
+    }
 
     let cluster = Cluster::start("upgrade", &["upkeep.enabled = off"]);
     let mut fresh = cluster.connect("postgres");
     let current: String =
         fresh.query_one("SELECT extversion FROM pg_extension WHERE extname = 'pg_upkeep'", &[]).unwrap().get(0);
-    assert_ne!(current, PREVIOUS);
-    fresh.batch_execute("CREATE DATABASE old").unwrap();
-    let mut old = cluster.connect("old");
+    let installed = objects(&mut fresh);
+    for version in PREVIOUS {
+        assert_ne!(&current, version);
+        let db = format!("old_{}", version.replace('.', "_"));
+        fresh.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
+        let mut old = cluster.connect(&db);
+        update_from(&mut old, version, &current, &installed);
+    }
+    println!("{} objects compared, from {} earlier versions", installed.len(), PREVIOUS.len());
+}
+
+/// A database made at `version` with policies and history, updated: all
+/// kept, the same objects as a fresh install, and it works.
+fn update_from(old: &mut Client, version: &str, current: &str, installed: &[String]) {
     old.batch_execute(&format!(
-        "CREATE EXTENSION pg_upkeep VERSION '{PREVIOUS}';
+        "CREATE EXTENSION pg_upkeep VERSION '{version}';
          CREATE TABLE nav (d date NOT NULL) PARTITION BY RANGE (d);
          SELECT count(*) FROM upkeep.manage_partitions('nav', 'd', premake => 2);
          CREATE TABLE events (id int PRIMARY KEY, at timestamptz);
@@ -94,25 +115,24 @@ fn alter_extension_update_keeps_policies_and_history_and_matches_a_fresh_install
         .map(|q| count(c, q))
         .collect()
     };
-    let before = kept(&mut old);
+    let before = kept(old);
     assert!(before.iter().all(|n| *n > 0), "{before:?}");
     old.batch_execute("ALTER EXTENSION pg_upkeep UPDATE").unwrap();
-    let version: String = old.query_one("SELECT installed FROM upkeep.version()", &[]).unwrap().get(0);
-    assert_eq!(version, current);
-    assert_eq!(kept(&mut old), before, "policies and history survive the update");
+    let now_installed: String = old.query_one("SELECT installed FROM upkeep.version()", &[]).unwrap().get(0);
+    assert_eq!(now_installed, current);
+    assert_eq!(kept(old), before, "policies and history survive the update from {version}");
     // The same objects as a fresh install of the current version.
-    let (upgraded, installed) = (objects(&mut old), objects(&mut fresh));
+    let upgraded = objects(old);
     let missing: Vec<&String> = installed.iter().filter(|o| !upgraded.contains(o)).collect();
     let extra: Vec<&String> = upgraded.iter().filter(|o| !installed.contains(o)).collect();
     assert!(
         missing.is_empty() && extra.is_empty(),
-        "missing after the update: {missing:#?}\nnot in a fresh install: {extra:#?}"
+        "missing after the update from {version}: {missing:#?}\nnot in a fresh install: {extra:#?}"
     );
     // And it works: maintenance runs, the view is refreshed after a change.
     old.batch_execute("INSERT INTO events VALUES (1000, now())").unwrap();
     let status: String =
         old.query_one("SELECT status FROM upkeep.refresh_matviews('event_count')", &[]).unwrap().get(0);
     assert_eq!(status, "refreshed");
-    assert_eq!(count(&mut old, "SELECT count(*) FROM upkeep.run_maintenance() WHERE status = 'failed'"), 0);
-    println!("{} objects compared", installed.len());
+    assert_eq!(count(old, "SELECT count(*) FROM upkeep.run_maintenance() WHERE status = 'failed'"), 0);
 }

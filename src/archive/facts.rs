@@ -14,7 +14,7 @@ pub enum Scope {
     Due,
 }
 
-const POLICIES_SQL: &str = "\
+const POLICIES_TEMPLATE: &str = "\
 SELECT a.job_id, a.source::oid::int8 AS oid, c.oid IS NOT NULL AS exists, \
        coalesce(n.nspname::text, '') AS schema, coalesce(c.relname::text, a.source::text) AS name, \
        coalesce(c.relkind::text, '') AS relkind, coalesce(pg_get_userbyid(c.relowner)::text, '') AS owner, \
@@ -31,7 +31,11 @@ SELECT a.job_id, a.source::oid::int8 AS oid, c.oid IS NOT NULL AS exists, \
   LEFT JOIN upkeep.job_state j ON j.job_id = a.job_id \
  WHERE CASE WHEN $1::int8 IS NOT NULL THEN a.job_id = $1 \
             ELSE a.enabled AND (j.next_run IS NULL OR j.next_run <= now()) END \
+   AND {may_manage} \
  ORDER BY a.job_id";
+/// Scoped to the jobs the caller may manage.
+static POLICIES_SQL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| POLICIES_TEMPLATE.replace("{may_manage}", &crate::ownership::may_manage_sql("a.source")));
 
 /// Columns of the named relations (schema, name), in order; none for a
 /// relation that does not exist. `relkind` comes with every column row.
@@ -55,7 +59,7 @@ pub fn load(client: &SpiClient<'_>, scope: Scope) -> Result<Vec<RowFacts>, Strin
         Scope::Due => None,
     };
     let mut out = Vec::new();
-    for row in client.select(POLICIES_SQL, None, &[job.into()]).map_err(err)? {
+    for row in client.select(POLICIES_SQL.as_str(), None, &[job.into()]).map_err(err)? {
         let text = |c: &str| row.get_by_name::<String, _>(c).map_err(err).map(Option::unwrap_or_default);
         let archive = row.get_by_name::<Vec<String>, _>("archive").map_err(err)?.map(|parts| match parts.as_slice() {
             [schema, name] => QualifiedName::new(schema.clone(), name.clone()),

@@ -46,6 +46,7 @@ const PRUNE_SQL: &str = "DELETE FROM upkeep.index_health_history WHERE captured_
 #[pg_extern(volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn snapshot_index_health() -> i64 {
+    crate::ownership::require_database_owner("index health snapshot");
     Spi::connect_mut(|client| {
         let n = client.update(APPEND_SQL, None, &[])?.len() as i64;
         client.update(PRUNE_SQL, None, &[])?;
@@ -59,9 +60,9 @@ fn snapshot_index_health() -> i64 {
 pub fn maintain(runner: Runner, explicit: bool, dry_run: bool) -> Vec<Outcome> {
     let due = runner.step(|| {
         Spi::get_two_with_args::<i64, String>(
-            "SELECT p.job_id, current_user::text FROM upkeep.index_snapshot_policy p \
+            &format!("SELECT p.job_id, current_user::text FROM upkeep.index_snapshot_policy p \
                LEFT JOIN upkeep.job_state j ON j.job_id = p.job_id \
-              WHERE $1 OR (p.enabled AND (j.next_run IS NULL OR j.next_run <= now()))",
+              WHERE ($1 OR (p.enabled AND (j.next_run IS NULL OR j.next_run <= now()))) AND {}", crate::ownership::MAY_MANAGE_DATABASE_SQL),
             &[explicit.into()],
         )
         .ok()

@@ -112,10 +112,11 @@ struct Policy {
 fn policy() -> Option<Policy> {
     Spi::connect(|client| {
         let rows = client.select(
-            "SELECT p.job_id, p.min_bloat_ratio, p.min_size_bytes, p.maintenance_window, \
+            &format!("SELECT p.job_id, p.min_bloat_ratio, p.min_size_bytes, p.maintenance_window, \
                     p.enabled AND (j.next_run IS NULL OR j.next_run <= now()), \
                     (extract(hour FROM localtime) * 60 + extract(minute FROM localtime))::int4 \
-               FROM upkeep.reindex_policy p LEFT JOIN upkeep.job_state j ON j.job_id = p.job_id",
+               FROM upkeep.reindex_policy p LEFT JOIN upkeep.job_state j ON j.job_id = p.job_id \
+              WHERE {}", crate::ownership::MAY_MANAGE_DATABASE_SQL),
             None,
             &[],
         )?;

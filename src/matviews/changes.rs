@@ -150,8 +150,14 @@ pub fn untrack_sql(table: &QualifiedName) -> String {
 
 /// Deletes change rows nobody needs: of relations no view tracks, and
 /// one-off rows every view reading the relation has seen. Rows a writer
-/// holds are left alone (SKIP LOCKED), so this never waits.
+/// holds are left alone (SKIP LOCKED), so this never waits. Only roles that
+/// may delete change records do it (the workers, superusers): no other role
+/// may remove a change that another role's view has not seen yet.
 pub fn prune() {
+    let allowed = Spi::get_one::<bool>("SELECT has_table_privilege('upkeep.changes', 'DELETE')");
+    if allowed != Ok(Some(true)) {
+        return;
+    }
     Spi::run(
         "DELETE FROM upkeep.changes c USING ( \
            SELECT ctid FROM upkeep.changes c \

@@ -11,7 +11,7 @@ use crate::sql::QualifiedName;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
-const VIEWS_SQL: &str = "\
+const VIEWS_TEMPLATE: &str = "\
 WITH reads AS MATERIALIZED (SELECT job_id, relid FROM upkeep.matview_reads()), \
 refresh_tracking AS (SELECT coalesce((SELECT e.xmin::text || e.evtenabled::text FROM pg_event_trigger e \
                                        WHERE e.evtname = 'upkeep_track_refreshes'), '-') AS seen) \
@@ -84,8 +84,11 @@ SELECT p.job_id, pg_current_snapshot()::text AS snapshot, pg_current_xact_id_if_
        '\\m(now|current_date|current_timestamp|current_time|localtimestamp|localtime|clock_timestamp|statement_timestamp|transaction_timestamp|timeofday|random|nextval)\\M', 'gi') m \
      WHERE r.job_id = p.job_id \
   ) t ON true \
- WHERE $1::int8 IS NULL OR p.job_id = $1 \
+ WHERE ($1::int8 IS NULL OR p.job_id = $1) AND {may_manage} \
  ORDER BY p.job_id";
+/// Scoped to the jobs the caller may manage.
+static VIEWS_SQL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| VIEWS_TEMPLATE.replace("{may_manage}", &crate::ownership::may_manage_sql("p.matview")));
 
 /// Tables pg_upkeep tracks that no view refreshed only when changed reads
 /// any more: (table, owner).
@@ -105,7 +108,7 @@ fn err(e: pgrx::spi::SpiError) -> String {
 /// which they carry.
 pub fn load(client: &SpiClient<'_>, job: Option<i64>) -> Result<Vec<ViewFacts>, String> {
     let mut out = Vec::new();
-    for row in client.select(VIEWS_SQL, None, &[job.into()]).map_err(err)? {
+    for row in client.select(VIEWS_SQL.as_str(), None, &[job.into()]).map_err(err)? {
         let text = |c: &str| row.get_by_name::<String, _>(c).map_err(err).map(Option::unwrap_or_default);
         let flag = |c: &str| row.get_by_name::<bool, _>(c).map_err(err).map(Option::unwrap_or_default);
         let texts = |c: &str| row.get_by_name::<Vec<Option<String>>, _>(c).map_err(err).map(Option::unwrap_or_default);

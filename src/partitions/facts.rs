@@ -261,7 +261,9 @@ SELECT p.job_id,
               array_agg(g.is_grantable) AS grantable
          FROM aclexplode(c.relacl) g) acl ON true
  WHERE ($1::oid IS NULL OR p.parent::oid = $1) AND ($2::int8[] IS NULL OR p.job_id = ANY ($2))
- ORDER BY p.job_id"#
+   AND {may_manage}
+ ORDER BY p.job_id"#,
+        may_manage = crate::ownership::may_manage_sql("p.parent")
     )
 });
 

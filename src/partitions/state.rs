@@ -18,10 +18,11 @@ static STALE_SQL: LazyLock<String> = LazyLock::new(|| {
         "SELECT p.job_id FROM upkeep.partition_policies p \
            LEFT JOIN upkeep.partition_state s ON s.job_id = p.job_id \
            LEFT JOIN upkeep.job_state j ON j.job_id = p.job_id \
-          WHERE p.enabled AND ($1::oid IS NULL OR p.parent::oid = $1) \
+          WHERE p.enabled AND ($1::oid IS NULL OR p.parent::oid = $1) AND {may_manage} \
             AND ($2 OR j.next_run IS NULL OR j.next_run <= now()) \
             AND (s.job_id IS NULL OR s.due_at <= now() OR s.fingerprint IS DISTINCT FROM {FINGERPRINT}) \
-          ORDER BY p.job_id"
+          ORDER BY p.job_id",
+        may_manage = crate::ownership::may_manage_sql("p.parent")
     )
 });
 
