@@ -62,7 +62,7 @@ CREATE TABLE upkeep.job_runs (
     target     text NOT NULL,
     started_at timestamptz NOT NULL,
     duration   interval NOT NULL,
-    status     text NOT NULL CHECK (status IN ('ok', 'failed', 'lock_timeout')),
+    status     text NOT NULL CHECK (status IN ('ok', 'failed', 'lock_timeout', 'running', 'interrupted')),
     detail     text,
     error      text,
     sql        text
@@ -72,7 +72,7 @@ CREATE INDEX job_runs_started_at ON upkeep.job_runs (started_at);
 COMMENT ON TABLE upkeep.job_runs IS
   'The run log: one row per action pg_upkeep took (what, on what, when, how long, outcome, error, the SQL it ran).';
 COMMENT ON COLUMN upkeep.job_runs.action IS 'What was done, e.g. create_partition; check_policy when a policy no longer fits its table.';
-COMMENT ON COLUMN upkeep.job_runs.status IS 'ok, failed, or lock_timeout (gave up after upkeep.lock_timeout; retried on a later run).';
+COMMENT ON COLUMN upkeep.job_runs.status IS 'ok, failed, lock_timeout (gave up after upkeep.lock_timeout; retried on a later run), running (a worker is at it now), or interrupted (its process ended first: crash, kill, immediate shutdown; what it had not committed was rolled back).';
 COMMENT ON COLUMN upkeep.job_runs.sql IS 'The statements the action ran.';
 
 -- Policies travel with pg_dump; the run log is history and does not.

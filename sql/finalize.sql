@@ -606,14 +606,16 @@ CREATE FUNCTION upkeep.check_manager() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+  side text;
   r jsonb;
+  rel oid;
   what text;
   ok boolean;
 BEGIN
   -- The old row (it may be changed or removed) and the new one (it may be written).
-  FOREACH r IN ARRAY ARRAY[CASE WHEN TG_OP <> 'INSERT' THEN to_jsonb(OLD) END,
-                           CASE WHEN TG_OP <> 'DELETE' THEN to_jsonb(NEW) END] LOOP
-    CONTINUE WHEN r IS NULL;
+  FOREACH side IN ARRAY ARRAY['old', 'new'] LOOP
+    CONTINUE WHEN (side = 'old' AND TG_OP = 'INSERT') OR (side = 'new' AND TG_OP = 'DELETE');
+    r := CASE side WHEN 'old' THEN to_jsonb(OLD) ELSE to_jsonb(NEW) END;
     CASE TG_ARGV[0]
       WHEN 'database' THEN
         ok := upkeep.may_manage_database();
@@ -624,8 +626,14 @@ BEGIN
               OR (TG_OP = 'DELETE' AND NOT EXISTS (SELECT 1 FROM upkeep.jobs j WHERE j.job_id = (r->>'job_id')::int8));
         what := 'job ' || (r->>'job_id');
       ELSE
-        ok := upkeep.may_manage((r->>TG_ARGV[0])::regclass::oid);
-        what := 'table ' || (r->>TG_ARGV[0]);
+        -- The OID itself: the text of a regclass names a dropped table by number.
+        IF side = 'old' THEN
+          EXECUTE format('SELECT ($1).%I::oid', TG_ARGV[0]) INTO rel USING OLD;
+        ELSE
+          EXECUTE format('SELECT ($1).%I::oid', TG_ARGV[0]) INTO rel USING NEW;
+        END IF;
+        ok := upkeep.may_manage(rel);
+        what := 'table ' || rel::regclass::text;
     END CASE;
     IF NOT ok THEN
       RAISE EXCEPTION 'permission denied to change upkeep.% for %', TG_TABLE_NAME, what

@@ -1,6 +1,15 @@
 -- pg_upkeep 0.2.0 -> 0.3.0: table owners who are not superusers may manage
 -- their own tables' policies; a trigger checks every row written to
 -- pg_upkeep's tables (see finalize.sql, "Who may see and change what").
+-- The run log shows actions running now and those a crash interrupted.
+
+ALTER TABLE upkeep.job_runs DROP CONSTRAINT job_runs_status_check,
+  ADD CONSTRAINT job_runs_status_check CHECK (status IN ('ok', 'failed', 'lock_timeout', 'running', 'interrupted'));
+-- 0.2.0 left a record behind after each automatic reindex (nothing was
+-- left to do, and the index it named was gone): forget those.
+DELETE FROM upkeep.unfinished_actions u
+ WHERE u.steps = '{}' OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = u.target);
+COMMENT ON COLUMN upkeep.job_runs.status IS 'ok, failed, lock_timeout (gave up after upkeep.lock_timeout; retried on a later run), running (a worker is at it now), or interrupted (its process ended first: crash, kill, immediate shutdown; what it had not committed was rolled back).';
 
 -- Who may see and change what. DESIGN: a policy is registered only by the
 -- owner of the table (or a superuser). Everyone may read pg_upkeep's tables
@@ -48,14 +57,16 @@ CREATE FUNCTION upkeep.check_manager() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+  side text;
   r jsonb;
+  rel oid;
   what text;
   ok boolean;
 BEGIN
   -- The old row (it may be changed or removed) and the new one (it may be written).
-  FOREACH r IN ARRAY ARRAY[CASE WHEN TG_OP <> 'INSERT' THEN to_jsonb(OLD) END,
-                           CASE WHEN TG_OP <> 'DELETE' THEN to_jsonb(NEW) END] LOOP
-    CONTINUE WHEN r IS NULL;
+  FOREACH side IN ARRAY ARRAY['old', 'new'] LOOP
+    CONTINUE WHEN (side = 'old' AND TG_OP = 'INSERT') OR (side = 'new' AND TG_OP = 'DELETE');
+    r := CASE side WHEN 'old' THEN to_jsonb(OLD) ELSE to_jsonb(NEW) END;
     CASE TG_ARGV[0]
       WHEN 'database' THEN
         ok := upkeep.may_manage_database();
@@ -66,8 +77,14 @@ BEGIN
               OR (TG_OP = 'DELETE' AND NOT EXISTS (SELECT 1 FROM upkeep.jobs j WHERE j.job_id = (r->>'job_id')::int8));
         what := 'job ' || (r->>'job_id');
       ELSE
-        ok := upkeep.may_manage((r->>TG_ARGV[0])::regclass::oid);
-        what := 'table ' || (r->>TG_ARGV[0]);
+        -- The OID itself: the text of a regclass names a dropped table by number.
+        IF side = 'old' THEN
+          EXECUTE format('SELECT ($1).%I::oid', TG_ARGV[0]) INTO rel USING OLD;
+        ELSE
+          EXECUTE format('SELECT ($1).%I::oid', TG_ARGV[0]) INTO rel USING NEW;
+        END IF;
+        ok := upkeep.may_manage(rel);
+        what := 'table ' || rel::regclass::text;
     END CASE;
     IF NOT ok THEN
       RAISE EXCEPTION 'permission denied to change upkeep.% for %', TG_TABLE_NAME, what

@@ -333,7 +333,7 @@ pub fn execute(actions: Vec<Action>, dry_run: bool) -> Vec<Outcome> {
 
 /// Runs, in a worker process with no transaction open, an action with a
 /// top-level statement: the steps before it together with a record of the
-/// steps after it (`upkeep.unfinished_actions`) in one transaction, then
+/// steps after it, if any (`upkeep.unfinished_actions`) in one transaction, then
 /// the statement at top level, then the steps after it in one more
 /// transaction that also clears the record. Recorded like any action.
 pub fn execute_with_top_level(action: Action) -> Outcome {
@@ -343,8 +343,12 @@ pub fn execute_with_top_level(action: Action) -> Outcome {
     let result = BackgroundWorker::transaction(|| {
         let _timeout = LockTimeout::set();
         act(&action, before, false)?;
-        let left = rest.iter().map(|s| s.sql.clone()).collect();
-        in_subtransaction(|| unfinished::remember(action.job_id, &action.kind.to_string(), &action.target, left))?;
+        // With nothing after it (a rebuild, a drop), there is nothing to
+        // resume: the next plan sees what an interruption left.
+        if !rest.is_empty() {
+            let left = rest.iter().map(|s| s.sql.clone()).collect();
+            in_subtransaction(|| unfinished::remember(action.job_id, &action.kind.to_string(), &action.target, left))?;
+        }
         role_oid(&action.run_as).map_err(|message| Failure { status: Status::Failed, message })
     })
     .and_then(|role| crate::toplevel::run(&action.steps[k].sql, role).map_err(|e| Failure::from(*e)))

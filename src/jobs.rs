@@ -140,24 +140,36 @@ impl Runner {
         }
     }
 
+    /// Whether this runner leaves a `running` row in the run log while it
+    /// takes an action (see `interrupted`): its actions commit on their own.
+    pub fn marks(self, dry_run: bool) -> bool {
+        self != Runner::Caller && !dry_run && crate::interrupted::supported()
+    }
+
     /// Runs the actions: in the caller's transaction, or each in its own.
     pub fn act(self, actions: Vec<crate::actions::Action>, dry_run: bool) -> Vec<Outcome> {
         match self {
             Runner::Caller => crate::executor::execute(actions, dry_run),
-            Runner::Scheduler | Runner::Worker => actions
-                .into_iter()
-                .map(|a| {
-                    self.announce(&a);
-                    if a.steps.iter().any(|s| s.top_level) {
-                        return crate::executor::execute_with_top_level(a);
-                    }
-                    if a.steps.last().is_some_and(|s| s.batch.is_some()) {
-                        return crate::executor::execute_in_batches(a);
-                    }
-                    let mut done = self.step(|| crate::executor::execute(vec![a], dry_run));
-                    done.pop().expect("one outcome per action")
-                })
-                .collect(),
+            Runner::Scheduler | Runner::Worker => {
+                let marks = !actions.is_empty() && self.marks(dry_run);
+                actions
+                    .into_iter()
+                    .map(|a| {
+                        self.announce(&a);
+                        let running = crate::interrupted::Running::begin(marks, &a);
+                        let done = if a.steps.iter().any(|s| s.top_level) {
+                            crate::executor::execute_with_top_level(a)
+                        } else if a.steps.last().is_some_and(|s| s.batch.is_some()) {
+                            crate::executor::execute_in_batches(a)
+                        } else {
+                            let mut done = self.step(|| crate::executor::execute(vec![a], dry_run));
+                            done.pop().expect("one outcome per action")
+                        };
+                        running.end();
+                        done
+                    })
+                    .collect()
+            }
         }
     }
 }

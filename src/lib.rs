@@ -12,6 +12,7 @@ pub mod calendar;
 pub mod errors;
 pub mod executor;
 pub mod index_health;
+pub mod interrupted;
 pub mod jobs;
 pub mod matviews;
 pub mod metrics;

@@ -182,6 +182,18 @@ impl Cluster {
         assert!(wait_for(limit, || self.try_connect("postgres").is_some()), "the server did not come back");
     }
 
+    /// `pg_ctl stop -m immediate` (no shutdown checkpoint: the next start
+    /// recovers from WAL, as after a power cut), then starts it again.
+    pub fn stop_immediate_and_start(&self) {
+        let data = self.dir.join("data");
+        let log = self.dir.join("server.log");
+        run_as_server_user("pg_ctl", &["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
+        run_as_server_user(
+            "pg_ctl",
+            &["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-w", "-t", "60", "start"],
+        );
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
     }

@@ -233,6 +233,11 @@ fn kill_9_at_random_points_of_a_million_row_archive_loses_and_doubles_nothing() 
     let after = content(&mut c, "public.big", "public.big_archive");
     assert_eq!(after.0, after.1, "a row is in both tables");
     assert_eq!(after, before, "rows lost or changed");
+    // The run log tells the kills apart from the runs that finished.
+    let interrupted =
+        count(&mut c, "SELECT count(*) FROM upkeep.job_runs WHERE action = 'archive_rows' AND status = 'interrupted'");
+    assert!((1..=kills).contains(&interrupted), "{interrupted} interrupted runs recorded for {kills} kills");
+    assert_eq!(count(&mut c, "SELECT count(*) FROM upkeep.job_runs WHERE status = 'running'"), 0);
     println!("killed the archiving worker {kills} times; {} rows, nothing lost or doubled", after.0);
 }
 

@@ -172,12 +172,18 @@ fn workers_detach_concurrently_readers_and_writers_carry_on_and_the_pool_is_boun
     println!("{taken} samples during the moves: every partition in exactly one place");
     assert_eq!((content(&mut c, "events"), content(&mut c, "orders")), before, "rows lost or duplicated");
     let moves: Vec<(String, String)> = c
-        .query("SELECT status, sql FROM upkeep.job_runs WHERE action = 'archive_partition'", &[])
+        .query(
+            "SELECT status, sql FROM upkeep.job_runs WHERE action = 'archive_partition' AND status <> 'interrupted'",
+            &[],
+        )
         .unwrap()
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     assert_eq!(moves.len(), 24, "{moves:?}");
+    let interrupted =
+        "SELECT count(*) FROM upkeep.job_runs WHERE action = 'archive_partition' AND status = 'interrupted'";
+    assert_eq!(count(&mut c, interrupted), 1, "the terminated worker's move");
     for (status, sql) in &moves {
         assert_eq!(status, "ok");
         assert!(sql.contains(" CONCURRENTLY;") || sql.contains(" FINALIZE;"), "{sql}");

@@ -25,7 +25,7 @@ fn everything(c: &mut Client) -> String {
     c.query_one(
         "SELECT string_agg(t, '/' ORDER BY t) FROM ( \
            SELECT format('%s:%s', c.relname, \
-                         (xpath('/row/n/text()', query_to_xml(format('SELECT md5(coalesce(string_agg(x::text, '','' ORDER BY x::text), '''')) AS n FROM upkeep.%I x', c.relname), false, false, '')))[1]::text) AS t \
+                         (xpath('/table/row/n/text()', query_to_xml(format('SELECT md5(coalesce(string_agg(x::text, '','' ORDER BY x::text), '''')) AS n FROM upkeep.%I x', c.relname), false, false, '')))[1]::text) AS t \
              FROM pg_class c WHERE c.relnamespace = 'upkeep'::regnamespace AND c.relkind = 'r' \
            UNION ALL \
            SELECT string_agg(c.oid::regclass::text || ' ' || pg_get_userbyid(c.relowner), ',' ORDER BY c.oid::regclass::text) \
@@ -97,9 +97,13 @@ fn owners_manage_their_own_tables_and_nothing_else() {
     assert_eq!(count(&mut admin, "SELECT count(*) FROM bob.events"), 100, "bob's rows are not alice's to move");
     assert_eq!(count(&mut admin, "SELECT count(*) FROM upkeep.job_runs WHERE job_id IN (SELECT job_id FROM upkeep.jobs WHERE target LIKE 'bob.%' AND kind = 'archive')"), 0);
     alice.batch_execute(&format!("SELECT upkeep.alter_job({}, every => '2 hours')", alice_jobs[1])).unwrap();
-    alice.batch_execute(&format!("SELECT upkeep.pause_job({0}); SELECT upkeep.resume_job({0})", alice_jobs[2])).unwrap();
-    let refreshed: String =
-        alice.query_one("SELECT status FROM upkeep.refresh_matviews('alice.event_count', force => true)", &[]).unwrap().get(0);
+    alice
+        .batch_execute(&format!("SELECT upkeep.pause_job({0}); SELECT upkeep.resume_job({0})", alice_jobs[2]))
+        .unwrap();
+    let refreshed: String = alice
+        .query_one("SELECT status FROM upkeep.refresh_matviews('alice.event_count', force => true)", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(refreshed, "refreshed");
 
     // What was created for alice is alice's.
@@ -189,7 +193,10 @@ fn owners_manage_their_own_tables_and_nothing_else() {
     assert_eq!(count(&mut admin, "SELECT count(*) FROM bob.events"), 29);
     assert_eq!(count(&mut admin, "SELECT count(*) FROM bob.events_archive"), 71);
     assert_eq!(
-        count(&mut admin, "SELECT count(*) FROM pg_class WHERE relnamespace = 'bob'::regnamespace AND relowner <> 'bob'::regrole"),
+        count(
+            &mut admin,
+            "SELECT count(*) FROM pg_class WHERE relnamespace = 'bob'::regnamespace AND relowner <> 'bob'::regrole"
+        ),
         0,
         "what carol registered for bob's tables is bob's"
     );
@@ -202,7 +209,10 @@ fn owners_manage_their_own_tables_and_nothing_else() {
     )
     .unwrap();
     assert_eq!(count(&mut admin, "SELECT count(*) FROM upkeep.jobs WHERE target LIKE 'bob.%'"), 0);
-    assert_eq!(count(&mut admin, "SELECT count(*) FROM upkeep.job_state WHERE job_id NOT IN (SELECT job_id FROM upkeep.jobs)"), 0);
+    assert_eq!(
+        count(&mut admin, "SELECT count(*) FROM upkeep.job_state WHERE job_id NOT IN (SELECT job_id FROM upkeep.jobs)"),
+        0
+    );
 }
 
 /// Functions and operators a hostile role may create in `public` with the

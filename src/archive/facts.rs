@@ -34,8 +34,9 @@ SELECT a.job_id, a.source::oid::int8 AS oid, c.oid IS NOT NULL AS exists, \
    AND {may_manage} \
  ORDER BY a.job_id";
 /// Scoped to the jobs the caller may manage.
-static POLICIES_SQL: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| POLICIES_TEMPLATE.replace("{may_manage}", &crate::ownership::may_manage_sql("a.source")));
+static POLICIES_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    POLICIES_TEMPLATE.replace("{may_manage}", &crate::ownership::may_manage_sql("a.source"))
+});
 
 /// Columns of the named relations (schema, name), in order; none for a
 /// relation that does not exist. `relkind` comes with every column row.

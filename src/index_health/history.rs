@@ -60,9 +60,12 @@ fn snapshot_index_health() -> i64 {
 pub fn maintain(runner: Runner, explicit: bool, dry_run: bool) -> Vec<Outcome> {
     let due = runner.step(|| {
         Spi::get_two_with_args::<i64, String>(
-            &format!("SELECT p.job_id, current_user::text FROM upkeep.index_snapshot_policy p \
+            &format!(
+                "SELECT p.job_id, current_user::text FROM upkeep.index_snapshot_policy p \
                LEFT JOIN upkeep.job_state j ON j.job_id = p.job_id \
-              WHERE ($1 OR (p.enabled AND (j.next_run IS NULL OR j.next_run <= now()))) AND {}", crate::ownership::MAY_MANAGE_DATABASE_SQL),
+              WHERE ($1 OR (p.enabled AND (j.next_run IS NULL OR j.next_run <= now()))) AND {}",
+                crate::ownership::MAY_MANAGE_DATABASE_SQL
+            ),
             &[explicit.into()],
         )
         .ok()

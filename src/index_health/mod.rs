@@ -45,6 +45,12 @@ fn index_health_report(
         name!(fix_sql, String),
     ),
 > {
+    if min_size_bytes < 0 {
+        crate::errors::invalid(
+            format!("min_size_bytes {min_size_bytes} must be 0 or more"),
+            "Give the smallest index size worth reporting in bytes, e.g. 10485760 for 10 MB, or 0 for all.",
+        );
+    }
     TableIterator::new(report(min_size_bytes).into_iter().map(|f| {
         (
             f.table.schema,

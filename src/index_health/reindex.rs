@@ -112,11 +112,14 @@ struct Policy {
 fn policy() -> Option<Policy> {
     Spi::connect(|client| {
         let rows = client.select(
-            &format!("SELECT p.job_id, p.min_bloat_ratio, p.min_size_bytes, p.maintenance_window, \
+            &format!(
+                "SELECT p.job_id, p.min_bloat_ratio, p.min_size_bytes, p.maintenance_window, \
                     p.enabled AND (j.next_run IS NULL OR j.next_run <= now()), \
                     (extract(hour FROM localtime) * 60 + extract(minute FROM localtime))::int4 \
                FROM upkeep.reindex_policy p LEFT JOIN upkeep.job_state j ON j.job_id = p.job_id \
-              WHERE {}", crate::ownership::MAY_MANAGE_DATABASE_SQL),
+              WHERE {}",
+                crate::ownership::MAY_MANAGE_DATABASE_SQL
+            ),
             None,
             &[],
         )?;
@@ -257,8 +260,12 @@ fn manage_reindex(
 #[search_path(pg_catalog, pg_temp)]
 fn unmanage_reindex() {
     crate::ownership::require_database_owner("automatic reindex");
-    if let Ok(Some(job)) = Spi::get_one::<i64>("DELETE FROM upkeep.reindex_policy RETURNING job_id") {
-        crate::jobs::forget(job);
+    match Spi::get_one::<i64>("DELETE FROM upkeep.reindex_policy RETURNING job_id") {
+        Ok(Some(job)) => crate::jobs::forget(job),
+        _ => crate::errors::invalid(
+            "automatic reindex is not set up in this database",
+            "Nothing to remove: upkeep.manage_reindex() sets it up; upkeep.jobs lists the jobs there are.",
+        ),
     }
 }
 

@@ -42,6 +42,7 @@ pub fn maintain(runner: Runner, selection: Selection, force: bool, dry_run: bool
     let mut outcomes = runner.act(tracking, dry_run);
     let groups = plan::groups(&views);
     let mut handed = Vec::new();
+    let marks = !planned.is_empty() && runner.marks(dry_run);
     for Planned { view, decision } in planned {
         let v = &views[view];
         let done = match decision {
@@ -52,7 +53,10 @@ pub fn maintain(runner: Runner, selection: Selection, force: bool, dry_run: bool
                     continue;
                 }
                 runner.announce(&action);
-                runner.step(|| refresh(v, action, dry_run))
+                let running = crate::interrupted::Running::begin(marks, &action);
+                let done = runner.step(|| refresh(v, action, dry_run));
+                running.end();
+                done
             }
             Decision::Skip(why) => runner.step(|| {
                 let o = Outcome::noted(v.job_id, "refresh_matview", v.matview.to_string(), Status::Skipped, why, None);

@@ -249,6 +249,12 @@ fn manage_partitions(
     let archive = archive.unwrap_or("archive_table");
     let time_zone = time_zone.unwrap_or("UTC");
     check_policy_arguments(&target, control, premake, retention.as_ref());
+    if start_at.is_some_and(|s| s.is_infinity() || s.is_neg_infinity()) {
+        invalid(
+            format!("start_at {} for table {target} is not a point in time", start_at.unwrap()),
+            "Give when the first partition starts, e.g. start_at => '2024-01-01', or leave it NULL to start at the current period.",
+        );
+    }
 
     Spi::run_with_args(
         UPSERT_SQL,

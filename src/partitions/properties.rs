@@ -162,10 +162,9 @@ fn case() -> impl Strategy<Value = Case> {
             }
             if default {
                 facts.default_partition = Some(QualifiedName::new("public", "the_default"));
-                facts.partitions.push(Partition {
-                    name: QualifiedName::new("public", "the_default"),
-                    range: Range::Default,
-                });
+                facts
+                    .partitions
+                    .push(Partition { name: QualifiedName::new("public", "the_default"), range: Range::Default });
                 taken.insert("the_default".to_string());
             }
             // Other relations in the schema holding names the plan wants.

@@ -176,6 +176,9 @@ pub extern "C-unwind" fn pg_upkeep_scheduler_main(_arg: pg_sys::Datum) {
     if !connect_to_served_database(SCHEDULER) {
         return;
     }
+    if crate::interrupted::supported() {
+        BackgroundWorker::transaction(crate::interrupted::sweep);
+    }
     crate::jobs::run_due(Runner::Scheduler, false);
     BackgroundWorker::transaction(crate::jobs::prune_history);
 }
