@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# The application's view of maintenance. A steady pgbench workload (fixed
+# rate) inserts into and reads from a partitioned table, a plain table with
+# old rows and a materialized view over the partitioned table; its TPS and
+# p99 latency are measured over a window in which a full maintenance cycle
+# runs (12 partitions due, 1 million rows due for the archive, the view due
+# for a refresh), against the same window with no maintenance, in the same
+# run. Two databases with the same data:
+#  - pg_upkeep: the cycle is done by its workers (naptime 1 s), as deployed;
+#  - baseline: pg_partman's run_maintenance() for the partitions, plus the
+#    plain SQL a DBA would schedule: REFRESH MATERIALIZED VIEW CONCURRENTLY
+#    and one INSERT ... SELECT / DELETE statement for the archive.
+# Targets (pg_upkeep): TPS at least 95% of the no-maintenance window, p99
+# at most 1.2x. Also measured: what the change tracking trigger a managed
+# view puts on its base table costs writers (unthrottled inserts, with and
+# without the trigger).
+#
+#   bench/load.sh [rounds]      (default 3; medians of the ratios reported)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/cluster.sh
+ROUNDS=${1:-3}
+OLD_ROWS=${LOAD_OLD_ROWS:-1000000}
+WINDOW=${LOAD_WINDOW:-40}  # seconds of workload per measurement
+RATE=${LOAD_RATE:-200}     # transactions per second (each 5 statements)
+DIR=$BENCH_BASE/pg_upkeep-bench-load
+PORT=${BENCH_PORT:-5498}
+OUT=$BENCH_OUT/load
+bench_prepare
+mkdir -p "$OUT"
+cluster_start "$DIR" "$PORT" "upkeep.naptime = 1" "shared_buffers = 1GB" "max_wal_size = 8GB" \
+  "checkpoint_timeout = 30min" "jit = off" "synchronous_commit = on"
+trap 'bench_finish "$DIR"' EXIT
+PSQL=(psql -X -q -h "$DIR" -p "$PORT" -U postgres -v ON_ERROR_STOP=1)
+q() { "${PSQL[@]}" -d "$1" -At -c "$2"; }
+now() { date +%s.%N; }
+median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a / b}'; }
+
+# The same schema and data in both databases.
+schema_sql() {
+  cat <<'EOF'
+CREATE TABLE nav_history (fund_id int NOT NULL, nav_date date NOT NULL, nav numeric(12, 4) NOT NULL)
+  PARTITION BY RANGE (nav_date);
+CREATE INDEX ON nav_history (fund_id, nav_date);
+CREATE TABLE trades (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, fund_id int NOT NULL,
+                     at timestamptz NOT NULL, amount numeric(14, 2) NOT NULL);
+CREATE INDEX ON trades (fund_id, at);
+CREATE TABLE trades_archive (LIKE trades INCLUDING ALL EXCLUDING IDENTITY);
+EOF
+  echo "INSERT INTO trades (fund_id, at, amount) SELECT g % 500 + 1, now() - interval '400 days' + (g % 300000) * interval '1 minute', 1 FROM generate_series(1, $OLD_ROWS) g;"
+}
+# After the partitions exist: this month's and last month's NAVs, the view.
+data_sql() {
+  cat <<'EOF'
+INSERT INTO nav_history SELECT g % 500 + 1, date_trunc('month', now())::date + (g % 20), 100 FROM generate_series(1, 200000) g;
+CREATE MATERIALIZED VIEW fund_totals AS
+  SELECT fund_id, count(*) AS navs, avg(nav) AS avg_nav FROM nav_history GROUP BY fund_id;
+CREATE UNIQUE INDEX ON fund_totals (fund_id);
+VACUUM ANALYZE;
+EOF
+}
+
+echo "loading two databases ($OLD_ROWS old trades each) ..."
+for db in upkeep base; do "${PSQL[@]}" -c "CREATE DATABASE $db" >/dev/null; done
+q upkeep "CREATE EXTENSION pg_upkeep" >/dev/null
+q base "CREATE SCHEMA partman; CREATE EXTENSION pg_partman SCHEMA partman" >/dev/null
+schema_sql | "${PSQL[@]}" -d upkeep >/dev/null
+schema_sql | "${PSQL[@]}" -d base >/dev/null
+q upkeep "SELECT count(*) FROM upkeep.manage_partitions('public.nav_history', 'nav_date', premake => 2)" >/dev/null
+q base "SELECT partman.create_parent('public.nav_history', 'nav_date', 'native', 'monthly', p_premake => 2, p_jobmon => false);
+        UPDATE partman.part_config SET infinite_time_partitions = true" >/dev/null
+data_sql | "${PSQL[@]}" -d upkeep >/dev/null
+data_sql | "${PSQL[@]}" -d base >/dev/null
+
+# The workload: per transaction a write and a read of each kind.
+cat >"$OUT/workload.sql" <<'EOF'
+\set fund random(1, 500)
+INSERT INTO nav_history VALUES (:fund, current_date, 100 + random());
+INSERT INTO trades (fund_id, at, amount) VALUES (:fund, now(), 1);
+SELECT sum(nav) FROM nav_history WHERE fund_id = :fund AND nav_date >= current_date - 7;
+SELECT count(*) FROM trades WHERE fund_id = :fund AND at > now() - interval '1 hour';
+SELECT navs, avg_nav FROM fund_totals WHERE fund_id = :fund;
+EOF
+cat >"$OUT/writes.sql" <<'EOF'
+\set fund random(1, 500)
+INSERT INTO nav_history VALUES (:fund, current_date, 100 + random());
+EOF
+chmod -R a+rwX "$OUT"
+
+# measure DB LABEL [MAINTENANCE-FUNCTION]: the workload for WINDOW seconds;
+# the maintenance starts 3 s in. Prints "tps p99_ms maintenance_s".
+measure() {
+  local db=$1 label=$2 work=${3:-}
+  rm -f "$OUT/${label}_log".*
+  (cd "$OUT" && exec pgbench -n -h "$DIR" -p "$PORT" -U postgres -c 4 -j 2 -R "$RATE" -T "$WINDOW" -l \
+    --log-prefix="${label}_log" -f workload.sql "$db" >"$label.out" 2>&1) &
+  local bench=$! took=0
+  if [ -n "$work" ]; then
+    sleep 3
+    local a; a=$(now)
+    "$work"
+    took=$(awk -v a="$a" -v b="$(now)" 'BEGIN {printf "%.1f", b - a}')
+  fi
+  wait "$bench"
+  local tps p99
+  tps=$(awk '/^tps = / {print $3; exit}' "$OUT/$label.out")
+  # latencies (us) of every transaction, skipped ones excluded
+  p99=$(cat "$OUT/${label}_log".* | awk '$3 != "skipped" {print $3}' | sort -n |
+    awk '{v[NR] = $1} END {i = int(NR * 0.99); if (i < 1) i = 1; printf "%.2f", v[i] / 1000}')
+  echo "$tps $p99 $took"
+}
+
+# Makes every kind of work due, then waits for the workers to finish it.
+upkeep_cycle() {
+  q upkeep "UPDATE upkeep.partition_policies SET premake = 14;
+            SELECT upkeep.manage_archive('public.trades', 'at', '30 days');
+            SELECT upkeep.manage_matview('public.fund_totals', every => '1 hour');" >/dev/null
+  until [ "$(q upkeep "SELECT (SELECT count(*) FROM pg_inherits WHERE inhparent = 'public.nav_history'::regclass) >= 15
+                          AND NOT EXISTS (SELECT 1 FROM trades WHERE at < now() - interval '30 days')
+                          AND EXISTS (SELECT 1 FROM upkeep.matview_state JOIN upkeep.matview_policies USING (job_id))")" = t ]; do sleep 0.2; done
+}
+# The same work by pg_partman and plain SQL, one after the other, as a
+# pg_cron schedule would run them.
+base_cycle() {
+  q base "UPDATE partman.part_config SET premake = 14" >/dev/null
+  q base "SELECT partman.run_maintenance('public.nav_history', p_jobmon => false)" >/dev/null
+  q base "WITH moved AS (DELETE FROM trades WHERE at < now() - interval '30 days' RETURNING *)
+          INSERT INTO trades_archive OVERRIDING SYSTEM VALUE SELECT * FROM moved" >/dev/null
+  q base "REFRESH MATERIALIZED VIEW CONCURRENTLY fund_totals" >/dev/null
+}
+# Puts both databases back: old rows back in place, partitions beyond
+# premake 2 gone, pg_upkeep's archive and view policies removed.
+reset() {
+  q upkeep "SELECT upkeep.unmanage_archive('public.trades'); SELECT upkeep.unmanage_matview('public.fund_totals');
+            UPDATE upkeep.partition_policies SET premake = 2" >/dev/null
+  for db in upkeep base; do
+    q "$db" "INSERT INTO trades OVERRIDING SYSTEM VALUE SELECT * FROM trades_archive; TRUNCATE trades_archive" >/dev/null
+    q "$db" "SELECT string_agg(format('DROP TABLE %s', c.oid::regclass), '; ')
+               FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+              WHERE i.inhparent = 'public.nav_history'::regclass
+                AND pg_get_expr(c.relpartbound, c.oid) LIKE 'FOR VALUES FROM%'
+                AND substring(pg_get_expr(c.relpartbound, c.oid) FROM '''(.*?)''')::date
+                    > date_trunc('month', now()) + interval '2 months'" |
+      { read -r drops; [ -z "$drops" ] || q "$db" "$drops" >/dev/null; }
+    q "$db" "VACUUM ANALYZE" >/dev/null
+  done
+  q base "UPDATE partman.part_config SET premake = 2" >/dev/null
+}
+check_cycle() { # both cycles did the same work
+  for db in upkeep base; do
+    echo "$db: $(q "$db" "SELECT (SELECT count(*) FROM pg_inherits WHERE inhparent = 'public.nav_history'::regclass) || ' partitions, '
+                           || (SELECT count(*) FROM trades_archive) || ' rows archived, '
+                           || (SELECT count(*) FROM trades WHERE at < now() - interval '30 days') || ' old rows left'")"
+  done
+}
+
+declare -A R
+for r in $(seq 1 "$ROUNDS"); do
+  for tool in upkeep base; do
+    read -r tps0 p990 _ < <(measure "$tool" "${tool}_idle_$r")
+    read -r tps1 p991 took < <(measure "$tool" "${tool}_maint_$r" "${tool}_cycle")
+    R[$tool.tps]+="$(ratio "$tps1" "$tps0") "
+    R[$tool.p99]+="$(ratio "$p991" "$p990") "
+    R[$tool.took]+="$took "
+    R[$tool.raw]+="[$tps0 tps, p99 $p990 ms -> $tps1 tps, p99 $p991 ms, cycle $took s] "
+    echo "  round $r $tool: no maintenance $tps0 tps, p99 $p990 ms; maintenance cycle of $took s: $tps1 tps, p99 $p991 ms"
+  done
+  [ "$r" = 1 ] && check_cycle
+  reset
+done
+
+# The tracking trigger: unthrottled single-row inserts into nav_history.
+writes() { (cd "$OUT" && pgbench -n -h "$DIR" -p "$PORT" -U postgres -c 2 -j 2 -T 15 -f writes.sql upkeep 2>&1) |
+  awk '/^tps = / {print $3; exit}'; }
+q upkeep "SELECT upkeep.manage_matview('public.fund_totals'); SELECT count(*) FROM upkeep.refresh_matviews()" >/dev/null
+[ "$(q upkeep "SELECT count(*) FROM pg_trigger WHERE tgname = 'upkeep_track_changes'")" = 1 ] || { echo "no tracking trigger"; exit 1; }
+with=(); without=()
+for r in $(seq 1 "$ROUNDS"); do
+  with+=("$(writes)")
+  q upkeep "ALTER TABLE nav_history DISABLE TRIGGER upkeep_track_changes" >/dev/null
+  without+=("$(writes)")
+  q upkeep "ALTER TABLE nav_history ENABLE ALWAYS TRIGGER upkeep_track_changes" >/dev/null
+done
+W=$(echo "${with[*]}" | median); WO=$(echo "${without[*]}" | median)
+
+{
+  cat <<EOF
+Load during maintenance ($ROUNDS rounds, medians of per-round ratios; PostgreSQL $(q upkeep "SHOW server_version"), $(nproc) cores, $(date -u '+%Y-%m-%d %H:%M UTC'))
+  workload: pgbench, 4 clients, $RATE tx/s, each: insert into a partitioned table, insert into a plain table,
+            read each of them and a materialized view; windows of $WINDOW s, the cycle starts 3 s in
+  cycle: 12 monthly partitions due, $OLD_ROWS rows due for the archive, the view due for a refresh
+
+| during the cycle, against no maintenance | TPS ratio | p99 ratio | cycle, s |
+|---|---|---|---|
+| pg_upkeep workers | $(echo "${R[upkeep.tps]}" | median) | $(echo "${R[upkeep.p99]}" | median) | $(echo "${R[upkeep.took]}" | median) |
+| pg_partman run_maintenance() + plain REFRESH CONCURRENTLY + one-statement archive | $(echo "${R[base.tps]}" | median) | $(echo "${R[base.p99]}" | median) | $(echo "${R[base.took]}" | median) |
+
+targets for pg_upkeep: TPS ratio >= 0.95, p99 ratio <= 1.2
+raw, pg_upkeep: ${R[upkeep.raw]}
+raw, baseline:  ${R[base.raw]}
+
+change tracking trigger (unthrottled inserts of one row per transaction, 2 clients, 15 s, medians):
+  with the trigger $W tps, without $WO tps: $(ratio "$W" "$WO") of the throughput
+EOF
+} | tee "$OUT/../load.md"
