@@ -7,6 +7,11 @@ pub fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// A string literal for SQL shown to people (hints): `it's` becomes `'it''s'`.
+pub fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
 /// A schema-qualified relation name.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct QualifiedName {
@@ -46,6 +51,11 @@ impl std::fmt::Display for QualifiedName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn literals_double_their_quotes() {
+        assert_eq!(literal(r#""O'Brien"."x""#), r#"'"O''Brien"."x"'"#);
+    }
 
     #[test]
     fn quotes_hostile_names() {

@@ -22,7 +22,13 @@ CREATE VIEW public.a_view AS SELECT 1 AS x;
 CREATE SEQUENCE public.a_seq;
 CREATE INDEX plain_id ON public.plain (id);
 CREATE TABLE public.gone (d date NOT NULL) PARTITION BY RANGE (d);
+CREATE TABLE public.b (x int);
+CREATE TABLE public."a""; DROP TABLE b; --" (id int PRIMARY KEY, at timestamptz NOT NULL);
+INSERT INTO public."a""; DROP TABLE b; --" SELECT g, now() - g * interval '1 day' FROM generate_series(1, 10) g;
 "#;
+
+/// DESIGN.md's example: "a table named `a"; DROP TABLE b; --` is just a table name".
+const DESIGN_EXAMPLE: &str = r#"public."a""; DROP TABLE b; --""#;
 
 const HOSTILE_NAV: &str = r#""Q""uote; Sch"."Nav History; DROP""#;
 const HOSTILE_EVENTS: &str = r#""Q""uote; Sch"."Évents ""x""""#;
@@ -215,10 +221,12 @@ fn hostile_names_work_in_every_capability() {
         "SELECT count(*) FROM upkeep.manage_partitions('{}', 'd', premake => 2, retention => '1 month');
          SELECT count(*) FROM upkeep.manage_partitions('{LONG}', 'd', granularity => 'day', premake => 3);
          SELECT upkeep.manage_archive('{}', 'At Time', '30 days', batch_size => 7);
+         SELECT upkeep.manage_archive('{}', 'at', '5 days');
          CREATE UNIQUE INDEX ON {HOSTILE_VIEW} (\"N\");
          SELECT upkeep.manage_matview('{}');",
         q(HOSTILE_NAV),
         q(HOSTILE_EVENTS),
+        q(DESIGN_EXAMPLE),
         q(HOSTILE_VIEW)
     ))
     .unwrap();
@@ -252,18 +260,22 @@ fn hostile_names_work_in_every_capability() {
     // Archive: 70 rows moved in batches of 7, none lost.
     assert_eq!(count(&mut c, &format!("SELECT count(*) FROM {HOSTILE_EVENTS}")), 29);
     assert_eq!(count(&mut c, r#"SELECT count(*) FROM "Q""uote; Sch"."Évents ""x""_archive""#), 71);
+    assert_eq!(count(&mut c, &format!("SELECT count(*) FROM {DESIGN_EXAMPLE}")), 4);
+    assert_eq!(count(&mut c, r#"SELECT count(*) FROM public."a""; DROP TABLE b; --_archive""#), 6);
+    assert_eq!(count(&mut c, "SELECT count(*) FROM pg_class WHERE oid = 'public.b'::regclass"), 1, "b is still there");
     // The view was refreshed under its name; the status views show the names.
     assert_eq!(count(&mut c, &format!("SELECT \"N\" FROM {HOSTILE_VIEW}")), 29);
     let shown = count(
         &mut c,
         &format!(
-            "SELECT count(*) FROM upkeep.jobs WHERE target IN ('{}', '{}', '{}', '{LONG}')",
+            "SELECT count(*) FROM upkeep.jobs WHERE target IN ('{}', '{}', '{}', '{}', '{LONG}')",
             q(HOSTILE_NAV),
             q(HOSTILE_EVENTS),
-            q(HOSTILE_VIEW)
+            q(HOSTILE_VIEW),
+            q(DESIGN_EXAMPLE)
         ),
     );
-    assert_eq!(shown, 4);
+    assert_eq!(shown, 5);
     // Index health: the fix for the view without a unique index quotes its
     // names, and every fix_sql runs as given.
     c.batch_execute(&format!(
@@ -291,9 +303,11 @@ fn hostile_names_work_in_every_capability() {
     // Unmanage all; nothing of ours is left on the hostile objects.
     c.batch_execute(&format!(
         "SELECT upkeep.unmanage_partitions('{}'); SELECT upkeep.unmanage_partitions('{LONG}');
-         SELECT upkeep.unmanage_archive('{}'); SELECT upkeep.unmanage_matview('{}'); SELECT upkeep.unmanage_matview('{}');",
+         SELECT upkeep.unmanage_archive('{}'); SELECT upkeep.unmanage_archive('{}');
+         SELECT upkeep.unmanage_matview('{}'); SELECT upkeep.unmanage_matview('{}');",
         q(HOSTILE_NAV),
         q(HOSTILE_EVENTS),
+        q(DESIGN_EXAMPLE),
         q(HOSTILE_VIEW),
         q(NO_KEY)
     ))

@@ -295,7 +295,7 @@ fn refresh_matviews(
                 Some(job) if job.kind == jobs::Kind::Matviews => Selection::Job(job.id),
                 _ => invalid(
                     format!("materialized view {name} has no policy"),
-                    format!("Register it first: SELECT upkeep.manage_matview('{name}');"),
+                    format!("Register it first: SELECT upkeep.manage_matview({});", crate::sql::literal(&name)),
                 ),
             }
         }

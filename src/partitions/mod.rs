@@ -340,7 +340,10 @@ fn create_partitions(
         if managed_job(oid).is_none() {
             invalid(
                 format!("table {target} has no partition policy"),
-                format!("Register it first: SELECT upkeep.manage_partitions('{target}', '<column>');"),
+                format!(
+                    "Register it first: SELECT upkeep.manage_partitions({}, '<column>');",
+                    crate::sql::literal(&target)
+                ),
             );
         }
         oid
