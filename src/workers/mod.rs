@@ -157,6 +157,10 @@ fn connect_to_served_database(application_name: &str) -> bool {
     BackgroundWorker::connect_worker_to_spi(Some(&database), settings::role().as_deref());
     BackgroundWorker::transaction(|| {
         Spi::run("SET search_path = pg_catalog, pg_temp").ok();
+        // When a DBA's DDL (DROP EXTENSION, ALTER TABLE) and a worker wait
+        // for each other, the worker's deadlock check runs first and the
+        // worker gives way; the DBA's statement goes through.
+        Spi::run("SET deadlock_timeout = '100ms'").ok();
         Spi::run_with_args("SELECT set_config('application_name', $1, false)", &[application_name.into()]).ok();
         Spi::get_one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_upkeep')")
             .ok()
