@@ -6,7 +6,7 @@
 //! same hostile names go through every capability and work.
 
 use postgres::Client;
-use upkeep_cluster_tests::{count, Cluster};
+use upkeep_cluster_tests::{count, fingerprint, Cluster};
 
 /// Schema and table names a careless format!() would break on.
 const SCHEMA: &str = r#"
@@ -39,21 +39,15 @@ const LONG: &str = "public.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 /// Every row of every pg_upkeep table, every relation, trigger and
 /// owner outside the system schemas.
 fn everything(c: &mut Client) -> String {
-    c.query_one(
-        "SELECT string_agg(t, '/' ORDER BY t) FROM ( \
-           SELECT format('%s:%s', c.relname, \
-                         (xpath('/table/row/n/text()', query_to_xml(format('SELECT md5(coalesce(string_agg(x::text, '','' ORDER BY x::text), '''')) AS n FROM upkeep.%I x', c.relname), false, false, '')))[1]::text) AS t \
-             FROM pg_class c WHERE c.relnamespace = 'upkeep'::regnamespace AND c.relkind = 'r' \
-           UNION ALL \
-           SELECT string_agg(c.oid::regclass::text || ' ' || c.relkind::text || ' ' || pg_get_userbyid(c.relowner), ',' ORDER BY c.oid) \
-             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-            WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'upkeep') \
-           UNION ALL SELECT string_agg(tgname || ' ' || tgrelid::regclass, ',' ORDER BY tgname, tgrelid) FROM pg_trigger WHERE NOT tgisinternal \
-         ) s(t)",
-        &[],
+    fingerprint(
+        c,
+        &[
+            "SELECT string_agg(c.oid::regclass::text || ' ' || c.relkind::text || ' ' || pg_get_userbyid(c.relowner), ',' ORDER BY c.oid) \
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+              WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'upkeep')",
+            "SELECT string_agg(tgname || ' ' || tgrelid::regclass, ',' ORDER BY tgname, tgrelid) FROM pg_trigger WHERE NOT tgisinternal",
+        ],
     )
-    .unwrap()
-    .get(0)
 }
 
 #[test]

@@ -6,7 +6,7 @@
 
 use postgres::Client;
 use std::time::Duration;
-use upkeep_cluster_tests::{assert_refused, count, error_of, Cluster};
+use upkeep_cluster_tests::{assert_refused, count, error_of, fingerprint, Cluster};
 
 /// Each owner's schema: a partitioned table, a plain table with old rows, a
 /// materialized view over it.
@@ -22,20 +22,14 @@ fn owner_schema(role: &str) -> String {
 
 /// Every row of every pg_upkeep table, and the relations of both owners.
 fn everything(c: &mut Client) -> String {
-    c.query_one(
-        "SELECT string_agg(t, '/' ORDER BY t) FROM ( \
-           SELECT format('%s:%s', c.relname, \
-                         (xpath('/table/row/n/text()', query_to_xml(format('SELECT md5(coalesce(string_agg(x::text, '','' ORDER BY x::text), '''')) AS n FROM upkeep.%I x', c.relname), false, false, '')))[1]::text) AS t \
-             FROM pg_class c WHERE c.relnamespace = 'upkeep'::regnamespace AND c.relkind = 'r' \
-           UNION ALL \
-           SELECT string_agg(c.oid::regclass::text || ' ' || pg_get_userbyid(c.relowner), ',' ORDER BY c.oid::regclass::text) \
-             FROM pg_class c WHERE c.relnamespace IN ('alice'::regnamespace, 'bob'::regnamespace) \
-           UNION ALL SELECT (SELECT count(*) FROM bob.events)::text || ' bob events' \
-         ) s(t)",
-        &[],
+    fingerprint(
+        c,
+        &[
+            "SELECT string_agg(c.oid::regclass::text || ' ' || pg_get_userbyid(c.relowner), ',' ORDER BY c.oid::regclass::text) \
+               FROM pg_class c WHERE c.relnamespace IN ('alice'::regnamespace, 'bob'::regnamespace)",
+            "SELECT (SELECT count(*) FROM bob.events)::text || ' bob events'",
+        ],
     )
-    .unwrap()
-    .get(0)
 }
 
 #[test]
