@@ -457,6 +457,14 @@ fn alter_job(job_id: Option<i64>, every: default!(Option<Interval>, "NULL"), ena
     )
     .unwrap_or_else(|e| error!("could not alter job {job_id}: {e}"));
     // A new schedule counts from the last run; a back-off stays as it is.
+    // A run writing the job's first state right now is waited for (the
+    // insert conflicts with its row), so the new schedule also applies to
+    // what that run wrote.
+    Spi::run_with_args(
+        "INSERT INTO upkeep.job_state (job_id) VALUES ($1) ON CONFLICT (job_id) DO NOTHING",
+        &[job_id.into()],
+    )
+    .unwrap_or_else(|e| error!("could not reschedule job {job_id}: {e}"));
     Spi::run_with_args(
         &format!(
             "UPDATE upkeep.job_state j SET next_run = j.last_run + p.every \
