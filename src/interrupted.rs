@@ -12,26 +12,39 @@ use pgrx::prelude::*;
 
 /// Whether the installed SQL's run log takes these statuses (0.3.0 on): a
 /// new library on the previous version's SQL, until ALTER EXTENSION
-/// UPDATE, writes no markers rather than failing.
+/// UPDATE, writes no markers rather than failing. Read once per process: a
+/// scheduler lives one cycle, a worker one job.
 pub fn supported() -> bool {
-    BackgroundWorker::transaction(|| {
-        Spi::get_one::<bool>(
-            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint c \
-              WHERE c.conrelid OPERATOR(pg_catalog.=) 'upkeep.job_runs'::pg_catalog.regclass \
-                AND pg_catalog.strpos(pg_catalog.pg_get_constraintdef(c.oid), 'interrupted') OPERATOR(pg_catalog.>) 0)",
-        )
-        .ok()
-        .flatten()
-        .unwrap_or(false)
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        BackgroundWorker::transaction(|| {
+            Spi::get_one::<bool>(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint c \
+                  WHERE c.conrelid OPERATOR(pg_catalog.=) 'upkeep.job_runs'::pg_catalog.regclass \
+                    AND pg_catalog.strpos(pg_catalog.pg_get_constraintdef(c.oid), 'interrupted') OPERATOR(pg_catalog.>) 0)",
+            )
+            .ok()
+            .flatten()
+            .unwrap_or(false)
+        })
     })
 }
 
+/// Takes `action` with `take`, with a `running` row in the run log while it
+/// runs (when `marks`).
+pub fn around<R>(marks: bool, action: Action, take: impl FnOnce(Action) -> R) -> R {
+    let running = Running::begin(marks, &action);
+    let done = take(action);
+    running.end();
+    done
+}
+
 /// The `running` row of an action being taken, if the runner marks them.
-pub struct Running(Option<i64>);
+struct Running(Option<i64>);
 
 impl Running {
     /// Commits the `running` row of an action about to start (when `marks`).
-    pub fn begin(marks: bool, action: &Action) -> Running {
+    fn begin(marks: bool, action: &Action) -> Running {
         if !marks {
             return Running(None);
         }
@@ -53,7 +66,7 @@ impl Running {
     }
 
     /// Removes the `running` row once the action has its own record.
-    pub fn end(self) {
+    fn end(self) {
         if let Some(run_id) = self.0 {
             BackgroundWorker::transaction(|| {
                 Spi::run_with_args(

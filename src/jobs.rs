@@ -156,17 +156,16 @@ impl Runner {
                     .into_iter()
                     .map(|a| {
                         self.announce(&a);
-                        let running = crate::interrupted::Running::begin(marks, &a);
-                        let done = if a.steps.iter().any(|s| s.top_level) {
-                            crate::executor::execute_with_top_level(a)
-                        } else if a.steps.last().is_some_and(|s| s.batch.is_some()) {
-                            crate::executor::execute_in_batches(a)
-                        } else {
+                        crate::interrupted::around(marks, a, |a| {
+                            if a.steps.iter().any(|s| s.top_level) {
+                                return crate::executor::execute_with_top_level(a);
+                            }
+                            if a.steps.last().is_some_and(|s| s.batch.is_some()) {
+                                return crate::executor::execute_in_batches(a);
+                            }
                             let mut done = self.step(|| crate::executor::execute(vec![a], dry_run));
                             done.pop().expect("one outcome per action")
-                        };
-                        running.end();
-                        done
+                        })
                     })
                     .collect()
             }

@@ -84,21 +84,19 @@ fn archive_name(name: Option<&str>, source: pg_sys::Oid) -> String {
     let parts = Spi::get_one_with_args::<Vec<String>>("SELECT parse_ident($1)", &[name.into()]).ok().flatten();
     match parts.as_deref() {
         Some([t]) => QualifiedName::new(schema, t.clone()).quoted(),
-        Some([s, _])
-            if Spi::get_one_with_args::<bool>(
-                "SELECT to_regnamespace(quote_ident($1)) IS NULL",
+        Some([s, t]) => {
+            let exists = Spi::get_one_with_args::<bool>(
+                "SELECT to_regnamespace(quote_ident($1)) IS NOT NULL",
                 &[s.as_str().into()],
-            )
-            .ok()
-            .flatten()
-            .unwrap_or(true) =>
-        {
-            invalid(
-                format!("schema {} of archive_table {name} does not exist", crate::sql::ident(s)),
-                "Create the schema first (CREATE SCHEMA), or name an archive table in an existing schema.",
-            )
+            );
+            if exists != Ok(Some(true)) {
+                invalid(
+                    format!("schema {} of archive_table {name} does not exist", crate::sql::ident(s)),
+                    "Create the schema first (CREATE SCHEMA), or name an archive table in an existing schema.",
+                );
+            }
+            QualifiedName::new(s.clone(), t.clone()).quoted()
         }
-        Some([s, t]) => QualifiedName::new(s.clone(), t.clone()).quoted(),
         _ => invalid(
             format!("archive_table {name} is not a table name"),
             "Give a table name, optionally with its schema: 'archive.events' or '\"Cold\".\"Events\"'.",

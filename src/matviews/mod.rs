@@ -53,10 +53,7 @@ pub fn maintain(runner: Runner, selection: Selection, force: bool, dry_run: bool
                     continue;
                 }
                 runner.announce(&action);
-                let running = crate::interrupted::Running::begin(marks, &action);
-                let done = runner.step(|| refresh(v, action, dry_run));
-                running.end();
-                done
+                crate::interrupted::around(marks, action, |action| runner.step(|| refresh(v, action, dry_run)))
             }
             Decision::Skip(why) => runner.step(|| {
                 let o = Outcome::noted(v.job_id, "refresh_matview", v.matview.to_string(), Status::Skipped, why, None);
