@@ -257,11 +257,15 @@ fn a_failing_batch_keeps_what_earlier_batches_committed_and_says_so() {
     )
     .unwrap();
     let before = content(&mut c, "public.t", "public.t WHERE false");
+    // The action's record and the job's state are written one after the
+    // other (two transactions): wait for both.
     assert!(
         wait_for(Duration::from_secs(30), || count(
             &mut c,
             "SELECT count(*) FROM upkeep.job_runs WHERE action = 'archive_rows' AND status = 'failed'"
-        ) == 1),
+        ) == 1
+            && count(&mut c, "SELECT count(*) FROM upkeep.jobs WHERE kind = 'archive' AND last_status = 'failed'")
+                == 1),
         "the worker's run did not fail; log:\n{}",
         cluster.log()
     );
