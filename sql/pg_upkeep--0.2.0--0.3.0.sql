@@ -130,3 +130,8 @@ GRANT USAGE ON SEQUENCE upkeep.job_id_seq TO PUBLIC;
 
 -- Its own search_path, whoever calls it.
 ALTER FUNCTION upkeep.matview_reads() SET search_path = pg_catalog, pg_temp;
+
+-- A NULL flag or size is an ERROR with a HINT (0.2.0 was STRICT: no row,
+-- no error).
+ALTER FUNCTION upkeep.run_maintenance(boolean) CALLED ON NULL INPUT;
+ALTER FUNCTION upkeep.index_health_report(bigint) CALLED ON NULL INPUT;

@@ -516,7 +516,7 @@ fn run_job(
 #[search_path(pg_catalog, pg_temp)]
 #[allow(clippy::type_complexity)] // pgrx reads the column names from the signature
 fn run_maintenance(
-    dry_run: default!(bool, false),
+    dry_run: default!(Option<bool>, false),
 ) -> TableIterator<
     'static,
     (
@@ -529,6 +529,7 @@ fn run_maintenance(
         name!(sql, Option<String>),
     ),
 > {
+    let dry_run = crate::errors::given(dry_run, "dry_run", "run_maintenance", crate::errors::DRY_RUN_HINT);
     crate::partitions::action_rows(run_due(Runner::Caller, dry_run))
 }
 

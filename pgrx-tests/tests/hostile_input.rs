@@ -102,6 +102,7 @@ fn every_public_function_refuses_bad_input_with_a_hint_and_changes_nothing() {
         ("SELECT upkeep.unmanage_partitions(NULL::regclass)".into(), "parent".into()),
         (format!("SELECT * FROM upkeep.create_partitions('{LONG}')"), LONG.into()),
         ("SELECT * FROM upkeep.create_partitions('public.nope')".into(), "public.nope".into()),
+        (format!("SELECT * FROM upkeep.create_partitions('{}', dry_run => NULL)", q(nav)), "dry_run".into()),
         // manage_archive, unmanage_archive, archive
         ("SELECT upkeep.manage_archive('public.nope', 'at', '1 day')".into(), "public.nope".into()),
         (format!("SELECT upkeep.manage_archive({gone}::oid::regclass, 'd', '1 day')"), gone.to_string()),
@@ -137,6 +138,8 @@ fn every_public_function_refuses_bad_input_with_a_hint_and_changes_nothing() {
         (format!("SELECT upkeep.unmanage_archive({gone}::oid::regclass)"), gone.to_string()),
         ("SELECT * FROM upkeep.archive('public.plain')".into(), "public.plain".into()),
         ("SELECT * FROM upkeep.archive('public.nope')".into(), "public.nope".into()),
+        ("SELECT * FROM upkeep.archive(dry_run => NULL)".into(), "dry_run".into()),
+        (format!("SELECT * FROM upkeep.archive('{}'::text, NULL)", q(HOSTILE_EVENTS)), "dry_run".into()),
         // manage_matview, unmanage_matview, refresh_matviews
         ("SELECT upkeep.manage_matview('public.nope')".into(), "public.nope".into()),
         (format!("SELECT upkeep.manage_matview({gone}::oid::regclass)"), gone.to_string()),
@@ -153,6 +156,7 @@ fn every_public_function_refuses_bad_input_with_a_hint_and_changes_nothing() {
         ("SELECT upkeep.unmanage_matview(NULL::regclass)".into(), "matview".into()),
         (format!("SELECT * FROM upkeep.refresh_matviews('{}')", q(view)), view.into()),
         ("SELECT * FROM upkeep.refresh_matviews('public.nope')".into(), "public.nope".into()),
+        ("SELECT * FROM upkeep.refresh_matviews(force => NULL)".into(), "force".into()),
         // jobs
         ("SELECT upkeep.alter_job(424242, every => '1 hour')".into(), "job 424242".into()),
         ("SELECT upkeep.alter_job(-1, enabled => false)".into(), "job -1".into()),
@@ -165,8 +169,10 @@ fn every_public_function_refuses_bad_input_with_a_hint_and_changes_nothing() {
         ("SELECT upkeep.resume_job(NULL)".into(), "job_id".into()),
         ("SELECT * FROM upkeep.run_job(424242)".into(), "job 424242".into()),
         ("SELECT * FROM upkeep.run_job(NULL)".into(), "job_id".into()),
+        ("SELECT * FROM upkeep.run_maintenance(NULL)".into(), "dry_run".into()),
         // index health
         ("SELECT * FROM upkeep.index_health_report(-1)".into(), "-1".into()),
+        ("SELECT * FROM upkeep.index_health_report(NULL)".into(), "min_size_bytes".into()),
         ("SELECT * FROM upkeep.index_bloat_exact('public.plain_id')".into(), "pgstattuple".into()),
         ("SELECT * FROM upkeep.index_bloat_exact(NULL)".into(), "index".into()),
         ("SELECT upkeep.manage_reindex(1.0)".into(), "min_bloat_ratio 1".into()),

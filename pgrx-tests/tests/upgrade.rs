@@ -12,7 +12,8 @@ const PREVIOUS: &[&str] = &["0.1.0", "0.2.0"];
 /// Every object of schema upkeep with its definition and comment, as text.
 fn objects(c: &mut Client) -> Vec<String> {
     c.query(
-        "SELECT 'function ' || p.oid::regprocedure || ' ' || pg_get_function_result(p.oid) || ' ' || p.provolatile::text \
+        "SELECT 'function ' || p.oid::regprocedure || ' (' || pg_get_function_arguments(p.oid) || ') ' \
+                || pg_get_function_result(p.oid) || ' ' || p.provolatile::text || p.proisstrict::text \
                 || p.prosecdef::text || coalesce(p.proacl::text, '') \
                 || coalesce(array_to_string(p.proconfig, ','), '') || ' ' || coalesce(p.probin, '') || ' ' || \
                 CASE WHEN p.prolang = (SELECT oid FROM pg_language WHERE lanname = 'c') THEN p.prosrc ELSE md5(p.prosrc) END \

@@ -198,7 +198,7 @@ fn unmanage_archive(source: Option<RegClass>) {
 #[allow(clippy::type_complexity)] // pgrx reads the column names from the signature
 fn archive(
     source: default!(Option<RegClass>, "NULL"),
-    dry_run: default!(bool, false),
+    dry_run: default!(Option<bool>, false),
 ) -> TableIterator<
     'static,
     (
@@ -213,6 +213,7 @@ fn archive(
     ),
 > {
     use crate::partitions::Selection;
+    let dry_run = crate::errors::given(dry_run, "dry_run", "archive", crate::errors::DRY_RUN_HINT);
     let outcomes = match source {
         None => crate::jobs::run_due(Runner::Caller, dry_run),
         Some(s) => {

@@ -28,7 +28,7 @@ pub fn report(min_size_bytes: i64) -> Vec<Finding> {
 #[search_path(pg_catalog, pg_temp)]
 #[allow(clippy::type_complexity)] // pgrx reads the column names from the signature
 fn index_health_report(
-    min_size_bytes: default!(i64, 0),
+    min_size_bytes: default!(Option<i64>, 0),
 ) -> TableIterator<
     'static,
     (
@@ -45,6 +45,12 @@ fn index_health_report(
         name!(fix_sql, String),
     ),
 > {
+    let min_size_bytes = crate::errors::given(
+        min_size_bytes,
+        "min_size_bytes",
+        "index_health_report",
+        "Pass a size in bytes (0, the default, for every index).",
+    );
     if min_size_bytes < 0 {
         crate::errors::invalid(
             format!("min_size_bytes {min_size_bytes} must be 0 or more"),

@@ -270,7 +270,7 @@ fn unmanage_matview(matview: Option<RegClass>) {
 #[allow(clippy::type_complexity)] // pgrx reads the column names from the signature
 fn refresh_matviews(
     matview: default!(Option<RegClass>, "NULL"),
-    force: default!(bool, false),
+    force: default!(Option<bool>, false),
 ) -> TableIterator<
     'static,
     (
@@ -283,6 +283,12 @@ fn refresh_matviews(
         name!(sql, Option<String>),
     ),
 > {
+    let force = crate::errors::given(
+        force,
+        "force",
+        "refresh_matviews",
+        "Pass true to refresh whether or not anything changed, false (the default) to refresh only what is due.",
+    );
     let selection = match matview {
         None if force => Selection::All,
         None => Selection::Due,

@@ -322,7 +322,7 @@ fn unmanage_partitions(parent: Option<RegClass>) {
 #[allow(clippy::type_complexity)] // pgrx reads the column names from the signature
 fn create_partitions(
     parent: default!(Option<RegClass>, "NULL"),
-    dry_run: default!(bool, false),
+    dry_run: default!(Option<bool>, false),
 ) -> TableIterator<
     'static,
     (
@@ -335,6 +335,7 @@ fn create_partitions(
         name!(sql, Option<String>),
     ),
 > {
+    let dry_run = crate::errors::given(dry_run, "dry_run", "create_partitions", crate::errors::DRY_RUN_HINT);
     let oid = parent.map(|p| {
         let (oid, target) = require_owner(Some(p), "parent");
         if managed_job(oid).is_none() {
