@@ -13,6 +13,8 @@
 # pg_upkeep's policies are registered once, before every window, as in a
 # deployment; the archive and view jobs stay paused outside the cycle, and
 # resuming them starts it.
+# pg_upkeep is measured twice per round: with the default two workers (the
+# archive and the refresh side by side) and with upkeep.max_workers = 1.
 # A control, in the same rounds: one backend keeping one core busy with a
 # read-only query (no writes, no locks, no WAL) for as long as pg_upkeep's
 # cycle took. It shows what any work of that length does to the workload
@@ -132,6 +134,12 @@ upkeep_cycle() {
   until [ "$(q upkeep "SELECT (SELECT count(*) FROM pg_inherits WHERE inhparent = 'public.nav_history'::regclass) >= 15
                           AND NOT EXISTS (SELECT 1 FROM trades WHERE at < now() - interval '30 days')
                           AND (SELECT last_run >= '$start' FROM upkeep.jobs WHERE kind = 'matview')")" = t ]; do sleep 0.2; done
+  # when each kind of action ran, from the start of the cycle (to the log)
+  q upkeep "SELECT string_agg(format('%s x%s %s-%s s', action, n, a, b), ', ' ORDER BY a) FROM (
+              SELECT action, count(*) AS n, round(extract(epoch FROM min(started_at) - '$start')::numeric, 1) AS a,
+                     round(extract(epoch FROM max(started_at + duration) - '$start')::numeric, 1) AS b
+                FROM upkeep.job_runs WHERE started_at >= '$start' AND status <> 'running' GROUP BY action) t" |
+    sed 's/^/    actions: /' >&2
 }
 # The control: one core busy for as long as pg_upkeep's cycle took in this
 # round ($BUSY seconds), with a query that only computes.
@@ -174,25 +182,37 @@ check_cycle() { # both cycles did the same work
   done
 }
 
+# pg_upkeep with one worker at a time (upkeep.max_workers = 1): the
+# archive and the refresh one after the other, as the baseline runs them,
+# instead of side by side in two workers.
+one_worker() {
+  q upkeep "ALTER SYSTEM SET upkeep.max_workers = ${1:-1}" >/dev/null
+  q upkeep "SELECT pg_reload_conf()" >/dev/null
+}
+
 declare -A R
+# row KEY ROUND IDLE_TPS IDLE_P99 LABEL [WORK]: measures LABEL's window
+# against the idle window given, and keeps the ratios.
+row() {
+  local key=$1 r=$2 tps0=$3 p990=$4 label=$5 work=${6:-} tps p99 took
+  read -r tps p99 took < <(measure "${label%%_*}" "${label}_$r" "$work")
+  [ -n "$work" ] && [ "$work" != busy_core ] && BUSY=$took
+  R[$key.tps]+="$(ratio "$tps" "$tps0") "
+  R[$key.p99]+="$(ratio "$p99" "$p990") "
+  R[$key.took]+="${took} "
+  R[$key.raw]+="[$tps0 tps, p99 $p990 ms -> $tps tps, p99 $p99 ms, ${took} s] "
+  echo "  round $r $key: $tps0 tps, p99 $p990 ms without maintenance -> $tps tps, p99 $p99 ms, ${took} s"
+}
 for r in $(seq 1 "$ROUNDS"); do
-  for tool in upkeep base; do
-    read -r tps0 p990 _ < <(measure "$tool" "${tool}_idle_$r")
-    read -r tps1 p991 took < <(measure "$tool" "${tool}_maint_$r" "${tool}_cycle")
-    R[$tool.tps]+="$(ratio "$tps1" "$tps0") "
-    R[$tool.p99]+="$(ratio "$p991" "$p990") "
-    R[$tool.took]+="$took "
-    R[$tool.raw]+="[$tps0 tps, p99 $p990 ms -> $tps1 tps, p99 $p991 ms, cycle $took s] "
-    echo "  round $r $tool: no maintenance $tps0 tps, p99 $p990 ms; maintenance cycle of $took s: $tps1 tps, p99 $p991 ms"
-    if [ "$tool" = upkeep ]; then
-      BUSY=$took
-      read -r tps2 p992 _ < <(measure upkeep "busy_$r" busy_core)
-      R[busy.tps]+="$(ratio "$tps2" "$tps0") "
-      R[busy.p99]+="$(ratio "$p992" "$p990") "
-      R[busy.raw]+="[$tps2 tps, p99 $p992 ms, busy $BUSY s] "
-      echo "  round $r control: one core busy for $BUSY s: $tps2 tps, p99 $p992 ms"
-    fi
-  done
+  read -r tps0 p990 _ < <(measure upkeep "upkeep_idle_$r")
+  row upkeep "$r" "$tps0" "$p990" upkeep_maint upkeep_cycle
+  row busy "$r" "$tps0" "$p990" upkeep_busy busy_core
+  reset
+  one_worker 1
+  row upkeep1 "$r" "$tps0" "$p990" upkeep_one upkeep_cycle
+  one_worker 2
+  read -r tps0 p990 _ < <(measure base "base_idle_$r")
+  row base "$r" "$tps0" "$p990" base_maint base_cycle
   [ "$r" = 1 ] && check_cycle
   reset
 done
@@ -230,14 +250,21 @@ Load during maintenance ($ROUNDS rounds, medians of per-round ratios; PostgreSQL
 
 | during the cycle, against no maintenance | TPS ratio | p99 ratio | cycle, s |
 |---|---|---|---|
-| pg_upkeep workers | $(echo "${R[upkeep.tps]}" | median) | $(echo "${R[upkeep.p99]}" | median) | $(echo "${R[upkeep.took]}" | median) |
-| pg_partman run_maintenance() + plain REFRESH CONCURRENTLY + one-statement archive | $(echo "${R[base.tps]}" | median) | $(echo "${R[base.p99]}" | median) | $(echo "${R[base.took]}" | median) |
-| control: one core busy with a read-only query as long as pg_upkeep's cycle | $(echo "${R[busy.tps]}" | median) | $(echo "${R[busy.p99]}" | median) | $(echo "${R[upkeep.took]}" | median) |
+$(for k in upkeep upkeep1 base busy; do
+  case $k in
+    upkeep) l="pg_upkeep workers (upkeep.max_workers = 2, the default)" ;;
+    upkeep1) l="pg_upkeep workers, upkeep.max_workers = 1" ;;
+    base) l="pg_partman run_maintenance() + plain REFRESH CONCURRENTLY + one-statement archive" ;;
+    busy) l="control: one core busy with a read-only query as long as pg_upkeep's cycle" ;;
+  esac
+  echo "| $l | $(echo "${R[$k.tps]}" | median) | $(echo "${R[$k.p99]}" | median) | $(echo "${R[$k.took]}" | median) |"
+done)
 
 targets for pg_upkeep: TPS ratio >= 0.95, p99 ratio <= 1.2
-raw, pg_upkeep: ${R[upkeep.raw]}
-raw, baseline:  ${R[base.raw]}
-raw, control:   ${R[busy.raw]}
+raw, pg_upkeep:           ${R[upkeep.raw]}
+raw, pg_upkeep 1 worker:  ${R[upkeep1.raw]}
+raw, baseline:            ${R[base.raw]}
+raw, control:             ${R[busy.raw]}
 
 change tracking trigger on $TRACKED tables, nav_history and its partitions (unthrottled inserts of one row per transaction, 2 clients, 15 s, medians):
   with the trigger $W tps, without $WO tps: $(ratio "$W" "$WO") of the throughput
