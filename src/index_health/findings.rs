@@ -9,6 +9,7 @@
 //! per partition, or once for the partitioned index when every partition
 //! has the problem.
 
+use crate::partitions::plan::shortened_name;
 use crate::sql::{ident, QualifiedName};
 use std::collections::BTreeMap;
 
@@ -440,11 +441,12 @@ pub fn findings(indexes: &[IndexFacts], fks: &[ForeignKey], judgement: Judgement
             // CONCURRENTLY is not possible on a partitioned table: an index
             // on the parent only, each partition's built concurrently and
             // attached (which makes the parent's valid). One statement each.
-            let name = ident(&format!("{}_{}_idx", fk.table.name, fk.columns.join("_")));
+            let index_name = |table: &str| ident(&shortened_name(table, &format!("{}_idx", fk.columns.join("_"))));
+            let name = index_name(&fk.table.name);
             let parent = format!("{}.{name}", ident(&fk.table.schema));
             let mut s = vec![format!("CREATE INDEX {name} ON ONLY {} ({cols});", fk.table.quoted())];
             for p in &fk.partitions {
-                let child = ident(&format!("{}_{}_idx", p.name, fk.columns.join("_")));
+                let child = index_name(&p.name);
                 s.push(format!("CREATE INDEX CONCURRENTLY {child} ON {} ({cols});", p.quoted()));
                 s.push(format!("ALTER INDEX {parent} ATTACH PARTITION {}.{child};", ident(&p.schema)));
             }
@@ -696,13 +698,25 @@ mod tests {
         let mut parted = fk.clone();
         parted.partitioned = true;
         parted.partitions = vec![QualifiedName::new("Sales", "order lines 2026")];
-        let f = findings(&[], &[parted], OLD, 0);
+        let f = findings(&[], &[parted.clone()], OLD, 0);
         assert_eq!(
             f[0].fix_sql,
             "CREATE INDEX \"order lines_order id_region_idx\" ON ONLY \"Sales\".\"order lines\" (\"order id\", \"region\");\n\
              CREATE INDEX CONCURRENTLY \"order lines 2026_order id_region_idx\" ON \"Sales\".\"order lines 2026\" (\"order id\", \"region\");\n\
              ALTER INDEX \"Sales\".\"order lines_order id_region_idx\" ATTACH PARTITION \"Sales\".\"order lines 2026_order id_region_idx\";"
         );
+        // 63-byte partition names that differ only at their end: the index
+        // names fit in 63 bytes and stay distinct (PostgreSQL would cut
+        // "<partition>_<columns>_idx" to the same 63 bytes for all of them).
+        let long = |month: &str| QualifiedName::new("Sales", format!("{}_p2026_{month}", "order_lines_".repeat(4)));
+        parted.partitions = vec![long("01"), long("02")];
+        let sql = findings(&[], &[parted], OLD, 0).remove(0).fix_sql;
+        let created: Vec<&str> =
+            sql.lines().filter_map(|l| l.strip_prefix("CREATE INDEX CONCURRENTLY ")?.split(" ON ").next()).collect();
+        assert_eq!(created.len(), 2, "{sql}");
+        assert_ne!(created[0], created[1]);
+        assert!(created.iter().all(|n| n.len() <= 63 + 2), "{created:?}");
+        assert!(sql.contains(&format!("ATTACH PARTITION \"Sales\".{};", created[1])), "{sql}");
         let indexed = ForeignKey { indexed: true, ..fk };
         assert!(findings(&[], &[indexed], OLD, 0).is_empty());
     }

@@ -159,17 +159,24 @@ fn fnv1a(s: &str) -> u32 {
 /// `<parent>_<suffix>`, shortened to 63 bytes when needed: the parent part is
 /// cut on a character boundary and followed by a hash of the full parent
 /// name, so two long parents that share a prefix still get distinct names.
+/// A long suffix too (an index on many columns) cuts the whole name, which
+/// then ends in a hash of all of it.
 pub fn shortened_name(parent: &str, suffix: &str) -> String {
     let full = format!("{parent}_{suffix}");
     if full.len() <= MAX_NAME_BYTES {
         return full;
     }
     let tail = format!("_{:08x}_{suffix}", fnv1a(parent));
-    let mut cut = MAX_NAME_BYTES.saturating_sub(tail.len());
-    while !parent.is_char_boundary(cut) {
+    let (head, tail) = if tail.len() <= MAX_NAME_BYTES / 2 {
+        (parent, tail)
+    } else {
+        (full.as_str(), format!("_{:08x}", fnv1a(&full)))
+    };
+    let mut cut = MAX_NAME_BYTES - tail.len();
+    while !head.is_char_boundary(cut) {
         cut -= 1;
     }
-    format!("{}{tail}", &parent[..cut])
+    format!("{}{tail}", &head[..cut])
 }
 
 /// The name for a new partition: `<parent>_p<label>`, or with `_2`, `_3`, ...
@@ -499,6 +506,15 @@ mod tests {
         let nu = partition_name(&u, "2026_11", &BTreeSet::new());
         assert!(nu.len() <= MAX_NAME_BYTES);
         assert!(nu.starts_with("éé"));
+        // A suffix too long to keep whole: names differing only in it, or
+        // only in the parent, stay distinct and within 63 bytes.
+        let cols = |last: &str| format!("{}_{last}_idx", "customer_reference_number".repeat(2));
+        let names = [shortened_name(&a, &cols("x")), shortened_name(&a, &cols("y")), shortened_name(&b, &cols("x"))];
+        assert!(names.iter().all(|n| n.len() <= MAX_NAME_BYTES && n.starts_with("aaaa")), "{names:?}");
+        assert_ne!(names[0], names[1]);
+        assert_ne!(names[0], names[2]);
+        let nu = shortened_name(&format!("x{u}"), &cols("x"));
+        assert!(nu.len() == MAX_NAME_BYTES - 1 && nu.starts_with("xéé"), "{nu}: cut before a two-byte character");
     }
 
     #[test]
