@@ -186,21 +186,21 @@ check_cycle() { # both cycles did the same work
   done
 }
 
-# pg_upkeep with one worker at a time (upkeep.max_workers = 1): the
-# archive and the refresh one after the other, as the baseline runs them,
-# instead of side by side in two workers.
-one_worker() {
-  q upkeep "ALTER SYSTEM SET upkeep.max_workers = ${1:-1}" >/dev/null
+# upkeep.max_workers = N. With 1 the archive and the refresh run one after
+# the other, as the baseline runs them, instead of side by side.
+max_workers() {
+  q upkeep "ALTER SYSTEM SET upkeep.max_workers = $1" >/dev/null
   q upkeep "SELECT pg_reload_conf()" >/dev/null
 }
 
 declare -A R
 # row KEY ROUND IDLE_TPS IDLE_P99 LABEL [WORK]: measures LABEL's window
-# against the idle window given, and keeps the ratios.
+# against the idle window given, and keeps the ratios; TOOK is how long
+# WORK took.
 row() {
   local key=$1 r=$2 tps0=$3 p990=$4 label=$5 work=${6:-} tps p99 took
   read -r tps p99 took < <(measure "${label%%_*}" "${label}_$r" "$work")
-  [ -n "$work" ] && [ "$work" != busy_core ] && BUSY=$took
+  TOOK=$took
   R[$key.tps]+="$(ratio "$tps" "$tps0") "
   R[$key.p99]+="$(ratio "$p99" "$p990") "
   R[$key.took]+="${took} "
@@ -210,11 +210,12 @@ row() {
 for r in $(seq 1 "$ROUNDS"); do
   read -r tps0 p990 _ < <(measure upkeep "upkeep_idle_$r")
   row upkeep "$r" "$tps0" "$p990" upkeep_maint upkeep_cycle
+  BUSY=$TOOK
   row busy "$r" "$tps0" "$p990" upkeep_busy busy_core
   reset
-  one_worker 1
+  max_workers 1
   row upkeep1 "$r" "$tps0" "$p990" upkeep_one upkeep_cycle
-  one_worker 2
+  max_workers 2
   read -r tps0 p990 _ < <(measure base "base_idle_$r")
   row base "$r" "$tps0" "$p990" base_maint base_cycle
   [ "$r" = 1 ] && check_cycle

@@ -9,8 +9,7 @@
 use super::ArchiveMode;
 use crate::actions::{Action, ActionKind, Step};
 use crate::partitions::facts::{ParentFacts, Partition, Range};
-use crate::partitions::plan::shortened_name;
-use crate::sql::{ident, QualifiedName};
+use crate::sql::{ident, shortened_name, QualifiedName};
 use std::collections::BTreeSet;
 
 /// The partitioned table that collects archived partitions in

@@ -8,8 +8,7 @@
 //! the statement is atomic, so a crash loses or doubles nothing.
 
 use crate::actions::{Action, ActionKind, Step};
-use crate::partitions::plan::shortened_name;
-use crate::sql::{ident, QualifiedName};
+use crate::sql::{ident, shortened_name, QualifiedName};
 
 /// One column of the source or the archive table.
 #[derive(Debug, Clone, PartialEq, Eq)]

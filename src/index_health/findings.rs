@@ -9,8 +9,7 @@
 //! per partition, or once for the partitioned index when every partition
 //! has the problem.
 
-use crate::partitions::plan::shortened_name;
-use crate::sql::{ident, QualifiedName};
+use crate::sql::{ident, shortened_name, QualifiedName};
 use std::collections::BTreeMap;
 
 pub const PAGE: f64 = 8192.0;

@@ -4,12 +4,9 @@
 use super::facts::{Grant, ParentFacts, Partition, Range};
 use crate::actions::{Action, ActionKind, Step};
 use crate::calendar::{Bound, Calendar};
-use crate::sql::{ident, QualifiedName};
+use crate::sql::{ident, shortened_name, QualifiedName};
 use chrono::NaiveDate;
 use std::collections::BTreeSet;
-
-/// PostgreSQL's identifier limit (NAMEDATALEN - 1), in bytes.
-pub const MAX_NAME_BYTES: usize = 63;
 
 /// Upper limit of periods one policy may span, so that a typo such as a
 /// daily policy starting in year 1 cannot plan a million tables.
@@ -151,34 +148,6 @@ pub fn next_due(facts: &ParentFacts, now_utc: i64) -> Option<i64> {
     None
 }
 
-/// A stable 32-bit FNV-1a hash, for shortened names.
-fn fnv1a(s: &str) -> u32 {
-    s.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193))
-}
-
-/// `<parent>_<suffix>`, shortened to 63 bytes when needed: the parent part is
-/// cut on a character boundary and followed by a hash of the full parent
-/// name, so two long parents that share a prefix still get distinct names.
-/// A long suffix too (an index on many columns) cuts the whole name, which
-/// then ends in a hash of all of it.
-pub fn shortened_name(parent: &str, suffix: &str) -> String {
-    let full = format!("{parent}_{suffix}");
-    if full.len() <= MAX_NAME_BYTES {
-        return full;
-    }
-    let tail = format!("_{:08x}_{suffix}", fnv1a(parent));
-    let (head, tail) = if tail.len() <= MAX_NAME_BYTES / 2 {
-        (parent, tail)
-    } else {
-        (full.as_str(), format!("_{:08x}", fnv1a(&full)))
-    };
-    let mut cut = MAX_NAME_BYTES - tail.len();
-    while !head.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}{tail}", &head[..cut])
-}
-
 /// The name for a new partition: `<parent>_p<label>`, or with `_2`, `_3`, ...
 /// when that name is taken in the schema (by any relation, or by an earlier
 /// partition of the same plan).
@@ -317,6 +286,7 @@ mod tests {
     use super::*;
     use crate::calendar::{parse_time_zone, ColumnKind, Granularity};
     use crate::partitions::facts::sample;
+    use crate::sql::MAX_NAME_BYTES;
 
     fn ymd(y: i32, m: u32, d: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(y, m, d).unwrap()
@@ -506,15 +476,6 @@ mod tests {
         let nu = partition_name(&u, "2026_11", &BTreeSet::new());
         assert!(nu.len() <= MAX_NAME_BYTES);
         assert!(nu.starts_with("éé"));
-        // A suffix too long to keep whole: names differing only in it, or
-        // only in the parent, stay distinct and within 63 bytes.
-        let cols = |last: &str| format!("{}_{last}_idx", "customer_reference_number".repeat(2));
-        let names = [shortened_name(&a, &cols("x")), shortened_name(&a, &cols("y")), shortened_name(&b, &cols("x"))];
-        assert!(names.iter().all(|n| n.len() <= MAX_NAME_BYTES && n.starts_with("aaaa")), "{names:?}");
-        assert_ne!(names[0], names[1]);
-        assert_ne!(names[0], names[2]);
-        let nu = shortened_name(&format!("x{u}"), &cols("x"));
-        assert!(nu.len() == MAX_NAME_BYTES - 1 && nu.starts_with("xéé"), "{nu}: cut before a two-byte character");
     }
 
     #[test]

@@ -12,10 +12,11 @@
 //!   reaching past the cut-off, and what it took is not planned again.
 
 use super::facts::{sample, ParentFacts, Partition, Range};
-use super::plan::{self, Effect, MAX_NAME_BYTES};
+use super::plan::{self, Effect};
 use crate::archive::partitions as archive_plan;
 use crate::calendar::{parse_time_zone, Bound, Calendar, ColumnKind, Granularity, Span};
 use crate::sql::QualifiedName;
+use crate::sql::{shortened_name, MAX_NAME_BYTES};
 use proptest::prelude::*;
 use std::collections::BTreeSet;
 
@@ -149,7 +150,7 @@ fn case() -> impl Strategy<Value = Case> {
                 let name = match lower {
                     Some(l) if coins[i] % 2 == 0 => {
                         let label = cal.label(cal.next_start(cal.period_of(l)));
-                        plan::shortened_name(&facts.policy.parent.name, &format!("p{label}"))
+                        shortened_name(&facts.policy.parent.name, &format!("p{label}"))
                     }
                     _ => format!("legacy_{i}"),
                 };
@@ -169,7 +170,7 @@ fn case() -> impl Strategy<Value = Case> {
             }
             // Other relations in the schema holding names the plan wants.
             for k in decoys {
-                taken.insert(plan::shortened_name(&facts.policy.parent.name, &format!("p{}", cal.label(period(k)))));
+                taken.insert(shortened_name(&facts.policy.parent.name, &format!("p{}", cal.label(period(k)))));
             }
             Case { facts, taken, now }
         })
