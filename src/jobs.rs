@@ -430,64 +430,70 @@ pub fn run_due(runner: Runner, dry_run: bool) -> Vec<Outcome> {
 #[pg_extern(volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn alter_job(job_id: Option<i64>, every: default!(Option<Interval>, "NULL"), enabled: default!(Option<bool>, "NULL")) {
-    let Job { id: job_id, kind, .. } = owned_job(job_id);
-    if let Some(e) = every {
-        let positive = Spi::get_one_with_args::<bool>("SELECT $1 > interval '0'", &[e.into()]).ok().flatten();
-        if positive != Some(true) {
-            invalid(
-                format!("every {e} for job {job_id} is not a positive interval"),
-                "Give the least time between two runs, e.g. every => '1 hour'.",
-            );
+    crate::errors::guarded("alter_job", || {
+        let Job { id: job_id, kind, .. } = owned_job(job_id);
+        if let Some(e) = every {
+            let positive = Spi::get_one_with_args::<bool>("SELECT $1 > interval '0'", &[e.into()]).ok().flatten();
+            if positive != Some(true) {
+                invalid(
+                    format!("every {e} for job {job_id} is not a positive interval"),
+                    "Give the least time between two runs, e.g. every => '1 hour'.",
+                );
+            }
         }
-    }
-    let table = match kind {
-        Kind::Partitions => "upkeep.partition_policies",
-        Kind::Archive => "upkeep.archive_policies",
-        Kind::Matviews => "upkeep.matview_policies",
-        Kind::IndexSnapshot => "upkeep.index_snapshot_policy",
-        Kind::Reindex => "upkeep.reindex_policy",
-    };
-    Spi::run_with_args(
-        &format!(
-            "UPDATE {table} SET every = coalesce($2, every), enabled = coalesce($3, enabled), \
-                    updated_at = now() WHERE job_id = $1"
-        ),
-        &[job_id.into(), every.into(), enabled.into()],
-    )
-    .unwrap_or_else(|e| error!("could not alter job {job_id}: {e}"));
-    // A new schedule counts from the last run; a back-off stays as it is.
-    // A run writing the job's first state right now is waited for (the
-    // insert conflicts with its row), so the new schedule also applies to
-    // what that run wrote.
-    Spi::run_with_args(
-        "INSERT INTO upkeep.job_state (job_id) VALUES ($1) ON CONFLICT (job_id) DO NOTHING",
-        &[job_id.into()],
-    )
-    .unwrap_or_else(|e| error!("could not reschedule job {job_id}: {e}"));
-    Spi::run_with_args(
-        &format!(
-            "UPDATE upkeep.job_state j SET next_run = j.last_run + p.every \
-               FROM {POLICIES} p WHERE p.job_id = j.job_id AND j.job_id = $1 AND j.consecutive_failures = 0"
-        ),
-        &[job_id.into()],
-    )
-    .unwrap_or_else(|e| error!("could not reschedule job {job_id}: {e}"));
+        let table = match kind {
+            Kind::Partitions => "upkeep.partition_policies",
+            Kind::Archive => "upkeep.archive_policies",
+            Kind::Matviews => "upkeep.matview_policies",
+            Kind::IndexSnapshot => "upkeep.index_snapshot_policy",
+            Kind::Reindex => "upkeep.reindex_policy",
+        };
+        Spi::run_with_args(
+            &format!(
+                "UPDATE {table} SET every = coalesce($2, every), enabled = coalesce($3, enabled), \
+                        updated_at = now() WHERE job_id = $1"
+            ),
+            &[job_id.into(), every.into(), enabled.into()],
+        )
+        .unwrap_or_else(|e| error!("could not alter job {job_id}: {e}"));
+        // A new schedule counts from the last run; a back-off stays as it is.
+        // A run writing the job's first state right now is waited for (the
+        // insert conflicts with its row), so the new schedule also applies to
+        // what that run wrote.
+        Spi::run_with_args(
+            "INSERT INTO upkeep.job_state (job_id) VALUES ($1) ON CONFLICT (job_id) DO NOTHING",
+            &[job_id.into()],
+        )
+        .unwrap_or_else(|e| error!("could not reschedule job {job_id}: {e}"));
+        Spi::run_with_args(
+            &format!(
+                "UPDATE upkeep.job_state j SET next_run = j.last_run + p.every \
+                   FROM {POLICIES} p WHERE p.job_id = j.job_id AND j.job_id = $1 AND j.consecutive_failures = 0"
+            ),
+            &[job_id.into()],
+        )
+        .unwrap_or_else(|e| error!("could not reschedule job {job_id}: {e}"));
+    })
 }
 
 /// Stops a job from running by itself.
 #[pg_extern(volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn pause_job(job_id: Option<i64>) {
-    alter_job(job_id, None, Some(false));
+    crate::errors::guarded("pause_job", || {
+        alter_job(job_id, None, Some(false));
+    })
 }
 
 /// Lets a paused job run again at the next cycle, clearing any back-off.
 #[pg_extern(volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn resume_job(job_id: Option<i64>) {
-    alter_job(job_id, None, Some(true));
-    Spi::run_with_args("UPDATE upkeep.job_state SET next_run = NULL WHERE job_id = $1", &[job_id.into()])
-        .unwrap_or_else(|e| error!("could not resume job: {e}"));
+    crate::errors::guarded("resume_job", || {
+        alter_job(job_id, None, Some(true));
+        Spi::run_with_args("UPDATE upkeep.job_state SET next_run = NULL WHERE job_id = $1", &[job_id.into()])
+            .unwrap_or_else(|e| error!("could not resume job: {e}"));
+    })
 }
 
 /// Runs one job now, whatever its schedule or back-off.
@@ -508,7 +514,7 @@ fn run_job(
         name!(sql, Option<String>),
     ),
 > {
-    crate::partitions::action_rows(run(Runner::Caller, &owned_job(job_id)))
+    crate::errors::guarded("run_job", || crate::partitions::action_rows(run(Runner::Caller, &owned_job(job_id))))
 }
 
 /// Everything that is due, in the caller's transaction: what pg_cron calls.
@@ -529,8 +535,10 @@ fn run_maintenance(
         name!(sql, Option<String>),
     ),
 > {
-    let dry_run = crate::errors::given(dry_run, "dry_run", "run_maintenance", crate::errors::DRY_RUN_HINT);
-    crate::partitions::action_rows(run_due(Runner::Caller, dry_run))
+    crate::errors::guarded("run_maintenance", || {
+        let dry_run = crate::errors::given(dry_run, "dry_run", "run_maintenance", crate::errors::DRY_RUN_HINT);
+        crate::partitions::action_rows(run_due(Runner::Caller, dry_run))
+    })
 }
 
 #[cfg(test)]

@@ -35,6 +35,11 @@ pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    // No Rust backtrace in any ERROR, DETAIL or log line, whatever
+    // RUST_BACKTRACE the server was started with: pgrx captures one per
+    // panic when the environment asks, and reports it to the client.
+    // RUST_LIB_BACKTRACE overrides RUST_BACKTRACE for captured backtraces.
+    std::env::set_var("RUST_LIB_BACKTRACE", "0");
     settings::register();
     // SAFETY: reads a flag the postmaster sets while preloading libraries.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {

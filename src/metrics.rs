@@ -54,28 +54,30 @@ pub fn exposition(samples: &[(String, Vec<(String, String)>, f64)]) -> String {
 #[pg_extern(stable)]
 #[search_path(pg_catalog, pg_temp)]
 fn prometheus() -> String {
-    let samples = Spi::connect(|client| {
-        client
-            .select(
-                "SELECT metric, ARRAY(SELECT key FROM jsonb_each_text(labels) ORDER BY key), \
-                        ARRAY(SELECT value FROM jsonb_each_text(labels) ORDER BY key), value \
-                   FROM upkeep.metrics ORDER BY metric, labels::text",
-                None,
-                &[],
-            )?
-            .map(|r| {
-                let keys = r.get::<Vec<String>>(2)?.unwrap_or_default();
-                let values = r.get::<Vec<String>>(3)?.unwrap_or_default();
-                Ok((
-                    r.get::<String>(1)?.unwrap_or_default(),
-                    keys.into_iter().zip(values).collect(),
-                    r.get::<f64>(4)?.unwrap_or(f64::NAN),
-                ))
-            })
-            .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+    crate::errors::guarded("prometheus", || {
+        let samples = Spi::connect(|client| {
+            client
+                .select(
+                    "SELECT metric, ARRAY(SELECT key FROM jsonb_each_text(labels) ORDER BY key), \
+                            ARRAY(SELECT value FROM jsonb_each_text(labels) ORDER BY key), value \
+                       FROM upkeep.metrics ORDER BY metric, labels::text",
+                    None,
+                    &[],
+                )?
+                .map(|r| {
+                    let keys = r.get::<Vec<String>>(2)?.unwrap_or_default();
+                    let values = r.get::<Vec<String>>(3)?.unwrap_or_default();
+                    Ok((
+                        r.get::<String>(1)?.unwrap_or_default(),
+                        keys.into_iter().zip(values).collect(),
+                        r.get::<f64>(4)?.unwrap_or(f64::NAN),
+                    ))
+                })
+                .collect::<Result<Vec<_>, pgrx::spi::SpiError>>()
+        })
+        .unwrap_or_else(|e| error!("pg_upkeep could not read upkeep.metrics: {e}"));
+        exposition(&samples)
     })
-    .unwrap_or_else(|e| error!("pg_upkeep could not read upkeep.metrics: {e}"));
-    exposition(&samples)
 }
 
 #[cfg(test)]

@@ -181,88 +181,92 @@ fn titled(title: &str, sql: &str, status: Option<usize>, empty: &str, columns: &
 #[pg_extern(stable)]
 #[search_path(pg_catalog, pg_temp)]
 fn report_html() -> String {
-    let head = rows("SELECT current_database()::text, to_char(now(), 'YYYY-MM-DD HH24:MI:SS TZ')");
-    let (database, generated) = head.first().map(|r| (r[0].clone(), r[1].clone())).unwrap_or_default();
-    let tables = [
-        titled(
-            "Jobs",
-            "SELECT job_id::text, kind, target, schedule, CASE WHEN enabled THEN 'yes' ELSE 'paused' END, \
-                    coalesce(to_char(next_run, 'YYYY-MM-DD HH24:MI'), ''), coalesce(to_char(last_run, 'YYYY-MM-DD HH24:MI'), ''), \
-                    coalesce(last_status, 'not run yet'), consecutive_failures::text, coalesce(last_error, '') \
-               FROM upkeep.jobs ORDER BY job_id",
-            Some(7),
-            "No job.",
-            &["job", "kind", "target", "schedule", "enabled", "next run", "last run", "status", "failures", "last error"],
-        ),
-        titled(
-            "Partitioned tables",
-            "SELECT parent::text, granularity, partitions::text, coalesce(covered_until::text, 'not covered'), \
-                    future_partitions::text, coalesce(rows_in_default::text, ''), status, coalesce(hint, '') \
-               FROM upkeep.partition_health ORDER BY 1",
-            Some(6),
-            "No managed partitioned table.",
-            &["table", "granularity", "partitions", "covered until", "future", "rows in DEFAULT", "status", "hint"],
-        ),
-        titled(
-            "Archive",
-            "SELECT source::text, mode, coalesce(archive, ''), coalesce(to_char(cutoff, 'YYYY-MM-DD'), ''), \
-                    coalesce(rows_archived::text, ''), coalesce(partitions_archived::text, ''), status, coalesce(hint, '') \
-               FROM upkeep.archive_status ORDER BY 1",
-            Some(6),
-            "Nothing is archived.",
-            &["source", "mode", "archive", "cut-off", "rows archived", "partitions archived", "status", "hint"],
-        ),
-        titled(
-            "Materialized views",
-            "SELECT matview::text, coalesce(to_char(last_refresh, 'YYYY-MM-DD HH24:MI'), ''), \
-                    coalesce(round(extract(epoch FROM last_duration)::numeric, 3)::text || ' s', ''), \
-                    coalesce(changed_since::text, 'unknown'), coalesce(to_char(next_due, 'YYYY-MM-DD HH24:MI'), ''), status, \
-                    coalesce(hint, '') \
-               FROM upkeep.matview_status ORDER BY 1",
-            Some(5),
-            "No managed materialized view.",
-            &["view", "last refresh", "took", "changed since", "next due", "status", "hint"],
-        ),
-        titled(
-            "Index health",
-            "SELECT problem, severity, schema || '.' || \"table\", coalesce(index, ''), \
-                    coalesce(pg_size_pretty(size_bytes), ''), coalesce(scans::text, ''), coalesce(bloat_ratio::text, ''), \
-                    recommendation, fix_sql \
-               FROM upkeep.index_health",
-            Some(0),
-            "No index problem found.",
-            &["problem", "severity", "table", "index", "size", "scans", "bloat ratio", "recommendation", "fix"],
-        ),
-    ];
-    let calendar = rows(
-        "SELECT parent::text, partition::text, state FROM upkeep.partitions \
-          ORDER BY parent::text, lower_bound NULLS FIRST",
-    )
-    .into_iter()
-    .map(|r| Cell { parent: r[0].clone(), label: r[1].clone(), state: r[2].clone() })
-    .collect::<Vec<_>>();
-    let by_kind: Vec<(String, f64)> = rows(
-        "SELECT labels->>'problem', value::text FROM upkeep.metrics WHERE metric = 'upkeep_index_problems' ORDER BY 1",
-    )
-    .into_iter()
-    .map(|r| (r[0].clone(), r[1].parse().unwrap_or(0.0)))
-    .collect();
-    let bloat: Vec<(String, f64)> = rows(
-        "SELECT schema || '.' || index, round(bloat_bytes / 1048576.0, 1)::text FROM upkeep.index_health_figures() \
-          WHERE bloat_bytes > 0 ORDER BY bloat_bytes DESC LIMIT 10",
-    )
-    .into_iter()
-    .map(|r| (r[0].clone(), r[1].parse().unwrap_or(0.0)))
-    .collect();
-    let mut charts =
-        vec![format!("<section><h2>Index problems by kind</h2>{}</section>", bars_svg("index problems", &by_kind, ""))];
-    if !bloat.is_empty() {
-        charts.push(format!(
-            "<section><h2>Most estimated index bloat</h2>{}</section>",
-            bars_svg("index bloat", &bloat, " MB")
-        ));
-    }
-    page(&database, &generated, &tables, &calendar, &charts)
+    crate::errors::guarded("report_html", || {
+        let head = rows("SELECT current_database()::text, to_char(now(), 'YYYY-MM-DD HH24:MI:SS TZ')");
+        let (database, generated) = head.first().map(|r| (r[0].clone(), r[1].clone())).unwrap_or_default();
+        let tables = [
+            titled(
+                "Jobs",
+                "SELECT job_id::text, kind, target, schedule, CASE WHEN enabled THEN 'yes' ELSE 'paused' END, \
+                        coalesce(to_char(next_run, 'YYYY-MM-DD HH24:MI'), ''), coalesce(to_char(last_run, 'YYYY-MM-DD HH24:MI'), ''), \
+                        coalesce(last_status, 'not run yet'), consecutive_failures::text, coalesce(last_error, '') \
+                   FROM upkeep.jobs ORDER BY job_id",
+                Some(7),
+                "No job.",
+                &["job", "kind", "target", "schedule", "enabled", "next run", "last run", "status", "failures", "last error"],
+            ),
+            titled(
+                "Partitioned tables",
+                "SELECT parent::text, granularity, partitions::text, coalesce(covered_until::text, 'not covered'), \
+                        future_partitions::text, coalesce(rows_in_default::text, ''), status, coalesce(hint, '') \
+                   FROM upkeep.partition_health ORDER BY 1",
+                Some(6),
+                "No managed partitioned table.",
+                &["table", "granularity", "partitions", "covered until", "future", "rows in DEFAULT", "status", "hint"],
+            ),
+            titled(
+                "Archive",
+                "SELECT source::text, mode, coalesce(archive, ''), coalesce(to_char(cutoff, 'YYYY-MM-DD'), ''), \
+                        coalesce(rows_archived::text, ''), coalesce(partitions_archived::text, ''), status, coalesce(hint, '') \
+                   FROM upkeep.archive_status ORDER BY 1",
+                Some(6),
+                "Nothing is archived.",
+                &["source", "mode", "archive", "cut-off", "rows archived", "partitions archived", "status", "hint"],
+            ),
+            titled(
+                "Materialized views",
+                "SELECT matview::text, coalesce(to_char(last_refresh, 'YYYY-MM-DD HH24:MI'), ''), \
+                        coalesce(round(extract(epoch FROM last_duration)::numeric, 3)::text || ' s', ''), \
+                        coalesce(changed_since::text, 'unknown'), coalesce(to_char(next_due, 'YYYY-MM-DD HH24:MI'), ''), status, \
+                        coalesce(hint, '') \
+                   FROM upkeep.matview_status ORDER BY 1",
+                Some(5),
+                "No managed materialized view.",
+                &["view", "last refresh", "took", "changed since", "next due", "status", "hint"],
+            ),
+            titled(
+                "Index health",
+                "SELECT problem, severity, schema || '.' || \"table\", coalesce(index, ''), \
+                        coalesce(pg_size_pretty(size_bytes), ''), coalesce(scans::text, ''), coalesce(bloat_ratio::text, ''), \
+                        recommendation, fix_sql \
+                   FROM upkeep.index_health",
+                Some(0),
+                "No index problem found.",
+                &["problem", "severity", "table", "index", "size", "scans", "bloat ratio", "recommendation", "fix"],
+            ),
+        ];
+        let calendar = rows(
+            "SELECT parent::text, partition::text, state FROM upkeep.partitions \
+              ORDER BY parent::text, lower_bound NULLS FIRST",
+        )
+        .into_iter()
+        .map(|r| Cell { parent: r[0].clone(), label: r[1].clone(), state: r[2].clone() })
+        .collect::<Vec<_>>();
+        let by_kind: Vec<(String, f64)> = rows(
+            "SELECT labels->>'problem', value::text FROM upkeep.metrics WHERE metric = 'upkeep_index_problems' ORDER BY 1",
+        )
+        .into_iter()
+        .map(|r| (r[0].clone(), r[1].parse().unwrap_or(0.0)))
+        .collect();
+        let bloat: Vec<(String, f64)> = rows(
+            "SELECT schema || '.' || index, round(bloat_bytes / 1048576.0, 1)::text FROM upkeep.index_health_figures() \
+              WHERE bloat_bytes > 0 ORDER BY bloat_bytes DESC LIMIT 10",
+        )
+        .into_iter()
+        .map(|r| (r[0].clone(), r[1].parse().unwrap_or(0.0)))
+        .collect();
+        let mut charts = vec![format!(
+            "<section><h2>Index problems by kind</h2>{}</section>",
+            bars_svg("index problems", &by_kind, "")
+        )];
+        if !bloat.is_empty() {
+            charts.push(format!(
+                "<section><h2>Most estimated index bloat</h2>{}</section>",
+                bars_svg("index bloat", &bloat, " MB")
+            ));
+        }
+        page(&database, &generated, &tables, &calendar, &charts)
+    })
 }
 
 #[cfg(test)]

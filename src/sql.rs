@@ -44,6 +44,16 @@ pub fn shortened_name(parent: &str, suffix: &str) -> String {
     format!("{}{tail}", &head[..cut])
 }
 
+/// `CREATE TABLE`, or `CREATE UNLOGGED TABLE` for what serves an unlogged
+/// table: its partitions and archives stay unlogged, as the DBA chose.
+pub fn create_table(unlogged: bool) -> &'static str {
+    if unlogged {
+        "CREATE UNLOGGED TABLE"
+    } else {
+        "CREATE TABLE"
+    }
+}
+
 /// A schema-qualified relation name.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct QualifiedName {

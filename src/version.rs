@@ -11,11 +11,13 @@ use pgrx::prelude::*;
 #[search_path(pg_catalog, pg_temp)]
 #[allow(clippy::type_complexity)] // pgrx reads the column names from the signature
 fn version() -> TableIterator<'static, (name!(installed, String), name!(library, String), name!(up_to_date, bool))> {
-    let installed = Spi::get_one::<String>("SELECT extversion::text FROM pg_extension WHERE extname = 'pg_upkeep'")
-        .ok()
-        .flatten()
-        .unwrap_or_default();
-    let library = env!("CARGO_PKG_VERSION").to_string();
-    let up_to_date = installed == library;
-    TableIterator::once((installed, library, up_to_date))
+    crate::errors::guarded("version", || {
+        let installed = Spi::get_one::<String>("SELECT extversion::text FROM pg_extension WHERE extname = 'pg_upkeep'")
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let library = env!("CARGO_PKG_VERSION").to_string();
+        let up_to_date = installed == library;
+        TableIterator::once((installed, library, up_to_date))
+    })
 }

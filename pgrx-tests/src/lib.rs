@@ -23,15 +23,19 @@ fn is_root() -> bool {
     Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false)
 }
 
-/// Runs a server binary, as `postgres` when we are root.
+/// Runs a server binary, as `postgres` when we are root. Servers start
+/// with RUST_BACKTRACE=full, as a developer's shell may have it, so that
+/// the tests see it if a Rust backtrace ever reaches a client.
 fn run_as_server_user(program: &str, args: &[&str]) -> Output {
     let path = format!("{BIN}/{program}");
     let mut cmd = if is_root() {
         let mut c = Command::new("sudo");
-        c.args(["-u", "postgres", &path]);
+        c.args(["-u", "postgres", "env", "RUST_BACKTRACE=full", &path]);
         c
     } else {
-        Command::new(&path)
+        let mut c = Command::new(&path);
+        c.env("RUST_BACKTRACE", "full");
+        c
     };
     let out = cmd.args(args).output().unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
     assert!(
@@ -211,15 +215,30 @@ impl Drop for Cluster {
     }
 }
 
-/// The message and hint of a failed statement.
+/// The message and hint of a failed statement, which must carry no Rust
+/// internals.
 pub fn error_of(result: Result<impl Sized, postgres::Error>) -> (String, Option<String>) {
     match result {
         Ok(_) => panic!("the statement succeeded but should have failed"),
         Err(e) => {
             let db = e.as_db_error().unwrap_or_else(|| panic!("not a server error: {e}"));
+            if let Some(leak) = rust_internals(db) {
+                panic!("the error shows Rust internals: {leak}");
+            }
             (db.message().to_string(), db.hint().map(str::to_string))
         }
     }
+}
+
+/// The part of an error a user sees (message, detail, hint, context) that
+/// comes from Rust's insides: a backtrace, a source path, a panic.
+pub fn rust_internals(db: &postgres::error::DbError) -> Option<String> {
+    const SIGNS: [&str; 6] = [".rs:", "rustc", "panicked", "backtrace", "pgrx", "unwrap()"];
+    [Some(db.message()), db.detail(), db.hint(), db.where_()]
+        .into_iter()
+        .flatten()
+        .find(|text| SIGNS.iter().any(|s| text.contains(s)))
+        .map(|text| format!("{}: {text}", db.message()))
 }
 
 /// Polls `what` every 100 ms until it is true, for at most `limit`.

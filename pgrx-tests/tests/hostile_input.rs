@@ -133,6 +133,25 @@ fn every_public_function_refuses_bad_input_with_a_hint_and_changes_nothing() {
             "SELECT upkeep.manage_archive('public.plain', 'at', '1 day', archive_table => 'no_schema.x')".into(),
             "no_schema".into(),
         ),
+        ("SELECT upkeep.manage_archive('public.plain', 'at', '1 day', archive_table => '')".into(), "archive_table".into()),
+        ("SELECT upkeep.manage_archive('public.plain', 'at', '1 day', archive_table => '  ')".into(), "archive_table".into()),
+        ("SELECT upkeep.manage_archive('public.plain', 'at', '1 day', archive_table => '\"\"')".into(), "\"\"".into()),
+        ("SELECT upkeep.manage_archive('public.plain', 'at', '1 day', archive_table => 'a.b.c')".into(), "a.b.c".into()),
+        // archive targets pg_dump would leave out, or that do not exist
+        ("SELECT upkeep.manage_archive('public.plain', 'at', '1 day', archive_table => 'pg_catalog.plain_archive')".into(), "pg_catalog".into()),
+        ("SELECT upkeep.manage_archive('public.plain', 'at', '1 day', archive_table => 'pg_toast.x')".into(), "pg_toast".into()),
+        ("SELECT upkeep.manage_archive('public.plain', 'at', '1 day', archive_table => 'information_schema.x')".into(), "information_schema".into()),
+        ("SELECT upkeep.manage_archive('public.plain', 'at', '1 day', archive_table => 'upkeep.x')".into(), "upkeep".into()),
+        ("SELECT upkeep.manage_archive('public.plain', 'at', '1 day', archive_table => 'pg_temp.x')".into(), "pg_temp".into()),
+        (format!("SELECT upkeep.manage_partitions('{}', 'd', retention => '1 month', archive => 'schema:pg_catalog')", q(nav)), "pg_catalog".into()),
+        (format!("SELECT upkeep.manage_partitions('{}', 'd', retention => '1 month', archive => 'schema:pg_toast')", q(nav)), "pg_toast".into()),
+        (format!("SELECT upkeep.manage_partitions('{}', 'd', retention => '1 month', archive => 'schema: information_schema')", q(nav)), "information_schema".into()),
+        (format!("SELECT upkeep.manage_partitions('{}', 'd', retention => '1 month', archive => 'schema:upkeep')", q(nav)), "upkeep".into()),
+        (format!("SELECT upkeep.manage_partitions('{}', 'd', retention => '1 month', archive => 'schema:pg_temp')", q(nav)), "pg_temp".into()),
+        (format!("SELECT upkeep.manage_partitions('{}', 'd', retention => '1 month', archive => 'schema:No Such')", q(nav)), "\"No Such\"".into()),
+        (format!("SELECT upkeep.manage_partitions('{}', 'd', archive => 'schema:no_such')", q(nav)), "no_such".into()),
+        (format!("SELECT upkeep.manage_partitions('{}', 'd', retention => '1 month', archive => 'tablespace:pg_global')", q(nav)), "pg_global".into()),
+        (format!("SELECT upkeep.manage_partitions('{}', 'd', retention => '1 month', archive => 'tablespace:no_such')", q(nav)), "no_such".into()),
         ("SELECT upkeep.unmanage_archive('public.plain')".into(), "public.plain".into()),
         ("SELECT upkeep.unmanage_archive(NULL::regclass)".into(), "source".into()),
         (format!("SELECT upkeep.unmanage_archive({gone}::oid::regclass)"), gone.to_string()),
@@ -193,7 +212,9 @@ fn every_public_function_refuses_bad_input_with_a_hint_and_changes_nothing() {
             Ok(()) => wrong.push(format!("{sql}: succeeded")),
             Err(e) => {
                 let db = e.as_db_error().expect("a server error");
-                if !db.message().contains(needle.as_str()) {
+                if let Some(leak) = upkeep_cluster_tests::rust_internals(db) {
+                    wrong.push(format!("{sql}: shows Rust internals: {leak}"));
+                } else if !db.message().contains(needle.as_str()) {
                     wrong.push(format!("{sql}: message {:?} does not name {needle:?}", db.message()));
                 } else if db.hint().is_none_or(str::is_empty) {
                     wrong.push(format!("{sql}: no HINT with {:?}", db.message()));

@@ -318,3 +318,104 @@ fn objects_planted_in_public_are_never_run_by_workers_or_functions() {
         .collect();
     assert!(caught.is_empty(), "pg_upkeep ran planted objects: {caught:?}");
 }
+
+/// Archive targets are checked with the owner's privileges, before anything
+/// about them is read: naming another role's schema or table tells no more
+/// than naming one that does not exist, and a target that goes away later
+/// fails the move (reported as a failed move) while partitions are still
+/// created.
+#[test]
+fn archive_targets_are_checked_for_the_owner_privileges_first() {
+    let cluster = Cluster::start("security-targets", &["upkeep.enabled = off"]);
+    let mut admin = cluster.connect("postgres");
+    admin
+        .batch_execute(
+            "CREATE ROLE alice LOGIN; CREATE ROLE bob LOGIN;
+             CREATE SCHEMA alice AUTHORIZATION alice; CREATE SCHEMA bob AUTHORIZATION bob;
+             CREATE SCHEMA alice_cold AUTHORIZATION alice;
+             GRANT USAGE ON SCHEMA alice, bob TO PUBLIC;",
+        )
+        .unwrap();
+    let mut alice = cluster.connect_as("alice", "postgres");
+    let mut bob = cluster.connect_as("bob", "postgres");
+    alice.batch_execute(&owner_schema("alice")).unwrap();
+    bob.batch_execute("CREATE TABLE bob.secret (id int, at text, hidden_salary numeric)").unwrap();
+    alice.batch_execute("SET search_path = public").unwrap();
+
+    let refusal = |c: &mut Client, sql: &str| -> String {
+        let (message, hint) = error_of(c.batch_execute(sql));
+        assert!(hint.is_some_and(|h| !h.is_empty()), "{sql}: no HINT");
+        message
+    };
+    let archive_to = |c: &mut Client, target: &str| {
+        refusal(c, &format!("SELECT upkeep.manage_archive('alice.events', 'at', '1 day', archive_table => '{target}')"))
+    };
+    // Bob's table, a table that is not there, a schema that is not there:
+    // the same answer, naming only what alice named.
+    let secret = archive_to(&mut alice, "bob.secret");
+    let missing = archive_to(&mut alice, "bob.nothing_here");
+    let no_schema = archive_to(&mut alice, "nowhere.secret");
+    assert_eq!(secret, missing, "the same answer for bob.secret and bob.nothing_here");
+    assert_eq!(secret.replace("\"bob\"", "\"nowhere\""), no_schema);
+    assert!(secret.contains("may not create tables"), "{secret}");
+    // Once alice may create in bob's schema, bob's table is refused as not
+    // hers, still without a word about its columns.
+    bob.batch_execute("GRANT CREATE ON SCHEMA bob TO alice").unwrap();
+    let not_hers = archive_to(&mut alice, "bob.secret");
+    assert!(not_hers.contains("not owned by role \"alice\""), "{not_hers}");
+    assert!(!not_hers.contains("hidden_salary") && !not_hers.contains("numeric"), "{not_hers}");
+    // Partitions: a schema she may not use, and one that does not exist.
+    let partitions = |c: &mut Client, mode: &str| {
+        refusal(
+            c,
+            &format!("SELECT upkeep.manage_partitions('alice.nav', 'd', retention => '1 month', archive => '{mode}')"),
+        )
+    };
+    admin.batch_execute("CREATE SCHEMA admins_only").unwrap();
+    assert_eq!(
+        partitions(&mut alice, "schema:admins_only").replace("admins_only", "X"),
+        partitions(&mut alice, "schema:not_a_schema").replace("not_a_schema", "X")
+    );
+    // Superusers too may not archive where pg_dump does not look.
+    let (m, _) = error_of(admin.batch_execute(
+        "SELECT upkeep.manage_archive('alice.events', 'at', '1 day', archive_table => 'pg_catalog.events_archive')",
+    ));
+    assert!(m.contains("pg_catalog"), "{m}");
+    assert_eq!(count(&mut admin, "SELECT count(*) FROM upkeep.jobs WHERE kind <> 'index_snapshot'"), 0);
+
+    // A schema dropped after registration: the move fails as a move, and
+    // the partitions the policy keeps ready are still created.
+    alice
+        .batch_execute(
+            "CREATE TABLE alice.nav_old PARTITION OF alice.nav FOR VALUES FROM ('2020-01-01') TO ('2020-02-01');
+             SELECT count(*) FROM upkeep.manage_partitions('alice.nav', 'd', premake => 1,
+                                                           retention => '100 years', archive => 'schema:alice_cold');",
+        )
+        .unwrap();
+    admin.batch_execute("DROP SCHEMA alice_cold").unwrap();
+    // Time passes: the old partition falls out of the retention, and one
+    // more future partition is due.
+    admin.batch_execute("UPDATE upkeep.partition_policies SET retention = '1 month', premake = 2").unwrap();
+    let ran: Vec<(String, String, String, Option<String>)> = alice
+        .query("SELECT action, target, status, error FROM upkeep.create_partitions('alice.nav')", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    let moves: Vec<_> = ran.iter().filter(|r| r.0 == "archive_partition").collect();
+    assert!(!moves.is_empty(), "{ran:?}");
+    for (_, target, status, error) in &moves {
+        assert_eq!(status, "failed", "{target}");
+        let error = error.as_deref().unwrap_or_default();
+        assert!(error.contains("schema \"alice_cold\" does not exist"), "{error}");
+    }
+    assert!(ran.iter().any(|r| r.0 == "create_partition" && r.2 == "ok"), "partitions are still created: {ran:?}");
+    assert_eq!(
+        count(
+            &mut admin,
+            "SELECT count(*) FROM upkeep.job_runs WHERE action = 'archive_partition' AND status = 'failed'"
+        ),
+        moves.len() as i64
+    );
+    assert_eq!(count(&mut admin, "SELECT count(*) FROM pg_inherits WHERE inhrelid = 'alice.nav_old'::regclass"), 1);
+}

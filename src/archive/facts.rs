@@ -1,7 +1,9 @@
-//! The catalog reads of row archiving: the policies and what their tables
-//! look like, in two statements whatever the number of policies.
+//! The catalog reads of row archiving: the policies, where their archives
+//! may go, and what their tables look like, in three statements whatever
+//! the number of policies.
 
 use super::rows::{Column, RowFacts};
+use super::target::Access;
 use crate::sql::QualifiedName;
 use pgrx::spi::SpiClient;
 
@@ -18,6 +20,7 @@ const POLICIES_TEMPLATE: &str = "\
 SELECT a.job_id, a.source::oid::int8 AS oid, c.oid IS NOT NULL AS exists, \
        coalesce(n.nspname::text, '') AS schema, coalesce(c.relname::text, a.source::text) AS name, \
        coalesce(c.relkind::text, '') AS relkind, coalesce(pg_get_userbyid(c.relowner)::text, '') AS owner, \
+       coalesce(c.relpersistence = 'u', false) AS unlogged, \
        a.time_column, \
        (SELECT format_type(t.atttypid, NULL) FROM pg_attribute t \
          WHERE t.attrelid = c.oid AND t.attname = a.time_column AND t.attnum > 0 AND NOT t.attisdropped) AS time_type, \
@@ -49,6 +52,21 @@ SELECT w.i, c.relkind::text, a.attname::text, format_type(a.atttypid, a.atttypmo
   LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
  ORDER BY w.i, a.attnum";
 
+/// Whether the archive's schema (named) lets the source's owner put the
+/// archive there (create it, or write the one of theirs that is there),
+/// and whether an existing archive table is that owner's.
+/// One row per (schema, name, owner), in order. Privileges first: nothing
+/// else about a target the owner may not use is read.
+const ARCHIVES_SQL: &str = "\
+SELECT w.i, \
+       has_schema_privilege(w.o, s.oid, 'USAGE') \
+         AND (has_schema_privilege(w.o, s.oid, 'CREATE') OR coalesce(pg_has_role(w.o, t.relowner, 'USAGE'), false)), \
+       CASE WHEN t.oid IS NOT NULL THEN pg_has_role(w.o, t.relowner, 'USAGE') END \
+  FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS w(s, n, o, i) \
+  LEFT JOIN pg_namespace s ON s.nspname = w.s \
+  LEFT JOIN pg_class t ON t.relnamespace = s.oid AND t.relname = w.n \
+ ORDER BY w.i";
+
 fn err(e: pgrx::spi::SpiError) -> String {
     e.to_string()
 }
@@ -73,6 +91,7 @@ pub fn load(client: &SpiClient<'_>, scope: Scope) -> Result<Vec<RowFacts>, Strin
             exists: row.get_by_name::<bool, _>("exists").map_err(err)?.unwrap_or(false),
             relkind: text("relkind")?,
             owner: text("owner")?,
+            unlogged: row.get_by_name::<bool, _>("unlogged").map_err(err)?.unwrap_or(false),
             time_column: text("time_column")?,
             time_type: row.get_by_name::<String, _>("time_type").map_err(err)?,
             cutoff: text("cutoff")?,
@@ -80,12 +99,23 @@ pub fn load(client: &SpiClient<'_>, scope: Scope) -> Result<Vec<RowFacts>, Strin
             archive,
             cascading_references: row.get_by_name::<bool, _>("cascading_references").map_err(err)?.unwrap_or(false),
             columns: Vec::new(),
+            archive_access: Access::Refused,
+            archive_owned: None,
             archive_relkind: None,
             archive_columns: Vec::new(),
         });
     }
     if out.is_empty() {
         return Ok(out);
+    }
+    let archives: Vec<QualifiedName> = out.iter().map(RowFacts::archive_table).collect();
+    let schemas: Vec<String> = archives.iter().map(|q| q.schema.clone()).collect();
+    let rels: Vec<String> = archives.iter().map(|q| q.name.clone()).collect();
+    let owners: Vec<String> = out.iter().map(|f| f.owner.clone()).collect();
+    for row in client.select(ARCHIVES_SQL, None, &[schemas.into(), rels.into(), owners.into()]).map_err(err)? {
+        let f = &mut out[row.get::<i64>(1).map_err(err)?.unwrap_or_default() as usize - 1];
+        f.archive_access = Access::from_catalog(row.get::<bool>(2).map_err(err)?);
+        f.archive_owned = row.get::<bool>(3).map_err(err)?;
     }
     // Each policy's source and archive, as (schema, name) pairs.
     let names: Vec<QualifiedName> = out.iter().flat_map(|f| [f.source.clone(), f.archive_table()]).collect();

@@ -7,6 +7,7 @@
 pub mod facts;
 pub mod partitions;
 pub mod rows;
+pub mod target;
 
 use crate::errors::{bad_input, invalid};
 use crate::executor::{self, Outcome};
@@ -80,26 +81,16 @@ fn archive_name(name: Option<&str>, source: pg_sys::Oid) -> String {
     let Some(name) = name else {
         return QualifiedName::new(schema, shortened_name(&table, "archive")).quoted();
     };
+    let hint = "Give a table name, optionally with its schema: 'archive.events' or '\"Cold\".\"Events\"'.";
+    if name.trim().is_empty() {
+        invalid(format!("archive_table {} is not a table name", crate::sql::literal(name)), hint);
+    }
     let parts = Spi::get_one_with_args::<Vec<String>>("SELECT parse_ident($1)", &[name.into()]).ok().flatten();
+    // Whether the schema may hold it is checked with the other rules.
     match parts.as_deref() {
         Some([t]) => QualifiedName::new(schema, t.clone()).quoted(),
-        Some([s, t]) => {
-            let exists = Spi::get_one_with_args::<bool>(
-                "SELECT to_regnamespace(quote_ident($1)) IS NOT NULL",
-                &[s.as_str().into()],
-            );
-            if exists != Ok(Some(true)) {
-                invalid(
-                    format!("schema {} of archive_table {name} does not exist", crate::sql::ident(s)),
-                    "Create the schema first (CREATE SCHEMA), or name an archive table in an existing schema.",
-                );
-            }
-            QualifiedName::new(s.clone(), t.clone()).quoted()
-        }
-        _ => invalid(
-            format!("archive_table {name} is not a table name"),
-            "Give a table name, optionally with its schema: 'archive.events' or '\"Cold\".\"Events\"'.",
-        ),
+        Some([s, t]) => QualifiedName::new(s.clone(), t.clone()).quoted(),
+        _ => invalid(format!("archive_table {name} is not a table name"), hint),
     }
 }
 
@@ -116,77 +107,82 @@ fn manage_archive(
     archive_table: default!(Option<&str>, "NULL"),
     batch_size: default!(Option<i32>, 10000),
 ) -> i64 {
-    let (oid, target) = require_owner(source, "source");
-    let Some(time_column) = time_column.filter(|c| !c.is_empty()) else {
-        bad_input(
-            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            format!("time_column for {target} must be given"),
-            "Name the date, timestamp or timestamptz column whose age decides what is archived.",
-        );
-    };
-    let positive =
-        older_than.and_then(|i| Spi::get_one_with_args::<bool>("SELECT $1 > interval '0'", &[i.into()]).ok().flatten());
-    if positive != Some(true) {
-        invalid(
-            format!("older_than for {target} must be a positive interval"),
-            "Say how old a row must be to leave, e.g. older_than => '90 days'.",
-        );
-    }
-    let batch_size = batch_size.unwrap_or(10_000);
-    if batch_size < 1 {
-        invalid(
-            format!("batch_size {batch_size} for {target} is not a positive number"),
-            "Rows per batch (one statement, one transaction for a worker): 1000 to 50000 suits most tables.",
-        );
-    }
-    let archive = archive_name(archive_table, oid);
-    let job_id = Spi::get_one_with_args::<i64>(
-        "INSERT INTO upkeep.archive_policies (source, time_column, older_than, archive_table, batch_size) \
-         VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (source) DO UPDATE SET time_column = EXCLUDED.time_column, older_than = EXCLUDED.older_than, \
-            archive_table = EXCLUDED.archive_table, batch_size = EXCLUDED.batch_size, updated_at = now() \
-         RETURNING job_id",
-        &[oid.into(), time_column.into(), older_than.into(), archive.into(), batch_size.into()],
-    )
-    .ok()
-    .flatten()
-    .unwrap_or_else(|| error!("could not register the archive policy of {target}"));
-    // The rules every run applies; here a failure is an ERROR, which also
-    // undoes the registration above.
-    let Some(f) = load(Scope::Job(job_id)).into_iter().next() else {
-        error!("the archive policy of {target} vanished while it was registered");
-    };
-    if let Err(p) = f.validate() {
-        invalid(p.message, p.hint);
-    }
-    let missing: Vec<String> = f.missing_in_archive().iter().map(|c| format!("{} {}", c.name, c.type_name)).collect();
-    if !missing.is_empty() {
-        invalid(
-            format!("archive {} does not have the shape of {target}: it lacks {}", f.archive_table(), missing.join(", ")),
-            "Add the columns to the archive table (ALTER TABLE ... ADD COLUMN), or name another archive_table (a new name is created LIKE the source).",
-        );
-    }
-    job_id
+    crate::errors::guarded("manage_archive", || {
+        let (oid, target) = require_owner(source, "source");
+        let Some(time_column) = time_column.filter(|c| !c.is_empty()) else {
+            bad_input(
+                PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                format!("time_column for {target} must be given"),
+                "Name the date, timestamp or timestamptz column whose age decides what is archived.",
+            );
+        };
+        let positive = older_than
+            .and_then(|i| Spi::get_one_with_args::<bool>("SELECT $1 > interval '0'", &[i.into()]).ok().flatten());
+        if positive != Some(true) {
+            invalid(
+                format!("older_than for {target} must be a positive interval"),
+                "Say how old a row must be to leave, e.g. older_than => '90 days'.",
+            );
+        }
+        let batch_size = batch_size.unwrap_or(10_000);
+        if batch_size < 1 {
+            invalid(
+                format!("batch_size {batch_size} for {target} is not a positive number"),
+                "Rows per batch (one statement, one transaction for a worker): 1000 to 50000 suits most tables.",
+            );
+        }
+        let archive = archive_name(archive_table, oid);
+        let job_id = Spi::get_one_with_args::<i64>(
+            "INSERT INTO upkeep.archive_policies (source, time_column, older_than, archive_table, batch_size) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (source) DO UPDATE SET time_column = EXCLUDED.time_column, older_than = EXCLUDED.older_than, \
+                archive_table = EXCLUDED.archive_table, batch_size = EXCLUDED.batch_size, updated_at = now() \
+             RETURNING job_id",
+            &[oid.into(), time_column.into(), older_than.into(), archive.into(), batch_size.into()],
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| error!("could not register the archive policy of {target}"));
+        // The rules every run applies; here a failure is an ERROR, which also
+        // undoes the registration above.
+        let Some(f) = load(Scope::Job(job_id)).into_iter().next() else {
+            error!("the archive policy of {target} vanished while it was registered");
+        };
+        if let Err(p) = f.validate() {
+            invalid(p.message, p.hint);
+        }
+        let missing: Vec<String> =
+            f.missing_in_archive().iter().map(|c| format!("{} {}", c.name, c.type_name)).collect();
+        if !missing.is_empty() {
+            invalid(
+                format!("archive {} does not have the shape of {target}: it lacks {}", f.archive_table(), missing.join(", ")),
+                "Add the columns to the archive table (ALTER TABLE ... ADD COLUMN), or name another archive_table (a new name is created LIKE the source).",
+            );
+        }
+        job_id
+    })
 }
 
 /// Forgets the row archive policy of `source`. Moves and drops nothing.
 #[pg_extern(volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn unmanage_archive(source: Option<RegClass>) {
-    let (oid, target) = require_owner(source, "source");
-    let removed = Spi::get_one_with_args::<i64>(
-        "DELETE FROM upkeep.archive_policies WHERE source::oid = $1 RETURNING job_id",
-        &[oid.into()],
-    )
-    .ok()
-    .flatten();
-    match removed {
-        Some(job) => crate::jobs::forget(job),
-        None => invalid(
-            format!("table {target} has no archive policy"),
-            "See SELECT * FROM upkeep.archive_status; for the archived tables.",
-        ),
-    }
+    crate::errors::guarded("unmanage_archive", || {
+        let (oid, target) = require_owner(source, "source");
+        let removed = Spi::get_one_with_args::<i64>(
+            "DELETE FROM upkeep.archive_policies WHERE source::oid = $1 RETURNING job_id",
+            &[oid.into()],
+        )
+        .ok()
+        .flatten();
+        match removed {
+            Some(job) => crate::jobs::forget(job),
+            None => invalid(
+                format!("table {target} has no archive policy"),
+                "See SELECT * FROM upkeep.archive_status; for the archived tables.",
+            ),
+        }
+    })
 }
 
 /// Runs the archive moves that are due (of `source` only, now, when given),
@@ -211,29 +207,31 @@ fn archive(
         name!(sql, Option<String>),
     ),
 > {
-    use crate::partitions::Selection;
-    let dry_run = crate::errors::given(dry_run, "dry_run", "archive", crate::errors::DRY_RUN_HINT);
-    let outcomes = match source {
-        None => crate::jobs::run_due(Runner::Caller, dry_run),
-        Some(s) => {
-            let (oid, target) = require_owner(Some(s), "source");
-            match crate::jobs::serving(oid) {
-                Some(job) if job.kind == Kind::Archive => maintain(Runner::Caller, Scope::Job(job.id), dry_run),
-                Some(_) => crate::partitions::maintain(Runner::Caller, Selection::Parent(oid), dry_run),
-                None => invalid(
-                    format!("table {target} has no archive policy"),
-                    format!(
-                        "Register it first: SELECT upkeep.manage_archive('{target}', '<time column>', '90 days'); \
-                         (partitioned tables: upkeep.manage_partitions(..., retention => ...))."
+    crate::errors::guarded("archive", || {
+        use crate::partitions::Selection;
+        let dry_run = crate::errors::given(dry_run, "dry_run", "archive", crate::errors::DRY_RUN_HINT);
+        let outcomes = match source {
+            None => crate::jobs::run_due(Runner::Caller, dry_run),
+            Some(s) => {
+                let (oid, target) = require_owner(Some(s), "source");
+                match crate::jobs::serving(oid) {
+                    Some(job) if job.kind == Kind::Archive => maintain(Runner::Caller, Scope::Job(job.id), dry_run),
+                    Some(_) => crate::partitions::maintain(Runner::Caller, Selection::Parent(oid), dry_run),
+                    None => invalid(
+                        format!("table {target} has no archive policy"),
+                        format!(
+                            "Register it first: SELECT upkeep.manage_archive('{target}', '<time column>', '90 days'); \
+                             (partitioned tables: upkeep.manage_partitions(..., retention => ...))."
+                        ),
                     ),
-                ),
+                }
             }
-        }
-    };
-    TableIterator::new(outcomes.into_iter().map(|o| {
-        let opt = |s: String| if s.is_empty() { None } else { Some(s) };
-        (o.job_id, o.action, o.target, o.status.to_string(), o.rows, opt(o.detail), o.error, opt(o.sql))
-    }))
+        };
+        TableIterator::new(outcomes.into_iter().map(|o| {
+            let opt = |s: String| if s.is_empty() { None } else { Some(s) };
+            (o.job_id, o.action, o.target, o.status.to_string(), o.rows, opt(o.detail), o.error, opt(o.sql))
+        }))
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,7 +9,7 @@
 use super::ArchiveMode;
 use crate::actions::{Action, ActionKind, Step};
 use crate::partitions::facts::{ParentFacts, Partition, Range};
-use crate::sql::{ident, shortened_name, QualifiedName};
+use crate::sql::{create_table, ident, shortened_name, QualifiedName};
 use std::collections::BTreeSet;
 
 /// The partitioned table that collects archived partitions in
@@ -32,6 +32,16 @@ fn candidates(facts: &ParentFacts) -> Vec<(&Partition, Option<i64>, i64)> {
     bounded.sort_by_key(|&(_, lower, _)| lower.unwrap_or(i64::MIN));
     bounded.pop(); // the newest stays, whatever its age
     bounded.into_iter().filter_map(|(p, lower, upper)| upper.map(|u| (p, lower, u))).collect()
+}
+
+/// The moves due at `now` that cannot go where the policy says (the
+/// target refused: see `target.rs`), as (job, partition, why): failed moves.
+pub fn refused(facts: &ParentFacts, now_utc: i64) -> Vec<(i64, String, String)> {
+    let Some(p) = &facts.archive_refused else { return Vec::new() };
+    due(facts, now_utc)
+        .into_iter()
+        .map(|part| (facts.policy.job_id, part.name.to_string(), format!("{} (HINT: {})", p.message, p.hint)))
+        .collect()
 }
 
 /// Partitions whose whole range is older than the cut-off at `now`.
@@ -74,7 +84,8 @@ pub fn archive_steps(facts: &ParentFacts, part: &Partition, archive_exists: bool
     let mut steps = Vec::new();
     if facts.policy.archive == ArchiveMode::ArchiveTable && !archive_exists {
         steps.push(Step::new(format!(
-            "CREATE TABLE {} (LIKE {parent} INCLUDING ALL EXCLUDING IDENTITY) PARTITION BY RANGE ({})",
+            "{} {} (LIKE {parent} INCLUDING ALL EXCLUDING IDENTITY) PARTITION BY RANGE ({})",
+            create_table(facts.unlogged),
             archive_table(facts).quoted(),
             ident(&facts.policy.control)
         )));
@@ -144,6 +155,9 @@ pub fn plan(
     existing: &BTreeSet<QualifiedName>,
     concurrently: bool,
 ) -> Vec<(Action, QualifiedName)> {
+    if facts.archive_refused.is_some() {
+        return Vec::new();
+    }
     let mut archive_exists = existing.contains(&archive_table(facts));
     let unfinished = |name: &QualifiedName| facts.unfinished.iter().find(|u| &u.target == name);
     let due = due(facts, now_utc);

@@ -7,8 +7,9 @@
 //! rows inserted are exactly the rows deleted, whatever commits in between;
 //! the statement is atomic, so a crash loses or doubles nothing.
 
+use super::target::{self, Access};
 use crate::actions::{Action, ActionKind, Step};
-use crate::sql::{ident, shortened_name, QualifiedName};
+use crate::sql::{create_table, ident, shortened_name, QualifiedName};
 
 /// One column of the source or the archive table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +31,8 @@ pub struct RowFacts {
     pub exists: bool,
     pub relkind: String,
     pub owner: String,
+    /// The source is UNLOGGED: so is the archive pg_upkeep creates for it.
+    pub unlogged: bool,
     pub time_column: String,
     /// The time column's type, None when the column is gone.
     pub time_type: Option<String>,
@@ -42,6 +45,11 @@ pub struct RowFacts {
     /// DELETE point at the source: deleting its rows would change others.
     pub cascading_references: bool,
     pub columns: Vec<Column>,
+    /// Whether the owner may use the archive's schema (create the table
+    /// there, or write the one that exists).
+    pub archive_access: Access,
+    /// For an archive table that exists: whether the owner owns it.
+    pub archive_owned: Option<bool>,
     /// The archive table's relkind and columns, None when it does not exist.
     pub archive_relkind: Option<String>,
     pub archive_columns: Vec<Column>,
@@ -126,6 +134,10 @@ impl RowFacts {
                 format!("{source} cannot be its own archive"),
                 "Leave archive_table NULL for <table>_archive, or name another table.",
             ));
+        }
+        target::check_schema(&archive.schema, &self.owner, &source, self.archive_access)?;
+        if let Some(owned) = self.archive_owned {
+            target::check_table_owner(&archive.to_string(), &self.owner, &source, owned)?;
         }
         if self.cascading_references {
             return Err(problem(
@@ -215,7 +227,11 @@ pub fn plan(f: &RowFacts) -> Action {
     let archive = f.archive_table();
     let mut steps = Vec::new();
     if f.archive_relkind.is_none() {
-        steps.push(Step::new(format!("CREATE TABLE {} (LIKE {source} INCLUDING ALL)", archive.quoted())));
+        steps.push(Step::new(format!(
+            "{} {} (LIKE {source} INCLUDING ALL)",
+            create_table(f.unlogged),
+            archive.quoted()
+        )));
     }
     for c in f.missing_in_archive() {
         steps.push(Step::new(format!(
@@ -256,6 +272,7 @@ mod tests {
             exists: true,
             relkind: "r".into(),
             owner: "app".into(),
+            unlogged: false,
             time_column: "at".into(),
             time_type: Some("timestamp with time zone".into()),
             cutoff: "2026-08-23 00:00:00+00".into(),
@@ -268,9 +285,31 @@ mod tests {
                 col("payload", "text"),
                 Column { generated: true, ..col("day", "date") },
             ],
+            archive_access: Access::Allowed,
+            archive_owned: None,
             archive_relkind: None,
             archive_columns: vec![],
         }
+    }
+
+    #[test]
+    fn the_target_is_checked_before_its_shape_is_looked_at() {
+        let mut f = events();
+        f.archive = Some(QualifiedName::new("bob", "secret"));
+        f.archive_relkind = Some("r".into());
+        f.archive_columns = vec![col("at", "text")];
+        f.archive_owned = Some(false);
+        let e = f.validate().unwrap_err();
+        assert!(e.message.contains("not owned by role \"app\""), "{e:?}");
+        assert!(!e.message.contains("text"), "tells nothing of the other table's columns");
+        f.archive_access = Access::Refused;
+        assert!(f.validate().unwrap_err().message.starts_with(r#"schema "bob" does not exist, or role "app""#));
+        f.archive = Some(QualifiedName::new("pg_catalog", "x"));
+        assert!(f.validate().unwrap_err().message.contains("belongs to the system"));
+        f.archive = Some(QualifiedName::new("bob", "secret"));
+        f.archive_access = Access::Allowed;
+        f.archive_owned = Some(true);
+        assert!(f.validate().unwrap_err().message.contains("but text in archive"), "then the shape");
     }
 
     #[test]

@@ -127,4 +127,30 @@ mod tests {
         );
         assert!(count("SELECT * FROM vault.\"Old Events\"") > 0);
     }
+
+    /// An UNLOGGED table stays unlogged in everything made for it: its
+    /// partitions, `<parent>_archive`, and a row archive.
+    #[pg_test]
+    fn what_serves_an_unlogged_table_is_unlogged_too() {
+        Spi::run(
+            "CREATE UNLOGGED TABLE public.scratch (d date NOT NULL, v int) PARTITION BY RANGE (d); \
+             CREATE UNLOGGED TABLE public.scratch_old PARTITION OF public.scratch FOR VALUES FROM ('2020-01-01') TO ('2020-02-01'); \
+             CREATE UNLOGGED TABLE public.hits (id int, at timestamptz NOT NULL); \
+             INSERT INTO public.hits SELECT g, now() - g * interval '1 day' FROM generate_series(1, 50) g",
+        )
+        .unwrap();
+        Spi::run("SELECT upkeep.manage_partitions('public.scratch', 'd', premake => 2, retention => '1 year')")
+            .unwrap();
+        Spi::run("SELECT count(*) FROM upkeep.archive('public.scratch')").unwrap();
+        Spi::run("SELECT upkeep.manage_archive('public.hits', 'at', '10 days')").unwrap();
+        Spi::run("SELECT count(*) FROM upkeep.archive('public.hits')").unwrap();
+        assert_eq!(count("SELECT 1 FROM public.hits_archive"), 40, "rows moved");
+        let logged = "SELECT c.oid::regclass::text FROM pg_class c \
+                       WHERE (c.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent IN ('public.scratch'::regclass, 'public.scratch_archive'::regclass)) \
+                              OR c.oid IN ('public.scratch_archive'::regclass, 'public.hits_archive'::regclass)) \
+                         AND c.relpersistence <> 'u'";
+        assert_eq!(count(logged), 0, "a logged table among those made for unlogged ones");
+        assert!(count("SELECT 1 FROM pg_inherits WHERE inhparent = 'public.scratch'::regclass") >= 3);
+        assert_eq!(count("SELECT 1 FROM pg_inherits WHERE inhparent = 'public.scratch_archive'::regclass"), 1);
+    }
 }

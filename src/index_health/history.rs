@@ -26,14 +26,16 @@ fn index_health_figures() -> TableIterator<
         name!(bloat_ratio, Option<f64>),
     ),
 > {
-    let indexes =
-        Spi::connect(super::facts::indexes).unwrap_or_else(|e| error!("pg_upkeep could not read the indexes: {e}"));
-    TableIterator::new(indexes.into_iter().filter(|i| !i.partitioned).map(|i| {
-        let expected = expected_pages(&i);
-        let bloat = expected.map(|e| (((i.pages as f64 - e) * PAGE) as i64).max(0));
-        let ratio = expected.map(|e| ((i.pages as f64 / e) * 100.0).round() / 100.0);
-        (i.table.schema, i.table.name, i.name, i.size_bytes, i.scans, bloat, ratio)
-    }))
+    crate::errors::guarded("index_health_figures", || {
+        let indexes =
+            Spi::connect(super::facts::indexes).unwrap_or_else(|e| error!("pg_upkeep could not read the indexes: {e}"));
+        TableIterator::new(indexes.into_iter().filter(|i| !i.partitioned).map(|i| {
+            let expected = expected_pages(&i);
+            let bloat = expected.map(|e| (((i.pages as f64 - e) * PAGE) as i64).max(0));
+            let ratio = expected.map(|e| ((i.pages as f64 / e) * 100.0).round() / 100.0);
+            (i.table.schema, i.table.name, i.name, i.size_bytes, i.scans, bloat, ratio)
+        }))
+    })
 }
 
 const APPEND_SQL: &str = "INSERT INTO upkeep.index_health_history \
@@ -46,13 +48,15 @@ const PRUNE_SQL: &str = "DELETE FROM upkeep.index_health_history WHERE captured_
 #[pg_extern(volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn snapshot_index_health() -> i64 {
-    crate::ownership::require_database_owner("index health snapshot");
-    Spi::connect_mut(|client| {
-        let n = client.update(APPEND_SQL, None, &[])?.len() as i64;
-        client.update(PRUNE_SQL, None, &[])?;
-        Ok::<_, pgrx::spi::SpiError>(n)
+    crate::errors::guarded("snapshot_index_health", || {
+        crate::ownership::require_database_owner("index health snapshot");
+        Spi::connect_mut(|client| {
+            let n = client.update(APPEND_SQL, None, &[])?.len() as i64;
+            client.update(PRUNE_SQL, None, &[])?;
+            Ok::<_, pgrx::spi::SpiError>(n)
+        })
+        .unwrap_or_else(|e| error!("pg_upkeep could not record index health: {e}"))
     })
-    .unwrap_or_else(|e| error!("pg_upkeep could not record index health: {e}"))
 }
 
 /// Runs the snapshot job when it is due (or `explicit`ly), through the

@@ -45,33 +45,35 @@ fn index_health_report(
         name!(fix_sql, String),
     ),
 > {
-    let min_size_bytes = crate::errors::given(
-        min_size_bytes,
-        "min_size_bytes",
-        "index_health_report",
-        "Pass a size in bytes (0, the default, for every index).",
-    );
-    if min_size_bytes < 0 {
-        crate::errors::invalid(
-            format!("min_size_bytes {min_size_bytes} must be 0 or more"),
-            "Give the smallest index size worth reporting in bytes, e.g. 10485760 for 10 MB, or 0 for all.",
+    crate::errors::guarded("index_health_report", || {
+        let min_size_bytes = crate::errors::given(
+            min_size_bytes,
+            "min_size_bytes",
+            "index_health_report",
+            "Pass a size in bytes (0, the default, for every index).",
         );
-    }
-    TableIterator::new(report(min_size_bytes).into_iter().map(|f| {
-        (
-            f.table.schema,
-            f.table.name,
-            f.index,
-            f.problem.to_string(),
-            f.severity.to_string(),
-            f.size_bytes,
-            f.scans,
-            f.bloat_bytes,
-            f.bloat_ratio,
-            f.recommendation,
-            f.fix_sql,
-        )
-    }))
+        if min_size_bytes < 0 {
+            crate::errors::invalid(
+                format!("min_size_bytes {min_size_bytes} must be 0 or more"),
+                "Give the smallest index size worth reporting in bytes, e.g. 10485760 for 10 MB, or 0 for all.",
+            );
+        }
+        TableIterator::new(report(min_size_bytes).into_iter().map(|f| {
+            (
+                f.table.schema,
+                f.table.name,
+                f.index,
+                f.problem.to_string(),
+                f.severity.to_string(),
+                f.size_bytes,
+                f.scans,
+                f.bloat_bytes,
+                f.bloat_ratio,
+                f.recommendation,
+                f.fix_sql,
+            )
+        }))
+    })
 }
 
 /// The exact figures of one btree index from pgstattuple's pgstatindex()
@@ -86,56 +88,58 @@ fn index_bloat_exact(
     'static,
     (name!(size_bytes, i64), name!(avg_leaf_density, f64), name!(bloat_bytes, i64), name!(bloat_ratio, f64)),
 > {
-    let Some(RegClass(oid)) = index else {
-        bad_input(
-            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            "index must not be NULL",
-            "Pass a btree index, e.g. index => 'public.orders_pkey'.",
-        );
-    };
-    let schema = Spi::get_one::<String>(
-        "SELECT n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pgstattuple'",
-    )
-    .ok()
-    .flatten()
-    .unwrap_or_else(|| {
-        bad_input(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_FUNCTION,
-            "exact index bloat needs the pgstattuple extension",
-            "CREATE EXTENSION pgstattuple; (in postgresql-contrib). upkeep.index_health estimates bloat without it.",
+    crate::errors::guarded("index_bloat_exact", || {
+        let Some(RegClass(oid)) = index else {
+            bad_input(
+                PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                "index must not be NULL",
+                "Pass a btree index, e.g. index => 'public.orders_pkey'.",
+            );
+        };
+        let schema = Spi::get_one::<String>(
+            "SELECT n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pgstattuple'",
         )
-    });
-    let is_btree = Spi::get_one_with_args::<bool>(
-        "SELECT am.amname = 'btree' AND c.relkind = 'i' FROM pg_class c JOIN pg_am am ON am.oid = c.relam WHERE c.oid = $1",
-        &[oid.into()],
-    )
-    .ok()
-    .flatten();
-    if is_btree != Some(true) {
-        bad_input(
-            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
-            format!("relation with OID {} is not a btree index", oid.to_u32()),
-            "Pass a btree index (\\di lists them); partitioned indexes: pass one partition's index.",
-        );
-    }
-    let row = Spi::connect(|client| {
-        let sql = format!(
-            "SELECT s.index_size, s.avg_leaf_density, s.leaf_pages, \
-                    coalesce((SELECT substr(o, 12)::float8 FROM pg_class c, unnest(c.reloptions) o \
-                               WHERE c.oid = $1 AND o LIKE 'fillfactor=%'), 90) \
-               FROM {}.pgstatindex($1::regclass) s",
-            crate::sql::ident(&schema)
-        );
-        let t = client.select(&sql, None, &[oid.into()])?.first();
-        Ok::<_, pgrx::spi::SpiError>((t.get::<i64>(1)?, t.get::<f64>(2)?, t.get::<i64>(3)?, t.get::<f64>(4)?))
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| {
+            bad_input(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_FUNCTION,
+                "exact index bloat needs the pgstattuple extension",
+                "CREATE EXTENSION pgstattuple; (in postgresql-contrib). upkeep.index_health estimates bloat without it.",
+            )
+        });
+        let is_btree = Spi::get_one_with_args::<bool>(
+            "SELECT am.amname = 'btree' AND c.relkind = 'i' FROM pg_class c JOIN pg_am am ON am.oid = c.relam WHERE c.oid = $1",
+            &[oid.into()],
+        )
+        .ok()
+        .flatten();
+        if is_btree != Some(true) {
+            bad_input(
+                PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+                format!("relation with OID {} is not a btree index", oid.to_u32()),
+                "Pass a btree index (\\di lists them); partitioned indexes: pass one partition's index.",
+            );
+        }
+        let row = Spi::connect(|client| {
+            let sql = format!(
+                "SELECT s.index_size, s.avg_leaf_density, s.leaf_pages, \
+                        coalesce((SELECT substr(o, 12)::float8 FROM pg_class c, unnest(c.reloptions) o \
+                                   WHERE c.oid = $1 AND o LIKE 'fillfactor=%'), 90) \
+                   FROM {}.pgstatindex($1::regclass) s",
+                crate::sql::ident(&schema)
+            );
+            let t = client.select(&sql, None, &[oid.into()])?.first();
+            Ok::<_, pgrx::spi::SpiError>((t.get::<i64>(1)?, t.get::<f64>(2)?, t.get::<i64>(3)?, t.get::<f64>(4)?))
+        })
+        .unwrap_or_else(|e| error!("pgstatindex failed: {e}"));
+        let (size, density, leaves, fillfactor) =
+            (row.0.unwrap_or(0), row.1.unwrap_or(0.0), row.2.unwrap_or(0), row.3.unwrap_or(90.0));
+        // A fresh build fills its leaves to the fill factor; everything else is bloat.
+        let needed = ((leaves as f64 * density / fillfactor).ceil() * findings::PAGE).max(findings::PAGE);
+        let bloat = (size as f64 - needed).max(0.0) as i64;
+        TableIterator::once((size, density, bloat, ((size as f64 / needed) * 100.0).round() / 100.0))
     })
-    .unwrap_or_else(|e| error!("pgstatindex failed: {e}"));
-    let (size, density, leaves, fillfactor) =
-        (row.0.unwrap_or(0), row.1.unwrap_or(0.0), row.2.unwrap_or(0), row.3.unwrap_or(90.0));
-    // A fresh build fills its leaves to the fill factor; everything else is bloat.
-    let needed = ((leaves as f64 * density / fillfactor).ceil() * findings::PAGE).max(findings::PAGE);
-    let bloat = (size as f64 - needed).max(0.0) as i64;
-    TableIterator::once((size, density, bloat, ((size as f64 / needed) * 100.0).round() / 100.0))
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -222,51 +222,55 @@ fn manage_reindex(
     min_size_bytes: default!(Option<i64>, 10485760),
     maintenance_window: default!(Option<&str>, "NULL"),
 ) -> i64 {
-    crate::ownership::require_database_owner("automatic reindex");
-    let ratio = min_bloat_ratio.filter(|r| *r > 1.0).unwrap_or_else(|| {
-        invalid(
-            format!("min_bloat_ratio {} must be above 1", min_bloat_ratio.map_or("NULL".into(), |r| r.to_string())),
-            "It is the size against a fresh build's: 2.0 rebuilds indexes twice as big as they need to be.",
-        )
-    });
-    let size = min_size_bytes.filter(|s| *s >= 0).unwrap_or_else(|| {
-        invalid(
-            "min_size_bytes must be 0 or more",
-            "Give the smallest index worth rebuilding in bytes, e.g. 10485760 (10 MB).",
-        )
-    });
-    if let Some(w) = maintenance_window {
-        if w.parse::<Window>().is_err() {
+    crate::errors::guarded("manage_reindex", || {
+        crate::ownership::require_database_owner("automatic reindex");
+        let ratio = min_bloat_ratio.filter(|r| *r > 1.0).unwrap_or_else(|| {
             invalid(
-                format!("maintenance_window '{w}' is not a window"),
-                "Write it as HH:MM-HH:MM in the server's time zone, e.g. '01:00-05:00' or '22:00-02:00'; NULL: any time.",
-            );
+                format!("min_bloat_ratio {} must be above 1", min_bloat_ratio.map_or("NULL".into(), |r| r.to_string())),
+                "It is the size against a fresh build's: 2.0 rebuilds indexes twice as big as they need to be.",
+            )
+        });
+        let size = min_size_bytes.filter(|s| *s >= 0).unwrap_or_else(|| {
+            invalid(
+                "min_size_bytes must be 0 or more",
+                "Give the smallest index worth rebuilding in bytes, e.g. 10485760 (10 MB).",
+            )
+        });
+        if let Some(w) = maintenance_window {
+            if w.parse::<Window>().is_err() {
+                invalid(
+                    format!("maintenance_window '{w}' is not a window"),
+                    "Write it as HH:MM-HH:MM in the server's time zone, e.g. '01:00-05:00' or '22:00-02:00'; NULL: any time.",
+                );
+            }
         }
-    }
-    Spi::get_one_with_args::<i64>(
-        "INSERT INTO upkeep.reindex_policy (min_bloat_ratio, min_size_bytes, maintenance_window) VALUES ($1, $2, $3) \
-         ON CONFLICT (single) DO UPDATE SET min_bloat_ratio = EXCLUDED.min_bloat_ratio, \
-            min_size_bytes = EXCLUDED.min_size_bytes, maintenance_window = EXCLUDED.maintenance_window, updated_at = now() \
-         RETURNING job_id",
-        &[ratio.into(), size.into(), maintenance_window.into()],
-    )
-    .ok()
-    .flatten()
-    .unwrap_or_else(|| error!("could not register automatic reindex"))
+        Spi::get_one_with_args::<i64>(
+            "INSERT INTO upkeep.reindex_policy (min_bloat_ratio, min_size_bytes, maintenance_window) VALUES ($1, $2, $3) \
+             ON CONFLICT (single) DO UPDATE SET min_bloat_ratio = EXCLUDED.min_bloat_ratio, \
+                min_size_bytes = EXCLUDED.min_size_bytes, maintenance_window = EXCLUDED.maintenance_window, updated_at = now() \
+             RETURNING job_id",
+            &[ratio.into(), size.into(), maintenance_window.into()],
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| error!("could not register automatic reindex"))
+    })
 }
 
 /// Turns automatic reindex off.
 #[pg_extern(volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn unmanage_reindex() {
-    crate::ownership::require_database_owner("automatic reindex");
-    match Spi::get_one::<i64>("DELETE FROM upkeep.reindex_policy RETURNING job_id") {
-        Ok(Some(job)) => crate::jobs::forget(job),
-        _ => crate::errors::invalid(
-            "automatic reindex is not set up in this database",
-            "Nothing to remove: upkeep.manage_reindex() sets it up; upkeep.jobs lists the jobs there are.",
-        ),
-    }
+    crate::errors::guarded("unmanage_reindex", || {
+        crate::ownership::require_database_owner("automatic reindex");
+        match Spi::get_one::<i64>("DELETE FROM upkeep.reindex_policy RETURNING job_id") {
+            Ok(Some(job)) => crate::jobs::forget(job),
+            _ => crate::errors::invalid(
+                "automatic reindex is not set up in this database",
+                "Nothing to remove: upkeep.manage_reindex() sets it up; upkeep.jobs lists the jobs there are.",
+            ),
+        }
+    })
 }
 
 #[cfg(test)]

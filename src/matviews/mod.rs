@@ -178,54 +178,57 @@ fn manage_matview(
     concurrently: default!(Option<bool>, true),
     only_when_changed: default!(Option<bool>, true),
 ) -> i64 {
-    let (oid, name) = require_owner(matview, "matview");
-    let relkind = Spi::get_one_with_args::<String>("SELECT relkind::text FROM pg_class WHERE oid = $1", &[oid.into()])
-        .ok()
-        .flatten();
-    if relkind.as_deref() != Some("m") {
-        bad_input(
-            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
-            format!("{name} is not a materialized view"),
-            "manage_matview takes a materialized view (\\dm lists them). Tables: upkeep.manage_partitions() or upkeep.manage_archive().",
-        );
-    }
-    let positive =
-        every.and_then(|i| Spi::get_one_with_args::<bool>("SELECT $1 > interval '0'", &[i.into()]).ok().flatten());
-    if positive != Some(true) {
-        invalid(
-            format!("every for {name} must be a positive interval"),
-            "Give the least time between two refreshes, e.g. every => '1 hour'.",
-        );
-    }
-    let (Some(concurrently), Some(only_when_changed)) = (concurrently, only_when_changed) else {
-        bad_input(
-            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            format!("concurrently and only_when_changed for {name} must not be NULL"),
-            "Pass true or false, or leave them out (both default to true).",
-        );
-    };
-    let job_id = Spi::get_one_with_args::<i64>(
-        "INSERT INTO upkeep.matview_policies (matview, every, concurrent, only_when_changed) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (matview) DO UPDATE SET every = EXCLUDED.every, concurrent = EXCLUDED.concurrent, \
-            only_when_changed = EXCLUDED.only_when_changed, updated_at = now() \
-         RETURNING job_id",
-        &[oid.into(), every.into(), concurrently.into(), only_when_changed.into()],
-    )
-    .ok()
-    .flatten()
-    .unwrap_or_else(|| error!("could not register the policy of {name}"));
-    // The rule every run applies; here it is an ERROR, which also undoes
-    // the registration above.
-    if let Some(v) = load(Some(job_id)).pop() {
-        if v.concurrently && !v.unique_key {
+    crate::errors::guarded("manage_matview", || {
+        let (oid, name) = require_owner(matview, "matview");
+        let relkind =
+            Spi::get_one_with_args::<String>("SELECT relkind::text FROM pg_class WHERE oid = $1", &[oid.into()])
+                .ok()
+                .flatten();
+        if relkind.as_deref() != Some("m") {
             bad_input(
-                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                format!("materialized view {name} cannot be refreshed concurrently: it has no usable unique index"),
-                unique_index_hint(&v),
+                PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+                format!("{name} is not a materialized view"),
+                "manage_matview takes a materialized view (\\dm lists them). Tables: upkeep.manage_partitions() or upkeep.manage_archive().",
             );
         }
-    }
-    job_id
+        let positive =
+            every.and_then(|i| Spi::get_one_with_args::<bool>("SELECT $1 > interval '0'", &[i.into()]).ok().flatten());
+        if positive != Some(true) {
+            invalid(
+                format!("every for {name} must be a positive interval"),
+                "Give the least time between two refreshes, e.g. every => '1 hour'.",
+            );
+        }
+        let (Some(concurrently), Some(only_when_changed)) = (concurrently, only_when_changed) else {
+            bad_input(
+                PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                format!("concurrently and only_when_changed for {name} must not be NULL"),
+                "Pass true or false, or leave them out (both default to true).",
+            );
+        };
+        let job_id = Spi::get_one_with_args::<i64>(
+            "INSERT INTO upkeep.matview_policies (matview, every, concurrent, only_when_changed) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (matview) DO UPDATE SET every = EXCLUDED.every, concurrent = EXCLUDED.concurrent, \
+                only_when_changed = EXCLUDED.only_when_changed, updated_at = now() \
+             RETURNING job_id",
+            &[oid.into(), every.into(), concurrently.into(), only_when_changed.into()],
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| error!("could not register the policy of {name}"));
+        // The rule every run applies; here it is an ERROR, which also undoes
+        // the registration above.
+        if let Some(v) = load(Some(job_id)).pop() {
+            if v.concurrently && !v.unique_key {
+                bad_input(
+                    PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                    format!("materialized view {name} cannot be refreshed concurrently: it has no usable unique index"),
+                    unique_index_hint(&v),
+                );
+            }
+        }
+        job_id
+    })
 }
 
 /// Forgets the policy of a materialized view. Refreshes and drops nothing;
@@ -234,31 +237,34 @@ fn manage_matview(
 #[pg_extern(volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn unmanage_matview(matview: Option<RegClass>) {
-    let Some(RegClass(oid)) = matview else {
-        bad_input(
-            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-            "matview must not be NULL",
-            "Pass the materialized view, e.g. matview => 'public.fund_analytics_mv'.",
-        );
-    };
-    let exists = Spi::get_one_with_args::<bool>("SELECT EXISTS (SELECT 1 FROM pg_class WHERE oid = $1)", &[oid.into()])
+    crate::errors::guarded("unmanage_matview", || {
+        let Some(RegClass(oid)) = matview else {
+            bad_input(
+                PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+                "matview must not be NULL",
+                "Pass the materialized view, e.g. matview => 'public.fund_analytics_mv'.",
+            );
+        };
+        let exists =
+            Spi::get_one_with_args::<bool>("SELECT EXISTS (SELECT 1 FROM pg_class WHERE oid = $1)", &[oid.into()])
+                .ok()
+                .flatten()
+                .unwrap_or(false);
+        let name = if exists { require_owner(matview, "matview").1 } else { format!("with OID {}", oid.to_u32()) };
+        let removed = Spi::get_one_with_args::<i64>(
+            "DELETE FROM upkeep.matview_policies WHERE matview::oid = $1 RETURNING job_id",
+            &[oid.into()],
+        )
         .ok()
-        .flatten()
-        .unwrap_or(false);
-    let name = if exists { require_owner(matview, "matview").1 } else { format!("with OID {}", oid.to_u32()) };
-    let removed = Spi::get_one_with_args::<i64>(
-        "DELETE FROM upkeep.matview_policies WHERE matview::oid = $1 RETURNING job_id",
-        &[oid.into()],
-    )
-    .ok()
-    .flatten();
-    match removed {
-        Some(job) => jobs::forget(job),
-        None => invalid(
-            format!("materialized view {name} has no policy"),
-            "See SELECT matview FROM upkeep.matview_status; for the managed views.",
-        ),
-    }
+        .flatten();
+        match removed {
+            Some(job) => jobs::forget(job),
+            None => invalid(
+                format!("materialized view {name} has no policy"),
+                "See SELECT matview FROM upkeep.matview_status; for the managed views.",
+            ),
+        }
+    })
 }
 
 /// Refreshes what is due (or `matview` only, now), in dependency order,
@@ -283,37 +289,39 @@ fn refresh_matviews(
         name!(sql, Option<String>),
     ),
 > {
-    let force = crate::errors::given(
-        force,
-        "force",
-        "refresh_matviews",
-        "Pass true to refresh whether or not anything changed, false (the default) to refresh only what is due.",
-    );
-    let selection = match matview {
-        None if force => Selection::All,
-        None => Selection::Due,
-        Some(m) => {
-            let (oid, name) = require_owner(Some(m), "matview");
-            match jobs::serving(oid) {
-                Some(job) if job.kind == jobs::Kind::Matviews => Selection::Job(job.id),
-                _ => invalid(
-                    format!("materialized view {name} has no policy"),
-                    format!("Register it first: SELECT upkeep.manage_matview({});", crate::sql::literal(&name)),
-                ),
+    crate::errors::guarded("refresh_matviews", || {
+        let force = crate::errors::given(
+            force,
+            "force",
+            "refresh_matviews",
+            "Pass true to refresh whether or not anything changed, false (the default) to refresh only what is due.",
+        );
+        let selection = match matview {
+            None if force => Selection::All,
+            None => Selection::Due,
+            Some(m) => {
+                let (oid, name) = require_owner(Some(m), "matview");
+                match jobs::serving(oid) {
+                    Some(job) if job.kind == jobs::Kind::Matviews => Selection::Job(job.id),
+                    _ => invalid(
+                        format!("materialized view {name} has no policy"),
+                        format!("Register it first: SELECT upkeep.manage_matview({});", crate::sql::literal(&name)),
+                    ),
+                }
             }
-        }
-    };
-    let outcomes = maintain(Runner::Caller, selection, force, false);
-    TableIterator::new(
-        outcomes.into_iter().filter(|o| o.action != "track_changes" && o.action != "untrack_changes").map(|o| {
-            let status = match o.status {
-                Status::Ok => "refreshed".to_string(),
-                other => other.to_string(),
-            };
-            let opt = |s: String| if s.is_empty() { None } else { Some(s) };
-            (o.job_id, o.target, status, opt(o.detail), o.seconds, o.error, opt(o.sql))
-        }),
-    )
+        };
+        let outcomes = maintain(Runner::Caller, selection, force, false);
+        TableIterator::new(
+            outcomes.into_iter().filter(|o| o.action != "track_changes" && o.action != "untrack_changes").map(|o| {
+                let status = match o.status {
+                    Status::Ok => "refreshed".to_string(),
+                    other => other.to_string(),
+                };
+                let opt = |s: String| if s.is_empty() { None } else { Some(s) };
+                (o.job_id, o.target, status, opt(o.detail), o.seconds, o.error, opt(o.sql))
+            }),
+        )
+    })
 }
 
 /// The rows of the view upkeep.matview_status, without run history.
@@ -333,24 +341,26 @@ fn matview_report() -> TableIterator<
         name!(hint, Option<String>),
     ),
 > {
-    let rows: Vec<_> = load(None)
-        .into_iter()
-        .map(|v| {
-            let (status, hint) = plan::status(&v, || unique_index_hint(&v));
-            let unsure: Vec<String> = v.unsure.iter().cloned().chain(plan::not_allowed(&v)).collect();
-            (
-                v.job_id,
-                v.populated,
-                v.unique_key,
-                plan::changed_since(&v),
-                v.changed.clone(),
-                unsure,
-                status.to_string(),
-                hint,
-            )
-        })
-        .collect();
-    TableIterator::new(rows)
+    crate::errors::guarded("matview_report", || {
+        let rows: Vec<_> = load(None)
+            .into_iter()
+            .map(|v| {
+                let (status, hint) = plan::status(&v, || unique_index_hint(&v));
+                let unsure: Vec<String> = v.unsure.iter().cloned().chain(plan::not_allowed(&v)).collect();
+                (
+                    v.job_id,
+                    v.populated,
+                    v.unique_key,
+                    plan::changed_since(&v),
+                    v.changed.clone(),
+                    unsure,
+                    status.to_string(),
+                    hint,
+                )
+            })
+            .collect();
+        TableIterator::new(rows)
+    })
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -1,6 +1,8 @@
 //! Partition facts: what the catalogs say about managed parents, read in a
 //! fixed number of queries however many parents there are.
 
+use crate::archive::rows::Problem;
+use crate::archive::target::{self, Access};
 use crate::archive::ArchiveMode;
 use crate::calendar::{parse_time_zone, Bound, Calendar, ColumnKind, Granularity, Span};
 use crate::sql::QualifiedName;
@@ -73,9 +75,15 @@ pub struct ParentFacts {
     pub unfinished: Vec<Unfinished>,
     pub owner: String,
     pub tablespace: Option<String>,
+    /// The parent is UNLOGGED (PostgreSQL 15-17 allow it).
+    pub unlogged: bool,
     /// Insertable columns (not dropped, not generated), in order.
     pub columns: Vec<String>,
     pub grants: Vec<Grant>,
+    /// Why the archive mode's target may not take partitions now (a
+    /// schema dropped, a privilege revoked): moves fail with it, while
+    /// partitions are still created.
+    pub archive_refused: Option<Problem>,
 }
 
 /// A policy whose table no longer fits it (dropped, re-created unpartitioned,
@@ -112,8 +120,12 @@ pub struct RawParent {
     pub control_type: Option<String>,
     pub owner: String,
     pub tablespace: Option<String>,
+    pub unlogged: bool,
     pub columns: Vec<String>,
     pub grants: Vec<Grant>,
+    /// For `schema:`/`tablespace:` archive modes: whether the target
+    /// exists (else None) and the owner may create tables in it.
+    pub archive_target: Option<bool>,
 }
 
 impl RawParent {
@@ -188,6 +200,12 @@ impl RawParent {
                 "Use 'archive_table', 'detach', 'drop', 'schema:<name>' or 'tablespace:<name>'.",
             ));
         };
+        let access = Access::from_catalog(self.archive_target);
+        let archive_refused = match &archive {
+            ArchiveMode::Schema(schema) => target::check_schema(schema, &self.owner, t, access).err(),
+            ArchiveMode::Tablespace(ts) => target::check_tablespace(ts, &self.owner, t, access).err(),
+            _ => None,
+        };
         Ok(ParentFacts {
             policy: Policy {
                 job_id: self.job_id,
@@ -207,8 +225,10 @@ impl RawParent {
             unfinished: vec![],
             owner: self.owner,
             tablespace: self.tablespace,
+            unlogged: self.unlogged,
             columns: self.columns,
             grants: self.grants,
+            archive_refused,
         })
     }
 }
@@ -245,11 +265,20 @@ SELECT p.job_id,
        format_type(a.atttypid, a.atttypmod) AS control_type,
        pg_get_userbyid(c.relowner)::text AS owner,
        ts.spcname::text AS tablespace,
+       coalesce(c.relpersistence = 'u', false) AS unlogged,
        ARRAY(SELECT x.attname::text FROM pg_attribute x
               WHERE x.attrelid = c.oid AND x.attnum > 0 AND NOT x.attisdropped AND x.attgenerated = ''
               ORDER BY x.attnum) AS columns,
-       acl.grantees, acl.privileges, acl.grantable
+       acl.grantees, acl.privileges, acl.grantable,
+       CASE split_part(btrim(p.archive), ':', 1)
+            WHEN 'schema' THEN (SELECT has_schema_privilege(c.relowner, s.oid, 'CREATE')
+                                  FROM pg_namespace s WHERE s.nspname = tn.name)
+            WHEN 'tablespace' THEN (SELECT t.oid = d.dattablespace OR has_tablespace_privilege(c.relowner, t.oid, 'CREATE')
+                                      FROM pg_tablespace t, pg_database d
+                                     WHERE t.spcname = tn.name AND d.datname = current_database())
+       END AS archive_target
   FROM upkeep.partition_policies p
+  CROSS JOIN LATERAL (SELECT btrim(substr(btrim(p.archive), strpos(btrim(p.archive), ':') + 1)) AS name) tn
   LEFT JOIN pg_class c ON c.oid = p.parent
   LEFT JOIN pg_namespace n ON n.oid = c.relnamespace
   LEFT JOIN pg_partitioned_table pt ON pt.partrelid = c.oid
@@ -370,8 +399,10 @@ fn read_policies(rows: SpiTupleTable<'_>) -> Result<Vec<RawParent>, String> {
             control_type: text("control_type")?,
             owner: text("owner")?.unwrap_or_default(),
             tablespace: text("tablespace")?,
+            unlogged: row.get_by_name::<bool, _>("unlogged").map_err(spi_err)?.unwrap_or(false),
             columns: row.get_by_name::<Vec<String>, _>("columns").map_err(spi_err)?.unwrap_or_default(),
             grants,
+            archive_target: row.get_by_name::<bool, _>("archive_target").map_err(spi_err)?,
         });
     }
     Ok(out)
@@ -489,8 +520,10 @@ pub mod sample {
             unfinished: vec![],
             owner: "app".into(),
             tablespace: None,
+            unlogged: false,
             columns: vec!["fund_id".into(), "nav_date".into(), "nav".into()],
             grants: vec![],
+            archive_refused: None,
         }
     }
 

@@ -137,6 +137,12 @@ fn check_and_create(
             problems
                 .into_iter()
                 .map(|p| (p.job_id, "check_policy", p.target, format!("{} (HINT: {})", p.message, p.hint)))
+                .chain(
+                    parents
+                        .iter()
+                        .flat_map(|f| archive_plan::refused(f, now))
+                        .map(|(job, partition, why)| (job, "archive_partition", partition, why)),
+                )
                 .collect(),
             dry_run,
         );
@@ -243,76 +249,84 @@ fn manage_partitions(
     time_zone: default!(Option<&str>, "'UTC'"),
     start_at: default!(Option<TimestampWithTimeZone>, "NULL"),
 ) -> SetOfIterator<'static, String> {
-    let (oid, target) = require_owner(parent, "parent");
-    let granularity = granularity.unwrap_or("month");
-    let premake = premake.unwrap_or(3);
-    let archive = archive.unwrap_or("archive_table");
-    let time_zone = time_zone.unwrap_or("UTC");
-    check_policy_arguments(&target, control, premake, retention.as_ref());
-    if start_at.is_some_and(|s| s.is_infinity() || s.is_neg_infinity()) {
-        invalid(
-            format!("start_at {} for table {target} is not a point in time", start_at.unwrap()),
-            "Give when the first partition starts, e.g. start_at => '2024-01-01', or leave it NULL to start at the current period.",
-        );
-    }
+    crate::errors::guarded("manage_partitions", || {
+        let (oid, target) = require_owner(parent, "parent");
+        let granularity = granularity.unwrap_or("month");
+        let premake = premake.unwrap_or(3);
+        let archive = archive.unwrap_or("archive_table");
+        let time_zone = time_zone.unwrap_or("UTC");
+        check_policy_arguments(&target, control, premake, retention.as_ref());
+        if start_at.is_some_and(|s| s.is_infinity() || s.is_neg_infinity()) {
+            invalid(
+                format!("start_at {} for table {target} is not a point in time", start_at.unwrap()),
+                "Give when the first partition starts, e.g. start_at => '2024-01-01', or leave it NULL to start at the current period.",
+            );
+        }
 
-    Spi::run_with_args(
-        UPSERT_SQL,
-        &[
-            oid.into(),
-            control.into(),
-            granularity.into(),
-            premake.into(),
-            retention.into(),
-            archive.into(),
-            time_zone.into(),
-            start_at.into(),
-        ],
-    )
-    .unwrap_or_else(|e| error!("could not register the partition policy of {target}: {e}"));
+        Spi::run_with_args(
+            UPSERT_SQL,
+            &[
+                oid.into(),
+                control.into(),
+                granularity.into(),
+                premake.into(),
+                retention.into(),
+                archive.into(),
+                time_zone.into(),
+                start_at.into(),
+            ],
+        )
+        .unwrap_or_else(|e| error!("could not register the partition policy of {target}: {e}"));
 
-    // The catalog checks are the ones maintenance applies later; here a
-    // failure is an ERROR, which also undoes the registration above.
-    Runner::Caller.exclude_others(Kind::Partitions);
-    let (parents, problems) = load(&Scope::Parent(oid));
-    if let Some(p) = problems.into_iter().next() {
-        bad_input(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, p.message, p.hint);
-    }
-    let created = check_and_create(Runner::Caller, parents, Vec::new(), false)
-        .into_iter()
-        .filter_map(|o| match o.status {
-            Status::Ok => Some(o.target),
-            _ => {
-                warning!(
-                    "pg_upkeep could not create {}: {} (recorded in upkeep.job_runs; retried on the next run)",
-                    o.target,
-                    o.error.unwrap_or_default()
-                );
-                None
-            }
-        })
-        .collect::<Vec<_>>();
-    SetOfIterator::new(created)
+        // The catalog checks are the ones maintenance applies later; here a
+        // failure is an ERROR, which also undoes the registration above.
+        Runner::Caller.exclude_others(Kind::Partitions);
+        let (parents, problems) = load(&Scope::Parent(oid));
+        if let Some(p) = problems.into_iter().next() {
+            bad_input(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, p.message, p.hint);
+        }
+        if let Some(p) = parents.iter().find_map(|f| f.archive_refused.as_ref()) {
+            invalid(p.message.clone(), p.hint.clone());
+        }
+        let created = check_and_create(Runner::Caller, parents, Vec::new(), false)
+            .into_iter()
+            .filter_map(|o| match o.status {
+                Status::Ok => Some(o.target),
+                _ => {
+                    warning!(
+                        "pg_upkeep: {} of {} failed: {} (recorded in upkeep.job_runs; retried on the next run)",
+                        o.action,
+                        o.target,
+                        o.error.unwrap_or_default()
+                    );
+                    None
+                }
+            })
+            .collect::<Vec<_>>();
+        SetOfIterator::new(created)
+    })
 }
 
 /// Forgets the partition policy of `parent`. Touches no table.
 #[pg_extern(volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn unmanage_partitions(parent: Option<RegClass>) {
-    let (oid, target) = require_owner(parent, "parent");
-    let removed = Spi::get_one_with_args::<i64>(
-        "DELETE FROM upkeep.partition_policies WHERE parent::oid = $1 RETURNING job_id",
-        &[oid.into()],
-    )
-    .ok()
-    .flatten();
-    match removed {
-        Some(job) => crate::jobs::forget(job),
-        None => invalid(
-            format!("table {target} has no partition policy"),
-            "See SELECT * FROM upkeep.jobs WHERE kind = 'partitions'; for the managed tables.",
-        ),
-    }
+    crate::errors::guarded("unmanage_partitions", || {
+        let (oid, target) = require_owner(parent, "parent");
+        let removed = Spi::get_one_with_args::<i64>(
+            "DELETE FROM upkeep.partition_policies WHERE parent::oid = $1 RETURNING job_id",
+            &[oid.into()],
+        )
+        .ok()
+        .flatten();
+        match removed {
+            Some(job) => crate::jobs::forget(job),
+            None => invalid(
+                format!("table {target} has no partition policy"),
+                "See SELECT * FROM upkeep.jobs WHERE kind = 'partitions'; for the managed tables.",
+            ),
+        }
+    })
 }
 
 /// Creates the partitions that are due (all policies when `parent` is NULL).
@@ -335,22 +349,24 @@ fn create_partitions(
         name!(sql, Option<String>),
     ),
 > {
-    let dry_run = crate::errors::given(dry_run, "dry_run", "create_partitions", crate::errors::DRY_RUN_HINT);
-    let oid = parent.map(|p| {
-        let (oid, target) = require_owner(Some(p), "parent");
-        if managed_job(oid).is_none() {
-            invalid(
-                format!("table {target} has no partition policy"),
-                format!(
-                    "Register it first: SELECT upkeep.manage_partitions({}, '<column>');",
-                    crate::sql::literal(&target)
-                ),
-            );
-        }
-        oid
-    });
-    let selection = oid.map_or(Selection::Due, Selection::Parent);
-    action_rows(maintain(Runner::Caller, selection, dry_run))
+    crate::errors::guarded("create_partitions", || {
+        let dry_run = crate::errors::given(dry_run, "dry_run", "create_partitions", crate::errors::DRY_RUN_HINT);
+        let oid = parent.map(|p| {
+            let (oid, target) = require_owner(Some(p), "parent");
+            if managed_job(oid).is_none() {
+                invalid(
+                    format!("table {target} has no partition policy"),
+                    format!(
+                        "Register it first: SELECT upkeep.manage_partitions({}, '<column>');",
+                        crate::sql::literal(&target)
+                    ),
+                );
+            }
+            oid
+        });
+        let selection = oid.map_or(Selection::Due, Selection::Parent);
+        action_rows(maintain(Runner::Caller, selection, dry_run))
+    })
 }
 
 /// Every partition of every managed parent (the rows of `upkeep.partitions`).
@@ -368,35 +384,37 @@ fn partition_report() -> TableIterator<
         name!(state, String),
     ),
 > {
-    let now = now_micros();
-    let (parents, _) = load(&Scope::All);
-    let rows: Vec<_> = parents
-        .iter()
-        .flat_map(|f| {
-            let cal = f.policy.calendar;
-            let current = cal.bound_of(cal.period_start(cal.civil_date_of_instant(now)));
-            let next = cal.bound_of(cal.next_start(cal.period_start(cal.civil_date_of_instant(now))));
-            f.partitions.iter().map(move |p| {
-                let (lower, upper, state) = match p.range {
-                    facts::Range::Default => (None, None, "default"),
-                    facts::Range::Bounded { lower, upper } => {
-                        let state = match (lower, upper) {
-                            (_, Some(u)) if u <= current => "past",
-                            (Some(l), _) if l >= next => "future",
-                            _ => "current",
-                        };
-                        (
-                            Some(lower.map_or("MINVALUE".to_string(), |b| cal.display(b))),
-                            Some(upper.map_or("MAXVALUE".to_string(), |b| cal.display(b))),
-                            state,
-                        )
-                    }
-                };
-                (f.policy.job_id, f.policy.parent.quoted(), p.name.quoted(), lower, upper, state.to_string())
+    crate::errors::guarded("partition_report", || {
+        let now = now_micros();
+        let (parents, _) = load(&Scope::All);
+        let rows: Vec<_> = parents
+            .iter()
+            .flat_map(|f| {
+                let cal = f.policy.calendar;
+                let current = cal.bound_of(cal.period_start(cal.civil_date_of_instant(now)));
+                let next = cal.bound_of(cal.next_start(cal.period_start(cal.civil_date_of_instant(now))));
+                f.partitions.iter().map(move |p| {
+                    let (lower, upper, state) = match p.range {
+                        facts::Range::Default => (None, None, "default"),
+                        facts::Range::Bounded { lower, upper } => {
+                            let state = match (lower, upper) {
+                                (_, Some(u)) if u <= current => "past",
+                                (Some(l), _) if l >= next => "future",
+                                _ => "current",
+                            };
+                            (
+                                Some(lower.map_or("MINVALUE".to_string(), |b| cal.display(b))),
+                                Some(upper.map_or("MAXVALUE".to_string(), |b| cal.display(b))),
+                                state,
+                            )
+                        }
+                    };
+                    (f.policy.job_id, f.policy.parent.quoted(), p.name.quoted(), lower, upper, state.to_string())
+                })
             })
-        })
-        .collect();
-    TableIterator::new(rows)
+            .collect();
+        TableIterator::new(rows)
+    })
 }
 
 /// Per managed parent: coverage, holes, rows in DEFAULT, status and a hint
@@ -423,53 +441,58 @@ fn partition_health_report() -> TableIterator<
         name!(hint, Option<String>),
     ),
 > {
-    let now = now_micros();
-    let (parents, problems) = load(&Scope::All);
-    let mut rows: Vec<_> = parents
-        .iter()
-        .map(|f| {
-            let rows_in_default = f.default_partition.as_ref().map(|d| {
-                Spi::get_one::<i64>(&format!("SELECT count(*) FROM ONLY {}", d.quoted())).ok().flatten().unwrap_or(0)
-            });
-            let h = health::assess(f, now, rows_in_default.unwrap_or(0));
-            let cal = f.policy.calendar;
+    crate::errors::guarded("partition_health_report", || {
+        let now = now_micros();
+        let (parents, problems) = load(&Scope::All);
+        let mut rows: Vec<_> = parents
+            .iter()
+            .map(|f| {
+                let rows_in_default = f.default_partition.as_ref().map(|d| {
+                    Spi::get_one::<i64>(&format!("SELECT count(*) FROM ONLY {}", d.quoted()))
+                        .ok()
+                        .flatten()
+                        .unwrap_or(0)
+                });
+                let h = health::assess(f, now, rows_in_default.unwrap_or(0));
+                let cal = f.policy.calendar;
+                (
+                    f.policy.job_id,
+                    f.policy.parent.quoted(),
+                    cal.granularity.to_string(),
+                    f.policy.premake as i32,
+                    f.partitions.iter().filter(|p| p.range != facts::Range::Default).count() as i32,
+                    h.covered_until.map(|b| cal.display(b)),
+                    h.future_partitions as i32,
+                    h.gaps as i32,
+                    h.due as i32,
+                    h.archive_due as i32,
+                    f.default_partition.as_ref().map(QualifiedName::quoted),
+                    rows_in_default,
+                    h.status.to_string(),
+                    h.hint,
+                )
+            })
+            .collect();
+        rows.extend(problems.into_iter().map(|p| {
             (
-                f.policy.job_id,
-                f.policy.parent.quoted(),
-                cal.granularity.to_string(),
-                f.policy.premake as i32,
-                f.partitions.iter().filter(|p| p.range != facts::Range::Default).count() as i32,
-                h.covered_until.map(|b| cal.display(b)),
-                h.future_partitions as i32,
-                h.gaps as i32,
-                h.due as i32,
-                h.archive_due as i32,
-                f.default_partition.as_ref().map(QualifiedName::quoted),
-                rows_in_default,
-                h.status.to_string(),
-                h.hint,
+                p.job_id,
+                p.target,
+                String::new(),
+                0,
+                0,
+                None,
+                0,
+                0,
+                0,
+                0,
+                None,
+                None,
+                "error".to_string(),
+                Some(format!("{} {}", p.message, p.hint)),
             )
-        })
-        .collect();
-    rows.extend(problems.into_iter().map(|p| {
-        (
-            p.job_id,
-            p.target,
-            String::new(),
-            0,
-            0,
-            None,
-            0,
-            0,
-            0,
-            0,
-            None,
-            None,
-            "error".to_string(),
-            Some(format!("{} {}", p.message, p.hint)),
-        )
-    }));
-    TableIterator::new(rows)
+        }));
+        TableIterator::new(rows)
+    })
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -4,7 +4,7 @@
 use super::facts::{Grant, ParentFacts, Partition, Range};
 use crate::actions::{Action, ActionKind, Step};
 use crate::calendar::{Bound, Calendar};
-use crate::sql::{ident, shortened_name, QualifiedName};
+use crate::sql::{create_table, ident, shortened_name, QualifiedName};
 use chrono::NaiveDate;
 use std::collections::BTreeSet;
 
@@ -199,8 +199,9 @@ pub fn create_partition_steps(facts: &ParentFacts, partition: &QualifiedName, lo
         None => String::new(),
     };
     steps.push(Step::new(format!(
-        "CREATE TABLE {part} (LIKE {parent} INCLUDING ALL EXCLUDING INDEXES EXCLUDING IDENTITY, \
+        "{} {part} (LIKE {parent} INCLUDING ALL EXCLUDING INDEXES EXCLUDING IDENTITY, \
          CONSTRAINT {} CHECK ({col} IS NOT NULL AND {in_range})){tablespace}",
+        create_table(facts.unlogged),
         ident(BOUNDS_CHECK)
     )));
     if let Some(def) = &facts.default_partition {
