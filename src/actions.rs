@@ -16,6 +16,7 @@ pub enum ActionKind {
     SnapshotIndexHealth,
     Reindex,
     DropIndex,
+    SyncAccess,
 }
 
 impl ActionKind {
@@ -46,6 +47,7 @@ impl fmt::Display for ActionKind {
             ActionKind::SnapshotIndexHealth => "snapshot_index_health",
             ActionKind::Reindex => "reindex",
             ActionKind::DropIndex => "drop_index",
+            ActionKind::SyncAccess => "sync_access",
         })
     }
 }

@@ -6,6 +6,7 @@
 
 use pgrx::prelude::*;
 
+pub mod access;
 pub mod actions;
 pub mod archive;
 pub mod calendar;

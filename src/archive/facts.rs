@@ -4,6 +4,7 @@
 
 use super::rows::{Column, RowFacts};
 use super::target::Access;
+use crate::access::{self, AccessRules};
 use crate::sql::QualifiedName;
 use pgrx::spi::SpiClient;
 
@@ -61,7 +62,8 @@ const ARCHIVES_SQL: &str = "\
 SELECT w.i, \
        has_schema_privilege(w.o, s.oid, 'USAGE') \
          AND (has_schema_privilege(w.o, s.oid, 'CREATE') OR coalesce(pg_has_role(w.o, t.relowner, 'USAGE'), false)), \
-       CASE WHEN t.oid IS NOT NULL THEN pg_has_role(w.o, t.relowner, 'USAGE') END \
+       CASE WHEN t.oid IS NOT NULL THEN pg_has_role(w.o, t.relowner, 'USAGE') END, \
+       t.oid::int8 \
   FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS w(s, n, o, i) \
   LEFT JOIN pg_namespace s ON s.nspname = w.s \
   LEFT JOIN pg_class t ON t.relnamespace = s.oid AND t.relname = w.n \
@@ -78,7 +80,10 @@ pub fn load(client: &SpiClient<'_>, scope: Scope) -> Result<Vec<RowFacts>, Strin
         Scope::Due => None,
     };
     let mut out = Vec::new();
+    let mut sources = Vec::new();
     for row in client.select(POLICIES_SQL.as_str(), None, &[job.into()]).map_err(err)? {
+        sources
+            .push(pgrx::pg_sys::Oid::from(row.get_by_name::<i64, _>("oid").map_err(err)?.unwrap_or_default() as u32));
         let text = |c: &str| row.get_by_name::<String, _>(c).map_err(err).map(Option::unwrap_or_default);
         let archive = row.get_by_name::<Vec<String>, _>("archive").map_err(err)?.map(|parts| match parts.as_slice() {
             [schema, name] => QualifiedName::new(schema.clone(), name.clone()),
@@ -99,8 +104,10 @@ pub fn load(client: &SpiClient<'_>, scope: Scope) -> Result<Vec<RowFacts>, Strin
             archive,
             cascading_references: row.get_by_name::<bool, _>("cascading_references").map_err(err)?.unwrap_or(false),
             columns: Vec::new(),
-            archive_access: Access::Refused,
+            archive_target: Access::Refused,
             archive_owned: None,
+            access: AccessRules::default(),
+            archive_drift: None,
             archive_relkind: None,
             archive_columns: Vec::new(),
         });
@@ -112,10 +119,26 @@ pub fn load(client: &SpiClient<'_>, scope: Scope) -> Result<Vec<RowFacts>, Strin
     let schemas: Vec<String> = archives.iter().map(|q| q.schema.clone()).collect();
     let rels: Vec<String> = archives.iter().map(|q| q.name.clone()).collect();
     let owners: Vec<String> = out.iter().map(|f| f.owner.clone()).collect();
+    let mut archive_oids = Vec::new();
     for row in client.select(ARCHIVES_SQL, None, &[schemas.into(), rels.into(), owners.into()]).map_err(err)? {
-        let f = &mut out[row.get::<i64>(1).map_err(err)?.unwrap_or_default() as usize - 1];
-        f.archive_access = Access::from_catalog(row.get::<bool>(2).map_err(err)?);
+        let i = row.get::<i64>(1).map_err(err)?.unwrap_or_default() as usize - 1;
+        let f = &mut out[i];
+        f.archive_target = Access::from_catalog(row.get::<bool>(2).map_err(err)?);
         f.archive_owned = row.get::<bool>(3).map_err(err)?;
+        if let Some(oid) = row.get::<i64>(4).map_err(err)? {
+            archive_oids.push((i, pgrx::pg_sys::Oid::from(oid as u32)));
+        }
+    }
+    // Each archive's rules against its source's.
+    let oids: Vec<pgrx::pg_sys::Oid> = sources.iter().copied().chain(archive_oids.iter().map(|(_, o)| *o)).collect();
+    let mut rules = access::read(client, &oids)?;
+    for (f, oid) in out.iter_mut().zip(&sources) {
+        f.access = rules.remove(&oid.to_u32()).unwrap_or_default();
+    }
+    for (i, oid) in archive_oids {
+        let f = &mut out[i];
+        let current = rules.remove(&oid.to_u32()).unwrap_or_default();
+        f.archive_drift = access::drifted(&f.access, vec![(f.archive_table(), current)]).pop();
     }
     // Each policy's source and archive, as (schema, name) pairs.
     let names: Vec<QualifiedName> = out.iter().flat_map(|f| [f.source.clone(), f.archive_table()]).collect();

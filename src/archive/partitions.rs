@@ -83,12 +83,14 @@ pub fn archive_steps(facts: &ParentFacts, part: &Partition, archive_exists: bool
     let name = part.name.quoted();
     let mut steps = Vec::new();
     if facts.policy.archive == ArchiveMode::ArchiveTable && !archive_exists {
+        let archive = archive_table(facts);
         steps.push(Step::new(format!(
             "{} {} (LIKE {parent} INCLUDING ALL EXCLUDING IDENTITY) PARTITION BY RANGE ({})",
             create_table(facts.unlogged),
-            archive_table(facts).quoted(),
+            archive.quoted(),
             ident(&facts.policy.control)
         )));
+        steps.extend(facts.access.apply_steps(&archive));
     }
     match (&facts.policy.archive, how) {
         // A partition can be dropped straight away, in one statement.

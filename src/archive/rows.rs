@@ -8,6 +8,7 @@
 //! the statement is atomic, so a crash loses or doubles nothing.
 
 use super::target::{self, Access};
+use crate::access::{AccessRules, Drift};
 use crate::actions::{Action, ActionKind, Step};
 use crate::sql::{create_table, ident, shortened_name, QualifiedName};
 
@@ -47,9 +48,13 @@ pub struct RowFacts {
     pub columns: Vec<Column>,
     /// Whether the owner may use the archive's schema (create the table
     /// there, or write the one that exists).
-    pub archive_access: Access,
+    pub archive_target: Access,
     /// For an archive table that exists: whether the owner owns it.
     pub archive_owned: Option<bool>,
+    /// Who may read and change the source's rows: what the archive gets.
+    pub access: AccessRules,
+    /// The archive's own rules, when they are not the source's.
+    pub archive_drift: Option<Drift>,
     /// The archive table's relkind and columns, None when it does not exist.
     pub archive_relkind: Option<String>,
     pub archive_columns: Vec<Column>,
@@ -135,7 +140,7 @@ impl RowFacts {
                 "Leave archive_table NULL for <table>_archive, or name another table.",
             ));
         }
-        target::check_schema(&archive.schema, &self.owner, &source, self.archive_access)?;
+        target::check_schema(&archive.schema, &self.owner, &source, self.archive_target)?;
         if let Some(owned) = self.archive_owned {
             target::check_table_owner(&archive.to_string(), &self.owner, &source, owned)?;
         }
@@ -232,6 +237,10 @@ pub fn plan(f: &RowFacts) -> Action {
             create_table(f.unlogged),
             archive.quoted()
         )));
+        steps.extend(f.access.apply_steps(&archive));
+    }
+    if let Some(d) = &f.archive_drift {
+        steps.extend(d.current.replace_steps(&f.access, &archive));
     }
     for c in f.missing_in_archive() {
         steps.push(Step::new(format!(
@@ -285,8 +294,10 @@ mod tests {
                 col("payload", "text"),
                 Column { generated: true, ..col("day", "date") },
             ],
-            archive_access: Access::Allowed,
+            archive_target: Access::Allowed,
             archive_owned: None,
+            access: AccessRules::default(),
+            archive_drift: None,
             archive_relkind: None,
             archive_columns: vec![],
         }
@@ -302,12 +313,12 @@ mod tests {
         let e = f.validate().unwrap_err();
         assert!(e.message.contains("not owned by role \"app\""), "{e:?}");
         assert!(!e.message.contains("text"), "tells nothing of the other table's columns");
-        f.archive_access = Access::Refused;
+        f.archive_target = Access::Refused;
         assert!(f.validate().unwrap_err().message.starts_with(r#"schema "bob" does not exist, or role "app""#));
         f.archive = Some(QualifiedName::new("pg_catalog", "x"));
         assert!(f.validate().unwrap_err().message.contains("belongs to the system"));
         f.archive = Some(QualifiedName::new("bob", "secret"));
-        f.archive_access = Access::Allowed;
+        f.archive_target = Access::Allowed;
         f.archive_owned = Some(true);
         assert!(f.validate().unwrap_err().message.contains("but text in archive"), "then the shape");
     }

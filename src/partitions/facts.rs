@@ -1,6 +1,7 @@
 //! Partition facts: what the catalogs say about managed parents, read in a
 //! fixed number of queries however many parents there are.
 
+use crate::access::{self, AccessRules, Drift};
 use crate::archive::rows::Problem;
 use crate::archive::target::{self, Access};
 use crate::archive::ArchiveMode;
@@ -51,14 +52,6 @@ pub struct Partition {
     pub range: Range,
 }
 
-/// One entry of the parent's ACL; `grantee` None is PUBLIC.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grant {
-    pub grantee: Option<String>,
-    pub privilege: String,
-    pub grantable: bool,
-}
-
 /// Everything the planner needs to know about one managed parent.
 #[derive(Debug, Clone)]
 pub struct ParentFacts {
@@ -79,7 +72,13 @@ pub struct ParentFacts {
     pub unlogged: bool,
     /// Insertable columns (not dropped, not generated), in order.
     pub columns: Vec<String>,
-    pub grants: Vec<Grant>,
+    /// Who may read and change the parent's rows: what every relation
+    /// made for it gets.
+    pub access: AccessRules,
+    /// Relations made for the parent (its partitions with the
+    /// pg_upkeep_bounds CHECK, `<parent>_archive` and the partitions in it)
+    /// whose rules are no longer the parent's.
+    pub drift: Vec<Drift>,
     /// Why the archive mode's target may not take partitions now (a
     /// schema dropped, a privilege revoked): moves fail with it, while
     /// partitions are still created.
@@ -122,7 +121,6 @@ pub struct RawParent {
     pub tablespace: Option<String>,
     pub unlogged: bool,
     pub columns: Vec<String>,
-    pub grants: Vec<Grant>,
     /// For `schema:`/`tablespace:` archive modes: whether the target
     /// exists (else None) and the owner may create tables in it.
     pub archive_target: Option<bool>,
@@ -227,7 +225,8 @@ impl RawParent {
             tablespace: self.tablespace,
             unlogged: self.unlogged,
             columns: self.columns,
-            grants: self.grants,
+            access: AccessRules::default(),
+            drift: Vec::new(),
             archive_refused,
         })
     }
@@ -241,6 +240,9 @@ pub const FINGERPRINT: &str =
     "md5(concat_ws('|', p.control, p.granularity, p.premake, p.time_zone, p.retention, p.archive, \
        extract(epoch FROM p.start_at), \
        (SELECT c.xmin::text FROM pg_class c WHERE c.oid = p.parent), \
+       (SELECT sum(a.xmin::text::int8) FROM pg_attribute a WHERE a.attrelid = p.parent AND a.attnum > 0), \
+       (SELECT count(*) || ':' || coalesce(sum(o.xmin::text::int8), 0) FROM pg_policy o \
+         WHERE o.polrelid = p.parent OR o.polrelid IN (SELECT i.inhrelid FROM pg_inherits i WHERE i.inhparent = p.parent)), \
        (SELECT count(*) || ':' || coalesce(sum(i.inhrelid::int8), 0) || ':' || coalesce(sum(k.xmin::text::int8), 0) \
           FROM pg_inherits i JOIN pg_class k ON k.oid = i.inhrelid WHERE i.inhparent = p.parent)))";
 
@@ -269,7 +271,6 @@ SELECT p.job_id,
        ARRAY(SELECT x.attname::text FROM pg_attribute x
               WHERE x.attrelid = c.oid AND x.attnum > 0 AND NOT x.attisdropped AND x.attgenerated = ''
               ORDER BY x.attnum) AS columns,
-       acl.grantees, acl.privileges, acl.grantable,
        CASE split_part(btrim(p.archive), ':', 1)
             WHEN 'schema' THEN (SELECT has_schema_privilege(c.relowner, s.oid, 'CREATE')
                                   FROM pg_namespace s WHERE s.nspname = tn.name)
@@ -284,11 +285,6 @@ SELECT p.job_id,
   LEFT JOIN pg_partitioned_table pt ON pt.partrelid = c.oid
   LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = p.control AND NOT a.attisdropped
   LEFT JOIN pg_tablespace ts ON ts.oid = c.reltablespace
-  LEFT JOIN LATERAL (
-       SELECT array_agg(CASE WHEN g.grantee = 0 THEN '' ELSE pg_get_userbyid(g.grantee)::text END) AS grantees,
-              array_agg(g.privilege_type::text) AS privileges,
-              array_agg(g.is_grantable) AS grantable
-         FROM aclexplode(c.relacl) g) acl ON true
  WHERE ($1::oid IS NULL OR p.parent::oid = $1) AND ($2::int8[] IS NULL OR p.job_id = ANY ($2))
    AND {may_manage}
  ORDER BY p.job_id"#,
@@ -305,6 +301,8 @@ macro_rules! partitions_sql {
         concat!(
             r#"
 SELECT i.inhparent::int8 AS parent,
+       k.oid::int8 AS oid,
+       EXISTS (SELECT 1 FROM pg_constraint x WHERE x.conrelid = k.oid AND x.conname = 'pg_upkeep_bounds') AS ours,
        kn.nspname::text AS schema,
        k.relname::text AS name,
        r.m IS NULL AS is_default,
@@ -359,20 +357,6 @@ fn read_policies(rows: SpiTupleTable<'_>) -> Result<Vec<RawParent>, String> {
     let mut out = Vec::new();
     for row in rows {
         let text = |c: &str| row.get_by_name::<String, _>(c).map_err(spi_err);
-        let grantees: Vec<String> = row.get_by_name::<Vec<String>, _>("grantees").map_err(spi_err)?.unwrap_or_default();
-        let privileges: Vec<String> =
-            row.get_by_name::<Vec<String>, _>("privileges").map_err(spi_err)?.unwrap_or_default();
-        let grantable: Vec<bool> = row.get_by_name::<Vec<bool>, _>("grantable").map_err(spi_err)?.unwrap_or_default();
-        let grants = grantees
-            .into_iter()
-            .zip(privileges)
-            .zip(grantable)
-            .map(|((g, privilege), grantable)| Grant {
-                grantee: if g.is_empty() { None } else { Some(g) },
-                privilege,
-                grantable,
-            })
-            .collect();
         out.push(RawParent {
             job_id: row.get_by_name::<i64, _>("job_id").map_err(spi_err)?.unwrap_or_default(),
             oid: row.get_by_name::<i64, _>("oid").map_err(spi_err)?.unwrap_or_default(),
@@ -401,7 +385,6 @@ fn read_policies(rows: SpiTupleTable<'_>) -> Result<Vec<RawParent>, String> {
             tablespace: text("tablespace")?,
             unlogged: row.get_by_name::<bool, _>("unlogged").map_err(spi_err)?.unwrap_or(false),
             columns: row.get_by_name::<Vec<String>, _>("columns").map_err(spi_err)?.unwrap_or_default(),
-            grants,
             archive_target: row.get_by_name::<bool, _>("archive_target").map_err(spi_err)?,
         });
     }
@@ -428,9 +411,46 @@ pub fn load(client: &SpiClient<'_>, scope: &Scope) -> Result<(Vec<ParentFacts>, 
         return Ok((parents, problems));
     }
     let oids: Vec<pg_sys::Oid> = by_oid.keys().map(|&o| pg_sys::Oid::from(o as u32)).collect();
-    statements::select(client, PARTITIONS_SQL, &[param(BuiltinOid::OIDARRAYOID)], &[oids.into()], |rows| {
-        add_partitions(rows, &by_oid, &mut parents)
+    // Relations made for each parent, to keep in line with its rules.
+    let mut kept: Vec<(usize, u32, QualifiedName)> = Vec::new();
+    statements::select(client, PARTITIONS_SQL, &[param(BuiltinOid::OIDARRAYOID)], &[oids.clone().into()], |rows| {
+        add_partitions(rows, &by_oid, &mut parents, &mut kept)
     })?;
+    let archives: Vec<(usize, QualifiedName)> = parents
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.policy.archive == ArchiveMode::ArchiveTable)
+        .map(|(i, f)| (i, crate::archive::partitions::archive_table(f)))
+        .collect();
+    if !archives.is_empty() {
+        let schemas: Vec<String> = archives.iter().map(|(_, q)| q.schema.clone()).collect();
+        let names: Vec<String> = archives.iter().map(|(_, q)| q.name.clone()).collect();
+        let types = [param(BuiltinOid::TEXTARRAYOID), param(BuiltinOid::TEXTARRAYOID)];
+        statements::select(client, ARCHIVE_RELATIONS_SQL, &types, &[schemas.into(), names.into()], |rows| {
+            for row in rows {
+                let i = archives[row.get::<i64>(1).map_err(spi_err)?.unwrap_or_default() as usize - 1].0;
+                let oid = row.get::<i64>(2).map_err(spi_err)?.unwrap_or_default() as u32;
+                let name = QualifiedName::new(
+                    row.get::<String>(3).map_err(spi_err)?.unwrap_or_default(),
+                    row.get::<String>(4).map_err(spi_err)?.unwrap_or_default(),
+                );
+                kept.push((i, oid, name));
+            }
+            Ok(())
+        })?;
+    }
+    let all: Vec<pg_sys::Oid> = oids.iter().copied().chain(kept.iter().map(|k| pg_sys::Oid::from(k.1))).collect();
+    let mut rules = access::read(client, &all)?;
+    for (&oid, &i) in &by_oid {
+        parents[i].access = rules.remove(&(oid as u32)).unwrap_or_default();
+    }
+    let mut relations: Vec<Vec<(QualifiedName, AccessRules)>> = vec![Vec::new(); parents.len()];
+    for (i, oid, name) in kept {
+        relations[i].push((name, rules.remove(&oid).unwrap_or_default()));
+    }
+    for (f, rels) in parents.iter_mut().zip(relations) {
+        f.drift = access::drifted(&f.access, rels);
+    }
     let jobs: Vec<i64> = parents.iter().map(|f| f.policy.job_id).collect();
     for (job_id, u) in crate::unfinished::read(client, &jobs)? {
         if let Some(f) = parents.iter_mut().find(|f| f.policy.job_id == job_id) {
@@ -445,6 +465,7 @@ fn add_partitions(
     rows: SpiTupleTable<'_>,
     by_oid: &BTreeMap<i64, usize>,
     parents: &mut [ParentFacts],
+    ours: &mut Vec<(usize, u32, QualifiedName)>,
 ) -> Result<(), String> {
     for row in rows {
         let parent = row.get_by_name::<i64, _>("parent").map_err(spi_err)?.unwrap_or_default();
@@ -453,6 +474,10 @@ fn add_partitions(
             row.get_by_name::<String, _>("schema").map_err(spi_err)?.unwrap_or_default(),
             row.get_by_name::<String, _>("name").map_err(spi_err)?.unwrap_or_default(),
         );
+        if row.get_by_name::<bool, _>("ours").map_err(spi_err)?.unwrap_or(false) {
+            let oid = row.get_by_name::<i64, _>("oid").map_err(spi_err)?.unwrap_or_default();
+            ours.push((i, oid as u32, name.clone()));
+        }
         let is_default = row.get_by_name::<bool, _>("is_default").map_err(spi_err)?.unwrap_or(false);
         let f = &mut parents[i];
         if row.get_by_name::<bool, _>("detach_pending").map_err(spi_err)?.unwrap_or(false) {
@@ -469,6 +494,20 @@ fn add_partitions(
     }
     Ok(())
 }
+
+/// `<parent>_archive` tables (by schema and name) and the partitions
+/// pg_upkeep moved into them, numbered by the position of their name.
+const ARCHIVE_RELATIONS_SQL: &str = "\
+SELECT w.i, r.oid::int8, rn.nspname::text, r.relname::text \
+  FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS w(s, n, i) \
+  JOIN pg_namespace an ON an.nspname = w.s \
+  JOIN pg_class a ON a.relnamespace = an.oid AND a.relname = w.n \
+  CROSS JOIN LATERAL (SELECT a.oid UNION ALL \
+                      SELECT i.inhrelid FROM pg_inherits i WHERE i.inhparent = a.oid \
+                         AND EXISTS (SELECT 1 FROM pg_constraint x \
+                                      WHERE x.conrelid = i.inhrelid AND x.conname = 'pg_upkeep_bounds')) x(oid) \
+  JOIN pg_class r ON r.oid = x.oid \
+  JOIN pg_namespace rn ON rn.oid = r.relnamespace";
 
 /// Which of the given names are taken in their schemas (by any relation).
 pub fn taken_names(client: &SpiClient<'_>, wanted: &[QualifiedName]) -> Result<BTreeSet<QualifiedName>, String> {
@@ -522,7 +561,8 @@ pub mod sample {
             tablespace: None,
             unlogged: false,
             columns: vec!["fund_id".into(), "nav_date".into(), "nav".into()],
-            grants: vec![],
+            access: AccessRules::default(),
+            drift: vec![],
             archive_refused: None,
         }
     }

@@ -68,6 +68,7 @@ fn plan_all(parents: &[ParentFacts], now: i64, top_level: bool) -> Vec<(crate::a
     created
         .into_iter()
         .map(|p| (p.action, plan::Effect::Adds(p.partition)))
+        .chain(parents.iter().filter_map(plan::sync_access).map(|a| (a, plan::Effect::Keeps)))
         .chain(
             parents
                 .iter()

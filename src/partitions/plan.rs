@@ -1,7 +1,7 @@
 //! Partition planning: policies plus facts plus "now" in, actions out.
 //! Pure Rust: no SPI here, so every rule is unit-tested without a database.
 
-use super::facts::{Grant, ParentFacts, Partition, Range};
+use super::facts::{ParentFacts, Partition, Range};
 use crate::actions::{Action, ActionKind, Step};
 use crate::calendar::{Bound, Calendar};
 use crate::sql::{create_table, ident, shortened_name, QualifiedName};
@@ -161,15 +161,6 @@ pub fn partition_name(parent: &str, label: &str, taken: &BTreeSet<String>) -> St
         .expect("an unused name exists")
 }
 
-fn grant_sql(grant: &Grant, table: &QualifiedName) -> String {
-    let grantee = match &grant.grantee {
-        Some(role) => ident(role),
-        None => "PUBLIC".to_string(),
-    };
-    let option = if grant.grantable { " WITH GRANT OPTION" } else { "" };
-    format!("GRANT {} ON TABLE {} TO {grantee}{option}", grant.privilege, table.quoted())
-}
-
 /// The statements that create one partition without blocking readers and
 /// writers of the parent: build a stand-alone table shaped like the parent,
 /// prove its bounds with a CHECK constraint, move any matching rows out of
@@ -216,14 +207,28 @@ pub fn create_partition_steps(facts: &ParentFacts, partition: &QualifiedName, lo
         ));
     }
     steps.push(Step::new(format!("ALTER TABLE {parent} ATTACH PARTITION {part} FOR VALUES FROM ({lo}) TO ({hi})")));
-    steps.extend(
-        facts
-            .grants
-            .iter()
-            .filter(|g| g.grantee.as_deref() != Some(facts.owner.as_str()))
-            .map(|g| Step::new(grant_sql(g, partition))),
-    );
+    steps.extend(facts.access.apply_steps(partition));
     steps
+}
+
+/// Brings the relations made for a parent whose rules drifted from the
+/// parent's (a GRANT, REVOKE or policy changed on either) back in line, in
+/// one action: one transaction, so no moment shows more than either set
+/// of rules allows. CREATE/DROP POLICY and row security changes take
+/// ACCESS EXCLUSIVE on the relation for a moment, under lock_timeout.
+pub fn sync_access(facts: &ParentFacts) -> Option<Action> {
+    if facts.drift.is_empty() {
+        return None;
+    }
+    let names: Vec<String> = facts.drift.iter().map(|d| d.relation.to_string()).collect();
+    Some(Action {
+        job_id: facts.policy.job_id,
+        kind: ActionKind::SyncAccess,
+        target: facts.policy.parent.clone(),
+        detail: format!("privileges and row security of {} set to the parent's", names.join(", ")),
+        run_as: facts.owner.clone(),
+        steps: facts.drift.iter().flat_map(|d| d.current.replace_steps(&facts.access, &d.relation)).collect(),
+    })
 }
 
 /// A partition the plan creates, with the action that creates it.
@@ -268,6 +273,8 @@ pub fn plan(facts: &ParentFacts, now_utc: i64, taken: &BTreeSet<String>) -> Vec<
 pub enum Effect {
     Adds(Partition),
     Removes(QualifiedName),
+    /// The same partitions (their privileges changed).
+    Keeps,
 }
 
 /// The facts as they are after the given effects, so that what a run did
@@ -277,6 +284,7 @@ pub fn apply(mut facts: ParentFacts, effects: impl IntoIterator<Item = Effect>) 
         match effect {
             Effect::Adds(p) => facts.partitions.push(p),
             Effect::Removes(name) => facts.partitions.retain(|p| p.name != name),
+            Effect::Keeps => {}
         }
     }
     facts
@@ -285,6 +293,7 @@ pub fn apply(mut facts: ParentFacts, effects: impl IntoIterator<Item = Effect>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access;
     use crate::calendar::{parse_time_zone, ColumnKind, Granularity};
     use crate::partitions::facts::sample;
     use crate::sql::MAX_NAME_BYTES;
@@ -522,11 +531,22 @@ mod tests {
         f.policy.control = "Created At".into();
         f.default_partition = Some(QualifiedName::new("My Schema", "def"));
         f.owner = "o'wner".into();
-        f.grants = vec![
-            Grant { grantee: None, privilege: "SELECT".into(), grantable: false },
-            Grant { grantee: Some("Reader".into()), privilege: "SELECT".into(), grantable: true },
-            Grant { grantee: Some("o'wner".into()), privilege: "INSERT".into(), grantable: false },
-        ];
+        let grant = |grantee: Option<&str>, grantable| access::Grant {
+            grantee: grantee.map(str::to_string),
+            privilege: "SELECT".into(),
+            grantable,
+            column: None,
+        };
+        f.access.grants = vec![grant(None, false), grant(Some("Reader"), true)];
+        f.access.row_security = true;
+        f.access.policies = vec![access::RowPolicy {
+            name: "tenant".into(),
+            permissive: true,
+            command: "*".into(),
+            roles: vec![String::new()],
+            using: Some("(tenant = CURRENT_USER)".into()),
+            check: None,
+        }];
         let a = plan(&f, now(ymd(2026, 11, 23)), &BTreeSet::new());
         let s = a[0].action.script();
         assert!(s.contains(r#"LOCK TABLE ONLY "My Schema"."a""; DROP TABLE b; --" IN SHARE UPDATE EXCLUSIVE MODE"#));
@@ -539,13 +559,15 @@ mod tests {
         assert!(s.starts_with(r#"-- as role "o'wner" (the table's owner)"#));
         assert!(s.contains(r#"GRANT SELECT ON TABLE "My Schema"."a""; DROP TABLE b; --_p2026_11" TO PUBLIC;"#));
         assert!(s.contains(r#"TO "Reader" WITH GRANT OPTION"#));
-        assert!(!s.contains("GRANT INSERT"), "the owner's own privileges come with ownership");
+        assert!(s.contains(r#"ALTER TABLE "My Schema"."a""; DROP TABLE b; --_p2026_11" ENABLE ROW LEVEL SECURITY;"#));
+        assert!(s.contains(r#"CREATE POLICY "tenant" ON "My Schema"."a""; DROP TABLE b; --_p2026_11" AS PERMISSIVE FOR ALL TO PUBLIC USING ((tenant = CURRENT_USER));"#));
         // LOCK before CREATE before the move before ATTACH.
         let pos = |needle: &str| s.find(needle).unwrap();
         assert!(pos("LOCK TABLE ONLY") < pos("CREATE TABLE"));
         assert!(pos("SHARE UPDATE EXCLUSIVE") < pos("ACCESS EXCLUSIVE"));
         assert!(pos("WITH moved") < pos("ATTACH PARTITION"));
-        assert!(pos("ATTACH PARTITION") < pos("GRANT"));
+        assert!(pos("ATTACH PARTITION") < pos("ENABLE ROW LEVEL SECURITY"));
+        assert!(pos("CREATE POLICY") < pos("GRANT"), "rows are limited before anyone may read them");
         assert_eq!(a[0].action.steps.iter().filter(|s| s.counts.is_some()).count(), 1);
     }
 
