@@ -271,6 +271,17 @@ COMMENT ON COLUMN upkeep.index_health_history.scans IS 'Its scan count then (sin
 COMMENT ON COLUMN upkeep.index_health_history.bloat_bytes IS 'Estimated bloat then (btree indexes with statistics).';
 COMMENT ON COLUMN upkeep.index_health_history.bloat_ratio IS 'Size against the estimated size of a fresh build then.';
 
+CREATE TABLE upkeep.index_watch (
+    index_oid     oid PRIMARY KEY,
+    watched_since timestamptz NOT NULL DEFAULT now(),
+    unused_since  timestamptz
+);
+COMMENT ON TABLE upkeep.index_watch IS
+  'What the index-health snapshots saw of each index: the evidence behind "unused". PostgreSQL keeps no creation time, and scan counts never reset are of unknown age, so an index is called unused only after the snapshots saw it without scans for upkeep.unused_index_days. Rows of dropped indexes go at the next snapshot.';
+COMMENT ON COLUMN upkeep.index_watch.index_oid IS 'The index (its OID: a re-created or concurrently rebuilt index is watched anew).';
+COMMENT ON COLUMN upkeep.index_watch.watched_since IS 'The first snapshot that saw the index.';
+COMMENT ON COLUMN upkeep.index_watch.unused_since IS 'The first of the snapshots since its last seen scan, all of which saw no scan; NULL when the last snapshot saw scans.';
+
 -- The index-health snapshot job: one row, there from the start (not
 -- carried by pg_dump: a restored database starts with the default).
 CREATE TABLE upkeep.index_snapshot_policy (

@@ -170,14 +170,56 @@ $$;
 COMMENT ON FUNCTION upkeep.oldest_value(regclass, text) IS
   'Internal: min(col) of a table as timestamptz, for upkeep.archive_status; NULL when the table or column is gone or the caller may not read it.';
 
+-- Rows a row archive holds back: older than the cut-off and still
+-- referenced through a foreign key that forbids their deletion (NO ACTION,
+-- RESTRICT). NULLs when the caller may not read the tables.
+CREATE FUNCTION upkeep.held_back(source regclass, time_column text, cutoff timestamptz,
+                                 OUT rows bigint, OUT foreign_keys text)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+  fk record;
+  n bigint;
+  any_key text;
+BEGIN
+  FOR fk IN
+    SELECT f.conname, f.conrelid::regclass AS referencing,
+           (SELECT string_agg(format('r.%I = s.%I', a.attname, b.attname), ' AND ' ORDER BY k.o)
+              FROM unnest(f.conkey, f.confkey) WITH ORDINALITY k(c, p, o)
+              JOIN pg_attribute a ON a.attrelid = f.conrelid AND a.attnum = k.c
+              JOIN pg_attribute b ON b.attrelid = f.confrelid AND b.attnum = k.p) AS matches
+      FROM pg_constraint f
+     WHERE f.contype = 'f' AND f.confrelid = source AND f.confdeltype IN ('a', 'r') AND f.conparentid = 0
+     ORDER BY f.conname
+  LOOP
+    EXECUTE format('SELECT count(*) FROM ONLY %s s WHERE s.%I < $1 AND EXISTS (SELECT 1 FROM %s r WHERE %s)',
+                   source, time_column, fk.referencing, fk.matches) INTO n USING cutoff;
+    IF n > 0 THEN
+      foreign_keys := concat_ws(', ', foreign_keys, format('%s by %I of %s', n, fk.conname, fk.referencing));
+    END IF;
+    any_key := concat_ws(' OR ', any_key, format('EXISTS (SELECT 1 FROM %s r WHERE %s)', fk.referencing, fk.matches));
+  END LOOP;
+  rows := 0;
+  IF any_key IS NOT NULL THEN
+    EXECUTE format('SELECT count(*) FROM ONLY %s s WHERE s.%I < $1 AND (%s)', source, time_column, any_key)
+      INTO rows USING cutoff;
+  END IF;
+EXCEPTION WHEN undefined_table OR undefined_column OR insufficient_privilege THEN
+  rows := NULL;
+  foreign_keys := NULL;
+END
+$$;
+COMMENT ON FUNCTION upkeep.held_back(regclass, text, timestamptz) IS
+  'Internal: rows of a row-archived table older than the cut-off that stay because a foreign key (NO ACTION or RESTRICT) still references them, and per key how many; for upkeep.archive_status. NULLs when the caller may not read the tables.';
+
 CREATE VIEW upkeep.archive_status AS
 WITH rows_policies AS (
   SELECT a.job_id, a.source, a.enabled, now() - a.older_than AS cutoff,
          coalesce(a.archive_table, format('%I.%I', n.nspname, c.relname || '_archive')) AS archive_name,
-         upkeep.oldest_value(a.source, a.time_column) AS oldest_live
+         upkeep.oldest_value(a.source, a.time_column) AS oldest_live, hb.rows, hb.foreign_keys
     FROM upkeep.archive_policies a
     LEFT JOIN pg_class c ON c.oid = a.source
     LEFT JOIN pg_namespace n ON n.oid = c.relnamespace
+    LEFT JOIN LATERAL upkeep.held_back(a.source, a.time_column, now() - a.older_than) hb ON true
 ), partition_policies AS (
   SELECT p.job_id, p.parent, p.enabled, p.archive, now() - p.retention AS cutoff,
          CASE WHEN p.archive = 'archive_table' THEN to_regclass(format('%I.%I', n.nspname, c.relname || '_archive')) END
@@ -200,12 +242,17 @@ SELECT r.job_id,
        CASE WHEN NOT r.enabled THEN 'paused'
             WHEN j.last_run IS NULL THEN 'not run yet'
             WHEN j.last_status <> 'ok' THEN j.last_status
+            WHEN r.rows > 0 THEN 'held back'
             WHEN r.oldest_live < r.cutoff THEN 'behind'
             ELSE 'ok' END AS status,
        CASE WHEN r.enabled AND j.last_status <> 'ok' THEN j.last_error
+            WHEN r.enabled AND r.rows > 0 AND j.last_run IS NOT NULL
+              THEN format('%s rows older than the cut-off stay because other tables still reference them (%s); they move once those rows are gone: archive or delete them first.', r.rows, r.foreign_keys)
             WHEN r.enabled AND r.oldest_live < r.cutoff AND j.last_run IS NOT NULL
               THEN 'Rows older than the cut-off remain: rows the application had locked are taken on a later run, or the next run has not come yet (upkeep.jobs.next_run).'
-       END AS hint
+       END AS hint,
+       r.rows AS rows_held_back,
+       r.foreign_keys AS held_back_by
   FROM rows_policies r
   LEFT JOIN upkeep.job_state j ON j.job_id = r.job_id
 UNION ALL
@@ -225,11 +272,13 @@ SELECT p.job_id,
             WHEN j.last_run IS NULL THEN 'not run yet'
             WHEN j.last_status <> 'ok' THEN j.last_status
             ELSE 'ok' END,
-       CASE WHEN p.enabled AND j.last_status <> 'ok' THEN j.last_error END
+       CASE WHEN p.enabled AND j.last_status <> 'ok' THEN j.last_error END,
+       NULL::bigint,
+       NULL::text
   FROM partition_policies p
   LEFT JOIN upkeep.job_state j ON j.job_id = p.job_id;
 COMMENT ON VIEW upkeep.archive_status IS
-  'Per archived table: where old data goes, the cut-off, how much has moved, the oldest row still live, the last run and a status (ok, behind, paused, failed, lock_timeout, not run yet) with a hint.';
+  'Per archived table: where old data goes, the cut-off, how much has moved, the oldest row still live, the last run, a status (ok, behind, held back, paused, failed, lock_timeout, not run yet) with a hint, and the rows foreign keys hold back.';
 COMMENT ON COLUMN upkeep.archive_status.job_id IS 'The job (see upkeep.jobs).';
 COMMENT ON COLUMN upkeep.archive_status.source IS 'The live table.';
 COMMENT ON COLUMN upkeep.archive_status.mode IS 'rows (a plain table''s rows move in batches), or the partition policy''s archive mode.';
@@ -239,8 +288,10 @@ COMMENT ON COLUMN upkeep.archive_status.rows_archived IS 'Rows moved by this job
 COMMENT ON COLUMN upkeep.archive_status.partitions_archived IS 'Partitions in the archive table, or (other modes) moves in the run log''s history.';
 COMMENT ON COLUMN upkeep.archive_status.oldest_live IS 'The oldest value of the time column still in the live table (a scan unless the column is indexed).';
 COMMENT ON COLUMN upkeep.archive_status.last_run IS 'When the job last ran.';
-COMMENT ON COLUMN upkeep.archive_status.status IS 'ok, behind (old rows remain), paused, failed, lock_timeout or not run yet.';
+COMMENT ON COLUMN upkeep.archive_status.status IS 'ok, behind (old rows remain), held back (old rows other tables still reference stay), paused, failed, lock_timeout or not run yet.';
 COMMENT ON COLUMN upkeep.archive_status.hint IS 'What to look at when the status is not ok.';
+COMMENT ON COLUMN upkeep.archive_status.rows_held_back IS 'Rows older than the cut-off that stay because a foreign key (NO ACTION or RESTRICT) of another table still references them (row archiving; NULL if you may not read the tables).';
+COMMENT ON COLUMN upkeep.archive_status.held_back_by IS 'Which foreign keys hold them back, with how many rows each.';
 
 CREATE FUNCTION upkeep.manage_archive(source text, time_column text, older_than interval,
     archive_table text DEFAULT NULL, batch_size integer DEFAULT 10000)
@@ -493,7 +544,7 @@ COMMENT ON COLUMN upkeep.index_growth.growth_bytes IS 'Bytes grown since the pre
 COMMENT ON COLUMN upkeep.index_growth.scans IS 'Scans since the previous snapshot day (negative after a statistics reset).';
 COMMENT ON COLUMN upkeep.index_growth.bloat_bytes IS 'Estimated bloat that day.';
 COMMENT ON FUNCTION upkeep.snapshot_index_health() IS
-  'Appends every index''s size, scans and estimated bloat to upkeep.index_health_history (rows older than 13 months go); returns the number of indexes recorded. The workers run it daily (job kind index_snapshot).';
+  'Appends every index''s size, scans and estimated bloat to upkeep.index_health_history (rows older than 13 months go) and notes in upkeep.index_watch which indexes it saw without scans, the evidence behind "unused"; returns the number of indexes recorded. The workers run it daily (job kind index_snapshot).';
 COMMENT ON FUNCTION upkeep.index_health_figures() IS
   'Internal: the current figures of every index, as snapshot_index_health() records them.';
 COMMENT ON FUNCTION upkeep.manage_reindex(double precision, bigint, text) IS
@@ -659,6 +710,8 @@ CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.
   FOR EACH ROW EXECUTE FUNCTION upkeep.check_manager('database');
 CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.index_health_history
   FOR EACH ROW EXECUTE FUNCTION upkeep.check_manager('database');
+CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.index_watch
+  FOR EACH ROW EXECUTE FUNCTION upkeep.check_manager('database');
 CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.job_state
   FOR EACH ROW EXECUTE FUNCTION upkeep.check_manager('job_id');
 CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.job_runs
@@ -673,6 +726,6 @@ CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.
 GRANT USAGE ON SCHEMA upkeep TO PUBLIC;
 GRANT SELECT ON ALL TABLES IN SCHEMA upkeep TO PUBLIC;
 GRANT INSERT, UPDATE, DELETE ON upkeep.partition_policies, upkeep.archive_policies, upkeep.matview_policies,
-  upkeep.index_snapshot_policy, upkeep.reindex_policy, upkeep.index_health_history, upkeep.job_state,
-  upkeep.job_runs, upkeep.partition_state, upkeep.matview_state, upkeep.unfinished_actions TO PUBLIC;
+  upkeep.index_snapshot_policy, upkeep.reindex_policy, upkeep.index_health_history, upkeep.index_watch,
+  upkeep.job_state, upkeep.job_runs, upkeep.partition_state, upkeep.matview_state, upkeep.unfinished_actions TO PUBLIC;
 GRANT USAGE ON SEQUENCE upkeep.job_id_seq TO PUBLIC;

@@ -88,8 +88,8 @@ pub fn register() {
     );
     GucRegistry::define_int_guc(
         c"upkeep.unused_index_days",
-        c"Days of scan statistics before a never-scanned index is reported as unused.",
-        c"Counted from the last statistics reset of the database (pg_stat_database.stats_reset); statistics never reset count as old enough. Scans on replicas are not counted.",
+        c"Days pg_upkeep's index-health snapshots must have seen an index without a scan before it is reported as unused.",
+        c"PostgreSQL keeps no creation time and scan counts never reset are of unknown age, so the evidence is pg_upkeep's own: counted from the first daily snapshot (upkeep.snapshot_index_health) that saw no scan since the last one that did, or from the last statistics reset if later (upkeep.index_watch). 0 reports any index whose scan count is 0. Scans on replicas are not counted.",
         &UNUSED_INDEX_DAYS,
         0,
         36_500,

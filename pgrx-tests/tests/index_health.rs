@@ -139,3 +139,81 @@ fn every_problem_is_found_nothing_else_and_each_fix_makes_it_go() {
     assert_eq!(count(&mut other, "SELECT count(*) FROM pg_index WHERE NOT indisvalid"), 0);
     assert_eq!(count(&mut other, "SELECT count(*) FROM pg_indexes WHERE indexname = 'orders_pkey'"), 1);
 }
+
+/// (problem, recommendation) rows of one index.
+fn rows_of(c: &mut Client, index: &str) -> Vec<(String, String)> {
+    c.query("SELECT problem, recommendation FROM upkeep.index_health WHERE index = $1", &[&index])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// "Unused" needs evidence: PostgreSQL keeps no creation time and a
+/// database whose statistics were never reset has scan counts of unknown
+/// age, so an index is called unused only after pg_upkeep's snapshots have
+/// seen it unscanned for `upkeep.unused_index_days`, and the
+/// recommendation says for how long.
+#[test]
+fn an_index_is_unused_only_after_snapshots_saw_it_unscanned_long_enough() {
+    let cluster = Cluster::start("index-unused-evidence", &["upkeep.enabled = off"]);
+    let mut c = cluster.connect("postgres");
+    c.batch_execute(
+        "CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t SELECT g, g FROM generate_series(1, 10000) g;
+         CREATE INDEX fresh_idx ON t (v); ANALYZE t;",
+    )
+    .unwrap();
+    let reset: Option<String> = c
+        .query_one("SELECT stats_reset::text FROM pg_stat_database WHERE datname = current_database()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(reset, None, "statistics never reset, the usual case");
+    // Created a minute ago: nothing to say, before or after a snapshot.
+    assert_eq!(rows_of(&mut c, "fresh_idx"), vec![]);
+    c.batch_execute("SELECT upkeep.snapshot_index_health()").unwrap();
+    assert_eq!(rows_of(&mut c, "fresh_idx"), vec![]);
+    // Eight days of snapshots without a scan (their start moved back).
+    c.batch_execute(
+        "UPDATE upkeep.index_watch SET unused_since = now() - interval '8 days', watched_since = now() - interval '8 days'
+          WHERE index_oid = 'fresh_idx'::regclass",
+    )
+    .unwrap();
+    let rows = rows_of(&mut c, "fresh_idx");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].0, "unused");
+    assert!(rows[0].1.contains("8 days"), "says how long it was watched: {}", rows[0].1);
+    // More evidence is needed when the setting asks for it.
+    c.batch_execute("SET upkeep.unused_index_days = 10").unwrap();
+    assert_eq!(rows_of(&mut c, "fresh_idx"), vec![]);
+    c.batch_execute("RESET upkeep.unused_index_days").unwrap();
+    // A scan ends the evidence, and a snapshot records it; after a crash or a
+    // reset zeroes the counter, the watch starts again from the next snapshot.
+    c.batch_execute(
+        "SET enable_seqscan = off; SELECT count(*) FROM t WHERE v = 5; RESET enable_seqscan; SELECT pg_stat_force_next_flush()",
+    )
+    .unwrap();
+    let mut other = cluster.connect("postgres");
+    assert!(wait_for(Duration::from_secs(30), || {
+        count(&mut other, "SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = 'fresh_idx'") > 0
+    }));
+    assert_eq!(rows_of(&mut other, "fresh_idx"), vec![]);
+    other.batch_execute("SELECT upkeep.snapshot_index_health()").unwrap();
+    let since: Option<String> = other
+        .query_one("SELECT unused_since::text FROM upkeep.index_watch WHERE index_oid = 'fresh_idx'::regclass", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(since, None, "the snapshot saw the scan");
+    other.batch_execute("SELECT pg_stat_reset(); SELECT upkeep.snapshot_index_health()").unwrap();
+    assert_eq!(rows_of(&mut other, "fresh_idx"), vec![], "watched again from now");
+    // A statistics reset after the watch began: evidence counts from it.
+    other
+        .batch_execute(
+            "UPDATE upkeep.index_watch SET unused_since = now() - interval '30 days' WHERE index_oid = 'fresh_idx'::regclass;
+             SELECT pg_stat_reset();",
+        )
+        .unwrap();
+    assert!(wait_for(Duration::from_secs(30), || rows_of(&mut other, "fresh_idx").is_empty()));
+    // A dropped index leaves no watch behind at the next snapshot.
+    other.batch_execute("DROP INDEX fresh_idx; SELECT upkeep.snapshot_index_health()").unwrap();
+    assert_eq!(count(&mut other, "SELECT count(*) FROM upkeep.index_watch w WHERE NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = w.index_oid)"), 0);
+}

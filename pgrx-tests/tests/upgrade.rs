@@ -7,7 +7,7 @@ use postgres::Client;
 use upkeep_cluster_tests::{count, Cluster};
 
 /// Every earlier version: each is updated to the current one.
-const PREVIOUS: &[&str] = &["0.1.0", "0.2.0"];
+const PREVIOUS: &[&str] = &["0.1.0", "0.2.0", "0.3.0"];
 
 /// Every object of schema upkeep with its definition and comment, as text.
 fn objects(c: &mut Client) -> Vec<String> {

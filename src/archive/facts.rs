@@ -2,7 +2,7 @@
 //! may go, and what their tables look like, in three statements whatever
 //! the number of policies.
 
-use super::rows::{Column, RowFacts};
+use super::rows::{Column, Reference, RowFacts};
 use super::target::Access;
 use crate::access::{self, AccessRules};
 use crate::sql::QualifiedName;
@@ -69,6 +69,21 @@ SELECT w.i, \
   LEFT JOIN pg_class t ON t.relnamespace = s.oid AND t.relname = w.n \
  ORDER BY w.i";
 
+/// Foreign keys (top-level ones: a partitioned table's, not its
+/// partitions' clones) that forbid deleting the rows of the given tables
+/// they reference, with their column pairs in key order.
+const REFERENCES_SQL: &str = "\
+SELECT f.confrelid::int8, f.conname::text, n.nspname::text, t.relname::text, \
+       ARRAY(SELECT a.attname::text FROM unnest(f.conkey) WITH ORDINALITY k(num, o) \
+               JOIN pg_attribute a ON a.attrelid = f.conrelid AND a.attnum = k.num ORDER BY k.o), \
+       ARRAY(SELECT a.attname::text FROM unnest(f.confkey) WITH ORDINALITY k(num, o) \
+               JOIN pg_attribute a ON a.attrelid = f.confrelid AND a.attnum = k.num ORDER BY k.o) \
+  FROM pg_constraint f \
+  JOIN pg_class t ON t.oid = f.conrelid \
+  JOIN pg_namespace n ON n.oid = t.relnamespace \
+ WHERE f.contype = 'f' AND f.confrelid = ANY ($1) AND f.confdeltype IN ('a', 'r') AND f.conparentid = 0 \
+ ORDER BY f.confrelid, f.conname";
+
 fn err(e: pgrx::spi::SpiError) -> String {
     e.to_string()
 }
@@ -103,6 +118,7 @@ pub fn load(client: &SpiClient<'_>, scope: Scope) -> Result<Vec<RowFacts>, Strin
             batch_size: row.get_by_name::<i64, _>("batch_size").map_err(err)?.unwrap_or(1),
             archive,
             cascading_references: row.get_by_name::<bool, _>("cascading_references").map_err(err)?.unwrap_or(false),
+            references: Vec::new(),
             columns: Vec::new(),
             archive_target: Access::Refused,
             archive_owned: None,
@@ -127,6 +143,22 @@ pub fn load(client: &SpiClient<'_>, scope: Scope) -> Result<Vec<RowFacts>, Strin
         f.archive_owned = row.get::<bool>(3).map_err(err)?;
         if let Some(oid) = row.get::<i64>(4).map_err(err)? {
             archive_oids.push((i, pgrx::pg_sys::Oid::from(oid as u32)));
+        }
+    }
+    for row in client.select(REFERENCES_SQL, None, &[sources.clone().into()]).map_err(err)? {
+        let source = row.get::<i64>(1).map_err(err)?.unwrap_or_default() as u32;
+        let from = row.get::<Vec<String>>(5).map_err(err)?.unwrap_or_default();
+        let to = row.get::<Vec<String>>(6).map_err(err)?.unwrap_or_default();
+        let reference = Reference {
+            constraint: row.get::<String>(2).map_err(err)?.unwrap_or_default(),
+            table: QualifiedName::new(
+                row.get::<String>(3).map_err(err)?.unwrap_or_default(),
+                row.get::<String>(4).map_err(err)?.unwrap_or_default(),
+            ),
+            columns: from.into_iter().zip(to).collect(),
+        };
+        for (f, _) in out.iter_mut().zip(&sources).filter(|(_, o)| o.to_u32() == source) {
+            f.references.push(reference.clone());
         }
     }
     // Each archive's rules against its source's.

@@ -50,9 +50,17 @@ pub fn maintain(runner: Runner, scope: Scope, dry_run: bool) -> Vec<Outcome> {
             }
         }
         let reported = executor::report_problems(problems, dry_run);
+        let fit = rows::in_reference_order(fit);
         let (mine, others): (Vec<_>, Vec<_>) = fit.iter().map(rows::plan).partition(|a| runner.takes(a));
         if runner == Runner::Scheduler {
-            crate::workers::pool::hand_off(others.iter().map(|a| a.job_id).collect());
+            // Each worker runs one job, side by side: a table whose rows are
+            // referenced by another due table waits until that one's run
+            // has ended (it stays due), so the rows it frees move then.
+            let ready = others
+                .iter()
+                .map(|a| a.job_id)
+                .filter(|job| fit.iter().find(|f| f.job_id == *job).is_none_or(|f| !rows::waits_for(f, fit.iter())));
+            crate::workers::pool::hand_off(ready.collect());
         }
         if !dry_run {
             runner.finish(Kind::Archive);

@@ -23,6 +23,30 @@ pub struct Column {
     pub has_default: bool,
 }
 
+/// A foreign key that points at the source and forbids deleting rows it
+/// references (NO ACTION or RESTRICT): such rows are held back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    pub constraint: String,
+    /// The referencing table.
+    pub table: QualifiedName,
+    /// (referencing column, source column) pairs.
+    pub columns: Vec<(String, String)>,
+}
+
+impl Reference {
+    /// SQL true while the source row `s` is referenced.
+    fn referenced(&self) -> String {
+        let on = self
+            .columns
+            .iter()
+            .map(|(from, to)| format!("r.{} = s.{}", ident(from), ident(to)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        format!("EXISTS (SELECT 1 FROM {} r WHERE {on})", self.table.quoted())
+    }
+}
+
 /// A row archive policy with what its tables look like now.
 #[derive(Debug, Clone)]
 pub struct RowFacts {
@@ -45,6 +69,8 @@ pub struct RowFacts {
     /// Whether foreign keys that cascade, or set NULL or a default, on
     /// DELETE point at the source: deleting its rows would change others.
     pub cascading_references: bool,
+    /// Foreign keys whose referenced rows must stay (NO ACTION, RESTRICT).
+    pub references: Vec<Reference>,
     pub columns: Vec<Column>,
     /// Whether the owner may use the archive's schema (create the table
     /// there, or write the one that exists).
@@ -193,12 +219,33 @@ impl RowFacts {
     }
 }
 
+/// Whether `f`'s source is referenced by the source of another policy
+/// among `others`: that one's moves free rows `f` holds back, so they go
+/// first.
+pub fn waits_for<'a>(f: &RowFacts, mut others: impl Iterator<Item = &'a RowFacts>) -> bool {
+    others.any(|a| a.job_id != f.job_id && f.references.iter().any(|r| r.table == a.source))
+}
+
+/// The policies in the order their moves run: a table that references
+/// another managed table before it, so that the rows it frees move in the
+/// same cycle. Tables that reference each other keep the given order.
+pub fn in_reference_order(mut rest: Vec<RowFacts>) -> Vec<RowFacts> {
+    let mut out = Vec::with_capacity(rest.len());
+    while !rest.is_empty() {
+        let next = (0..rest.len()).find(|&i| !waits_for(&rest[i], rest.iter())).unwrap_or(0);
+        out.push(rest.remove(next));
+    }
+    out
+}
+
 /// The batch statement: moves up to $2 rows older than $1 (a timestamptz),
 /// scanning the source from row position $3 on; returns how many it moved
 /// and the position of the last, where the next batch starts (so no batch
 /// reads again what earlier ones emptied). Rows behind it that were locked,
-/// or written there meanwhile, are for the next run. Columns the archive
-/// generates itself are left to it.
+/// or written there meanwhile, are for the next run. Rows another table
+/// still references through a foreign key that forbids their deletion are
+/// held back (they would fail the whole batch), and move once free.
+/// Columns the archive generates itself are left to it.
 pub fn batch_sql(f: &RowFacts) -> String {
     let source = f.source.quoted();
     let archive = f.archive_table().quoted();
@@ -209,10 +256,11 @@ pub fn batch_sql(f: &RowFacts) -> String {
         Some(_) => f.archive_column(&c.name).is_some_and(|a| a.generated),
     };
     let cols = f.columns.iter().filter(|c| !generated_there(c)).map(|c| ident(&c.name)).collect::<Vec<_>>().join(", ");
+    let free: String = f.references.iter().map(|r| format!(" AND NOT {}", r.referenced())).collect();
     format!(
         "WITH moved AS (DELETE FROM ONLY {source} WHERE ctid = ANY (ARRAY(\
-         SELECT ctid FROM ONLY {source} WHERE ctid >= $3::tid AND {} < $1::timestamptz \
-         LIMIT $2::int FOR UPDATE SKIP LOCKED)) \
+         SELECT s.ctid FROM ONLY {source} s WHERE s.ctid >= $3::tid AND s.{} < $1::timestamptz{free} \
+         LIMIT $2::int FOR UPDATE OF s SKIP LOCKED)) \
          RETURNING {cols}, ctid AS {POSITION}), \
          copied AS (INSERT INTO {archive} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM moved) \
          SELECT count(*), coalesce(max({POSITION}), $3::tid)::text FROM moved",
@@ -288,6 +336,7 @@ mod tests {
             batch_size: 500,
             archive: None,
             cascading_references: false,
+            references: vec![],
             columns: vec![
                 Column { not_null: true, has_default: true, ..col("id", "bigint") },
                 col("at", "timestamp with time zone"),
@@ -338,11 +387,64 @@ mod tests {
         // computes its generated column itself; identity values are kept.
         assert_eq!(
             batch.sql,
-            r#"WITH moved AS (DELETE FROM ONLY "app"."Events" WHERE ctid = ANY (ARRAY(SELECT ctid FROM ONLY "app"."Events" WHERE ctid >= $3::tid AND "at" < $1::timestamptz LIMIT $2::int FOR UPDATE SKIP LOCKED)) RETURNING "id", "at", "payload", ctid AS pg_upkeep_row_position), copied AS (INSERT INTO "app"."Events_archive" ("id", "at", "payload") OVERRIDING SYSTEM VALUE SELECT "id", "at", "payload" FROM moved) SELECT count(*), coalesce(max(pg_upkeep_row_position), $3::tid)::text FROM moved"#
+            r#"WITH moved AS (DELETE FROM ONLY "app"."Events" WHERE ctid = ANY (ARRAY(SELECT s.ctid FROM ONLY "app"."Events" s WHERE s.ctid >= $3::tid AND s."at" < $1::timestamptz LIMIT $2::int FOR UPDATE OF s SKIP LOCKED)) RETURNING "id", "at", "payload", ctid AS pg_upkeep_row_position), copied AS (INSERT INTO "app"."Events_archive" ("id", "at", "payload") OVERRIDING SYSTEM VALUE SELECT "id", "at", "payload" FROM moved) SELECT count(*), coalesce(max(pg_upkeep_row_position), $3::tid)::text FROM moved"#
         );
         assert!(a
             .script()
             .contains("$1 = 2026-08-23 00:00:00+00, $2 = 500, $3 = (0,0), repeated while a batch moves 500 rows"));
+    }
+
+    #[test]
+    fn rows_still_referenced_are_held_back_by_each_foreign_key() {
+        let mut f = events();
+        f.references = vec![
+            Reference {
+                constraint: "tickets_event_fk".into(),
+                table: QualifiedName::new("app", "Tickets"),
+                columns: vec![("event id".into(), "id".into())],
+            },
+            Reference {
+                constraint: "pair_fk".into(),
+                table: QualifiedName::new("app", "pairs"),
+                columns: vec![("a".into(), "id".into()), ("b".into(), "at".into())],
+            },
+        ];
+        let sql = batch_sql(&f);
+        assert!(
+            sql.contains(r#"s."at" < $1::timestamptz AND NOT EXISTS (SELECT 1 FROM "app"."Tickets" r WHERE r."event id" = s."id") AND NOT EXISTS (SELECT 1 FROM "app"."pairs" r WHERE r."a" = s."id" AND r."b" = s."at") LIMIT"#),
+            "{sql}"
+        );
+    }
+
+    #[test]
+    fn a_table_that_references_another_is_archived_before_it() {
+        let policy = |job_id, name: &str, referenced_by: &[&str]| RowFacts {
+            job_id,
+            source: QualifiedName::new("app", name),
+            references: referenced_by
+                .iter()
+                .map(|t| Reference {
+                    constraint: format!("{t}_fk"),
+                    table: QualifiedName::new("app", *t),
+                    columns: vec![("x".into(), "id".into())],
+                })
+                .collect(),
+            ..events()
+        };
+        // customers <- orders <- lines (lines references orders, ...), and
+        // notes, which nothing references.
+        let given = vec![
+            policy(1, "customers", &["orders", "unmanaged"]),
+            policy(2, "orders", &["lines"]),
+            policy(3, "notes", &[]),
+            policy(4, "lines", &[]),
+        ];
+        let order: Vec<i64> = in_reference_order(given.clone()).iter().map(|f| f.job_id).collect();
+        assert_eq!(order, [3, 4, 2, 1]);
+        assert!(waits_for(&given[0], given.iter()) && !waits_for(&given[3], given.iter()));
+        // A cycle keeps the given order instead of looping.
+        let cycle = vec![policy(1, "a", &["b"]), policy(2, "b", &["a"])];
+        assert_eq!(in_reference_order(cycle).iter().map(|f| f.job_id).collect::<Vec<_>>(), [1, 2]);
     }
 
     #[test]

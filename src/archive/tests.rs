@@ -153,4 +153,51 @@ mod tests {
         assert!(count("SELECT 1 FROM pg_inherits WHERE inhparent = 'public.scratch'::regclass") >= 3);
         assert_eq!(count("SELECT 1 FROM pg_inherits WHERE inhparent = 'public.scratch_archive'::regclass"), 1);
     }
+
+    /// Rows another table still references (a NO ACTION foreign key) stay
+    /// and the rest move, instead of every batch failing; when both tables
+    /// are archived, the referencing one goes first, which frees rows.
+    #[pg_test]
+    fn referenced_rows_are_held_back_and_the_referencing_table_goes_first() {
+        Spi::run(
+            "CREATE TABLE public.customers (id int PRIMARY KEY, created timestamptz NOT NULL); \
+             INSERT INTO public.customers SELECT g, now() - interval '1 year' FROM generate_series(1, 100) g; \
+             CREATE TABLE public.orders (id int PRIMARY KEY, customer_id int REFERENCES public.customers, at timestamptz NOT NULL); \
+             INSERT INTO public.orders SELECT g, g, now() - interval '200 days' FROM generate_series(1, 5) g; \
+             INSERT INTO public.orders SELECT g, g, now() FROM generate_series(6, 10) g",
+        )
+        .unwrap();
+        Spi::run("SELECT upkeep.manage_archive('public.customers', 'created', '30 days', batch_size => 7)").unwrap();
+        // Alone: the ten referenced customers stay, the other 90 move.
+        let failed = count("SELECT 1 FROM upkeep.archive('public.customers') WHERE status <> 'ok'");
+        assert_eq!(failed, 0);
+        assert_eq!(count("SELECT 1 FROM public.customers"), 10);
+        assert_eq!(count("SELECT 1 FROM public.customers_archive"), 90);
+        let (held, by) = Spi::get_two::<i64, String>(
+            "SELECT rows_held_back, held_back_by FROM upkeep.archive_status WHERE source = 'customers'",
+        )
+        .unwrap();
+        assert_eq!(held, Some(10));
+        assert_eq!(by.as_deref(), Some("10 by orders_customer_id_fkey of public.orders"));
+        let status: String = one("SELECT status FROM upkeep.archive_status WHERE source = 'customers'");
+        assert_eq!(status, "held back");
+        // Both archived: the old orders leave first and free five customers.
+        Spi::run("SELECT upkeep.manage_archive('public.orders', 'at', '30 days')").unwrap();
+        Spi::run(
+            "UPDATE upkeep.job_state SET next_run = NULL WHERE job_id IN (SELECT job_id FROM upkeep.archive_policies)",
+        )
+        .unwrap();
+        let ran: Vec<String> = Spi::connect(|c| {
+            c.select("SELECT target FROM upkeep.archive() WHERE action = 'archive_rows' AND status = 'ok'", None, &[])
+                .unwrap()
+                .map(|r| r.get::<String>(1).unwrap().unwrap())
+                .collect()
+        });
+        assert_eq!(ran, ["public.orders", "public.customers"], "the referencing table first");
+        assert_eq!(count("SELECT 1 FROM public.orders_archive"), 5);
+        assert_eq!(count("SELECT 1 FROM public.customers"), 5);
+        assert_eq!(count("SELECT 1 FROM public.customers_archive"), 95);
+        let held: i64 = one("SELECT rows_held_back FROM upkeep.archive_status WHERE source = 'customers'");
+        assert_eq!(held, 5);
+    }
 }

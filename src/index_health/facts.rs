@@ -11,7 +11,16 @@ use pgrx::spi::SpiClient;
 const SKIPPED: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'upkeep') \
                        AND n.nspname NOT LIKE 'pg_temp%' AND n.nspname NOT LIKE 'pg_toast_temp%'";
 
-fn indexes_sql() -> String {
+/// Days the snapshots have seen the index without a scan, counted from
+/// the later of the first such snapshot and the database's last statistics
+/// reset (scans before a reset are unknown). Without upkeep.index_watch
+/// (the SQL objects of 0.3.0, before ALTER EXTENSION UPDATE): no evidence.
+const UNUSED_DAYS: &str = "(SELECT extract(epoch FROM now() - greatest(w.unused_since, \
+        (SELECT d.stats_reset FROM pg_stat_database d WHERE d.datname = current_database())))::float8 / 86400 \
+   FROM upkeep.index_watch w WHERE w.index_oid = ix.indexrelid AND w.unused_since IS NOT NULL)";
+
+fn indexes_sql(watched: bool) -> String {
+    let unused_days = if watched { UNUSED_DAYS } else { "NULL::float8" };
     // Column statistics are joined once for all indexes (pg_stats is a view
     // whose lookups by name cannot use an index: one per column cost 40
     // times the rest of the query).
@@ -54,6 +63,7 @@ SELECT ix.indexrelid::oid::int8 AS oid, ix.nspname::text AS schema, ix.table_nam
        ARRAY(SELECT pg_get_indexdef(ix.indexrelid, k, true) FROM generate_series(ix.indnkeyatts + 1, ix.indnatts) k) AS include, \
        pg_get_expr(ix.indpred, ix.indrelid, true) AS predicate, \
        pg_relation_size(ix.indexrelid) AS size_bytes, coalesce(s.idx_scan, 0) AS scans, \
+       {unused_days} AS unused_days, \
        CASE WHEN ix.indpred IS NULL THEN ix.table_tuples ELSE ix.index_tuples END::float8 AS tuples, \
        coalesce((SELECT substr(o, 12)::float8 FROM unnest(ix.reloptions) o WHERE o LIKE 'fillfactor=%'), 90) AS fillfactor, \
        coalesce((SELECT substr(o, 20) NOT IN ('off', 'false') FROM unnest(ix.reloptions) o WHERE o LIKE 'deduplicate_items=%'), true) \
@@ -96,18 +106,13 @@ SELECT n.nspname::text AS schema, t.relname::text AS table, t.relkind = 'p' AS p
     )
 }
 
-/// Days covered by the scan counts: since this database's statistics were
-/// last reset; None when they never were.
-const STATS_DAYS_SQL: &str = "SELECT extract(epoch FROM now() - stats_reset)::float8 / 86400 \
-                                FROM pg_stat_database WHERE datname = current_database()";
-
 fn err(e: pgrx::spi::SpiError) -> String {
     e.to_string()
 }
 
 pub fn indexes(client: &SpiClient<'_>) -> Result<Vec<IndexFacts>, String> {
     let mut out = Vec::new();
-    for row in client.select(&indexes_sql(), None, &[]).map_err(err)? {
+    for row in client.select(&indexes_sql(watching(client)?), None, &[]).map_err(err)? {
         let text = |c: &str| row.get_by_name::<String, _>(c).map_err(err).map(Option::unwrap_or_default);
         let flag = |c: &str| row.get_by_name::<bool, _>(c).map_err(err).map(Option::unwrap_or_default);
         let ints = |c: &str| row.get_by_name::<Vec<Option<i64>>, _>(c).map_err(err).map(Option::unwrap_or_default);
@@ -155,6 +160,7 @@ pub fn indexes(client: &SpiClient<'_>) -> Result<Vec<IndexFacts>, String> {
             predicate: row.get_by_name::<String, _>("predicate").map_err(err)?,
             size_bytes: row.get_by_name::<i64, _>("size_bytes").map_err(err)?.unwrap_or_default(),
             scans: row.get_by_name::<i64, _>("scans").map_err(err)?.unwrap_or_default(),
+            unused_days: row.get_by_name::<f64, _>("unused_days").map_err(err)?,
             pages: row.get_by_name::<i64, _>("size_bytes").map_err(err)?.unwrap_or_default() / 8192,
             tuples: row.get_by_name::<f64, _>("tuples").map_err(err)?.unwrap_or(-1.0),
             fillfactor: row.get_by_name::<f64, _>("fillfactor").map_err(err)?.unwrap_or(90.0),
@@ -193,7 +199,12 @@ pub fn foreign_keys(client: &SpiClient<'_>) -> Result<Vec<ForeignKey>, String> {
     Ok(out)
 }
 
-pub fn judgement(client: &SpiClient<'_>) -> Result<Judgement, String> {
-    let stats_days = client.select(STATS_DAYS_SQL, None, &[]).map_err(err)?.first().get::<f64>(1).map_err(err)?;
-    Ok(Judgement { stats_days, unused_after_days: crate::settings::UNUSED_INDEX_DAYS.get() as f64 })
+pub fn judgement() -> Judgement {
+    Judgement { unused_after_days: crate::settings::UNUSED_INDEX_DAYS.get() as f64 }
+}
+
+/// Whether the installed SQL has upkeep.index_watch (0.4.0 on).
+pub fn watching(client: &SpiClient<'_>) -> Result<bool, String> {
+    let found = client.select("SELECT to_regclass('upkeep.index_watch') IS NOT NULL", None, &[]).map_err(err)?;
+    Ok(found.first().get::<bool>(1).map_err(err)?.unwrap_or(false))
 }

@@ -54,6 +54,10 @@ pub struct IndexFacts {
     pub predicate: Option<String>,
     pub size_bytes: i64,
     pub scans: i64,
+    /// Days pg_upkeep's snapshots have seen it without a scan (counted from
+    /// the later of their first such snapshot and the last statistics
+    /// reset); None when they never did, or the last one saw scans.
+    pub unused_days: Option<f64>,
     pub pages: i64,
     /// Live entries it should hold (the table's row estimate, or the
     /// index's for a partial index); negative when never analyzed.
@@ -81,11 +85,10 @@ pub struct ForeignKey {
     pub indexed: bool,
 }
 
-/// When statistics are old enough to call an index unused.
+/// How much evidence calls an index unused: days seen without a scan
+/// (`upkeep.unused_index_days`; 0 takes the scan count alone).
 #[derive(Debug, Clone, Copy)]
 pub struct Judgement {
-    /// Days the scan counts cover (since the last reset), None: unknown.
-    pub stats_days: Option<f64>,
     pub unused_after_days: f64,
 }
 
@@ -240,6 +243,9 @@ struct Logical<'a> {
     ix: &'a IndexFacts,
     scans: i64,
     size: i64,
+    /// For a partitioned index, the fewest days any of its partitions'
+    /// indexes was seen unscanned: all of them were, for that long.
+    unused_days: Option<f64>,
 }
 
 /// Every problem found, in a stable order: table, problem, index.
@@ -263,12 +269,14 @@ pub fn findings(indexes: &[IndexFacts], fks: &[ForeignKey], judgement: Judgement
         .filter(|i| i.parent.is_none())
         .map(|ix| {
             let l = leaves(ix, &children);
-            let (scans, size) = if ix.partitioned {
-                (l.iter().map(|c| c.scans).sum(), l.iter().map(|c| c.size_bytes).sum())
+            let (scans, size, unused_days) = if ix.partitioned {
+                let days: Option<Vec<f64>> = l.iter().map(|c| c.unused_days).collect();
+                let fewest = days.filter(|d| !d.is_empty()).map(|d| d.into_iter().fold(f64::INFINITY, f64::min));
+                (l.iter().map(|c| c.scans).sum(), l.iter().map(|c| c.size_bytes).sum(), fewest)
             } else {
-                (ix.scans, ix.size_bytes)
+                (ix.scans, ix.size_bytes, ix.unused_days)
             };
-            Logical { ix, scans, size }
+            Logical { ix, scans, size, unused_days }
         })
         .collect();
     let mut by_table: BTreeMap<&QualifiedName, Vec<&Logical>> = BTreeMap::new();
@@ -322,11 +330,13 @@ pub fn findings(indexes: &[IndexFacts], fks: &[ForeignKey], judgement: Judgement
                     continue;
                 }
             }
-            let old_enough = judgement.stats_days.is_none_or(|d| d >= judgement.unused_after_days);
-            if l.scans == 0 && !ix.unique && old_enough && !fks.iter().any(|f| ix.serves(f)) {
-                let since = judgement.stats_days.map_or("since statistics began".to_string(), |d| {
-                    format!("in the {d:.0} days since statistics were reset")
-                });
+            let watched = l.unused_days.filter(|d| *d >= judgement.unused_after_days);
+            let enough = watched.is_some() || judgement.unused_after_days <= 0.0;
+            if l.scans == 0 && !ix.unique && enough && !fks.iter().any(|f| ix.serves(f)) {
+                let since = match watched {
+                    Some(d) => format!("in the {d:.0} days pg_upkeep's snapshots have watched it"),
+                    None => "by the scan count (upkeep.unused_index_days = 0 asks for no more)".to_string(),
+                };
                 out.push(base(
                     Problem::Unused,
                     severity_by_size(l.size),
@@ -495,6 +505,7 @@ mod tests {
             keys: keys.iter().map(|k| col(k)).collect(),
             size_bytes: 8192 * 100,
             scans: 5,
+            unused_days: Some(30.0),
             pages: 100,
             tuples: 20_000.0,
             fillfactor: 90.0,
@@ -504,7 +515,7 @@ mod tests {
         }
     }
 
-    const OLD: Judgement = Judgement { stats_days: Some(30.0), unused_after_days: 7.0 };
+    const OLD: Judgement = Judgement { unused_after_days: 7.0 };
 
     fn found(ix: &[IndexFacts]) -> Vec<(String, Problem)> {
         findings(ix, &[], OLD, 0).into_iter().map(|f| (f.index.unwrap_or_default(), f.problem)).collect()
@@ -573,7 +584,7 @@ mod tests {
     }
 
     #[test]
-    fn unused_needs_old_statistics_and_spares_constraint_indexes() {
+    fn unused_needs_days_of_evidence_and_spares_constraint_indexes() {
         let mut idle = index(10, "idle", &["note"]);
         idle.scans = 0;
         let mut pk = index(20, "orders_pkey", &["id"]);
@@ -582,11 +593,23 @@ mod tests {
         pk.primary = true;
         pk.needed = true;
         assert_eq!(found(&[idle.clone(), pk]), vec![("idle".into(), Problem::Unused)]);
-        let young = Judgement { stats_days: Some(2.0), unused_after_days: 7.0 };
-        assert!(findings(&[idle.clone()], &[], young, 0).is_empty());
-        let never_reset = Judgement { stats_days: None, unused_after_days: 7.0 };
-        let f = findings(&[idle.clone()], &[], never_reset, 0);
-        assert!(f[0].recommendation.contains("since statistics began"), "{}", f[0].recommendation);
+        let f = findings(&[idle.clone()], &[], OLD, 0);
+        assert!(
+            f[0].recommendation.contains("in the 30 days pg_upkeep's snapshots have watched it"),
+            "{}",
+            f[0].recommendation
+        );
+        // Watched for less than the setting, or not at all (a new index, or
+        // one the last snapshot saw scanned): nothing to say yet.
+        for days in [Some(2.0), Some(6.9), None] {
+            let mut young = idle.clone();
+            young.unused_days = days;
+            assert!(findings(&[young.clone()], &[], OLD, 0).is_empty(), "{days:?}");
+            // unused_index_days = 0 takes the scan count alone, and says so.
+            let f = findings(&[young], &[], Judgement { unused_after_days: 0.0 }, 0);
+            assert_eq!(f[0].problem, Problem::Unused);
+            assert!(days.is_some() || f[0].recommendation.contains("unused_index_days = 0"), "{}", f[0].recommendation);
+        }
         // An index that serves a foreign key is needed without scans.
         let mut fk_index = index(30, "orders_customer", &["customer_id"]);
         fk_index.scans = 0;
@@ -666,6 +689,17 @@ mod tests {
         assert_eq!(f[0].fix_sql, r#"DROP INDEX "public"."events_at_idx";"#);
         // One partition's index scanned: the index is used.
         assert!(findings(&[parent.clone(), child(101, 0), child(102, 3)], &[], OLD, 0).is_empty());
+        // The evidence is the shortest watch among the partitions' indexes;
+        // one not watched yet (a new partition) holds it back.
+        let watched = |oid, days| {
+            let mut c = child(oid, 0);
+            c.unused_days = days;
+            c
+        };
+        let f = findings(&[parent.clone(), watched(101, Some(40.0)), watched(102, Some(9.0))], &[], OLD, 0);
+        assert!(f[0].recommendation.contains("in the 9 days"), "{}", f[0].recommendation);
+        assert!(findings(&[parent.clone(), watched(101, Some(40.0)), watched(102, Some(3.0))], &[], OLD, 0).is_empty());
+        assert!(findings(&[parent.clone(), watched(101, Some(40.0)), watched(102, None)], &[], OLD, 0).is_empty());
         // Bloat on every partition: one row for the partitioned index; on one: that one.
         let bloated = |oid| {
             let mut c = child(oid, 9);

@@ -43,6 +43,16 @@ const APPEND_SQL: &str = "INSERT INTO upkeep.index_health_history \
     SELECT * FROM upkeep.index_health_figures()";
 const PRUNE_SQL: &str = "DELETE FROM upkeep.index_health_history WHERE captured_at < now() - interval '13 months'";
 
+/// What this snapshot saw of each index, for the evidence behind
+/// "unused": a scan ends an index's watch without scans, the first
+/// snapshot without one starts it; dropped indexes are forgotten.
+const WATCH_SQL: &str = "\
+WITH seen AS (INSERT INTO upkeep.index_watch AS w (index_oid, unused_since) \
+              SELECT s.indexrelid, CASE WHEN coalesce(s.idx_scan, 0) = 0 THEN now() END FROM pg_stat_user_indexes s \
+              ON CONFLICT (index_oid) DO UPDATE \
+                 SET unused_since = CASE WHEN EXCLUDED.unused_since IS NOT NULL THEN coalesce(w.unused_since, EXCLUDED.unused_since) END) \
+DELETE FROM upkeep.index_watch w WHERE NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indexrelid = w.index_oid)";
+
 /// Appends the current figures of every index to the history; returns how
 /// many indexes it recorded.
 #[pg_extern(volatile)]
@@ -51,18 +61,29 @@ fn snapshot_index_health() -> i64 {
     crate::errors::guarded("snapshot_index_health", || {
         crate::ownership::require_database_owner("index health snapshot");
         Spi::connect_mut(|client| {
-            let n = client.update(APPEND_SQL, None, &[])?.len() as i64;
-            client.update(PRUNE_SQL, None, &[])?;
-            Ok::<_, pgrx::spi::SpiError>(n)
+            let n = client.update(APPEND_SQL, None, &[]).map_err(|e| e.to_string())?.len() as i64;
+            for sql in after_append(client)? {
+                client.update(sql, None, &[]).map_err(|e| e.to_string())?;
+            }
+            Ok::<_, String>(n)
         })
         .unwrap_or_else(|e| error!("pg_upkeep could not record index health: {e}"))
     })
+}
+
+/// What a snapshot runs after appending the figures: the pruning, and the
+/// watch when the installed SQL has it (0.4.0 on).
+fn after_append(client: &pgrx::spi::SpiClient<'_>) -> Result<Vec<&'static str>, String> {
+    let watch = super::facts::watching(client)?.then_some(WATCH_SQL);
+    Ok(std::iter::once(PRUNE_SQL).chain(watch).collect())
 }
 
 /// Runs the snapshot job when it is due (or `explicit`ly), through the
 /// executor, so it is recorded like any action.
 pub fn maintain(runner: Runner, explicit: bool, dry_run: bool) -> Vec<Outcome> {
     let due = runner.step(|| {
+        let after =
+            Spi::connect(|c| after_append(c)).unwrap_or_else(|e| error!("pg_upkeep could not read its tables: {e}"));
         Spi::get_two_with_args::<i64, String>(
             &format!(
                 "SELECT p.job_id, current_user::text FROM upkeep.index_snapshot_policy p \
@@ -73,15 +94,18 @@ pub fn maintain(runner: Runner, explicit: bool, dry_run: bool) -> Vec<Outcome> {
             &[explicit.into()],
         )
         .ok()
+        .map(|due| (due, after))
     });
-    let Some((Some(job_id), Some(role))) = due else { return Vec::new() };
+    let Some(((Some(job_id), Some(role)), after)) = due else { return Vec::new() };
     let action = Action {
         job_id,
         kind: ActionKind::SnapshotIndexHealth,
         target: QualifiedName::new("upkeep", "index_health_history"),
         detail: "figures of every index".into(),
         run_as: role,
-        steps: vec![Step::counting(APPEND_SQL.into(), "indexes recorded"), Step::new(PRUNE_SQL.into())],
+        steps: std::iter::once(Step::counting(APPEND_SQL.into(), "indexes recorded"))
+            .chain(after.into_iter().map(|sql| Step::new(sql.into())))
+            .collect(),
     };
     let outcomes = runner.act(vec![action], dry_run);
     if !dry_run {

@@ -16,7 +16,7 @@ use pgrx::prelude::*;
 /// Every finding, read as the caller.
 pub fn report(min_size_bytes: i64) -> Vec<Finding> {
     let (indexes, fks, judgement) = Spi::connect(|client| {
-        Ok::<_, String>((facts::indexes(client)?, facts::foreign_keys(client)?, facts::judgement(client)?))
+        Ok::<_, String>((facts::indexes(client)?, facts::foreign_keys(client)?, facts::judgement()))
     })
     .unwrap_or_else(|e| error!("pg_upkeep could not read the index catalogs: {e}"));
     findings::findings(&indexes, &fks, judgement, min_size_bytes)
