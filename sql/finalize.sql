@@ -594,11 +594,16 @@ SELECT 'upkeep_index_problems', jsonb_build_object('problem', k.problem), count(
 UNION ALL
 SELECT 'upkeep_index_bloat_bytes', '{}'::jsonb, coalesce(sum(f.bloat_bytes), 0)::float8
   FROM upkeep.index_health_figures() f
+UNION ALL
+SELECT 'upkeep_scheduler_wait_seconds', '{}'::jsonb, w
+  FROM upkeep.scheduler_wait_seconds() w WHERE w IS NOT NULL
 $$;
 COMMENT ON FUNCTION upkeep.metrics_rows() IS 'Internal: the rows of upkeep.metrics.';
+COMMENT ON FUNCTION upkeep.scheduler_wait_seconds() IS
+  'Seconds this database''s scheduler has been waiting for its turn past its due time (the launcher runs at most upkeep.max_schedulers at once, longest-waiting first); 0 when on time, NULL without the workers (no shared_preload_libraries).';
 CREATE VIEW upkeep.metrics AS SELECT * FROM upkeep.metrics_rows();
 COMMENT ON VIEW upkeep.metrics IS
-  'Figures for dashboards, one row per sample: per job last success time, last duration, consecutive failures; per managed table future partitions and rows in DEFAULT; per archive source rows archived; per view seconds since refresh; index problems by kind; total estimated index bloat. upkeep.prometheus() renders it for Prometheus.';
+  'Figures for dashboards, one row per sample: per job last success time, last duration, consecutive failures; per managed table future partitions and rows in DEFAULT; per archive source rows archived; per view seconds since refresh; index problems by kind; total estimated index bloat; how long this database''s scheduler has waited for its turn. upkeep.prometheus() renders it for Prometheus.';
 COMMENT ON COLUMN upkeep.metrics.metric IS 'The metric''s name (Prometheus style, upkeep_...).';
 COMMENT ON COLUMN upkeep.metrics.labels IS 'What the sample is about, as labels (job_id, kind, target, parent, source, matview, problem).';
 COMMENT ON COLUMN upkeep.metrics.value IS 'The value.';

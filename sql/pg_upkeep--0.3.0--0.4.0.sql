@@ -1,7 +1,9 @@
 -- pg_upkeep 0.3.0 -> 0.4.0: index health calls an index unused only on
 -- evidence: what the snapshots saw of it (upkeep.index_watch). Row
 -- archives hold back rows other tables still reference, and
--- upkeep.archive_status says how many and by which foreign key.
+-- upkeep.archive_status says how many and by which foreign key. The
+-- launcher serves every database in turn (upkeep.max_schedulers), and the
+-- metric upkeep_scheduler_wait_seconds says when one waits for its turn.
 
 CREATE TABLE upkeep.index_watch (
     index_oid     oid PRIMARY KEY,
@@ -134,3 +136,58 @@ COMMENT ON COLUMN upkeep.archive_status.status IS 'ok, behind (old rows remain),
 COMMENT ON COLUMN upkeep.archive_status.hint IS 'What to look at when the status is not ok.';
 COMMENT ON COLUMN upkeep.archive_status.rows_held_back IS 'Rows older than the cut-off that stay because a foreign key (NO ACTION or RESTRICT) of another table still references them (row archiving; NULL if you may not read the tables).';
 COMMENT ON COLUMN upkeep.archive_status.held_back_by IS 'Which foreign keys hold them back, with how many rows each.';
+
+CREATE FUNCTION upkeep."scheduler_wait_seconds"() RETURNS double precision
+STRICT VOLATILE PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'scheduler_wait_seconds_wrapper';
+CREATE OR REPLACE FUNCTION upkeep.metrics_rows()
+RETURNS TABLE (metric text, labels jsonb, value double precision)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT 'upkeep_job_last_success_timestamp_seconds'::text AS metric,
+       jsonb_build_object('job_id', j.job_id::text, 'kind', j.kind, 'target', j.target) AS labels,
+       extract(epoch FROM s.last_success)::float8 AS value
+  FROM upkeep.jobs j JOIN upkeep.job_state s ON s.job_id = j.job_id
+ WHERE s.last_success IS NOT NULL
+UNION ALL
+SELECT 'upkeep_job_last_duration_seconds',
+       jsonb_build_object('job_id', j.job_id::text, 'kind', j.kind, 'target', j.target),
+       extract(epoch FROM j.last_duration)::float8
+  FROM upkeep.jobs j WHERE j.last_duration IS NOT NULL
+UNION ALL
+SELECT 'upkeep_job_consecutive_failures',
+       jsonb_build_object('job_id', j.job_id::text, 'kind', j.kind, 'target', j.target),
+       j.consecutive_failures::float8
+  FROM upkeep.jobs j
+UNION ALL
+SELECT 'upkeep_partitions_future', jsonb_build_object('parent', h.parent::text), h.future_partitions::float8
+  FROM upkeep.partition_health h
+UNION ALL
+SELECT 'upkeep_partition_default_rows', jsonb_build_object('parent', h.parent::text), h.rows_in_default::float8
+  FROM upkeep.partition_health h WHERE h.rows_in_default IS NOT NULL
+UNION ALL
+SELECT 'upkeep_archive_rows_total', jsonb_build_object('source', a.source::text), coalesce(s.rows_moved, 0)::float8
+  FROM upkeep.archive_policies a LEFT JOIN upkeep.job_state s ON s.job_id = a.job_id
+UNION ALL
+SELECT 'upkeep_matview_seconds_since_refresh', jsonb_build_object('matview', m.matview::text),
+       extract(epoch FROM now() - s.refreshed_at)::float8
+  FROM upkeep.matview_policies m JOIN upkeep.matview_state s ON s.job_id = m.job_id
+UNION ALL
+SELECT 'upkeep_index_problems', jsonb_build_object('problem', k.problem), count(h.problem)::float8
+  FROM (VALUES ('unused'), ('duplicate'), ('redundant'), ('invalid'), ('bloated'), ('unindexed_fk')) k(problem)
+  LEFT JOIN upkeep.index_health h ON h.problem = k.problem
+ GROUP BY k.problem
+UNION ALL
+SELECT 'upkeep_index_bloat_bytes', '{}'::jsonb, coalesce(sum(f.bloat_bytes), 0)::float8
+  FROM upkeep.index_health_figures() f
+UNION ALL
+SELECT 'upkeep_scheduler_wait_seconds', '{}'::jsonb, w
+  FROM upkeep.scheduler_wait_seconds() w WHERE w IS NOT NULL
+$$;
+COMMENT ON FUNCTION upkeep.metrics_rows() IS 'Internal: the rows of upkeep.metrics.';
+COMMENT ON FUNCTION upkeep.scheduler_wait_seconds() IS
+  'Seconds this database''s scheduler has been waiting for its turn past its due time (the launcher runs at most upkeep.max_schedulers at once, longest-waiting first); 0 when on time, NULL without the workers (no shared_preload_libraries).';
+COMMENT ON VIEW upkeep.metrics IS
+  'Figures for dashboards, one row per sample: per job last success time, last duration, consecutive failures; per managed table future partitions and rows in DEFAULT; per archive source rows archived; per view seconds since refresh; index problems by kind; total estimated index bloat; how long this database''s scheduler has waited for its turn. upkeep.prometheus() renders it for Prometheus.';

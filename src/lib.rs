@@ -45,6 +45,7 @@ pub extern "C-unwind" fn _PG_init() {
     // SAFETY: reads a flag the postmaster sets while preloading libraries.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         workers::pool::init_shared_memory();
+        workers::queue::init_shared_memory();
         workers::register_launcher();
     }
 }

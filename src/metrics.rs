@@ -15,6 +15,11 @@ const METRICS: &[(&str, &str, &str)] = &[
     ("upkeep_matview_seconds_since_refresh", "gauge", "Seconds since pg_upkeep last refreshed the materialized view."),
     ("upkeep_index_problems", "gauge", "Index problems found, by kind (see upkeep.index_health)."),
     ("upkeep_index_bloat_bytes", "gauge", "Estimated bloat of all btree indexes, in bytes."),
+    (
+        "upkeep_scheduler_wait_seconds",
+        "gauge",
+        "Seconds this database's scheduler has waited for its turn past its due time (0: on time; see upkeep.max_schedulers).",
+    ),
 ];
 
 /// A label value as the exposition format wants it.

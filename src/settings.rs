@@ -16,6 +16,8 @@ pub static DATABASES: GucSetting<Option<CString>> = GucSetting::<Option<CString>
 pub static ROLE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 /// How many `pg_upkeep worker` processes may run at once, server-wide.
 pub static MAX_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(2);
+/// How many `pg_upkeep scheduler` processes may run at once.
+pub static MAX_SCHEDULERS: GucSetting<i32> = GucSetting::<i32>::new(2);
 /// How long `upkeep.job_runs` keeps its rows, in minutes.
 pub static HISTORY_RETENTION_MIN: GucSetting<i32> = GucSetting::<i32>::new(30 * 24 * 60);
 /// Days of index scan statistics before a never-scanned index counts as unused.
@@ -73,6 +75,16 @@ pub fn register() {
         &MAX_WORKERS,
         1,
         crate::workers::pool::MAX_WORKERS,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"upkeep.max_schedulers",
+        c"Most pg_upkeep scheduler processes running at once in the server.",
+        c"The launcher starts one scheduler per database every upkeep.naptime, at most this many at a time, the database that has waited longest first, so that it never takes every background worker slot and no database is passed over. A database waiting for its turn shows in the metric upkeep_scheduler_wait_seconds. Each scheduler takes one of max_worker_processes while it runs.",
+        &MAX_SCHEDULERS,
+        1,
+        64,
         GucContext::Sighup,
         GucFlags::default(),
     );

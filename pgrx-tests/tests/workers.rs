@@ -242,3 +242,70 @@ fn a_scheduler_killed_with_sigkill_is_restarted_and_leaves_nothing_half_made() {
     cluster.kill_9(pid);
     assert_finished_cleanly(&cluster);
 }
+
+/// Many more databases than background-worker slots: the launcher runs at
+/// most `upkeep.max_schedulers` at once, longest-waiting first, so every
+/// database gets its dropped future partition back, not the same few each
+/// cycle; and a database waiting for its turn can say so.
+#[test]
+fn every_database_is_served_when_there_are_more_databases_than_worker_slots() {
+    const DATABASES: usize = 24;
+    // 8 processes: the launcher, the logical replication launcher, and 6
+    // for everything else, against 25 databases.
+    let cluster = Cluster::start(
+        "workers-many-databases",
+        &["upkeep.naptime = 1", "max_worker_processes = 8", "upkeep.max_schedulers = 2", "upkeep.enabled = off"],
+    );
+    let mut admin = cluster.connect("postgres");
+    let names: Vec<String> = (0..DATABASES).map(|i| format!("served_{i:02}")).collect();
+    for name in &names {
+        admin.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+        let mut c = cluster.connect(name);
+        c.batch_execute(&format!(
+            "CREATE EXTENSION pg_upkeep; {PARENT};
+             SELECT count(*) FROM upkeep.manage_partitions('public.nav_history', 'nav_date', premake => 2);"
+        ))
+        .unwrap();
+        // The furthest future partition goes: the workers must make it again.
+        c.batch_execute(
+            "DO $$ DECLARE p regclass; BEGIN
+               SELECT i.inhrelid::regclass INTO p FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                WHERE i.inhparent = 'public.nav_history'::regclass ORDER BY c.relname DESC LIMIT 1;
+               EXECUTE format('DROP TABLE %s', p);
+             END $$;",
+        )
+        .unwrap();
+        assert_eq!(partitions(&mut c), 2);
+    }
+    admin.batch_execute("ALTER SYSTEM SET upkeep.enabled = on").unwrap();
+    admin.batch_execute("SELECT pg_reload_conf()").unwrap();
+    let started = std::time::Instant::now();
+    let served = |name: &String| {
+        cluster
+            .try_connect(name)
+            .and_then(|mut c| {
+                c.query_one("SELECT count(*) FROM pg_inherits WHERE inhparent = 'public.nav_history'::regclass", &[])
+                    .ok()
+            })
+            .is_some_and(|r| r.get::<_, i64>(0) == 3)
+    };
+    let all = upkeep_cluster_tests::wait_for(Duration::from_secs(180), || names.iter().all(served));
+    let missing: Vec<&String> = names.iter().filter(|n| !served(n)).collect();
+    assert!(all, "{} of {DATABASES} databases never served: {missing:?}", missing.len());
+    println!("{DATABASES} databases served in {:.1} s with 2 schedulers at a time", started.elapsed().as_secs_f64());
+    // Never more schedulers at once than allowed, and no slot shortage.
+    let log = cluster.log();
+    assert!(!log.contains("no background worker slot for the scheduler"), "the launcher ran out of slots");
+    // Each database reads how long its scheduler waits (0 when on time).
+    let mut c = cluster.connect(&names[0]);
+    let wait: f64 = c
+        .query_one("SELECT value FROM upkeep.metrics WHERE metric = 'upkeep_scheduler_wait_seconds'", &[])
+        .unwrap()
+        .get(0);
+    assert!((0.0..60.0).contains(&wait), "{wait}");
+    assert!(c
+        .query_one("SELECT upkeep.prometheus()", &[])
+        .unwrap()
+        .get::<_, String>(0)
+        .contains("upkeep_scheduler_wait_seconds "));
+}

@@ -1,6 +1,7 @@
 //! The background workers. With pg_upkeep in `shared_preload_libraries`, a
-//! static `pg_upkeep launcher` wakes every `upkeep.naptime`, lists the
-//! databases, and starts one short-lived `pg_upkeep scheduler` per database.
+//! static `pg_upkeep launcher` starts a short-lived `pg_upkeep scheduler`
+//! for each database every `upkeep.naptime`, at most
+//! `upkeep.max_schedulers` at once, longest-waiting first (see `queue`).
 //! A scheduler checks that its database has the extension, runs one
 //! maintenance cycle (each action in its own transaction), prunes the run
 //! history, and exits. Long actions it hands to `pg_upkeep worker`
@@ -13,6 +14,7 @@
 //! there at all; after promotion the postmaster starts the launcher.
 
 pub mod pool;
+pub mod queue;
 
 use crate::jobs::Runner;
 use crate::settings;
@@ -23,7 +25,7 @@ use pgrx::bgworkers::{
 use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub const LAUNCHER: &str = "pg_upkeep launcher";
 pub const SCHEDULER: &str = "pg_upkeep scheduler";
@@ -92,10 +94,10 @@ fn start_scheduler(db: pg_sys::Oid, name: &str) -> Option<DynamicBackgroundWorke
         .set_argument(db.into_datum())
         .set_extra(name)
         .set_restart_time(None)
+        // SAFETY: the launcher's own pid: the postmaster tells it when the
+        // scheduler exits, so the next database in the queue starts at once.
+        .set_notify_pid(unsafe { pg_sys::MyProcPid })
         .load_dynamic()
-        .map_err(|_| {
-            log!("pg_upkeep: no background worker slot for the scheduler of database \"{name}\"; raise max_worker_processes")
-        })
         .ok()
 }
 
@@ -110,38 +112,80 @@ pub extern "C-unwind" fn pg_upkeep_launcher_main(_arg: pg_sys::Datum) {
     // whenever no scheduler is running (the usual state between cycles), so
     // the launcher does not grow over months.
     let mut handles = PgMemoryContexts::new("pg_upkeep launcher handles");
-    // The latch is also set by signals that have nothing to do with us
-    // (a catch-up request when many catalog changes fill the shared
-    // invalidation queue, as CREATE EXTENSION does): a cycle starts only
-    // when a naptime has passed since the last one, whatever woke us. A
-    // reload that shortens the naptime takes effect at once.
-    let mut last_cycle: Option<std::time::Instant> = None;
+    // When each database is next due: a naptime after its last scheduler
+    // started. The latch is also set by signals that have nothing to do
+    // with us (a catch-up request when many catalog changes fill the shared
+    // invalidation queue, as CREATE EXTENSION does): a scheduler starts
+    // only when its database is due, whatever woke us. A scheduler that
+    // exits wakes us too (it was started with our pid to notify), so the
+    // next database in the queue takes its slot at once.
+    let origin = Instant::now();
+    let mut due_at: HashMap<pg_sys::Oid, Instant> = HashMap::new();
+    let mut databases: Vec<(pg_sys::Oid, String)> = Vec::new();
+    let mut listed: Option<Instant> = None;
+    let mut warned: Option<Instant> = None;
     loop {
         reload_config_if_asked();
-        let due = last_cycle.is_none_or(|t| t.elapsed() >= naptime());
-        if due {
-            last_cycle = Some(std::time::Instant::now());
-            // A scheduler still busy with the last cycle (or not yet forked) is left alone.
-            running.retain(|_, worker| {
-                !matches!(worker.pid(), Err(BackgroundWorkerStatus::Stopped | BackgroundWorkerStatus::PostmasterDied))
-            });
-            if running.is_empty() {
-                // SAFETY: no handle allocated in this context is referenced any more.
-                unsafe { handles.reset() };
+        running.retain(|_, worker| {
+            !matches!(worker.pid(), Err(BackgroundWorkerStatus::Stopped | BackgroundWorkerStatus::PostmasterDied))
+        });
+        if running.is_empty() {
+            // SAFETY: no handle allocated in this context is referenced any more.
+            unsafe { handles.reset() };
+        }
+        let mut waiting: Vec<(u32, u64)> = Vec::new();
+        if settings::ENABLED.get() {
+            if listed.is_none_or(|t| t.elapsed() >= naptime()) {
+                databases = BackgroundWorker::transaction(wanted_databases);
+                due_at.retain(|db, _| databases.iter().any(|(d, _)| d == db));
+                listed = Some(Instant::now());
             }
-            if settings::ENABLED.get() {
-                let wanted = BackgroundWorker::transaction(wanted_databases);
-                for (db, name) in wanted {
-                    if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(db) {
-                        // SAFETY: only the handle is allocated while switched.
-                        if let Some(worker) = unsafe { handles.switch_to(|_| start_scheduler(db, &name)) } {
-                            slot.insert(worker);
+            let now = Instant::now();
+            let ms = |t: Instant| t.saturating_duration_since(origin).as_millis() as u64;
+            let ready: Vec<(u32, u64)> = databases
+                .iter()
+                .filter(|(db, _)| !running.contains_key(db))
+                .filter_map(|(db, _)| {
+                    let at = *due_at.entry(*db).or_insert(now);
+                    (at <= now).then(|| (db.to_u32(), ms(at)))
+                })
+                .collect();
+            let free = (settings::MAX_SCHEDULERS.get().max(1) as usize).saturating_sub(running.len());
+            let mut started = Vec::new();
+            for db in queue::next_to_start(ready.clone(), free) {
+                let oid = pg_sys::Oid::from(db);
+                let name = databases.iter().find(|(d, _)| *d == oid).map(|(_, n)| n.clone()).unwrap_or_default();
+                // SAFETY: only the handle is allocated while switched.
+                match unsafe { handles.switch_to(|_| start_scheduler(oid, &name)) } {
+                    Some(worker) => {
+                        running.insert(oid, worker);
+                        due_at.insert(oid, now + naptime());
+                        started.push(db);
+                    }
+                    None => {
+                        if warned.is_none_or(|t| t.elapsed() >= naptime()) {
+                            log!(
+                                "pg_upkeep: no background worker slot for the scheduler of database \"{name}\"; \
+                                 it waits its turn (see the metric upkeep_scheduler_wait_seconds); raise max_worker_processes"
+                            );
+                            warned = Some(Instant::now());
                         }
+                        break;
                     }
                 }
             }
+            let now_ms = ms(now);
+            waiting =
+                ready.into_iter().filter(|(db, _)| !started.contains(db)).map(|(db, at)| (db, now_ms - at)).collect();
         }
-        let left = last_cycle.map_or(Duration::ZERO, |t| naptime().saturating_sub(t.elapsed()));
+        queue::publish(&waiting);
+        // Until the next database is due; while some wait for a slot, look
+        // again within a second (a slot other processes free wakes no one).
+        let next = due_at.iter().filter(|(db, _)| !running.contains_key(db)).map(|(_, at)| *at).min();
+        let mut left = next.map_or(naptime(), |at| at.saturating_duration_since(Instant::now())).min(naptime());
+        if !waiting.is_empty() {
+            left = left.max(Duration::from_millis(10)).min(Duration::from_secs(1));
+        }
         if !BackgroundWorker::wait_latch(Some(left.max(Duration::from_millis(10)))) {
             break;
         }
