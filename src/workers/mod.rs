@@ -112,15 +112,16 @@ pub extern "C-unwind" fn pg_upkeep_launcher_main(_arg: pg_sys::Datum) {
     // whenever no scheduler is running (the usual state between cycles), so
     // the launcher does not grow over months.
     let mut handles = PgMemoryContexts::new("pg_upkeep launcher handles");
-    // When each database is next due: a naptime after its last scheduler
-    // started. The latch is also set by signals that have nothing to do
+    // When each database's last scheduler started: it is due again a
+    // naptime later (the naptime as it is now: a reload that shortens it
+    // takes effect at once). The latch is also set by signals that have nothing to do
     // with us (a catch-up request when many catalog changes fill the shared
     // invalidation queue, as CREATE EXTENSION does): a scheduler starts
     // only when its database is due, whatever woke us. A scheduler that
     // exits wakes us too (it was started with our pid to notify), so the
     // next database in the queue takes its slot at once.
     let origin = Instant::now();
-    let mut due_at: HashMap<pg_sys::Oid, Instant> = HashMap::new();
+    let mut started_at: HashMap<pg_sys::Oid, Instant> = HashMap::new();
     let mut databases: Vec<(pg_sys::Oid, String)> = Vec::new();
     let mut listed: Option<Instant> = None;
     let mut warned: Option<Instant> = None;
@@ -137,7 +138,7 @@ pub extern "C-unwind" fn pg_upkeep_launcher_main(_arg: pg_sys::Datum) {
         if settings::ENABLED.get() {
             if listed.is_none_or(|t| t.elapsed() >= naptime()) {
                 databases = BackgroundWorker::transaction(wanted_databases);
-                due_at.retain(|db, _| databases.iter().any(|(d, _)| d == db));
+                started_at.retain(|db, _| databases.iter().any(|(d, _)| d == db));
                 listed = Some(Instant::now());
             }
             let now = Instant::now();
@@ -146,7 +147,7 @@ pub extern "C-unwind" fn pg_upkeep_launcher_main(_arg: pg_sys::Datum) {
                 .iter()
                 .filter(|(db, _)| !running.contains_key(db))
                 .filter_map(|(db, _)| {
-                    let at = *due_at.entry(*db).or_insert(now);
+                    let at = started_at.get(db).map_or(origin, |t| *t + naptime());
                     (at <= now).then(|| (db.to_u32(), ms(at)))
                 })
                 .collect();
@@ -159,7 +160,7 @@ pub extern "C-unwind" fn pg_upkeep_launcher_main(_arg: pg_sys::Datum) {
                 match unsafe { handles.switch_to(|_| start_scheduler(oid, &name)) } {
                     Some(worker) => {
                         running.insert(oid, worker);
-                        due_at.insert(oid, now + naptime());
+                        started_at.insert(oid, now);
                         started.push(db);
                     }
                     None => {
@@ -181,7 +182,7 @@ pub extern "C-unwind" fn pg_upkeep_launcher_main(_arg: pg_sys::Datum) {
         queue::publish(&waiting);
         // Until the next database is due; while some wait for a slot, look
         // again within a second (a slot other processes free wakes no one).
-        let next = due_at.iter().filter(|(db, _)| !running.contains_key(db)).map(|(_, at)| *at).min();
+        let next = started_at.iter().filter(|(db, _)| !running.contains_key(db)).map(|(_, t)| *t + naptime()).min();
         let mut left = next.map_or(naptime(), |at| at.saturating_duration_since(Instant::now())).min(naptime());
         if !waiting.is_empty() {
             left = left.max(Duration::from_millis(10)).min(Duration::from_secs(1));
