@@ -149,6 +149,7 @@ mod tests {
                 "upkeep.enabled",
                 "upkeep.history_retention",
                 "upkeep.lock_timeout",
+                "upkeep.max_schedulers",
                 "upkeep.max_workers",
                 "upkeep.naptime",
                 "upkeep.role",
@@ -158,6 +159,7 @@ mod tests {
         assert!(rows.iter().all(|(_, _, desc)| desc.len() > 20), "{rows:?}");
         let show = |name: &str| Spi::get_one::<String>(&format!("SHOW {name}")).unwrap().unwrap();
         assert_eq!(show("upkeep.max_workers"), "2");
+        assert_eq!(show("upkeep.max_schedulers"), "2");
         assert_eq!(show("upkeep.naptime"), "1min");
         assert_eq!(show("upkeep.lock_timeout"), "3s");
         assert_eq!(show("upkeep.history_retention"), "30d");
