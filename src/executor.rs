@@ -52,12 +52,24 @@ pub struct Outcome {
     /// rows and counted none (an archive run with nothing old enough).
     /// Returned to the caller, not recorded in the run log.
     pub idle: bool,
+    /// It failed on a conflict that is over by the time it is reported (a
+    /// deadlock it gave way in): its job is retried at the next cycle, not
+    /// after a back-off.
+    pub transient: bool,
 }
 
-/// Why an action failed: the SQLSTATE tells a lock timeout from the rest.
+/// Why an action failed: the SQLSTATE tells a lock timeout and a deadlock
+/// from the rest.
 struct Failure {
     status: Status,
     message: String,
+    transient: bool,
+}
+
+impl Failure {
+    fn of(message: String) -> Self {
+        Failure { status: Status::Failed, message, transient: false }
+    }
 }
 
 impl From<CaughtError> for Failure {
@@ -69,11 +81,14 @@ impl From<CaughtError> for Failure {
         };
         let status =
             if code == PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE { Status::LockTimeout } else { Status::Failed };
+        // A worker gives way in a deadlock (its deadlock_timeout is short):
+        // the other session has gone on, so trying again soon succeeds.
+        let transient = code == PgSqlErrorCode::ERRCODE_T_R_DEADLOCK_DETECTED;
         let message = match hint {
             Some(h) => format!("{message} (HINT: {h})"),
             None => message,
         };
-        Failure { status, message }
+        Failure { status, message, transient }
     }
 }
 
@@ -103,7 +118,7 @@ fn in_subtransaction<R>(f: impl FnOnce() -> Result<R, String>) -> Result<R, Fail
             Err(message) => {
                 pg_sys::RollbackAndReleaseCurrentSubTransaction();
                 restore();
-                Err(Failure { status: Status::Failed, message })
+                Err(Failure::of(message))
             }
         })
         .catch_others(move |e| {
@@ -291,6 +306,7 @@ fn outcome(action: &Action, result: Result<Counts, Failure>, started: Instant, d
         _ => None,
     };
     let idle = rows == Some(0) && action.steps.iter().all(|s| s.counts.is_some());
+    let transient = result.as_ref().err().is_some_and(|f| f.transient);
     let (status, counted, error) = match result {
         Ok(_) if dry_run => (Status::DryRun, String::new(), None),
         Ok(counts) => {
@@ -310,6 +326,7 @@ fn outcome(action: &Action, result: Result<Counts, Failure>, started: Instant, d
         seconds: started.elapsed().as_secs_f64(),
         rows,
         idle,
+        transient,
     }
 }
 
@@ -349,7 +366,7 @@ pub fn execute_with_top_level(action: Action) -> Outcome {
             let left = rest.iter().map(|s| s.sql.clone()).collect();
             in_subtransaction(|| unfinished::remember(action.job_id, &action.kind.to_string(), &action.target, left))?;
         }
-        role_oid(&action.run_as).map_err(|message| Failure { status: Status::Failed, message })
+        role_oid(&action.run_as).map_err(Failure::of)
     })
     .and_then(|role| crate::toplevel::run(&action.steps[k].sql, role).map_err(|e| Failure::from(*e)))
     .and_then(|_| {
@@ -429,6 +446,7 @@ impl Outcome {
             sql: String::new(),
             seconds: 0.0,
             rows: None,
+            transient: false,
         }
     }
 }

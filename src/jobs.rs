@@ -275,7 +275,9 @@ pub fn record_job_runs(jobs: &[i64], outcomes: &[Outcome]) {
         error.push(worst.and_then(|o| o.error.clone()));
         seconds.push(mine.iter().map(|o| o.seconds).sum::<f64>());
         failed.push(n);
-        retry_in.push((n > 0).then(|| backoff_seconds(job, n as u32)));
+        // A deadlock it gave way in is over: the next cycle tries again.
+        let transient = worst.is_some_and(|o| o.transient);
+        retry_in.push((n > 0 && !transient).then(|| backoff_seconds(job, n as u32)));
     }
     Spi::run_with_args(
         &format!("INSERT INTO upkeep.job_state AS j (job_id, last_run, last_status, last_error, last_duration, consecutive_failures, next_run, last_success) \

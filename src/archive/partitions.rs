@@ -189,6 +189,14 @@ pub fn plan(
         let detail = format!("{} (finishing an interrupted move)", facts.policy.archive);
         moves.push((move_action(facts, &u.target, detail, steps), u.target.clone()));
     }
+    // A worker finishes a pending detach alone: PostgreSQL refuses any other
+    // detach of the parent until it is finalized, so moves planned behind a
+    // finalize that fails (a deadlock, a lock timeout) would all fail too,
+    // and leave records of moves that never began. The others are due again
+    // at the next cycle. (From SQL they follow in order, in the same call.)
+    if concurrently && facts.detach_pending.is_some() {
+        return moves;
+    }
     let how = match (concurrently, &facts.default_partition) {
         (true, None) => Detach::Concurrently,
         _ => Detach::Plain,
@@ -346,8 +354,14 @@ mod tests {
         // A partition a worker detached and then died: no longer a partition.
         let gone = QualifiedName::new("public", "nav_history_p2019_12");
         f.unfinished.push(Unfinished { target: gone.clone(), steps: vec!["SELECT 'attach it'".into()] });
+        // A worker finishes them alone: no other detach is allowed while one
+        // is pending, so February waits for the next cycle.
         let p = plan(&f, now(), &[archive_table(&f)].into(), true);
         let targets: Vec<&QualifiedName> = p.iter().map(|(a, _)| &a.target).collect();
+        assert_eq!(targets, [&jan, &gone]);
+        // From SQL, February follows in the same call, after them.
+        let sql = plan(&f, now(), &[archive_table(&f)].into(), false);
+        let targets: Vec<&QualifiedName> = sql.iter().map(|(a, _)| &a.target).collect();
         assert_eq!(targets, [&jan, &gone, &QualifiedName::new("public", "nav_history_p2020_02")]);
         assert_eq!(
             p[0].0.steps.iter().map(|s| s.sql.as_str()).collect::<Vec<_>>(),

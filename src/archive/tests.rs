@@ -155,18 +155,10 @@ mod tests {
     }
 
     /// Rows another table still references (a NO ACTION foreign key) stay
-    /// and the rest move, instead of every batch failing; when both tables
-    /// are archived, the referencing one goes first, which frees rows.
+    /// and the rest move, instead of every batch failing.
     #[pg_test]
-    fn referenced_rows_are_held_back_and_the_referencing_table_goes_first() {
-        Spi::run(
-            "CREATE TABLE public.customers (id int PRIMARY KEY, created timestamptz NOT NULL); \
-             INSERT INTO public.customers SELECT g, now() - interval '1 year' FROM generate_series(1, 100) g; \
-             CREATE TABLE public.orders (id int PRIMARY KEY, customer_id int REFERENCES public.customers, at timestamptz NOT NULL); \
-             INSERT INTO public.orders SELECT g, g, now() - interval '200 days' FROM generate_series(1, 5) g; \
-             INSERT INTO public.orders SELECT g, g, now() FROM generate_series(6, 10) g",
-        )
-        .unwrap();
+    fn referenced_rows_are_held_back_and_the_rest_move() {
+        customers_and_orders();
         Spi::run("SELECT upkeep.manage_archive('public.customers', 'created', '30 days', batch_size => 7)").unwrap();
         // Alone: the ten referenced customers stay, the other 90 move.
         let failed = count("SELECT 1 FROM upkeep.archive('public.customers') WHERE status <> 'ok'");
@@ -181,12 +173,17 @@ mod tests {
         assert_eq!(by.as_deref(), Some("10 by orders_customer_id_fkey of public.orders"));
         let status: String = one("SELECT status FROM upkeep.archive_status WHERE source = 'customers'");
         assert_eq!(status, "held back");
-        // Both archived: the old orders leave first and free five customers.
+    }
+
+    /// Both tables archived: the old orders leave first and free five
+    /// customers, in the same run. (A test of its own: upkeep.archive()
+    /// takes the kinds' locks in their order, which a test that took the
+    /// archive lock first would invert against other tests running.)
+    #[pg_test]
+    fn the_referencing_table_is_archived_first_and_frees_rows() {
+        customers_and_orders();
+        Spi::run("SELECT upkeep.manage_archive('public.customers', 'created', '30 days', batch_size => 7)").unwrap();
         Spi::run("SELECT upkeep.manage_archive('public.orders', 'at', '30 days')").unwrap();
-        Spi::run(
-            "UPDATE upkeep.job_state SET next_run = NULL WHERE job_id IN (SELECT job_id FROM upkeep.archive_policies)",
-        )
-        .unwrap();
         let ran: Vec<String> = Spi::connect(|c| {
             c.select("SELECT target FROM upkeep.archive() WHERE action = 'archive_rows' AND status = 'ok'", None, &[])
                 .unwrap()
@@ -199,5 +196,17 @@ mod tests {
         assert_eq!(count("SELECT 1 FROM public.customers_archive"), 95);
         let held: i64 = one("SELECT rows_held_back FROM upkeep.archive_status WHERE source = 'customers'");
         assert_eq!(held, 5);
+    }
+
+    /// 100 old customers; 5 old orders reference customers 1-5, 5 new ones 6-10.
+    fn customers_and_orders() {
+        Spi::run(
+            "CREATE TABLE public.customers (id int PRIMARY KEY, created timestamptz NOT NULL); \
+             INSERT INTO public.customers SELECT g, now() - interval '1 year' FROM generate_series(1, 100) g; \
+             CREATE TABLE public.orders (id int PRIMARY KEY, customer_id int REFERENCES public.customers, at timestamptz NOT NULL); \
+             INSERT INTO public.orders SELECT g, g, now() - interval '200 days' FROM generate_series(1, 5) g; \
+             INSERT INTO public.orders SELECT g, g, now() FROM generate_series(6, 10) g",
+        )
+        .unwrap();
     }
 }

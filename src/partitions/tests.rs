@@ -307,6 +307,36 @@ mod tests {
         assert_eq!(count("SELECT * FROM upkeep.partition_state"), 1);
     }
 
+    /// A deadlock the action gave way in is over when it is reported: the
+    /// job is retried at the next cycle, not after a back-off (after a crash
+    /// a worker finishing a move could deadlock with the scheduler's catalog
+    /// reads and then sit out a minute). Other failures back off.
+    #[pg_test]
+    fn a_deadlock_is_retried_at_the_next_cycle_other_failures_back_off() {
+        use crate::executor::{Outcome, Status};
+        nav_history("public.nav_history");
+        Spi::run("SELECT upkeep.manage_partitions('public.nav_history', 'nav_date', premake => 0)").unwrap();
+        let job: i64 = one("SELECT job_id FROM upkeep.jobs WHERE kind = 'partitions'");
+        let failed = |transient| Outcome {
+            transient,
+            ..Outcome::noted(
+                job,
+                "archive_partition",
+                "public.nav_history_p2020_01".into(),
+                Status::Failed,
+                String::new(),
+                Some("deadlock detected".into()),
+            )
+        };
+        crate::jobs::record_job_runs(&[job], &[failed(true)]);
+        assert_eq!(one::<i32>("SELECT consecutive_failures FROM upkeep.jobs WHERE kind = 'partitions'"), 1);
+        assert!(one::<bool>("SELECT next_run IS NULL OR next_run <= now() FROM upkeep.jobs WHERE kind = 'partitions'"));
+        crate::jobs::record_job_runs(&[job], &[failed(false)]);
+        let wait: f64 =
+            one("SELECT extract(epoch FROM next_run - now())::float8 FROM upkeep.jobs WHERE kind = 'partitions'");
+        assert!((96.0..=144.0).contains(&wait), "the second failure in a row backs off two minutes, not {wait}s");
+    }
+
     #[pg_test]
     fn a_failing_job_backs_off_and_run_job_runs_it_anyway() {
         nav_history("public.nav_history");
