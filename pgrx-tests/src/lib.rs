@@ -1,4 +1,4 @@
-//! A throwaway PostgreSQL 15 cluster with `pg_upkeep` in
+//! A throwaway PostgreSQL cluster (the version `bin()` names) with `pg_upkeep` in
 //! `shared_preload_libraries`, for tests that need several sessions,
 //! background workers or crashes. The extension must be installed into the
 //! server first (`cargo pgrx install`; `scripts/test.sh` does it).
@@ -12,7 +12,11 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-pub const BIN: &str = "/usr/lib/postgresql/15/bin";
+/// The bin directory of the PostgreSQL under test: `UPKEEP_PG_BIN`
+/// (scripts/test.sh sets it per version), or Debian's PostgreSQL 15.
+pub fn bin() -> String {
+    std::env::var("UPKEEP_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".to_string())
+}
 
 pub struct Cluster {
     pub dir: PathBuf,
@@ -27,7 +31,7 @@ fn is_root() -> bool {
 /// with RUST_BACKTRACE=full, as a developer's shell may have it, so that
 /// the tests see it if a Rust backtrace ever reaches a client.
 fn run_as_server_user(program: &str, args: &[&str]) -> Output {
-    let path = format!("{BIN}/{program}");
+    let path = format!("{}/{program}", bin());
     let mut cmd = if is_root() {
         let mut c = Command::new("sudo");
         c.args(["-u", "postgres", "env", "RUST_BACKTRACE=full", &path]);

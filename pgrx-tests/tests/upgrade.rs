@@ -57,7 +57,11 @@ fn objects(c: &mut Client) -> Vec<String> {
 fn alter_extension_update_keeps_policies_and_history_and_matches_a_fresh_install() {
     // The earlier versions' install scripts, next to the current one.
     let sharedir = String::from_utf8(
-        std::process::Command::new("/usr/lib/postgresql/15/bin/pg_config").arg("--sharedir").output().unwrap().stdout,
+        std::process::Command::new(format!("{}/pg_config", upkeep_cluster_tests::bin()))
+            .arg("--sharedir")
+            .output()
+            .unwrap()
+            .stdout,
     )
     .unwrap();
     for version in PREVIOUS {

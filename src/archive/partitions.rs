@@ -12,6 +12,11 @@ use crate::partitions::facts::{ParentFacts, Partition, Range};
 use crate::sql::{create_table, ident, shortened_name, QualifiedName};
 use std::collections::BTreeSet;
 
+/// Whether the server allows an UNLOGGED partitioned table (18 refuses
+/// one; a parent that pg_upgrade brought over stays unlogged, and its
+/// partitions can be, but not a new `<parent>_archive`).
+const UNLOGGED_PARTITIONED_TABLES: bool = !cfg!(feature = "pg18");
+
 /// The partitioned table that collects archived partitions in
 /// `archive_table` mode: `<parent>_archive`, beside the parent.
 pub fn archive_table(facts: &ParentFacts) -> QualifiedName {
@@ -86,7 +91,7 @@ pub fn archive_steps(facts: &ParentFacts, part: &Partition, archive_exists: bool
         let archive = archive_table(facts);
         steps.push(Step::new(format!(
             "{} {} (LIKE {parent} INCLUDING ALL EXCLUDING IDENTITY) PARTITION BY RANGE ({})",
-            create_table(facts.unlogged),
+            create_table(facts.unlogged && UNLOGGED_PARTITIONED_TABLES),
             archive.quoted(),
             ident(&facts.policy.control)
         )));
