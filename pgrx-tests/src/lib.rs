@@ -282,12 +282,26 @@ pub fn assert_refused(c: &mut Client, cases: &[(&str, &str)], snapshot: impl Fn(
 /// text rows of each query in `more`: what a refused call must leave as
 /// it was.
 pub fn fingerprint(c: &mut Client, more: &[&str]) -> String {
-    let mut parts = vec![
-        "SELECT format('%s:%s', c.relname, \
-                (xpath('/table/row/n/text()', query_to_xml(format('SELECT md5(coalesce(string_agg(x::text, '','' ORDER BY x::text), '''')) AS n FROM upkeep.%I x', c.relname), false, false, '')))[1]::text) \
-           FROM pg_class c WHERE c.relnamespace = 'upkeep'::regnamespace AND c.relkind = 'r'",
-    ];
-    parts.extend_from_slice(more);
+    // One query per table (no query_to_xml: not every server is built with libxml).
+    let tables: Vec<String> = c
+        .query(
+            "SELECT c.relname::text FROM pg_class c WHERE c.relnamespace = 'upkeep'::regnamespace AND c.relkind = 'r'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut parts: Vec<String> = tables
+        .iter()
+        .map(|t| {
+            format!(
+                "SELECT '{t}:' || md5(coalesce(string_agg(x::text, ',' ORDER BY x::text), '')) FROM upkeep.\"{}\" x",
+                t.replace('"', "\"\"")
+            )
+        })
+        .collect();
+    parts.extend(more.iter().map(|m| m.to_string()));
     let sql = format!("SELECT string_agg(t, '/' ORDER BY t) FROM ({}) s(t)", parts.join(" UNION ALL "));
     let f: String = c.query_one(&sql, &[]).unwrap().get(0);
     assert!(!f.split('/').any(|t| t.ends_with(':')), "a table's fingerprint is empty: {f}");
