@@ -1,5 +1,6 @@
 //! pg_upkeep: partitions, archives, materialized views and index health,
-//! maintained from inside PostgreSQL. See DESIGN.md for the contract.
+//! maintained from inside PostgreSQL. The README and docs/ describe the
+//! SQL surface.
 //!
 //! Each capability is facts (catalog reads), plan (pure Rust) and act (the
 //! one executor); the SQL functions are thin callers.

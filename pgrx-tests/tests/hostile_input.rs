@@ -27,8 +27,8 @@ CREATE TABLE public."a""; DROP TABLE b; --" (id int PRIMARY KEY, at timestamptz 
 INSERT INTO public."a""; DROP TABLE b; --" SELECT g, now() - g * interval '1 day' FROM generate_series(1, 10) g;
 "#;
 
-/// DESIGN.md's example: "a table named `a"; DROP TABLE b; --` is just a table name".
-const DESIGN_EXAMPLE: &str = r#"public."a""; DROP TABLE b; --""#;
+/// The classic injection: a table named `a"; DROP TABLE b; --` is just a table name.
+const INJECTION_EXAMPLE: &str = r#"public."a""; DROP TABLE b; --""#;
 
 const HOSTILE_NAV: &str = r#""Q""uote; Sch"."Nav History; DROP""#;
 const HOSTILE_EVENTS: &str = r#""Q""uote; Sch"."Évents ""x""""#;
@@ -247,7 +247,7 @@ fn hostile_names_work_in_every_capability() {
          SELECT upkeep.manage_matview('{}');",
         q(HOSTILE_NAV),
         q(HOSTILE_EVENTS),
-        q(DESIGN_EXAMPLE),
+        q(INJECTION_EXAMPLE),
         q(HOSTILE_VIEW)
     ))
     .unwrap();
@@ -281,7 +281,7 @@ fn hostile_names_work_in_every_capability() {
     // Archive: 70 rows moved in batches of 7, none lost.
     assert_eq!(count(&mut c, &format!("SELECT count(*) FROM {HOSTILE_EVENTS}")), 29);
     assert_eq!(count(&mut c, r#"SELECT count(*) FROM "Q""uote; Sch"."Évents ""x""_archive""#), 71);
-    assert_eq!(count(&mut c, &format!("SELECT count(*) FROM {DESIGN_EXAMPLE}")), 4);
+    assert_eq!(count(&mut c, &format!("SELECT count(*) FROM {INJECTION_EXAMPLE}")), 4);
     assert_eq!(count(&mut c, r#"SELECT count(*) FROM public."a""; DROP TABLE b; --_archive""#), 6);
     assert_eq!(count(&mut c, "SELECT count(*) FROM pg_class WHERE oid = 'public.b'::regclass"), 1, "b is still there");
     // The view was refreshed under its name; the status views show the names.
@@ -293,7 +293,7 @@ fn hostile_names_work_in_every_capability() {
             q(HOSTILE_NAV),
             q(HOSTILE_EVENTS),
             q(HOSTILE_VIEW),
-            q(DESIGN_EXAMPLE)
+            q(INJECTION_EXAMPLE)
         ),
     );
     assert_eq!(shown, 5);
@@ -328,7 +328,7 @@ fn hostile_names_work_in_every_capability() {
          SELECT upkeep.unmanage_matview('{}'); SELECT upkeep.unmanage_matview('{}');",
         q(HOSTILE_NAV),
         q(HOSTILE_EVENTS),
-        q(DESIGN_EXAMPLE),
+        q(INJECTION_EXAMPLE),
         q(HOSTILE_VIEW),
         q(NO_KEY)
     ))

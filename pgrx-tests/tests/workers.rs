@@ -36,7 +36,7 @@ fn workers_create_what_a_plain_insert_registered_and_record_it() {
         .unwrap()
         .get(0);
     assert_eq!(runs, 25);
-    // The launcher shows itself as DESIGN.md names it.
+    // The launcher shows itself under the name the README gives it.
     let launchers: i64 = c
         .query_one("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_upkeep launcher'", &[])
         .unwrap()
