@@ -167,9 +167,34 @@ pub fn drifted(wanted: &AccessRules, relations: Vec<(QualifiedName, AccessRules)
         .collect()
 }
 
+/// The rules of each of `tables`, and those of the relations made for
+/// them (`made`: the position of the table served, the relation's OID and
+/// name) that drifted from their table's: one read for all.
+pub fn read_with_drift(
+    client: &pgrx::spi::SpiClient<'_>,
+    tables: &[pgrx::pg_sys::Oid],
+    made: Vec<(usize, pgrx::pg_sys::Oid, QualifiedName)>,
+) -> Result<Vec<(AccessRules, Vec<Drift>)>, String> {
+    let all: Vec<pgrx::pg_sys::Oid> = tables.iter().copied().chain(made.iter().map(|m| m.1)).collect();
+    let mut rules = read(client, &all)?;
+    let mut relations: Vec<Vec<(QualifiedName, AccessRules)>> = vec![Vec::new(); tables.len()];
+    for (i, oid, name) in made {
+        relations[i].push((name, rules.remove(&oid.to_u32()).unwrap_or_default()));
+    }
+    Ok(tables
+        .iter()
+        .zip(relations)
+        .map(|(table, rels)| {
+            let wanted = rules.get(&table.to_u32()).cloned().unwrap_or_default();
+            let drift = drifted(&wanted, rels);
+            (wanted, drift)
+        })
+        .collect())
+}
+
 /// The rules of the given relations (by OID), in three catalog queries
 /// whatever their number. A relation missing from the catalogs has none.
-pub fn read(
+fn read(
     client: &pgrx::spi::SpiClient<'_>,
     oids: &[pgrx::pg_sys::Oid],
 ) -> Result<std::collections::BTreeMap<u32, AccessRules>, String> {

@@ -84,11 +84,7 @@ impl From<CaughtError> for Failure {
         // A worker gives way in a deadlock (its deadlock_timeout is short):
         // the other session has gone on, so trying again soon succeeds.
         let transient = code == PgSqlErrorCode::ERRCODE_T_R_DEADLOCK_DETECTED;
-        let message = match hint {
-            Some(h) => format!("{message} (HINT: {h})"),
-            None => message,
-        };
-        Failure { status, message, transient }
+        Failure { status, message: with_hint(message, hint.as_deref()), transient }
     }
 }
 
@@ -451,13 +447,23 @@ impl Outcome {
     }
 }
 
-/// Policies that could not be planned, as (job, action, target, message):
-/// reported like failed actions, and recorded unless this is a dry run.
-pub fn report_problems(problems: Vec<(i64, &str, String, String)>, dry_run: bool) -> Vec<Outcome> {
+/// An error as the run log keeps it: the message, then its HINT.
+fn with_hint(message: String, hint: Option<&str>) -> String {
+    match hint {
+        Some(h) => format!("{message} (HINT: {h})"),
+        None => message,
+    }
+}
+
+/// Policies that could not be planned, as (job, action, target, message,
+/// hint): reported like failed actions, and recorded unless this is a
+/// dry run.
+pub fn report_problems(problems: Vec<(i64, &str, String, String, String)>, dry_run: bool) -> Vec<Outcome> {
     let outcomes: Vec<Outcome> = problems
         .into_iter()
-        .map(|(job_id, action, target, message)| {
-            Outcome::noted(job_id, action, target, Status::Failed, String::new(), Some(message))
+        .map(|(job_id, action, target, message, hint)| {
+            let error = with_hint(message, Some(&hint));
+            Outcome::noted(job_id, action, target, Status::Failed, String::new(), Some(error))
         })
         .collect();
     if !dry_run {

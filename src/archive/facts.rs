@@ -26,9 +26,7 @@ SELECT a.job_id, a.source::oid::int8 AS oid, c.oid IS NOT NULL AS exists, \
        (SELECT format_type(t.atttypid, NULL) FROM pg_attribute t \
          WHERE t.attrelid = c.oid AND t.attname = a.time_column AND t.attnum > 0 AND NOT t.attisdropped) AS time_type, \
        (now() - a.older_than)::text AS cutoff, a.batch_size::int8 AS batch_size, \
-       CASE WHEN a.archive_table IS NOT NULL THEN parse_ident(a.archive_table) END AS archive, \
-       EXISTS (SELECT 1 FROM pg_constraint f WHERE f.confrelid = c.oid AND f.contype = 'f' \
-                  AND f.confdeltype IN ('c', 'n', 'd')) AS cascading_references \
+       CASE WHEN a.archive_table IS NOT NULL THEN parse_ident(a.archive_table) END AS archive \
   FROM upkeep.archive_policies a \
   LEFT JOIN pg_class c ON c.oid = a.source \
   LEFT JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -69,19 +67,20 @@ SELECT w.i, \
   LEFT JOIN pg_class t ON t.relnamespace = s.oid AND t.relname = w.n \
  ORDER BY w.i";
 
-/// Foreign keys (top-level ones: a partitioned table's, not its
-/// partitions' clones) that forbid deleting the rows of the given tables
-/// they reference, with their column pairs in key order.
+/// Foreign keys that point at the given tables (top-level ones: a
+/// partitioned table's, not its partitions' clones), with what a delete
+/// does (`confdeltype`) and their column pairs in key order.
 const REFERENCES_SQL: &str = "\
 SELECT f.confrelid::int8, f.conname::text, n.nspname::text, t.relname::text, \
        ARRAY(SELECT a.attname::text FROM unnest(f.conkey) WITH ORDINALITY k(num, o) \
                JOIN pg_attribute a ON a.attrelid = f.conrelid AND a.attnum = k.num ORDER BY k.o), \
        ARRAY(SELECT a.attname::text FROM unnest(f.confkey) WITH ORDINALITY k(num, o) \
-               JOIN pg_attribute a ON a.attrelid = f.confrelid AND a.attnum = k.num ORDER BY k.o) \
+               JOIN pg_attribute a ON a.attrelid = f.confrelid AND a.attnum = k.num ORDER BY k.o), \
+       f.confdeltype::text \
   FROM pg_constraint f \
   JOIN pg_class t ON t.oid = f.conrelid \
   JOIN pg_namespace n ON n.oid = t.relnamespace \
- WHERE f.contype = 'f' AND f.confrelid = ANY ($1) AND f.confdeltype IN ('a', 'r') AND f.conparentid = 0 \
+ WHERE f.contype = 'f' AND f.confrelid = ANY ($1) AND f.conparentid = 0 \
  ORDER BY f.confrelid, f.conname";
 
 fn err(e: pgrx::spi::SpiError) -> String {
@@ -117,7 +116,7 @@ pub fn load(client: &SpiClient<'_>, scope: Scope) -> Result<Vec<RowFacts>, Strin
             cutoff: text("cutoff")?,
             batch_size: row.get_by_name::<i64, _>("batch_size").map_err(err)?.unwrap_or(1),
             archive,
-            cascading_references: row.get_by_name::<bool, _>("cascading_references").map_err(err)?.unwrap_or(false),
+            cascading_references: false,
             references: Vec::new(),
             columns: Vec::new(),
             archive_target: Access::Refused,
@@ -149,6 +148,9 @@ pub fn load(client: &SpiClient<'_>, scope: Scope) -> Result<Vec<RowFacts>, Strin
         let source = row.get::<i64>(1).map_err(err)?.unwrap_or_default() as u32;
         let from = row.get::<Vec<String>>(5).map_err(err)?.unwrap_or_default();
         let to = row.get::<Vec<String>>(6).map_err(err)?.unwrap_or_default();
+        // NO ACTION and RESTRICT hold referenced rows back; CASCADE, SET
+        // NULL and SET DEFAULT would change the referencing rows.
+        let holds_back = matches!(row.get::<String>(7).map_err(err)?.as_deref(), Some("a" | "r"));
         let reference = Reference {
             constraint: row.get::<String>(2).map_err(err)?.unwrap_or_default(),
             table: QualifiedName::new(
@@ -158,19 +160,18 @@ pub fn load(client: &SpiClient<'_>, scope: Scope) -> Result<Vec<RowFacts>, Strin
             columns: from.into_iter().zip(to).collect(),
         };
         for (f, _) in out.iter_mut().zip(&sources).filter(|(_, o)| o.to_u32() == source) {
-            f.references.push(reference.clone());
+            if holds_back {
+                f.references.push(reference.clone());
+            } else {
+                f.cascading_references = true;
+            }
         }
     }
     // Each archive's rules against its source's.
-    let oids: Vec<pgrx::pg_sys::Oid> = sources.iter().copied().chain(archive_oids.iter().map(|(_, o)| *o)).collect();
-    let mut rules = access::read(client, &oids)?;
-    for (f, oid) in out.iter_mut().zip(&sources) {
-        f.access = rules.remove(&oid.to_u32()).unwrap_or_default();
-    }
-    for (i, oid) in archive_oids {
-        let f = &mut out[i];
-        let current = rules.remove(&oid.to_u32()).unwrap_or_default();
-        f.archive_drift = access::drifted(&f.access, vec![(f.archive_table(), current)]).pop();
+    let made = archive_oids.into_iter().map(|(i, oid)| (i, oid, out[i].archive_table())).collect();
+    for (f, (rules, mut drift)) in out.iter_mut().zip(access::read_with_drift(client, &sources, made)?) {
+        f.access = rules;
+        f.archive_drift = drift.pop();
     }
     // Each policy's source and archive, as (schema, name) pairs.
     let names: Vec<QualifiedName> = out.iter().flat_map(|f| [f.source.clone(), f.archive_table()]).collect();

@@ -41,12 +41,7 @@ pub fn maintain(runner: Runner, scope: Scope, dry_run: bool) -> Vec<Outcome> {
         for f in load(scope) {
             match f.validate() {
                 Ok(()) => fit.push(f),
-                Err(p) => problems.push((
-                    f.job_id,
-                    "check_policy",
-                    f.source.to_string(),
-                    format!("{} (HINT: {})", p.message, p.hint),
-                )),
+                Err(p) => problems.push((f.job_id, "check_policy", f.source.to_string(), p.message, p.hint)),
             }
         }
         let reported = executor::report_problems(problems, dry_run);

@@ -40,12 +40,13 @@ fn candidates(facts: &ParentFacts) -> Vec<(&Partition, Option<i64>, i64)> {
 }
 
 /// The moves due at `now` that cannot go where the policy says (the
-/// target refused: see `target.rs`), as (job, partition, why): failed moves.
-pub fn refused(facts: &ParentFacts, now_utc: i64) -> Vec<(i64, String, String)> {
+/// target refused: see `target.rs`), as (job, partition, message, hint):
+/// failed moves.
+pub fn refused(facts: &ParentFacts, now_utc: i64) -> Vec<(i64, String, String, String)> {
     let Some(p) = &facts.archive_refused else { return Vec::new() };
     due(facts, now_utc)
         .into_iter()
-        .map(|part| (facts.policy.job_id, part.name.to_string(), format!("{} (HINT: {})", p.message, p.hint)))
+        .map(|part| (facts.policy.job_id, part.name.to_string(), p.message.clone(), p.hint.clone()))
         .collect()
 }
 

@@ -65,10 +65,7 @@ pub fn maintain(runner: Runner, selection: Selection, force: bool, dry_run: bool
             Decision::Problem(p) => runner.step(|| {
                 let (message, hint) = problem_text(v, p);
                 let target = v.matview.to_string();
-                let o = executor::report_problems(
-                    vec![(v.job_id, "check_policy", target, format!("{message} (HINT: {hint})"))],
-                    dry_run,
-                );
+                let o = executor::report_problems(vec![(v.job_id, "check_policy", target, message, hint)], dry_run);
                 if !dry_run {
                     jobs::record_job_runs(&[v.job_id], &o);
                 }

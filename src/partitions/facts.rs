@@ -412,7 +412,7 @@ pub fn load(client: &SpiClient<'_>, scope: &Scope) -> Result<(Vec<ParentFacts>, 
     }
     let oids: Vec<pg_sys::Oid> = by_oid.keys().map(|&o| pg_sys::Oid::from(o as u32)).collect();
     // Relations made for each parent, to keep in line with its rules.
-    let mut kept: Vec<(usize, u32, QualifiedName)> = Vec::new();
+    let mut kept: Vec<(usize, pg_sys::Oid, QualifiedName)> = Vec::new();
     statements::select(client, PARTITIONS_SQL, &[param(BuiltinOid::OIDARRAYOID)], &[oids.clone().into()], |rows| {
         add_partitions(rows, &by_oid, &mut parents, &mut kept)
     })?;
@@ -429,7 +429,7 @@ pub fn load(client: &SpiClient<'_>, scope: &Scope) -> Result<(Vec<ParentFacts>, 
         statements::select(client, ARCHIVE_RELATIONS_SQL, &types, &[schemas.into(), names.into()], |rows| {
             for row in rows {
                 let i = archives[row.get::<i64>(1).map_err(spi_err)?.unwrap_or_default() as usize - 1].0;
-                let oid = row.get::<i64>(2).map_err(spi_err)?.unwrap_or_default() as u32;
+                let oid = pg_sys::Oid::from(row.get::<i64>(2).map_err(spi_err)?.unwrap_or_default() as u32);
                 let name = QualifiedName::new(
                     row.get::<String>(3).map_err(spi_err)?.unwrap_or_default(),
                     row.get::<String>(4).map_err(spi_err)?.unwrap_or_default(),
@@ -439,17 +439,14 @@ pub fn load(client: &SpiClient<'_>, scope: &Scope) -> Result<(Vec<ParentFacts>, 
             Ok(())
         })?;
     }
-    let all: Vec<pg_sys::Oid> = oids.iter().copied().chain(kept.iter().map(|k| pg_sys::Oid::from(k.1))).collect();
-    let mut rules = access::read(client, &all)?;
+    // Parents in their order: `kept` numbers them by position.
+    let mut tables = vec![pg_sys::Oid::INVALID; parents.len()];
     for (&oid, &i) in &by_oid {
-        parents[i].access = rules.remove(&(oid as u32)).unwrap_or_default();
+        tables[i] = pg_sys::Oid::from(oid as u32);
     }
-    let mut relations: Vec<Vec<(QualifiedName, AccessRules)>> = vec![Vec::new(); parents.len()];
-    for (i, oid, name) in kept {
-        relations[i].push((name, rules.remove(&oid).unwrap_or_default()));
-    }
-    for (f, rels) in parents.iter_mut().zip(relations) {
-        f.drift = access::drifted(&f.access, rels);
+    for (f, (rules, drift)) in parents.iter_mut().zip(access::read_with_drift(client, &tables, kept)?) {
+        f.access = rules;
+        f.drift = drift;
     }
     let jobs: Vec<i64> = parents.iter().map(|f| f.policy.job_id).collect();
     for (job_id, u) in crate::unfinished::read(client, &jobs)? {
@@ -465,7 +462,7 @@ fn add_partitions(
     rows: SpiTupleTable<'_>,
     by_oid: &BTreeMap<i64, usize>,
     parents: &mut [ParentFacts],
-    ours: &mut Vec<(usize, u32, QualifiedName)>,
+    ours: &mut Vec<(usize, pg_sys::Oid, QualifiedName)>,
 ) -> Result<(), String> {
     for row in rows {
         let parent = row.get_by_name::<i64, _>("parent").map_err(spi_err)?.unwrap_or_default();
@@ -476,7 +473,7 @@ fn add_partitions(
         );
         if row.get_by_name::<bool, _>("ours").map_err(spi_err)?.unwrap_or(false) {
             let oid = row.get_by_name::<i64, _>("oid").map_err(spi_err)?.unwrap_or_default();
-            ours.push((i, oid as u32, name.clone()));
+            ours.push((i, pg_sys::Oid::from(oid as u32), name.clone()));
         }
         let is_default = row.get_by_name::<bool, _>("is_default").map_err(spi_err)?.unwrap_or(false);
         let f = &mut parents[i];

@@ -133,28 +133,27 @@ fn check_and_create(
     let now = now_micros();
     let checked_jobs: Vec<i64> =
         parents.iter().map(|f| f.policy.job_id).chain(problems.iter().map(|p| p.job_id)).collect();
-    let (mut outcomes, actions, effects) = runner.step(|| {
-        let reported = executor::report_problems(
-            problems
-                .into_iter()
-                .map(|p| (p.job_id, "check_policy", p.target, format!("{} (HINT: {})", p.message, p.hint)))
-                .chain(
-                    parents
-                        .iter()
-                        .flat_map(|f| archive_plan::refused(f, now))
-                        .map(|(job, partition, why)| (job, "archive_partition", partition, why)),
-                )
-                .collect(),
-            dry_run,
-        );
-        let (mine, others): (Vec<_>, Vec<_>) =
-            plan_all(&parents, now, runner.top_level()).into_iter().partition(|(a, _)| runner.takes(a));
-        if runner == Runner::Scheduler {
-            crate::workers::pool::hand_off(others.iter().map(|(a, _)| a.job_id).collect());
-        }
-        let (actions, effects): (Vec<_>, Vec<_>) = mine.into_iter().unzip();
-        (reported, actions, effects)
-    });
+    let (mut outcomes, actions, effects) =
+        runner.step(|| {
+            let reported =
+                executor::report_problems(
+                    problems
+                        .into_iter()
+                        .map(|p| (p.job_id, "check_policy", p.target, p.message, p.hint))
+                        .chain(parents.iter().flat_map(|f| archive_plan::refused(f, now)).map(
+                            |(job, partition, message, hint)| (job, "archive_partition", partition, message, hint),
+                        ))
+                        .collect(),
+                    dry_run,
+                );
+            let (mine, others): (Vec<_>, Vec<_>) =
+                plan_all(&parents, now, runner.top_level()).into_iter().partition(|(a, _)| runner.takes(a));
+            if runner == Runner::Scheduler {
+                crate::workers::pool::hand_off(others.iter().map(|(a, _)| a.job_id).collect());
+            }
+            let (actions, effects): (Vec<_>, Vec<_>) = mine.into_iter().unzip();
+            (reported, actions, effects)
+        });
     let done = runner.act(actions, dry_run);
     if !dry_run {
         // What this run did, applied to what it read: the catalog as it now is.

@@ -114,8 +114,9 @@ pub extern "C-unwind" fn pg_upkeep_launcher_main(_arg: pg_sys::Datum) {
     let mut handles = PgMemoryContexts::new("pg_upkeep launcher handles");
     // When each database's last scheduler started: it is due again a
     // naptime later (the naptime as it is now: a reload that shortens it
-    // takes effect at once). The latch is also set by signals that have nothing to do
-    // with us (a catch-up request when many catalog changes fill the shared
+    // takes effect at once); one never started is due since the launcher
+    // began. The latch is also set by signals that have nothing to do with
+    // us (a catch-up request when many catalog changes fill the shared
     // invalidation queue, as CREATE EXTENSION does): a scheduler starts
     // only when its database is due, whatever woke us. A scheduler that
     // exits wakes us too (it was started with our pid to notify), so the
@@ -134,7 +135,7 @@ pub extern "C-unwind" fn pg_upkeep_launcher_main(_arg: pg_sys::Datum) {
             // SAFETY: no handle allocated in this context is referenced any more.
             unsafe { handles.reset() };
         }
-        let mut waiting: Vec<(u32, u64)> = Vec::new();
+        let mut waiting: Vec<(u32, Duration)> = Vec::new();
         if settings::ENABLED.get() {
             if listed.is_none_or(|t| t.elapsed() >= naptime()) {
                 databases = BackgroundWorker::transaction(wanted_databases);
@@ -142,14 +143,11 @@ pub extern "C-unwind" fn pg_upkeep_launcher_main(_arg: pg_sys::Datum) {
                 listed = Some(Instant::now());
             }
             let now = Instant::now();
-            let ms = |t: Instant| t.saturating_duration_since(origin).as_millis() as u64;
-            let ready: Vec<(u32, u64)> = databases
+            let ready: Vec<(u32, Instant)> = databases
                 .iter()
                 .filter(|(db, _)| !running.contains_key(db))
-                .filter_map(|(db, _)| {
-                    let at = started_at.get(db).map_or(origin, |t| *t + naptime());
-                    (at <= now).then(|| (db.to_u32(), ms(at)))
-                })
+                .map(|(db, _)| (db.to_u32(), started_at.get(db).map_or(origin, |t| *t + naptime())))
+                .filter(|&(_, at)| at <= now)
                 .collect();
             let free = (settings::MAX_SCHEDULERS.get().max(1) as usize).saturating_sub(running.len());
             let mut started = Vec::new();
@@ -175,18 +173,15 @@ pub extern "C-unwind" fn pg_upkeep_launcher_main(_arg: pg_sys::Datum) {
                     }
                 }
             }
-            let now_ms = ms(now);
             waiting =
-                ready.into_iter().filter(|(db, _)| !started.contains(db)).map(|(db, at)| (db, now_ms - at)).collect();
+                ready.into_iter().filter(|(db, _)| !started.contains(db)).map(|(db, at)| (db, now - at)).collect();
         }
         queue::publish(&waiting);
         // Until the next database is due; while some wait for a slot, look
         // again within a second (a slot other processes free wakes no one).
+        let longest = if waiting.is_empty() { naptime() } else { Duration::from_secs(1) };
         let next = started_at.iter().filter(|(db, _)| !running.contains_key(db)).map(|(_, t)| *t + naptime()).min();
-        let mut left = next.map_or(naptime(), |at| at.saturating_duration_since(Instant::now())).min(naptime());
-        if !waiting.is_empty() {
-            left = left.max(Duration::from_millis(10)).min(Duration::from_secs(1));
-        }
+        let left = next.map_or(longest, |at| at.saturating_duration_since(Instant::now()).min(longest));
         if !BackgroundWorker::wait_latch(Some(left.max(Duration::from_millis(10)))) {
             break;
         }

@@ -11,8 +11,8 @@ use pgrx::{PGRXSharedMemory, PgLwLock};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Which of the due databases to start now: those due longest, at most
-/// `free` of them. `due` holds (database, due time in ms), any order.
-pub fn next_to_start(mut due: Vec<(u32, u64)>, free: usize) -> Vec<u32> {
+/// `free` of them. `due` holds (database, when it became due), any order.
+pub fn next_to_start<T: Ord + Copy>(mut due: Vec<(u32, T)>, free: usize) -> Vec<u32> {
     due.sort_by_key(|&(db, at)| (at, db));
     due.into_iter().take(free).map(|(db, _)| db).collect()
 }
@@ -58,13 +58,13 @@ fn now_ms() -> i64 {
 }
 
 /// Publishes the databases waiting past their due time (database, how
-/// many ms ago it became due); everything else shows as not waiting.
-pub fn publish(waiting: &[(u32, u64)]) {
+/// long ago it became due); everything else shows as not waiting.
+pub fn publish(waiting: &[(u32, std::time::Duration)]) {
     let now = now_ms();
     let mut table = WAITS.exclusive();
     table.waits = [Wait::default(); SHOWN];
     for (slot, &(database, ago)) in table.waits.iter_mut().zip(waiting) {
-        *slot = Wait { database, since_ms: now - ago as i64 };
+        *slot = Wait { database, since_ms: now - ago.as_millis() as i64 };
     }
 }
 
