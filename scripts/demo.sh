@@ -2,7 +2,8 @@
 # The demo: builds and installs pg_upkeep, starts a throwaway cluster with the
 # library preloaded, loads sample tables modelled on a mutual-fund platform
 # and a risk-assessment service, puts them under management and shows what
-# pg_upkeep did. `scripts/demo.sh stop` stops the cluster.
+# pg_upkeep did. `scripts/demo.sh stop` stops the cluster. PG_VERSION picks
+# the server (15, 16 or 18; default 15).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Outside the work tree: the postgres user may not be able to enter a clone.
@@ -18,10 +19,10 @@ fi
 bash scripts/setup.sh
 echo "== building and installing pg_upkeep"
 mkdir -p target
-cargo pgrx install --pg-config /usr/lib/postgresql/15/bin/pg_config >target/pgrx-install.log 2>&1 \
+cargo pgrx install --pg-config "$PG_CONFIG" >target/pgrx-install.log 2>&1 \
   || { cat target/pgrx-install.log; exit 1; }
 
-echo "== starting a throwaway cluster in $DIR (port $PORT)"
+echo "== starting a throwaway PostgreSQL $PG_VERSION cluster in $DIR (port $PORT)"
 cluster_start "$DIR" "$PORT" "upkeep.lock_timeout = '2s'" "upkeep.naptime = 2"
 PSQL=(psql -X -q -h "$DIR" -p "$PORT" -U postgres -v ON_ERROR_STOP=1)
 "${PSQL[@]}" -d postgres -c "CREATE DATABASE upkeep_demo"

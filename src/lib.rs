@@ -43,8 +43,14 @@ pub extern "C-unwind" fn _PG_init() {
     // RUST_LIB_BACKTRACE overrides RUST_BACKTRACE for captured backtraces.
     std::env::set_var("RUST_LIB_BACKTRACE", "0");
     settings::register();
-    // SAFETY: reads a flag the postmaster sets while preloading libraries.
-    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+    // SAFETY: reads flags the postmaster sets before it loads libraries.
+    let (preloading, binary_upgrade) =
+        unsafe { (pg_sys::process_shared_preload_libraries_in_progress, pg_sys::IsBinaryUpgrade) };
+    if preloading && binary_upgrade {
+        // pg_upgrade starts both servers in this mode to dump and restore
+        // the schema: nothing may create or move partitions meanwhile.
+        pgrx::log!("binary upgrade mode: pg_upkeep's background workers are not started");
+    } else if preloading {
         workers::pool::init_shared_memory();
         workers::queue::init_shared_memory();
         workers::register_launcher();

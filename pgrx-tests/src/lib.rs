@@ -1,4 +1,4 @@
-//! A throwaway PostgreSQL cluster (the version `bin()` names) with `pg_upkeep` in
+//! A throwaway PostgreSQL cluster (by default of the version `bin()` names) with `pg_upkeep` in
 //! `shared_preload_libraries`, for tests that need several sessions,
 //! background workers or crashes. The extension must be installed into the
 //! server first (`cargo pgrx install`; `scripts/test.sh` does it).
@@ -6,6 +6,10 @@
 //! Each cluster lives in its own directory under `/tmp/pg_upkeep-clusters/`, runs as
 //! the `postgres` user when the tests run as root (initdb refuses root), and
 //! listens only on a unix socket in that directory.
+//!
+//! A test that needs another extension (pg_cron, pgstattuple) says so in
+//! its name: scripts/test.sh skips it, and says so, on a server that does
+//! not ship that extension.
 
 use postgres::{Client, NoTls};
 use std::path::PathBuf;
@@ -21,17 +25,21 @@ pub fn bin() -> String {
 pub struct Cluster {
     pub dir: PathBuf,
     pub port: u16,
+    /// The bin directory of the server this cluster runs on.
+    pub bin: String,
 }
 
 fn is_root() -> bool {
     Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false)
 }
 
-/// Runs a server binary, as `postgres` when we are root. Servers start
-/// with RUST_BACKTRACE=full, as a developer's shell may have it, so that
-/// the tests see it if a Rust backtrace ever reaches a client.
-fn run_as_server_user(program: &str, args: &[&str]) -> Output {
-    let path = format!("{}/{program}", bin());
+/// Runs a program of the server in `bin`, as `postgres` when we are root,
+/// in `dir` (which that user can write). Servers start with
+/// RUST_BACKTRACE=full, as a developer's shell may have it, so that the
+/// tests see it if a Rust backtrace ever reaches a client.
+fn run_as_server_user(bin: &str, dir: &std::path::Path, program: &str, args: &[&str]) -> Output {
+    // A program of the server, or a plain command (cp) when bin is empty.
+    let path = if bin.is_empty() { program.to_string() } else { format!("{bin}/{program}") };
     let mut cmd = if is_root() {
         let mut c = Command::new("sudo");
         c.args(["-u", "postgres", "env", "RUST_BACKTRACE=full", &path]);
@@ -41,7 +49,7 @@ fn run_as_server_user(program: &str, args: &[&str]) -> Output {
         c.env("RUST_BACKTRACE", "full");
         c
     };
-    let out = cmd.args(args).output().unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    let out = cmd.current_dir(dir).args(args).output().unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
     assert!(
         out.status.success(),
         "{program} {args:?} failed: {}\n{}",
@@ -76,20 +84,44 @@ impl Cluster {
     /// Starts a fresh cluster with the library preloaded and the extension
     /// created in database `postgres`. `settings` are extra postgresql.conf lines.
     pub fn start(name: &str, settings: &[&str]) -> Cluster {
-        let dir = new_dir(name);
-        let data = dir.join("data");
-        run_as_server_user("initdb", &["-D", data.to_str().unwrap(), "-U", "postgres", "-A", "trust", "--no-sync"]);
-        let cluster = Cluster::configure_and_start(dir, settings);
+        Cluster::start_on(&bin(), name, settings)
+    }
+
+    /// `start` on the server in another bin directory.
+    pub fn start_on(bin: &str, name: &str, settings: &[&str]) -> Cluster {
+        let cluster = Cluster::init(bin, name, &[]);
+        cluster.configure_and_start(settings);
         cluster.connect("postgres").batch_execute("CREATE EXTENSION pg_upkeep").unwrap();
         cluster
     }
 
+    /// initdb of a new cluster, not started.
+    fn init(bin: &str, name: &str, options: &[&str]) -> Cluster {
+        let cluster = Cluster::without_data(bin, name);
+        let data = cluster.dir.join("data");
+        let mut args = vec!["-D", data.to_str().unwrap(), "-U", "postgres", "-A", "trust", "--no-sync"];
+        args.extend_from_slice(options);
+        run_as_server_user(bin, &cluster.dir, "initdb", &args);
+        cluster
+    }
+
+    /// A directory and a port for a cluster whose data directory is still to be made.
+    fn without_data(bin: &str, name: &str) -> Cluster {
+        let dir = new_dir(name);
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        // Ports only matter for the lock file name: we listen on the socket.
+        let port = 20_000 + (std::process::id() % 20_000) as u16 + n as u16;
+        Cluster { dir, port, bin: bin.to_string() }
+    }
+
     /// Starts a streaming standby of `primary` (pg_basebackup -R).
     pub fn standby_of(primary: &Cluster, name: &str, settings: &[&str]) -> Cluster {
-        let dir = new_dir(name);
-        let data = dir.join("data");
+        let standby = Cluster::without_data(&primary.bin, name);
+        let data = standby.dir.join("data");
         let port = primary.port.to_string();
         run_as_server_user(
+            &primary.bin,
+            &standby.dir,
             "pg_basebackup",
             &[
                 "-h",
@@ -106,14 +138,13 @@ impl Cluster {
                 "--no-sync",
             ],
         );
-        Cluster::configure_and_start(dir, settings)
+        standby.configure_and_start(settings);
+        standby
     }
 
     /// Appends our settings to postgresql.conf (later lines win) and starts.
-    fn configure_and_start(dir: PathBuf, settings: &[&str]) -> Cluster {
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        // Ports only matter for the lock file name: we listen on the socket.
-        let port = 20_000 + (std::process::id() % 20_000) as u16 + n as u16;
+    fn configure_and_start(&self, settings: &[&str]) {
+        let (dir, port) = (&self.dir, self.port);
         let data = dir.join("data");
         let mut conf = format!(
             "\nshared_preload_libraries = 'pg_upkeep'\nport = {port}\nlisten_addresses = ''\n\
@@ -129,12 +160,97 @@ impl Cluster {
         let mut text = std::fs::read_to_string(&conf_path).unwrap();
         text.push_str(&conf);
         std::fs::write(&conf_path, text).unwrap();
-        let log = dir.join("server.log");
+        self.pg_ctl_start();
+    }
+
+    fn pg_ctl_start(&self) {
+        self.pg_ctl_start_with("");
+    }
+
+    /// Starts the server with extra command-line options for postgres.
+    fn pg_ctl_start_with(&self, options: &str) {
+        let data = self.dir.join("data");
+        let log = self.dir.join("server.log");
+        let mut args = vec!["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-w", "-t", "60", "start"];
+        if !options.is_empty() {
+            args.extend(["-o", options]);
+        }
+        self.pg_ctl(&args);
+    }
+
+    /// A clean restart with extra command-line options for postgres (such
+    /// as `-b`, the binary-upgrade mode pg_upgrade starts servers in).
+    pub fn restart_with(&self, options: &str) {
+        self.stop();
+        self.pg_ctl_start_with(options);
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> Output {
+        run_as_server_user(&self.bin, &self.dir, "pg_ctl", args)
+    }
+
+    /// A clean shutdown (`pg_ctl stop -m fast`).
+    pub fn stop(&self) {
+        let data = self.dir.join("data");
+        self.pg_ctl(&["-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"]);
+    }
+
+    /// A copy of this stopped cluster's data directory, as a cluster of its
+    /// own (not started).
+    pub fn copy_stopped(&self, name: &str) -> Cluster {
+        let copy = Cluster::without_data(&self.bin, name);
+        let (from, to) = (self.dir.join("data"), copy.dir.join("data"));
+        run_as_server_user("", &copy.dir, "cp", &["-a", from.to_str().unwrap(), to.to_str().unwrap()]);
+        copy
+    }
+
+    /// pg_upgrade of this stopped cluster to the server in `bin` (`mode`:
+    /// "--copy" or "--link"); starts the new cluster with `settings` and
+    /// returns it. The new cluster is made as initdb makes it, except that
+    /// data checksums follow the old cluster (18's initdb turns them on by
+    /// default; pg_upgrade needs both alike).
+    pub fn upgrade_to(&self, bin: &str, name: &str, mode: &str, settings: &[&str]) -> Cluster {
+        let checksums = self.pg_controldata().contains("Data page checksum version:           1");
+        let new = Cluster::init(bin, name, if checksums { &["--data-checksums"] } else { &[] });
+        let (old_data, new_data) = (self.dir.join("data"), new.dir.join("data"));
+        if !checksums && new.pg_controldata().contains("Data page checksum version:           1") {
+            run_as_server_user(bin, &new.dir, "pg_checksums", &["--disable", "-D", new_data.to_str().unwrap()]);
+        }
+        let port = self.port.to_string();
+        let new_port = new.port.to_string();
+        let socket = new.dir.to_str().unwrap();
         run_as_server_user(
-            "pg_ctl",
-            &["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-w", "-t", "60", "start"],
+            bin,
+            &new.dir,
+            "pg_upgrade",
+            &[
+                "-b",
+                &self.bin,
+                "-B",
+                bin,
+                "-d",
+                old_data.to_str().unwrap(),
+                "-D",
+                new_data.to_str().unwrap(),
+                "-p",
+                &port,
+                "-P",
+                &new_port,
+                "-s",
+                socket,
+                "-U",
+                "postgres",
+                mode,
+            ],
         );
-        Cluster { dir, port }
+        new.configure_and_start(settings);
+        new
+    }
+
+    fn pg_controldata(&self) -> String {
+        let data = self.dir.join("data");
+        let out = run_as_server_user(&self.bin, &self.dir, "pg_controldata", &[data.to_str().unwrap()]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Runs a client program of the server (pg_dump, pg_restore, ...)
@@ -143,7 +259,7 @@ impl Cluster {
         let port = self.port.to_string();
         let mut all = vec!["-h", self.dir.to_str().unwrap(), "-p", &port, "-U", "postgres"];
         all.extend_from_slice(args);
-        String::from_utf8_lossy(&run_as_server_user(program, &all).stdout).into_owned()
+        String::from_utf8_lossy(&run_as_server_user(&self.bin, &self.dir, program, &all).stdout).into_owned()
     }
 
     pub fn connect(&self, db: &str) -> Client {
@@ -194,12 +310,8 @@ impl Cluster {
     /// recovers from WAL, as after a power cut), then starts it again.
     pub fn stop_immediate_and_start(&self) {
         let data = self.dir.join("data");
-        let log = self.dir.join("server.log");
-        run_as_server_user("pg_ctl", &["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
-        run_as_server_user(
-            "pg_ctl",
-            &["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-w", "-t", "60", "start"],
-        );
+        self.pg_ctl(&["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
+        self.pg_ctl_start();
     }
 
     pub fn log(&self) -> String {
@@ -210,9 +322,11 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         let data = self.dir.join("data");
-        let _ = std::panic::catch_unwind(|| {
-            run_as_server_user("pg_ctl", &["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"])
-        });
+        if data.join("postmaster.pid").exists() {
+            let _ = std::panic::catch_unwind(|| {
+                self.pg_ctl(&["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"])
+            });
+        }
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }

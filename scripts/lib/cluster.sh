@@ -1,8 +1,14 @@
-# Throwaway PostgreSQL 15 clusters for the demo and the benchmarks.
-# Source this file; every cluster runs as postgres (initdb refuses root),
-# listens on its own unix socket directory and on 127.0.0.1 only.
+# Throwaway PostgreSQL clusters for the demo, the package test and the
+# benchmarks, of the version PG_VERSION names (default 15). Source this file;
+# every cluster runs as postgres (initdb refuses root), listens on its own
+# unix socket directory and on 127.0.0.1 only.
 
-PGBIN=/usr/lib/postgresql/15/bin
+source "$(dirname "${BASH_SOURCE[0]}")/versions.sh"
+PG_VERSION=${PG_VERSION:-15}
+PG_CONFIG=$(pg_config_of "$PG_VERSION")
+PGBIN=$(dirname "$PG_CONFIG")
+# psql and pgbench of the same version
+export PATH="$PGBIN:$PATH"
 
 as_postgres() {
   if [ "$(id -u)" = 0 ]; then sudo -u postgres "$@"; else "$@"; fi
@@ -52,6 +58,6 @@ bench_prepare() {
   mkdir -p "$BENCH_OUT"
   bash scripts/setup.sh >/dev/null
   echo "building pg_upkeep (release) ..."
-  cargo pgrx install --release --pg-config "$PGBIN/pg_config" >"$BENCH_OUT/install.log" 2>&1 ||
+  cargo pgrx install --release --pg-config "$PG_CONFIG" >"$BENCH_OUT/install.log" 2>&1 ||
     { cat "$BENCH_OUT/install.log"; exit 1; }
 }

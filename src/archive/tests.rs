@@ -223,4 +223,38 @@ mod tests {
         )
         .unwrap();
     }
+
+    /// PostgreSQL 18's virtual generated columns are computed when read:
+    /// the archive created LIKE the source computes them too, and an
+    /// archive that has the column as a plain one keeps the values.
+    #[cfg(feature = "pg18")]
+    #[pg_test]
+    fn virtual_generated_columns_are_computed_by_a_new_archive_and_kept_by_a_plain_one() {
+        Spi::run(
+            "CREATE TABLE public.events (id int PRIMARY KEY, at timestamptz NOT NULL, qty int NOT NULL, \
+                    doubled int GENERATED ALWAYS AS (qty * 2) VIRTUAL); \
+             INSERT INTO public.events (id, at, qty) SELECT g, now() - g * interval '1 day', g FROM generate_series(1, 60) g",
+        )
+        .unwrap();
+        assert_eq!(one::<String>("SELECT attgenerated::text FROM pg_attribute WHERE attrelid = 'public.events'::regclass AND attname = 'doubled'"), "v");
+        Spi::run("SELECT upkeep.manage_archive('public.events', 'at', '30 days')").unwrap();
+        assert_eq!(one::<String>("SELECT status FROM upkeep.archive('public.events')"), "ok");
+        assert_eq!(count("SELECT * FROM public.events_archive"), 30);
+        assert_eq!(count("SELECT * FROM public.events_archive WHERE doubled = qty * 2"), 30);
+        assert_eq!(
+            one::<String>("SELECT attgenerated::text FROM pg_attribute WHERE attrelid = 'public.events_archive'::regclass AND attname = 'doubled'"),
+            "v"
+        );
+        // Into an archive whose column is a plain one: the values are copied.
+        Spi::run(
+            "CREATE TABLE public.gauges (id int PRIMARY KEY, at timestamptz NOT NULL, qty int NOT NULL, \
+                    doubled int GENERATED ALWAYS AS (qty * 2) VIRTUAL); \
+             INSERT INTO public.gauges (id, at, qty) SELECT g, now() - g * interval '1 day', g FROM generate_series(1, 60) g; \
+             CREATE TABLE public.gauges_kept (id int, at timestamptz, qty int, doubled int); \
+             SELECT upkeep.manage_archive('public.gauges', 'at', '30 days', archive_table => 'public.gauges_kept')",
+        )
+        .unwrap();
+        assert_eq!(one::<String>("SELECT status FROM upkeep.archive('public.gauges')"), "ok");
+        assert_eq!(count("SELECT * FROM public.gauges_kept WHERE doubled = qty * 2 AND doubled IS NOT NULL"), 30);
+    }
 }

@@ -19,6 +19,13 @@ const UNUSED_DAYS: &str = "(SELECT extract(epoch FROM now() - greatest(w.unused_
         (SELECT d.stats_reset FROM pg_stat_database d WHERE d.datname = current_database())))::float8 / 86400 \
    FROM upkeep.index_watch w WHERE w.index_oid = ix.indexrelid AND w.unused_since IS NOT NULL)";
 
+/// Days since the index's last scan: PostgreSQL 16 on records when it was
+/// (pg_stat_all_indexes.last_idx_scan); 15 does not.
+#[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
+const LAST_SCAN_DAYS: &str = "NULL::float8";
+#[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
+const LAST_SCAN_DAYS: &str = "extract(epoch FROM now() - s.last_idx_scan)::float8 / 86400";
+
 fn indexes_sql(watched: bool) -> String {
     let unused_days = if watched { UNUSED_DAYS } else { "NULL::float8" };
     // Column statistics are joined once for all indexes (pg_stats is a view
@@ -63,7 +70,7 @@ SELECT ix.indexrelid::oid::int8 AS oid, ix.nspname::text AS schema, ix.table_nam
        ARRAY(SELECT pg_get_indexdef(ix.indexrelid, k, true) FROM generate_series(ix.indnkeyatts + 1, ix.indnatts) k) AS include, \
        pg_get_expr(ix.indpred, ix.indrelid, true) AS predicate, \
        pg_relation_size(ix.indexrelid) AS size_bytes, coalesce(s.idx_scan, 0) AS scans, \
-       {unused_days} AS unused_days, \
+       {unused_days} AS unused_days, {LAST_SCAN_DAYS} AS last_scan_days, \
        CASE WHEN ix.indpred IS NULL THEN ix.table_tuples ELSE ix.index_tuples END::float8 AS tuples, \
        coalesce((SELECT substr(o, 12)::float8 FROM unnest(ix.reloptions) o WHERE o LIKE 'fillfactor=%'), 90) AS fillfactor, \
        coalesce((SELECT substr(o, 20) NOT IN ('off', 'false') FROM unnest(ix.reloptions) o WHERE o LIKE 'deduplicate_items=%'), true) \
@@ -161,6 +168,7 @@ pub fn indexes(client: &SpiClient<'_>) -> Result<Vec<IndexFacts>, String> {
             size_bytes: row.get_by_name::<i64, _>("size_bytes").map_err(err)?.unwrap_or_default(),
             scans: row.get_by_name::<i64, _>("scans").map_err(err)?.unwrap_or_default(),
             unused_days: row.get_by_name::<f64, _>("unused_days").map_err(err)?,
+            last_scan_days: row.get_by_name::<f64, _>("last_scan_days").map_err(err)?,
             pages: row.get_by_name::<i64, _>("size_bytes").map_err(err)?.unwrap_or_default() / 8192,
             tuples: row.get_by_name::<f64, _>("tuples").map_err(err)?.unwrap_or(-1.0),
             fillfactor: row.get_by_name::<f64, _>("fillfactor").map_err(err)?.unwrap_or(90.0),

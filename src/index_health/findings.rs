@@ -58,6 +58,9 @@ pub struct IndexFacts {
     /// the later of their first such snapshot and the last statistics
     /// reset); None when they never did, or the last one saw scans.
     pub unused_days: Option<f64>,
+    /// Days since its last scan (PostgreSQL 16 on: last_idx_scan); None on
+    /// 15, or when not scanned since the statistics were reset.
+    pub last_scan_days: Option<f64>,
     pub pages: i64,
     /// Live entries it should hold (the table's row estimate, or the
     /// index's for a partial index); negative when never analyzed.
@@ -246,6 +249,8 @@ struct Logical<'a> {
     /// For a partitioned index, the fewest days any of its partitions'
     /// indexes was seen unscanned: all of them were, for that long.
     unused_days: Option<f64>,
+    /// Days since the latest scan of it (or of any of its partitions' indexes).
+    last_scan_days: Option<f64>,
 }
 
 /// Every problem found, in a stable order: table, problem, index.
@@ -269,14 +274,15 @@ pub fn findings(indexes: &[IndexFacts], fks: &[ForeignKey], judgement: Judgement
         .filter(|i| i.parent.is_none())
         .map(|ix| {
             let l = leaves(ix, &children);
-            let (scans, size, unused_days) = if ix.partitioned {
+            let (scans, size, unused_days, last_scan_days) = if ix.partitioned {
                 let days: Option<Vec<f64>> = l.iter().map(|c| c.unused_days).collect();
                 let fewest = days.filter(|d| !d.is_empty()).map(|d| d.into_iter().fold(f64::INFINITY, f64::min));
-                (l.iter().map(|c| c.scans).sum(), l.iter().map(|c| c.size_bytes).sum(), fewest)
+                let latest = l.iter().filter_map(|c| c.last_scan_days).reduce(f64::min);
+                (l.iter().map(|c| c.scans).sum(), l.iter().map(|c| c.size_bytes).sum(), fewest, latest)
             } else {
-                (ix.scans, ix.size_bytes, ix.unused_days)
+                (ix.scans, ix.size_bytes, ix.unused_days, ix.last_scan_days)
             };
-            Logical { ix, scans, size, unused_days }
+            Logical { ix, scans, size, unused_days, last_scan_days }
         })
         .collect();
     let mut by_table: BTreeMap<&QualifiedName, Vec<&Logical>> = BTreeMap::new();
@@ -330,18 +336,31 @@ pub fn findings(indexes: &[IndexFacts], fks: &[ForeignKey], judgement: Judgement
                     continue;
                 }
             }
+            if ix.unique || fks.iter().any(|f| ix.serves(f)) {
+                continue;
+            }
             let watched = l.unused_days.filter(|d| *d >= judgement.unused_after_days);
-            let enough = watched.is_some() || judgement.unused_after_days <= 0.0;
-            if l.scans == 0 && !ix.unique && enough && !fks.iter().any(|f| ix.serves(f)) {
-                let since = match watched {
-                    Some(d) => format!("in the {d:.0} days pg_upkeep's snapshots have watched it"),
-                    None => "by the scan count (upkeep.unused_index_days = 0 asks for no more)".to_string(),
-                };
+            // PostgreSQL 16 on says when an index was last scanned: one not
+            // scanned for that long is unused whatever its count says.
+            let idle = l.last_scan_days.filter(|d| judgement.unused_after_days > 0.0 && *d >= judgement.unused_after_days);
+            let evidence = match (watched, idle) {
+                (_, Some(d)) if l.scans > 0 => {
+                    Some(format!("Not scanned for {d:.0} days (last_idx_scan; {} scans before that)", l.scans))
+                }
+                (Some(d), _) if l.scans == 0 => {
+                    Some(format!("Never scanned in the {d:.0} days pg_upkeep's snapshots have watched it"))
+                }
+                _ if l.scans == 0 && judgement.unused_after_days <= 0.0 => Some(
+                    "Never scanned by the scan count (upkeep.unused_index_days = 0 asks for no more)".to_string(),
+                ),
+                _ => None,
+            };
+            if let Some(evidence) = evidence {
                 out.push(base(
                     Problem::Unused,
                     severity_by_size(l.size),
                     format!(
-                        "Never scanned {since}, yet every write maintains it ({}). Drop it unless something rare needs it \
+                        "{evidence}, yet every write maintains it ({}). Drop it unless something rare needs it \
                          (a monthly report, queries on a replica, whose scans are not counted here).",
                         size_words(l.size)
                     ),
@@ -623,6 +642,43 @@ mod tests {
         assert_eq!(findings(&[fk_index], &[], OLD, 0)[0].problem, Problem::Unused);
         // min_size_bytes leaves out small indexes.
         assert!(findings(&[idle], &[], OLD, 10 << 20).is_empty());
+    }
+
+    /// PostgreSQL 16 on: an index scanned long ago, and not since, is
+    /// unused; one scanned recently is not, whatever the snapshots say.
+    #[test]
+    fn last_idx_scan_tells_an_index_scanned_long_ago_from_one_in_use() {
+        let mut once = index(10, "orders_note", &["note"]);
+        once.unused_days = None;
+        once.scans = 12;
+        for (days, unused) in [(Some(40.0), true), (Some(7.0), true), (Some(6.5), false), (Some(0.1), false), (None, false)] {
+            once.last_scan_days = days;
+            let f = findings(&[once.clone()], &[], OLD, 0);
+            assert_eq!(f.iter().any(|f| f.problem == Problem::Unused), unused, "{days:?}: {f:?}");
+            if unused {
+                let expected = format!("Not scanned for {:.0} days (last_idx_scan; 12 scans before that)", days.unwrap());
+                assert!(f[0].recommendation.starts_with(&expected), "{}", f[0].recommendation);
+            }
+            // unused_index_days = 0 asks for the scan count alone: 12 scans are use.
+            assert!(findings(&[once.clone()], &[], Judgement { unused_after_days: 0.0 }, 0).is_empty());
+        }
+        // A partitioned index: the latest scan of any partition's index counts.
+        let mut top = index(1, "events_at", &["at"]);
+        top.partitioned = true;
+        top.unused_days = None;
+        let leaf = |oid, last: Option<f64>| IndexFacts {
+            parent: Some(1),
+            scans: i64::from(last.is_some()),
+            last_scan_days: last,
+            unused_days: None,
+            ..index(oid, &format!("events_p{oid}_at"), &["at"])
+        };
+        let old_and_new = [top.clone(), leaf(2, Some(90.0)), leaf(3, Some(1.0)), leaf(4, None)];
+        assert!(findings(&old_and_new, &[], OLD, 0).is_empty());
+        let all_old = [top, leaf(2, Some(90.0)), leaf(3, Some(30.0)), leaf(4, None)];
+        let f = findings(&all_old, &[], OLD, 0);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert!(f[0].recommendation.starts_with("Not scanned for 30 days"), "{}", f[0].recommendation);
     }
 
     #[test]

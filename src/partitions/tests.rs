@@ -527,6 +527,65 @@ mod tests {
         assert_eq!(missing, None, "objects without COMMENT ON");
     }
 
+    /// Columns, constraints and indexes of a partition, as text, without
+    /// the partition's own name and pg_upkeep's bounds CHECK.
+    fn shape(partition: &str) -> Vec<String> {
+        let sql = format!(
+            "SELECT replace(x, '{partition}', '<partition>') FROM ( \
+               SELECT format('column %s %s notnull=%s default=%s identity=%s generated=%s collation=%s storage=%s local=%s inherited=%s', \
+                             a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid), \
+                             a.attidentity, a.attgenerated, a.attcollation, a.attstorage, a.attislocal, a.attinhcount) \
+                 FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+                WHERE a.attrelid = '{partition}'::regclass AND a.attnum > 0 AND NOT a.attisdropped \
+               UNION ALL \
+               SELECT format('constraint %s %s %s validated=%s local=%s inherited=%s noinherit=%s', \
+                             conname, contype, pg_get_constraintdef(oid), convalidated, conislocal, coninhcount, connoinherit) \
+                 FROM pg_constraint WHERE conrelid = '{partition}'::regclass AND conname <> 'pg_upkeep_bounds' \
+               UNION ALL \
+               SELECT 'index ' || pg_get_indexdef(indexrelid) || ' attached=' || \
+                      EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = indexrelid) \
+                 FROM pg_index WHERE indrelid = '{partition}'::regclass) s(x) ORDER BY 1"
+        );
+        Spi::connect(|c| c.select(&sql, None, &[]).unwrap().map(|r| r.get::<String>(1).unwrap().unwrap()).collect())
+    }
+
+    /// What pg_upkeep makes (CREATE TABLE ... LIKE, then ATTACH PARTITION,
+    /// which takes no lock that blocks the application) has the columns,
+    /// constraints and indexes PARTITION OF would give it, on every
+    /// version: on 18, NOT NULL constraints (named, NOT VALID on the parent)
+    /// live in pg_constraint, and generated columns are virtual by default.
+    #[pg_test]
+    fn a_partition_made_by_pg_upkeep_is_shaped_like_one_made_by_partition_of() {
+        #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16", feature = "pg17")))]
+        let newer = ", doubled int GENERATED ALWAYS AS (qty * 2) VIRTUAL, \
+                     checked int, CONSTRAINT checked_required NOT NULL checked NOT VALID";
+        #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16", feature = "pg17"))]
+        let newer = "";
+        Spi::run(&format!(
+            "CREATE TABLE public.funds (id int PRIMARY KEY); \
+             CREATE TABLE public.orders (id bigint GENERATED ALWAYS AS IDENTITY, \
+               fund_id int CONSTRAINT fund_required NOT NULL REFERENCES public.funds, \
+               placed date NOT NULL, qty int NOT NULL DEFAULT 1 CHECK (qty > 0), \
+               note text COLLATE \"C\", total numeric GENERATED ALWAYS AS (qty * 10) STORED{newer}, \
+               PRIMARY KEY (id, placed)) PARTITION BY RANGE (placed); \
+             ALTER TABLE public.orders ALTER COLUMN note SET STORAGE EXTERNAL; \
+             CREATE INDEX ON public.orders (fund_id, placed); \
+             CREATE TABLE public.orders_by_hand PARTITION OF public.orders \
+               FOR VALUES FROM ('1999-01-01') TO ('1999-02-01'); \
+             SELECT upkeep.pause_job(job_id) FROM upkeep.jobs WHERE kind = 'index_snapshot'"
+        ))
+        .unwrap();
+        Spi::run("SELECT upkeep.manage_partitions('public.orders', 'placed', premake => 0)").unwrap();
+        let made: String = one("SELECT 'orders_p' || to_char(now(), 'YYYY_MM')");
+        let ours = shape(&made);
+        assert!(ours.iter().any(|x| x.starts_with("constraint fund_required")), "{ours:#?}");
+        assert_eq!(ours, shape("orders_by_hand"));
+        // And it takes rows as the parent does.
+        Spi::run("INSERT INTO public.funds VALUES (1); INSERT INTO public.orders (fund_id, placed, qty) VALUES (1, now(), 3)")
+            .unwrap();
+        assert_eq!(one::<i64>(&format!("SELECT count(*) FROM public.{made} WHERE total = 30")), 1);
+    }
+
     #[pg_test(error = "unknown granularity \"fortnight\" for table public.nav_history")]
     fn unknown_granularity_is_refused() {
         nav_history("public.nav_history");
