@@ -558,7 +558,7 @@ mod tests {
     fn a_partition_made_by_pg_upkeep_is_shaped_like_one_made_by_partition_of() {
         #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16", feature = "pg17")))]
         let newer = ", doubled int GENERATED ALWAYS AS (qty * 2) VIRTUAL, \
-                     checked int, CONSTRAINT checked_required NOT NULL checked NOT VALID";
+                     CONSTRAINT note_required NOT NULL note NOT VALID";
         #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16", feature = "pg17"))]
         let newer = "";
         Spi::run(&format!(
@@ -581,7 +581,7 @@ mod tests {
         assert!(ours.iter().any(|x| x.starts_with("constraint fund_required")), "{ours:#?}");
         assert_eq!(ours, shape("orders_by_hand"));
         // And it takes rows as the parent does.
-        Spi::run("INSERT INTO public.funds VALUES (1); INSERT INTO public.orders (fund_id, placed, qty) VALUES (1, now(), 3)")
+        Spi::run("INSERT INTO public.funds VALUES (1); INSERT INTO public.orders (fund_id, placed, qty, note) VALUES (1, now(), 3, 'n')")
             .unwrap();
         assert_eq!(one::<i64>(&format!("SELECT count(*) FROM public.{made} WHERE total = 30")), 1);
     }
