@@ -84,8 +84,20 @@ impl From<CaughtError> for Failure {
         // A worker gives way in a deadlock (its deadlock_timeout is short):
         // the other session has gone on, so trying again soon succeeds.
         let transient = code == PgSqlErrorCode::ERRCODE_T_R_DEADLOCK_DETECTED;
+        let hint = hint.or_else(|| maintenance_search_path_hint(code).map(str::to_string));
         Failure { status, message: with_hint(message, hint.as_deref()), transient }
     }
+}
+
+/// Actions run with search_path = pg_catalog, pg_temp (as PostgreSQL 17 on
+/// runs its maintenance commands, whoever starts them): a name a function
+/// leaves unqualified is not found there.
+fn maintenance_search_path_hint(code: PgSqlErrorCode) -> Option<&'static str> {
+    matches!(code, PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE | PgSqlErrorCode::ERRCODE_UNDEFINED_FUNCTION).then_some(
+        "pg_upkeep runs actions with search_path = pg_catalog, pg_temp, as PostgreSQL 17 and later run REFRESH \
+         MATERIALIZED VIEW and REINDEX: a function the view, an index expression or a trigger calls must \
+         schema-qualify what it names, or have its own SET search_path.",
+    )
 }
 
 /// Runs `f` in an internal subtransaction, the way PL/pgSQL runs a block

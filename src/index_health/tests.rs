@@ -1,1 +1,42 @@
+//! In-database tests of index health (each runs in one transaction).
 
+#[allow(clippy::module_inception)]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    /// (index, problem) rows of the report for one table.
+    fn problems(table: &str) -> Vec<(String, String)> {
+        Spi::connect(|c| {
+            c.select(
+                "SELECT coalesce(index, ''), problem FROM upkeep.index_health WHERE \"table\" = $1 ORDER BY 1, 2",
+                None,
+                &[table.into()],
+            )
+            .unwrap()
+            .map(|r| (r.get::<String>(1).unwrap().unwrap(), r.get::<String>(2).unwrap().unwrap()))
+            .collect()
+        })
+    }
+
+    /// PostgreSQL 18's temporal keys (WITHOUT OVERLAPS) are GiST indexes
+    /// behind a constraint: never unused, duplicate or redundant, however
+    /// rarely scanned; a plain GiST index with the same definition is the
+    /// duplicate, and the key is what is kept.
+    #[cfg(feature = "pg18")]
+    #[pg_test]
+    fn a_temporal_key_is_kept_and_its_twin_is_the_duplicate() {
+        Spi::run(
+            "SET LOCAL upkeep.unused_index_days = 0; \
+             CREATE TABLE public.bookings (room int4range, during tsrange, \
+                    CONSTRAINT bookings_no_overlap PRIMARY KEY (room, during WITHOUT OVERLAPS)); \
+             CREATE INDEX bookings_twin ON public.bookings USING gist (room, during)",
+        )
+        .unwrap();
+        let found = problems("bookings");
+        assert_eq!(found, vec![("bookings_twin".to_string(), "duplicate".to_string())], "{found:?}");
+        let kept: String =
+            Spi::get_one("SELECT recommendation FROM upkeep.index_health WHERE index = 'bookings_twin'").unwrap().unwrap();
+        assert!(kept.contains("bookings_no_overlap"), "{kept}");
+    }
+}

@@ -279,4 +279,54 @@ mod tests {
         assert_eq!(runs, 3);
         assert_eq!(one::<i64>("SELECT count(*) FROM pg_trigger WHERE tgname = 'upkeep_track_changes'"), 0);
     }
+
+    /// A view whose function names its table without the schema: pg_upkeep
+    /// refreshes with search_path = pg_catalog, pg_temp on every version
+    /// (PostgreSQL 17 on does the same for any REFRESH), so the refresh
+    /// fails, and the error says why and what to change.
+    #[pg_test]
+    fn a_function_that_names_its_table_without_the_schema_fails_with_a_hint_on_every_version() {
+        Spi::run(
+            "CREATE TABLE public.stock (qty int); INSERT INTO public.stock VALUES (2), (3); \
+             CREATE FUNCTION public.total_qty() RETURNS bigint LANGUAGE plpgsql STABLE \
+               AS $$ BEGIN RETURN (SELECT sum(qty) FROM stock); END $$; \
+             CREATE MATERIALIZED VIEW public.stock_total AS SELECT public.total_qty() AS n WITH NO DATA; \
+             SELECT upkeep.manage_matview('public.stock_total', concurrently => false)",
+        )
+        .unwrap();
+        let (status, error) =
+            Spi::get_two::<String, String>("SELECT status, error FROM upkeep.refresh_matviews('public.stock_total')")
+                .unwrap();
+        assert_eq!(status.as_deref(), Some("failed"));
+        let error = error.unwrap_or_default();
+        assert!(error.contains("relation \"stock\" does not exist"), "{error}");
+        assert!(error.contains("search_path = pg_catalog, pg_temp"), "{error}");
+        // With the name qualified, the same view refreshes.
+        Spi::run(
+            "CREATE OR REPLACE FUNCTION public.total_qty() RETURNS bigint LANGUAGE plpgsql STABLE \
+               AS $$ BEGIN RETURN (SELECT sum(qty) FROM public.stock); END $$",
+        )
+        .unwrap();
+        assert_eq!(refresh("'public.stock_total'")[0].1, "refreshed");
+        assert_eq!(Spi::get_one::<i64>("SELECT n FROM public.stock_total").unwrap(), Some(5));
+    }
+
+    /// PostgreSQL 17's MAINTAIN privilege lets a role refresh a view it does
+    /// not own, but a policy installs change tracking on the view's tables
+    /// and runs as the owner: registering one still takes the owner.
+    #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15", feature = "pg16")))]
+    #[pg_test(error = "must be owner of table public.stock_total")]
+    fn maintain_lets_a_role_refresh_by_hand_but_not_register_a_policy() {
+        Spi::run(
+            "CREATE TABLE public.stock (qty int); \
+             CREATE MATERIALIZED VIEW public.stock_total AS SELECT sum(qty) AS n FROM public.stock; \
+             CREATE ROLE upkeep_maintainer; \
+             GRANT MAINTAIN ON public.stock_total TO upkeep_maintainer; \
+             GRANT USAGE ON SCHEMA upkeep TO upkeep_maintainer; \
+             SET ROLE upkeep_maintainer; \
+             REFRESH MATERIALIZED VIEW public.stock_total",
+        )
+        .unwrap();
+        Spi::run("SELECT upkeep.manage_matview('public.stock_total')").unwrap();
+    }
 }
