@@ -2,9 +2,11 @@
 # Partition creation and steady-state maintenance: pg_upkeep against
 # pg_partman 4.7.2 and against plain CREATE TABLE ... PARTITION OF, on 200
 # identical monthly-partitioned parents, in one cluster, in one run.
-# Figures are ratios against baselines measured in the same run.
+# Figures are ratios against baselines measured in the same run. On a
+# server without pg_partman (here: 16 and 18) the comparison is with plain
+# DDL only.
 #
-#   bench/partitions.sh [rounds]      (default 3 rounds; medians reported)
+#   [PG_VERSION=18] bench/partitions.sh [rounds]      (default 3 rounds; medians reported)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/cluster.sh
@@ -19,6 +21,9 @@ bench_prepare
 cluster_start "$DIR" "$PORT" "max_locks_per_transaction = 256" "upkeep.enabled = off"
 trap 'bench_finish "$DIR"' EXIT
 PSQL=(psql -X -q -h "$DIR" -p "$PORT" -U postgres -v ON_ERROR_STOP=1)
+TOOLS=(plain upkeep)
+if has_extension "$PG_VERSION" pg_partman; then TOOLS+=(partman); fi
+MAINTAINERS=("${TOOLS[@]:1}")
 
 # Month starts relative to today: 4 before, the current one, 4 after = 9,
 # what pg_partman's create_parent(p_premake => 4) makes.
@@ -89,7 +94,7 @@ catchup_run() {
 }
 
 parents_sql >"$OUT/parents.sql"; plain_sql >"$OUT/plain.sql"; upkeep_sql >"$OUT/upkeep.sql"; partman_sql >"$OUT/partman.sql"
-for tool in plain upkeep partman; do
+for tool in "${TOOLS[@]}"; do
   catchup_setup $tool >"$OUT/${tool}_catchup_setup.sql"; catchup_run $tool >"$OUT/${tool}_catchup.sql"
 done
 
@@ -116,7 +121,7 @@ median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2
 
 declare -A create
 for r in $(seq 1 "$ROUNDS"); do
-  for tool in plain upkeep partman; do
+  for tool in "${TOOLS[@]}"; do
     fresh_db "b_$tool"
     s=$(timed "b_$tool" "$OUT/$tool.sql")
     create[$tool]+="$s "
@@ -126,7 +131,7 @@ done
 
 # Sanity: every tool made the same partitions (pg_partman adds DEFAULT ones).
 ranged() { "${PSQL[@]}" -d "$1" -At -c "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE c.relkind = 'r' AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'"; }
-check() { for tool in plain upkeep partman; do
+check() { for tool in "${TOOLS[@]}"; do
   n=$(ranged "b_$tool"); [ "$n" = "$1" ] || { echo "$tool has $n partitions, expected $1"; exit 1; }
 done; }
 check $((PARENTS * 9))
@@ -135,7 +140,7 @@ check $((PARENTS * 9))
 echo "SELECT count(*) FROM upkeep.run_maintenance();" >"$OUT/upkeep_steady.sql"
 echo "SELECT partman.run_maintenance(p_jobmon => false);" >"$OUT/partman_steady.sql"
 declare -A steady
-for tool in upkeep partman; do
+for tool in "${MAINTAINERS[@]}"; do
   timed "b_$tool" "$OUT/${tool}_steady.sql" >/dev/null   # warm-up
   for _ in $(seq 1 $STEADY_CALLS); do steady[$tool]+="$(timed "b_$tool" "$OUT/${tool}_steady.sql") "; done
 done
@@ -145,7 +150,7 @@ n=$("${PSQL[@]}" -d b_upkeep -At -c "SELECT count(*) FROM pg_inherits i JOIN pg_
 
 declare -A catchup
 for r in $(seq 1 "$ROUNDS"); do
-  for tool in plain upkeep partman; do
+  for tool in "${TOOLS[@]}"; do
     fresh_db "c_$tool" >/dev/null
     "${PSQL[@]}" -d "c_$tool" -f "$OUT/${tool}_catchup_setup.sql" >/dev/null
     "${PSQL[@]}" -d "c_$tool" -c CHECKPOINT
@@ -154,7 +159,7 @@ for r in $(seq 1 "$ROUNDS"); do
     echo "round $r: maintenance creates 1,800 partitions with $tool: ${s}s"
   done
 done
-for tool in plain upkeep partman; do
+for tool in "${TOOLS[@]}"; do
   n=$(ranged "c_$tool"); [ "$n" = $((PARENTS * 12)) ] || { echo "catch-up: $tool has $n partitions"; exit 1; }
 done
 
@@ -184,25 +189,32 @@ inner() {
     END \$\$" 2>&1 | sed 's/.*NOTICE: *//'
 }
 inner_upkeep=$(inner b_upkeep "count(*) FROM upkeep.run_maintenance()")
-inner_partman=$(inner b_partman "partman.run_maintenance(p_jobmon => false)")
+inner_partman=-
+[[ " ${TOOLS[*]} " = *" partman "* ]] && inner_partman=$(inner b_partman "partman.run_maintenance(p_jobmon => false)")
 
-m() { echo "$1" | tr ' ' '\n' | grep . | median; }
-c_plain=$(m "${create[plain]}"); c_upkeep=$(m "${create[upkeep]}"); c_partman=$(m "${create[partman]}")
-s_upkeep=$(m "${steady[upkeep]}"); s_partman=$(m "${steady[partman]}")
-k_onetx=$(m "$onetx"); k_plain=$(m "${catchup[plain]}"); k_upkeep=$(m "${catchup[upkeep]}"); k_partman=$(m "${catchup[partman]}")
-r() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+m() { if [ -z "${1// /}" ]; then echo; else echo "$1" | tr ' ' '\n' | grep . | median; fi; }
+# Figures of a tool that did not run here (pg_partman) are "-".
+f() { if [ -z "$2" ] || [ "$2" = - ]; then echo -; else printf "%.$1f" "$2"; fi; }
+r() { if [ "$1" = - ] || [ "$2" = - ]; then echo -; else awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; fi; }
+c_plain=$(m "${create[plain]}"); c_upkeep=$(m "${create[upkeep]}"); c_partman=$(m "${create[partman]:-}")
+s_upkeep=$(m "${steady[upkeep]}"); s_partman=$(m "${steady[partman]:-}")
+k_onetx=$(m "$onetx"); k_plain=$(m "${catchup[plain]}"); k_upkeep=$(m "${catchup[upkeep]}"); k_partman=$(m "${catchup[partman]:-}")
+for v in c_partman s_partman k_partman; do [ -n "${!v}" ] || printf -v "$v" %s -; done
+partman_version=-
+[ "$inner_partman" = - ] || partman_version=$("${PSQL[@]}" -d b_partman -At -c "SELECT extversion FROM pg_extension WHERE extname = 'pg_partman'")
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
-cat >"$OUT/partitions.md" <<MD
+REPORT=$OUT/partitions-pg$PG_VERSION.md
+cat >"$REPORT" <<MD
 Run $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores ($cpu), $(free -g | awk '/Mem:/ {print $2}') GiB,
-data on $DIR, PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}'), pg_partman $("${PSQL[@]}" -d b_partman -At -c "SELECT extversion FROM pg_extension WHERE extname = 'pg_partman'"), pg_upkeep release build; $ROUNDS rounds, medians.
+data on $DIR, PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}'), pg_partman $partman_version, pg_upkeep release build; $ROUNDS rounds, medians.
 
 | what | plain DDL | pg_upkeep | pg_partman | pg_upkeep vs pg_partman | pg_upkeep vs plain DDL |
 |---|---|---|---|---|---|
-| registration creates 1,800 partitions (200 parents x 9: create_parent / manage_partitions), s | $(printf %.3f "$c_plain") | $(printf %.3f "$c_upkeep") | $(printf %.3f "$c_partman") | $(r "$c_partman" "$c_upkeep")x faster | $(r "$c_upkeep" "$c_plain")x the time |
-| maintenance run creates 1,800 partitions (premake raised from 1 to 10), s | $(printf %.3f "$k_plain") | $(printf %.3f "$k_upkeep") | $(printf %.3f "$k_partman") | $(r "$k_partman" "$k_upkeep")x faster | $(r "$k_upkeep" "$k_plain")x the time |
-| same, against plain DDL in one transaction with a savepoint per statement (the shape of one call), s | $(printf %.3f "$k_onetx") | $(printf %.3f "$k_upkeep") | - | - | $(r "$k_upkeep" "$k_onetx")x the time |
-| steady state, nothing due, one run over 200 parents (psql wall), s | - | $(printf %.4f "$s_upkeep") | $(printf %.4f "$s_partman") | $(r "$s_partman" "$s_upkeep")x faster | - |
-| steady state, same, best call timed in the server, s | - | $(printf %.4f "$inner_upkeep") | $(printf %.4f "$inner_partman") | $(r "$inner_partman" "$inner_upkeep")x faster | - |
+| registration creates 1,800 partitions (200 parents x 9: create_parent / manage_partitions), s | $(f 3 "$c_plain") | $(f 3 "$c_upkeep") | $(f 3 "$c_partman") | $(r "$c_partman" "$c_upkeep")x faster | $(r "$c_upkeep" "$c_plain")x the time |
+| maintenance run creates 1,800 partitions (premake raised from 1 to 10), s | $(f 3 "$k_plain") | $(f 3 "$k_upkeep") | $(f 3 "$k_partman") | $(r "$k_partman" "$k_upkeep")x faster | $(r "$k_upkeep" "$k_plain")x the time |
+| same, against plain DDL in one transaction with a savepoint per statement (the shape of one call), s | $(f 3 "$k_onetx") | $(f 3 "$k_upkeep") | - | - | $(r "$k_upkeep" "$k_onetx")x the time |
+| steady state, nothing due, one run over 200 parents (psql wall), s | - | $(f 4 "$s_upkeep") | $(f 4 "$s_partman") | $(r "$s_partman" "$s_upkeep")x faster | - |
+| steady state, same, best call timed in the server, s | - | $(f 4 "$inner_upkeep") | $(f 4 "$inner_partman") | $(r "$inner_partman" "$inner_upkeep")x faster | - |
 MD
-cat "$OUT/partitions.md"
+cat "$REPORT"

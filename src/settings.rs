@@ -101,7 +101,7 @@ pub fn register() {
     GucRegistry::define_int_guc(
         c"upkeep.unused_index_days",
         c"Days pg_upkeep's index-health snapshots must have seen an index without a scan before it is reported as unused.",
-        c"PostgreSQL keeps no creation time and scan counts never reset are of unknown age, so the evidence is pg_upkeep's own: counted from the first daily snapshot (upkeep.snapshot_index_health) that saw no scan since the last one that did, or from the last statistics reset if later (upkeep.index_watch). 0 reports any index whose scan count is 0. Scans on replicas are not counted.",
+        c"PostgreSQL keeps no creation time and scan counts never reset are of unknown age, so the evidence is pg_upkeep's own: counted from the first daily snapshot (upkeep.snapshot_index_health) that saw no scan since the last one that did, or from the last statistics reset if later (upkeep.index_watch). On PostgreSQL 16 and later an index last scanned that many days ago or more (last_idx_scan) is unused too. 0 reports any index whose scan count is 0. Scans on replicas are not counted.",
         &UNUSED_INDEX_DAYS,
         0,
         36_500,
