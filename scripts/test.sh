@@ -4,7 +4,8 @@
 # the #[pg_test]s (cargo pgrx test), the cluster tests in pgrx-tests/
 # against a real server with pg_upkeep preloaded, the release package
 # installed and used (scripts/test_package.sh); in the round of 18, the
-# pg_upgrade test from 16. Fails when any test fails.
+# pg_upgrade test from 16; the dump test restores a dump made by 15.
+# Fails when any test fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/versions.sh
@@ -20,6 +21,14 @@ SKIPPED=()
 INSTALLED=()
 UPGRADE_FROM=16
 UPGRADE_TO=18
+DUMP_FROM=15
+# installed VERSION: pg_upkeep of this build is installed for that server
+installed() {
+  if [[ " ${INSTALLED[*]} " != *" $1 "* ]]; then
+    cargo pgrx install --pg-config "$(pg_config_of "$1")" >/dev/null
+    INSTALLED+=("$1")
+  fi
+}
 
 for v in $VERSIONS; do
   config=$(pg_config_of "$v")
@@ -30,7 +39,7 @@ for v in $VERSIONS; do
   cargo pgrx test "pg$v" --runas postgres --pgdata "$TEST_DATA" 2>&1 | tee -a "$LOG"
 
   echo "== PostgreSQL $v: cluster tests (pgrx-tests/)"
-  cargo pgrx install --pg-config "$config" >/dev/null
+  installed "$v"
   skip=()
   for ext in pg_cron pgstattuple; do
     if ! has_extension "$v" "$ext"; then
@@ -39,14 +48,16 @@ for v in $VERSIONS; do
     fi
   done
   # pg_upgrade runs from 16 to 18 (pgrx-tests/tests/pg_upgrade.rs says why
-  # not from Debian's 15), in the round of 18, with pg_upkeep on both.
+  # not from Debian's 15), in the round of 18; the dump test restores a dump
+  # of 15 in the later rounds. The older server needs pg_upkeep too.
   if [ "$v" = "$UPGRADE_TO" ]; then
-    [[ " ${INSTALLED[*]} " = *" $UPGRADE_FROM "* ]] || cargo pgrx install --pg-config "$(pg_config_of "$UPGRADE_FROM")" >/dev/null
+    installed "$UPGRADE_FROM"
     export UPKEEP_PG_UPGRADE_FROM=$(pg_bin_of "$UPGRADE_FROM")
   else
     skip+=(--skip pg_upgrade_)
   fi
-  INSTALLED+=("$v")
+  installed "$DUMP_FROM"
+  export UPKEEP_PG_DUMP_FROM=$(pg_bin_of "$DUMP_FROM")
   UPKEEP_PG_BIN=$(dirname "$config") cargo test -p upkeep-cluster-tests -- --test-threads=2 "${skip[@]}" 2>&1 | tee -a "$LOG"
 
   echo "== PostgreSQL $v: the package (cargo pgrx package, installed on a server without pg_upkeep)"

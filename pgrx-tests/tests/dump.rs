@@ -1,13 +1,20 @@
 //! Policies travel with pg_dump and pg_restore, and work after the restore.
+//! The dump is taken, with its own pg_dump, from a server of the version
+//! `UPKEEP_PG_DUMP_FROM` names (default: the server under test) and
+//! restored into the server under test: scripts/test.sh dumps from 15 in
+//! the rounds of 16 and 18, the way from Debian's 15.20 to a newer major
+//! version (its pg_upgrade does not work: see pg_upgrade.rs).
 
-use upkeep_cluster_tests::Cluster;
+use upkeep_cluster_tests::{bin, Cluster};
 
 #[test]
 fn pg_dump_and_pg_restore_bring_the_policies_back_working() {
+    let from = std::env::var("UPKEEP_PG_DUMP_FROM").unwrap_or_else(|_| bin());
+    let source = Cluster::start_on(&from, "dump-source", &["upkeep.enabled = off"]);
     let cluster = Cluster::start("dump", &["upkeep.enabled = off"]);
     let mut c = cluster.connect("postgres");
-    c.batch_execute("CREATE DATABASE src").unwrap();
-    let mut src = cluster.connect("src");
+    source.connect("postgres").batch_execute("CREATE DATABASE src").unwrap();
+    let mut src = source.connect("src");
     src.batch_execute(
         r#"CREATE EXTENSION pg_upkeep;
            CREATE TABLE "Nav History" (d date NOT NULL) PARTITION BY RANGE (d);
@@ -22,7 +29,7 @@ fn pg_dump_and_pg_restore_bring_the_policies_back_working() {
     )
     .unwrap();
     let dump = cluster.dir.join("src.dump");
-    cluster.run("pg_dump", &["-Fc", "-f", dump.to_str().unwrap(), "src"]);
+    source.run("pg_dump", &["-Fc", "-f", dump.to_str().unwrap(), "src"]);
     c.batch_execute("CREATE DATABASE dst").unwrap();
     cluster.run("pg_restore", &["-d", "dst", dump.to_str().unwrap()]);
 

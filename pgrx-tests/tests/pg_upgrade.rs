@@ -129,7 +129,7 @@ fn pg_upgrade_in_copy_and_link_mode_keeps_every_policy_and_its_history_and_the_w
 /// (no partitions made or moved while the schema is being dumped), and
 /// the server log says why they did not.
 #[test]
-fn a_server_in_binary_upgrade_mode_as_pg_upgrade_starts_it_runs_no_pg_upkeep_workers() {
+fn a_server_in_binary_upgrade_mode_runs_no_pg_upkeep_workers() {
     let cluster = Cluster::start("binary-upgrade-mode", WORKERS);
     let launcher = "SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pg_upkeep launcher'";
     assert!(cluster.wait_until("postgres", launcher, Duration::from_secs(60)), "no launcher in normal mode");
