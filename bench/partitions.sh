@@ -196,6 +196,8 @@ m() { if [ -z "${1// /}" ]; then echo; else echo "$1" | tr ' ' '\n' | grep . | m
 # Figures of a tool that did not run here (pg_partman) are "-".
 f() { if [ -z "$2" ] || [ "$2" = - ]; then echo -; else printf "%.$1f" "$2"; fi; }
 r() { if [ "$1" = - ] || [ "$2" = - ]; then echo -; else awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; fi; }
+# ratio A B WORDS: "A/Bx WORDS", or "-"
+ratio() { local v; v=$(r "$1" "$2"); if [ "$v" = - ]; then echo -; else echo "${v}x $3"; fi; }
 c_plain=$(m "${create[plain]}"); c_upkeep=$(m "${create[upkeep]}"); c_partman=$(m "${create[partman]:-}")
 s_upkeep=$(m "${steady[upkeep]}"); s_partman=$(m "${steady[partman]:-}")
 k_onetx=$(m "$onetx"); k_plain=$(m "${catchup[plain]}"); k_upkeep=$(m "${catchup[upkeep]}"); k_partman=$(m "${catchup[partman]:-}")
@@ -211,10 +213,10 @@ data on $DIR, PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}'), pg_p
 
 | what | plain DDL | pg_upkeep | pg_partman | pg_upkeep vs pg_partman | pg_upkeep vs plain DDL |
 |---|---|---|---|---|---|
-| registration creates 1,800 partitions (200 parents x 9: create_parent / manage_partitions), s | $(f 3 "$c_plain") | $(f 3 "$c_upkeep") | $(f 3 "$c_partman") | $(r "$c_partman" "$c_upkeep")x faster | $(r "$c_upkeep" "$c_plain")x the time |
-| maintenance run creates 1,800 partitions (premake raised from 1 to 10), s | $(f 3 "$k_plain") | $(f 3 "$k_upkeep") | $(f 3 "$k_partman") | $(r "$k_partman" "$k_upkeep")x faster | $(r "$k_upkeep" "$k_plain")x the time |
-| same, against plain DDL in one transaction with a savepoint per statement (the shape of one call), s | $(f 3 "$k_onetx") | $(f 3 "$k_upkeep") | - | - | $(r "$k_upkeep" "$k_onetx")x the time |
-| steady state, nothing due, one run over 200 parents (psql wall), s | - | $(f 4 "$s_upkeep") | $(f 4 "$s_partman") | $(r "$s_partman" "$s_upkeep")x faster | - |
-| steady state, same, best call timed in the server, s | - | $(f 4 "$inner_upkeep") | $(f 4 "$inner_partman") | $(r "$inner_partman" "$inner_upkeep")x faster | - |
+| registration creates 1,800 partitions (200 parents x 9: create_parent / manage_partitions), s | $(f 3 "$c_plain") | $(f 3 "$c_upkeep") | $(f 3 "$c_partman") | $(ratio "$c_partman" "$c_upkeep" faster) | $(ratio "$c_upkeep" "$c_plain" "the time") |
+| maintenance run creates 1,800 partitions (premake raised from 1 to 10), s | $(f 3 "$k_plain") | $(f 3 "$k_upkeep") | $(f 3 "$k_partman") | $(ratio "$k_partman" "$k_upkeep" faster) | $(ratio "$k_upkeep" "$k_plain" "the time") |
+| same, against plain DDL in one transaction with a savepoint per statement (the shape of one call), s | $(f 3 "$k_onetx") | $(f 3 "$k_upkeep") | - | - | $(ratio "$k_upkeep" "$k_onetx" "the time") |
+| steady state, nothing due, one run over 200 parents (psql wall), s | - | $(f 4 "$s_upkeep") | $(f 4 "$s_partman") | $(ratio "$s_partman" "$s_upkeep" faster) | - |
+| steady state, same, best call timed in the server, s | - | $(f 4 "$inner_upkeep") | $(f 4 "$inner_partman") | $(ratio "$inner_partman" "$inner_upkeep" faster) | - |
 MD
 cat "$REPORT"
