@@ -17,9 +17,15 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The bin directory of the PostgreSQL under test: `UPKEEP_PG_BIN`
-/// (scripts/test.sh sets it per version), or Debian's PostgreSQL 15.
+/// (scripts/test.sh sets it per version), or that of the `pg_config` on PATH.
 pub fn bin() -> String {
-    std::env::var("UPKEEP_PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".to_string())
+    std::env::var("UPKEEP_PG_BIN").unwrap_or_else(|_| {
+        let out = Command::new("pg_config")
+            .arg("--bindir")
+            .output()
+            .unwrap_or_else(|e| panic!("set UPKEEP_PG_BIN, or put a pg_config on PATH: {e}"));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    })
 }
 
 pub struct Cluster {

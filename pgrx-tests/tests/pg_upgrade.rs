@@ -4,8 +4,8 @@
 //! Everything pg_upkeep keeps is there afterwards, row for row, and the
 //! workers go on.
 //!
-//! The old server is `UPKEEP_PG_UPGRADE_FROM` (default the PostgreSQL 16
-//! scripts/setup.sh installs; scripts/test.sh runs this 16 -> 18). Not from
+//! The old server is `UPKEEP_PG_UPGRADE_FROM` (default: the server under
+//! test itself; scripts/test.sh runs this from 16 to 18). Not from
 //! Debian's 15.20 here: that server stores a `pg_attver` option on every
 //! column it creates, which the pg_dump of 16.2 and 18.6 copy into the new
 //! cluster and their servers refuse ("unrecognized parameter"), so
@@ -76,7 +76,7 @@ fn resume(cluster: &Cluster) {
 
 #[test]
 fn pg_upgrade_in_copy_and_link_mode_keeps_every_policy_and_its_history_and_the_workers_go_on() {
-    let from = std::env::var("UPKEEP_PG_UPGRADE_FROM").unwrap_or_else(|_| "/opt/pg_upkeep/pg16/pgserver/pginstall/bin".into());
+    let from = std::env::var("UPKEEP_PG_UPGRADE_FROM").unwrap_or_else(|_| bin());
     let old = Cluster::start_on(&from, "pg-upgrade-old", WORKERS);
     let mut c = old.connect("postgres");
     c.batch_execute(POLICIES).unwrap();
