@@ -3,60 +3,16 @@
 //! `upkeep.job_runs`. A dry run is the same path stopping before it acts.
 
 use crate::actions::{Action, ActionKind, Step};
-use crate::jobs;
+use crate::job_locks;
+use crate::job_state;
+use crate::outcome::{Outcome, Status};
+use crate::run_log;
 use crate::settings;
 use crate::unfinished;
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
-use std::fmt;
 use std::time::Instant;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Ok,
-    Failed,
-    LockTimeout,
-    DryRun,
-    /// Nothing to do (a view whose tables did not change): returned to the
-    /// caller, not recorded, and not a failure.
-    Skipped,
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Status::Ok => "ok",
-            Status::Failed => "failed",
-            Status::LockTimeout => "lock_timeout",
-            Status::DryRun => "dry_run",
-            Status::Skipped => "skipped",
-        })
-    }
-}
-
-/// What happened to one action (or one policy that could not be planned).
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    pub job_id: i64,
-    pub action: String,
-    pub target: String,
-    pub status: Status,
-    pub detail: String,
-    pub error: Option<String>,
-    pub sql: String,
-    pub seconds: f64,
-    /// Rows its counting statements processed, if it has any.
-    pub rows: Option<i64>,
-    /// Nothing happened: it succeeded, and every statement it has counts
-    /// rows and counted none (an archive run with nothing old enough).
-    /// Returned to the caller, not recorded in the run log.
-    pub idle: bool,
-    /// It failed on a conflict that is over by the time it is reported (a
-    /// deadlock it gave way in): its job is retried at the next cycle, not
-    /// after a back-off.
-    pub transient: bool,
-}
 
 /// Why an action failed: the SQLSTATE tells a lock timeout and a deadlock
 /// from the rest.
@@ -226,7 +182,7 @@ fn run_step(client: &mut pgrx::spi::SpiClient<'_>, step: &Step, once: bool) -> R
 fn act(action: &Action, steps: &[Step], once: bool) -> Result<(Counts, Option<String>), Failure> {
     let (counts, moved, next) = in_subtransaction(|| {
         if action.kind.is_long() {
-            jobs::wait_for_job(action.job_id)?;
+            job_locks::wait_for_job(action.job_id)?;
             unfinished::forget(&action.target)?;
         }
         let _owner = AsRole::enter(&action.run_as, action.kind != ActionKind::RefreshMatview)?;
@@ -259,7 +215,7 @@ fn act(action: &Action, steps: &[Step], once: bool) -> Result<(Counts, Option<St
         })
     })?;
     if moved > 0 {
-        in_subtransaction(|| jobs::add_rows_moved(action.job_id, moved))?;
+        in_subtransaction(|| job_state::add_rows_moved(action.job_id, moved))?;
     }
     Ok((counts, next))
 }
@@ -351,7 +307,7 @@ pub fn execute(actions: Vec<Action>, dry_run: bool) -> Vec<Outcome> {
         })
         .collect();
     if !dry_run {
-        jobs::record(&outcomes);
+        run_log::record(&outcomes);
     }
     outcomes
 }
@@ -384,7 +340,7 @@ pub fn execute_with_top_level(action: Action) -> Outcome {
         })
     });
     let done = outcome(&action, result, started, false);
-    BackgroundWorker::transaction(|| jobs::record(std::slice::from_ref(&done)));
+    BackgroundWorker::transaction(|| run_log::record(std::slice::from_ref(&done)));
     done
 }
 
@@ -428,35 +384,8 @@ pub fn execute_in_batches(action: Action) -> Outcome {
         }
     };
     let done = outcome(&action, result, started, false);
-    BackgroundWorker::transaction(|| jobs::record(std::slice::from_ref(&done)));
+    BackgroundWorker::transaction(|| run_log::record(std::slice::from_ref(&done)));
     done
-}
-
-impl Outcome {
-    /// An outcome that is not an action run by the executor: a policy that
-    /// could not be planned, or a view skipped.
-    pub fn noted(
-        job_id: i64,
-        action: &str,
-        target: String,
-        status: Status,
-        detail: String,
-        error: Option<String>,
-    ) -> Self {
-        Outcome {
-            job_id,
-            action: action.to_string(),
-            target,
-            status,
-            idle: status == Status::Skipped,
-            detail,
-            error,
-            sql: String::new(),
-            seconds: 0.0,
-            rows: None,
-            transient: false,
-        }
-    }
 }
 
 /// An error as the run log keeps it: the message, then its HINT.
@@ -479,7 +408,7 @@ pub fn report_problems(problems: Vec<(i64, &str, String, String, String)>, dry_r
         })
         .collect();
     if !dry_run {
-        jobs::record(&outcomes);
+        run_log::record(&outcomes);
     }
     outcomes
 }

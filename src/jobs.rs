@@ -1,14 +1,16 @@
-//! Jobs and their run log. Every policy is a job (`upkeep.jobs`); every
-//! action the executor takes is one row in `upkeep.job_runs`.
+//! Jobs: every policy is a job (`upkeep.jobs`). Who runs them (the
+//! runner), the kind locks, finding a job, and the SQL functions that
+//! change or run jobs. Their run log is `run_log`, what is remembered of
+//! them between runs `job_state`, their locks by job `job_locks`.
 
 use crate::errors::{bad_input, invalid};
-use crate::executor::{Outcome, Status};
+use crate::job_state::POLICIES;
+use crate::outcome::Outcome;
 use crate::ownership::require_owner;
 use crate::partitions::Selection;
 use crate::regclass::RegClass;
 use pgrx::datum::Interval;
 use pgrx::prelude::*;
-use std::collections::BTreeMap;
 
 /// The kinds of job; each has its own lock, so a long run of one kind never
 /// holds up another. A run of several kinds takes their locks in this
@@ -23,53 +25,8 @@ pub enum Kind {
     Reindex = 5,
 }
 
-/// Wait before retrying a job that failed `failures` times in a row:
-/// doubling from one minute up to a one-hour cap, spread by up to +/-20%
-/// (derived from the job id, so jobs that failed together retry apart).
-/// A failing job is retried at the cap for ever, never dropped.
-pub fn backoff_seconds(job_id: i64, failures: u32) -> i64 {
-    const BASE: i64 = 60;
-    const CAP: i64 = 3_600;
-    let plain = BASE.saturating_mul(1i64 << failures.saturating_sub(1).min(20)).min(CAP);
-    // A stable pseudo-random fraction in [-0.2, 0.2) from the job and attempt.
-    let mix = (job_id as u64 ^ ((failures as u64) << 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let fraction = ((mix >> 11) as f64 / (1u64 << 53) as f64) * 0.4 - 0.2;
-    ((plain as f64) * (1.0 + fraction)).round() as i64
-}
-
 /// First key of pg_upkeep's advisory locks by kind ("upkp").
 const LOCK_SPACE: i32 = 0x7570_6b70;
-/// First key of the advisory locks by job ("upkj"), held while a job's
-/// long actions run.
-const JOB_LOCK_SPACE: i32 = 0x7570_6b6a;
-
-/// Waits (under lock_timeout) until no other process works on the job's
-/// long actions, and keeps others out until this transaction ends.
-pub fn wait_for_job(job_id: i64) -> Result<(), String> {
-    Spi::run_with_args("SELECT pg_advisory_xact_lock($1, $2)", &[JOB_LOCK_SPACE.into(), (job_id as i32).into()])
-        .map_err(|e| e.to_string())
-}
-
-/// Takes the job until this transaction ends, unless another process has it.
-pub fn try_lock_job(job_id: i64) -> bool {
-    try_job_lock("pg_try_advisory_xact_lock", job_id)
-}
-
-/// Takes the job for this worker process, unless another process has it.
-pub fn try_claim_job(job_id: i64) -> bool {
-    try_job_lock("pg_try_advisory_lock", job_id)
-}
-
-fn try_job_lock(function: &str, job_id: i64) -> bool {
-    Spi::get_one_with_args::<bool>(
-        &format!("SELECT {function}($1, $2)"),
-        &[JOB_LOCK_SPACE.into(), (job_id as i32).into()],
-    )
-    .ok()
-    .flatten()
-    .unwrap_or(false)
-}
-
 /// Who runs maintenance, which decides how it is wrapped in transactions
 /// and which actions it takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,124 +149,6 @@ pub fn refuse_on_standby(dry_run: bool) {
         );
     }
 }
-
-/// Adds rows an archive job moved to its total (`upkeep.job_state.rows_moved`).
-pub fn add_rows_moved(job_id: i64, rows: i64) -> Result<(), String> {
-    Spi::run_with_args(
-        "INSERT INTO upkeep.job_state AS j (job_id, rows_moved) VALUES ($1, $2) \
-         ON CONFLICT (job_id) DO UPDATE SET rows_moved = j.rows_moved + EXCLUDED.rows_moved",
-        &[job_id.into(), rows.into()],
-    )
-    .map_err(|e| e.to_string())
-}
-
-/// Deletes run records older than `upkeep.history_retention`.
-pub fn prune_history() {
-    Spi::run_with_args(
-        "DELETE FROM upkeep.job_runs WHERE started_at < now() - make_interval(mins => $1)",
-        &[crate::settings::HISTORY_RETENTION_MIN.get().into()],
-    )
-    .unwrap_or_else(|e| error!("pg_upkeep could not prune upkeep.job_runs: {e}"));
-}
-
-const RECORD_SQL: &str = "INSERT INTO upkeep.job_runs \
-    (job_id, action, target, started_at, duration, status, detail, error, sql) \
-    SELECT job_id, action, target, clock_timestamp() - make_interval(secs => secs), make_interval(secs => secs), \
-           status, nullif(detail, ''), error, nullif(sql, '') \
-      FROM unnest($1::int8[], $2::text[], $3::text[], $4::float8[], $5::text[], $6::text[], $7::text[], $8::text[]) \
-           AS o(job_id, action, target, secs, status, detail, error, sql)";
-
-/// Appends outcomes to `upkeep.job_runs`, in one statement; idle ones
-/// (nothing happened) are left out.
-pub fn record(outcomes: &[Outcome]) {
-    let outcomes: Vec<&Outcome> = outcomes.iter().filter(|o| !o.idle).collect();
-    if outcomes.is_empty() {
-        return;
-    }
-    let col = |f: fn(&Outcome) -> String| outcomes.iter().map(|o| f(o)).collect::<Vec<String>>();
-    Spi::run_with_args(
-        RECORD_SQL,
-        &[
-            outcomes.iter().map(|o| o.job_id).collect::<Vec<i64>>().into(),
-            col(|o| o.action.clone()).into(),
-            col(|o| o.target.clone()).into(),
-            outcomes.iter().map(|o| o.seconds).collect::<Vec<f64>>().into(),
-            col(|o| o.status.to_string()).into(),
-            col(|o| o.detail.clone()).into(),
-            outcomes.iter().map(|o| o.error.clone()).collect::<Vec<Option<String>>>().into(),
-            col(|o| o.sql.clone()).into(),
-        ],
-    )
-    .expect("upkeep.job_runs accepts the run records");
-}
-
-/// Records how each checked job's run went: status, error, duration; resets
-/// or increments its consecutive failures, and sets when it may run again
-/// (its `every`, or the back-off). Jobs not checked are not written, so a
-/// run with nothing due writes nothing.
-pub fn record_job_runs(jobs: &[i64], outcomes: &[Outcome]) {
-    if jobs.is_empty() {
-        return;
-    }
-    let failures: BTreeMap<i64, i32> = Spi::connect(|client| {
-        client
-            .select(
-                "SELECT job_id, consecutive_failures FROM upkeep.job_state WHERE job_id = ANY ($1)",
-                None,
-                &[jobs.to_vec().into()],
-            )?
-            .map(|r| Ok((r.get::<i64>(1)?.unwrap_or_default(), r.get::<i32>(2)?.unwrap_or_default())))
-            .collect::<Result<_, pgrx::spi::SpiError>>()
-    })
-    .unwrap_or_else(|e| error!("pg_upkeep could not read job states: {e}"));
-    let mut status = Vec::new();
-    let mut error = Vec::new();
-    let mut seconds = Vec::new();
-    let mut failed = Vec::new();
-    let mut retry_in = Vec::new();
-    for &job in jobs {
-        let mine: Vec<&Outcome> = outcomes.iter().filter(|o| o.job_id == job).collect();
-        let worst = mine.iter().find(|o| !matches!(o.status, Status::Ok | Status::Skipped));
-        let n = if worst.is_some() { failures.get(&job).copied().unwrap_or(0) + 1 } else { 0 };
-        status.push(worst.map_or(Status::Ok, |o| o.status).to_string());
-        error.push(worst.and_then(|o| o.error.clone()));
-        seconds.push(mine.iter().map(|o| o.seconds).sum::<f64>());
-        failed.push(n);
-        // A deadlock it gave way in is over: the next cycle tries again.
-        let transient = worst.is_some_and(|o| o.transient);
-        retry_in.push((n > 0 && !transient).then(|| backoff_seconds(job, n as u32)));
-    }
-    Spi::run_with_args(
-        &format!("INSERT INTO upkeep.job_state AS j (job_id, last_run, last_status, last_error, last_duration, consecutive_failures, next_run, last_success) \
-         SELECT r.job_id, now(), r.status, r.error, make_interval(secs => r.secs), r.failed, \
-                coalesce(now() + make_interval(secs => r.retry_in), now() + p.every), \
-                CASE WHEN r.status = 'ok' THEN now() END \
-           FROM unnest($1::int8[], $2::text[], $3::text[], $4::float8[], $5::int4[], $6::int8[]) \
-                AS r(job_id, status, error, secs, failed, retry_in) \
-           LEFT JOIN {POLICIES} p ON p.job_id = r.job_id \
-         ON CONFLICT (job_id) DO UPDATE SET last_run = EXCLUDED.last_run, last_status = EXCLUDED.last_status, \
-            last_error = EXCLUDED.last_error, last_duration = EXCLUDED.last_duration, \
-            consecutive_failures = EXCLUDED.consecutive_failures, next_run = EXCLUDED.next_run, \
-            last_success = coalesce(EXCLUDED.last_success, j.last_success)"),
-        &[jobs.to_vec().into(), status.into(), error.into(), seconds.into(), failed.into(), retry_in.into()],
-    )
-    .unwrap_or_else(|e| error!("pg_upkeep could not record job states: {e}"));
-}
-
-/// Forgets a removed job's state and unfinished actions (a partition a
-/// worker had detached stays where it is, as a plain table).
-pub fn forget(job_id: i64) {
-    Spi::run_with_args("DELETE FROM upkeep.job_state WHERE job_id = $1", &[job_id.into()])
-        .unwrap_or_else(|e| error!("pg_upkeep could not forget job {job_id}: {e}"));
-    crate::unfinished::forget_job(job_id);
-}
-
-/// Each kind's policy table, with the table a job serves and its schedule.
-const POLICIES: &str = "(SELECT job_id, parent AS served, every, 1 AS kind FROM upkeep.partition_policies \
-     UNION ALL SELECT job_id, source, every, 2 FROM upkeep.archive_policies \
-     UNION ALL SELECT job_id, matview, every, 3 FROM upkeep.matview_policies \
-     UNION ALL SELECT job_id, NULL, every, 4 FROM upkeep.index_snapshot_policy \
-     UNION ALL SELECT job_id, NULL, every, 5 FROM upkeep.reindex_policy)";
 
 /// A job as its policy table has it.
 pub struct Job {
@@ -541,25 +380,4 @@ fn run_maintenance(
         let dry_run = crate::errors::given(dry_run, "dry_run", "run_maintenance", crate::errors::DRY_RUN_HINT);
         crate::partitions::action_rows(run_due(Runner::Caller, dry_run))
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_a_cap_with_jitter() {
-        for job in [1, 2, 77, 123_456] {
-            let w: Vec<i64> = (1..=10).map(|n| backoff_seconds(job, n)).collect();
-            for (n, &s) in w.iter().enumerate() {
-                let plain = (60i64 << n).min(3_600) as f64;
-                assert!((s as f64) >= plain * 0.8 && (s as f64) <= plain * 1.2, "job {job} try {}: {s}s", n + 1);
-            }
-            assert!(w[9] <= 4_320, "capped at an hour (+20%)");
-            assert!(backoff_seconds(job, 1_000) <= 4_320, "still retried at the cap");
-        }
-        // Jobs that failed together do not all retry at the same second.
-        let first: std::collections::BTreeSet<i64> = (1..=20).map(|job| backoff_seconds(job, 3)).collect();
-        assert!(first.len() > 10);
-    }
 }

@@ -16,6 +16,8 @@ pub static DATABASES: GucSetting<Option<CString>> = GucSetting::<Option<CString>
 pub static ROLE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 /// How many `pg_upkeep worker` processes may run at once, server-wide.
 pub static MAX_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(2);
+/// Worker slots in shared memory: the most `upkeep.max_workers` may be.
+pub const WORKER_SLOTS: i32 = 32;
 /// How many `pg_upkeep scheduler` processes may run at once.
 pub static MAX_SCHEDULERS: GucSetting<i32> = GucSetting::<i32>::new(2);
 /// How long `upkeep.job_runs` keeps its rows, in minutes.
@@ -74,7 +76,7 @@ pub fn register() {
         c"Long actions (archive moves) run in worker processes, one per job, so that partition creation never waits behind them; jobs beyond this limit wait for a later cycle. Each worker takes one of max_worker_processes.",
         &MAX_WORKERS,
         1,
-        crate::workers::pool::MAX_WORKERS,
+        WORKER_SLOTS,
         GucContext::Sighup,
         GucFlags::default(),
     );

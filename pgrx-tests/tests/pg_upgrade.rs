@@ -64,7 +64,8 @@ fn quiesce(cluster: &Cluster) {
     // Separate statements: ALTER SYSTEM refuses a transaction block.
     c.batch_execute("ALTER SYSTEM SET upkeep.enabled = off").unwrap();
     c.batch_execute("SELECT pg_reload_conf()").unwrap();
-    let idle = "SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type IN ('pg_upkeep scheduler', 'pg_upkeep worker')";
+    let idle =
+        "SELECT count(*) = 0 FROM pg_stat_activity WHERE backend_type IN ('pg_upkeep scheduler', 'pg_upkeep worker')";
     assert!(cluster.wait_until("postgres", idle, Duration::from_secs(120)), "the workers did not stop");
 }
 
@@ -105,7 +106,8 @@ fn pg_upgrade_in_copy_and_link_mode_keeps_every_policy_and_its_history_and_the_w
         // The workers go on: a partition that becomes due, a view whose table
         // changed (the row archive runs hourly: not waited for here).
         let made = partitions(&mut n);
-        let refreshed = count(&mut n, "SELECT count(*) FROM upkeep.job_runs WHERE action = 'refresh_matview' AND status = 'ok'");
+        let refreshed =
+            count(&mut n, "SELECT count(*) FROM upkeep.job_runs WHERE action = 'refresh_matview' AND status = 'ok'");
         n.batch_execute(
             "UPDATE upkeep.partition_policies SET premake = premake + 1 WHERE parent = 'nav'::regclass;
              INSERT INTO events VALUES (1000, now());",
@@ -117,7 +119,11 @@ fn pg_upgrade_in_copy_and_link_mode_keeps_every_policy_and_its_history_and_the_w
                AND (SELECT count(*) FROM upkeep.job_runs WHERE action = 'refresh_matview' AND status = 'ok') > {refreshed}",
             made + 1
         );
-        assert!(new.wait_until("postgres", &due, Duration::from_secs(120)), "{mode}: the workers did not go on:\n{}", new.log());
+        assert!(
+            new.wait_until("postgres", &due, Duration::from_secs(120)),
+            "{mode}: the workers did not go on:\n{}",
+            new.log()
+        );
         let n_view: i64 = n.query_one("SELECT n FROM event_count", &[]).unwrap().get(0);
         assert_eq!(n_view, count(&mut n, "SELECT count(*) FROM events"));
         assert_eq!(count(&mut n, "SELECT count(*) FROM upkeep.job_runs WHERE status = 'failed'"), 0, "{mode}");

@@ -10,8 +10,9 @@ pub mod rows;
 pub mod target;
 
 use crate::errors::{bad_input, invalid};
-use crate::executor::{self, Outcome};
+use crate::executor;
 use crate::jobs::{Kind, Runner};
+use crate::outcome::Outcome;
 use crate::ownership::require_owner;
 use crate::regclass::RegClass;
 use crate::sql::{shortened_name, QualifiedName};
@@ -65,7 +66,7 @@ pub fn maintain(runner: Runner, scope: Scope, dry_run: bool) -> Vec<Outcome> {
     let acted: Vec<i64> = actions.iter().map(|a| a.job_id).chain(outcomes.iter().map(|o| o.job_id)).collect();
     outcomes.extend(runner.act(actions, dry_run));
     if !dry_run {
-        runner.step(|| crate::jobs::record_job_runs(&acted, &outcomes));
+        runner.step(|| crate::job_state::record_job_runs(&acted, &outcomes));
     }
     outcomes
 }
@@ -179,7 +180,7 @@ fn unmanage_archive(source: Option<RegClass>) {
         .ok()
         .flatten();
         match removed {
-            Some(job) => crate::jobs::forget(job),
+            Some(job) => crate::job_state::forget(job),
             None => invalid(
                 format!("table {target} has no archive policy"),
                 "See SELECT * FROM upkeep.archive_status; for the archived tables.",

@@ -342,7 +342,8 @@ pub fn findings(indexes: &[IndexFacts], fks: &[ForeignKey], judgement: Judgement
             let watched = l.unused_days.filter(|d| *d >= judgement.unused_after_days);
             // PostgreSQL 16 on says when an index was last scanned: one not
             // scanned for that long is unused whatever its count says.
-            let idle = l.last_scan_days.filter(|d| judgement.unused_after_days > 0.0 && *d >= judgement.unused_after_days);
+            let idle =
+                l.last_scan_days.filter(|d| judgement.unused_after_days > 0.0 && *d >= judgement.unused_after_days);
             let evidence = match (watched, idle) {
                 (_, Some(d)) if l.scans > 0 => {
                     Some(format!("Not scanned for {d:.0} days (last_idx_scan; {} scans before that)", l.scans))
@@ -350,9 +351,9 @@ pub fn findings(indexes: &[IndexFacts], fks: &[ForeignKey], judgement: Judgement
                 (Some(d), _) if l.scans == 0 => {
                     Some(format!("Never scanned in the {d:.0} days pg_upkeep's snapshots have watched it"))
                 }
-                _ if l.scans == 0 && judgement.unused_after_days <= 0.0 => Some(
-                    "Never scanned by the scan count (upkeep.unused_index_days = 0 asks for no more)".to_string(),
-                ),
+                _ if l.scans == 0 && judgement.unused_after_days <= 0.0 => {
+                    Some("Never scanned by the scan count (upkeep.unused_index_days = 0 asks for no more)".to_string())
+                }
                 _ => None,
             };
             if let Some(evidence) = evidence {
@@ -651,12 +652,15 @@ mod tests {
         let mut once = index(10, "orders_note", &["note"]);
         once.unused_days = None;
         once.scans = 12;
-        for (days, unused) in [(Some(40.0), true), (Some(7.0), true), (Some(6.5), false), (Some(0.1), false), (None, false)] {
+        for (days, unused) in
+            [(Some(40.0), true), (Some(7.0), true), (Some(6.5), false), (Some(0.1), false), (None, false)]
+        {
             once.last_scan_days = days;
             let f = findings(&[once.clone()], &[], OLD, 0);
             assert_eq!(f.iter().any(|f| f.problem == Problem::Unused), unused, "{days:?}: {f:?}");
             if unused {
-                let expected = format!("Not scanned for {:.0} days (last_idx_scan; 12 scans before that)", days.unwrap());
+                let expected =
+                    format!("Not scanned for {:.0} days (last_idx_scan; 12 scans before that)", days.unwrap());
                 assert!(f[0].recommendation.starts_with(&expected), "{}", f[0].recommendation);
             }
             // unused_index_days = 0 asks for the scan count alone: 12 scans are use.

@@ -4,8 +4,8 @@
 
 use super::findings::{expected_pages, PAGE};
 use crate::actions::{Action, ActionKind, Step};
-use crate::executor::Outcome;
 use crate::jobs::Runner;
+use crate::outcome::Outcome;
 use crate::sql::QualifiedName;
 use pgrx::prelude::*;
 
@@ -109,7 +109,7 @@ pub fn maintain(runner: Runner, explicit: bool, dry_run: bool) -> Vec<Outcome> {
     };
     let outcomes = runner.act(vec![action], dry_run);
     if !dry_run {
-        runner.step(|| crate::jobs::record_job_runs(&[job_id], &outcomes));
+        runner.step(|| crate::job_state::record_job_runs(&[job_id], &outcomes));
     }
     outcomes
 }

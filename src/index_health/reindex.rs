@@ -7,8 +7,8 @@
 use super::findings::{Finding, Problem};
 use crate::actions::{Action, ActionKind, Step};
 use crate::errors::invalid;
-use crate::executor::{Outcome, Status};
 use crate::jobs::Runner;
+use crate::outcome::{Outcome, Status};
 use crate::sql::QualifiedName;
 use pgrx::prelude::*;
 
@@ -152,7 +152,7 @@ pub fn maintain(runner: Runner, explicit: bool) -> Vec<Outcome> {
     let in_window = p.window.as_deref().and_then(|w| w.parse::<Window>().ok()).is_none_or(|w| w.contains(p.now_minute));
     let note = |why: &str| {
         let o = Outcome::noted(p.job_id, "reindex", "automatic reindex".into(), Status::Skipped, why.into(), None);
-        runner.step(|| crate::jobs::record_job_runs(&[p.job_id], std::slice::from_ref(&o)));
+        runner.step(|| crate::job_state::record_job_runs(&[p.job_id], std::slice::from_ref(&o)));
         vec![o]
     };
     match runner {
@@ -204,7 +204,7 @@ pub fn maintain(runner: Runner, explicit: bool) -> Vec<Outcome> {
                     .ok();
                 });
             }
-            runner.step(|| crate::jobs::record_job_runs(&[p.job_id], &done));
+            runner.step(|| crate::job_state::record_job_runs(&[p.job_id], &done));
             done
         }
     }
@@ -264,7 +264,7 @@ fn unmanage_reindex() {
     crate::errors::guarded("unmanage_reindex", || {
         crate::ownership::require_database_owner("automatic reindex");
         match Spi::get_one::<i64>("DELETE FROM upkeep.reindex_policy RETURNING job_id") {
-            Ok(Some(job)) => crate::jobs::forget(job),
+            Ok(Some(job)) => crate::job_state::forget(job),
             _ => crate::errors::invalid(
                 "automatic reindex is not set up in this database",
                 "Nothing to remove: upkeep.manage_reindex() sets it up; upkeep.jobs lists the jobs there are.",

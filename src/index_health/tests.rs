@@ -35,8 +35,9 @@ mod tests {
         .unwrap();
         let found = problems("bookings");
         assert_eq!(found, vec![("bookings_twin".to_string(), "duplicate".to_string())], "{found:?}");
-        let kept: String =
-            Spi::get_one("SELECT recommendation FROM upkeep.index_health WHERE index = 'bookings_twin'").unwrap().unwrap();
+        let kept: String = Spi::get_one("SELECT recommendation FROM upkeep.index_health WHERE index = 'bookings_twin'")
+            .unwrap()
+            .unwrap();
         assert!(kept.contains("bookings_no_overlap"), "{kept}");
     }
 }

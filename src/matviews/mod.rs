@@ -9,8 +9,9 @@ pub mod plan;
 
 use crate::actions::Action;
 use crate::errors::{bad_input, invalid};
-use crate::executor::{self, Outcome, Status};
+use crate::executor;
 use crate::jobs::{self, Runner};
+use crate::outcome::{Outcome, Status};
 use crate::ownership::require_owner;
 use crate::regclass::RegClass;
 use pgrx::datum::Interval;
@@ -58,7 +59,7 @@ pub fn maintain(runner: Runner, selection: Selection, force: bool, dry_run: bool
             Decision::Skip(why) => runner.step(|| {
                 let o = Outcome::noted(v.job_id, "refresh_matview", v.matview.to_string(), Status::Skipped, why, None);
                 if !dry_run {
-                    jobs::record_job_runs(&[v.job_id], std::slice::from_ref(&o));
+                    crate::job_state::record_job_runs(&[v.job_id], std::slice::from_ref(&o));
                 }
                 o
             }),
@@ -67,7 +68,7 @@ pub fn maintain(runner: Runner, selection: Selection, force: bool, dry_run: bool
                 let target = v.matview.to_string();
                 let o = executor::report_problems(vec![(v.job_id, "check_policy", target, message, hint)], dry_run);
                 if !dry_run {
-                    jobs::record_job_runs(&[v.job_id], &o);
+                    crate::job_state::record_job_runs(&[v.job_id], &o);
                 }
                 o.into_iter().next().expect("one outcome per problem")
             }),
@@ -92,7 +93,7 @@ fn refresh(v: &ViewFacts, action: Action, dry_run: bool) -> Outcome {
     if dry_run {
         return executor::execute(vec![action], true).pop().expect("one outcome per action");
     }
-    if !jobs::try_lock_job(v.job_id) {
+    if !crate::job_locks::try_lock_job(v.job_id) {
         return Outcome::noted(
             v.job_id,
             "refresh_matview",
@@ -108,7 +109,7 @@ fn refresh(v: &ViewFacts, action: Action, dry_run: bool) -> Outcome {
         remember(&seen, done.seconds);
     }
     changes::forget_noted();
-    jobs::record_job_runs(&[v.job_id], std::slice::from_ref(&done));
+    crate::job_state::record_job_runs(&[v.job_id], std::slice::from_ref(&done));
     done
 }
 
@@ -255,7 +256,7 @@ fn unmanage_matview(matview: Option<RegClass>) {
         .ok()
         .flatten();
         match removed {
-            Some(job) => jobs::forget(job),
+            Some(job) => crate::job_state::forget(job),
             None => invalid(
                 format!("materialized view {name} has no policy"),
                 "See SELECT matview FROM upkeep.matview_status; for the managed views.",

@@ -11,8 +11,9 @@ pub mod state;
 use crate::archive::partitions as archive_plan;
 use crate::archive::ArchiveMode;
 use crate::errors::{bad_input, invalid};
-use crate::executor::{self, Outcome, Status};
+use crate::executor;
 use crate::jobs::{Kind, Runner};
+use crate::outcome::{Outcome, Status};
 use crate::ownership::require_owner;
 use crate::regclass::RegClass;
 use crate::sql::QualifiedName;
@@ -172,7 +173,7 @@ fn check_and_create(
     }
     outcomes.extend(done);
     if !dry_run {
-        runner.step(|| crate::jobs::record_job_runs(&checked_jobs, &outcomes));
+        runner.step(|| crate::job_state::record_job_runs(&checked_jobs, &outcomes));
     }
     outcomes
 }
@@ -320,7 +321,7 @@ fn unmanage_partitions(parent: Option<RegClass>) {
         .ok()
         .flatten();
         match removed {
-            Some(job) => crate::jobs::forget(job),
+            Some(job) => crate::job_state::forget(job),
             None => invalid(
                 format!("table {target} has no partition policy"),
                 "See SELECT * FROM upkeep.jobs WHERE kind = 'partitions'; for the managed tables.",

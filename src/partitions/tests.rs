@@ -313,7 +313,7 @@ mod tests {
     /// reads and then sit out a minute). Other failures back off.
     #[pg_test]
     fn a_deadlock_is_retried_at_the_next_cycle_other_failures_back_off() {
-        use crate::executor::{Outcome, Status};
+        use crate::outcome::{Outcome, Status};
         nav_history("public.nav_history");
         Spi::run("SELECT upkeep.manage_partitions('public.nav_history', 'nav_date', premake => 0)").unwrap();
         let job: i64 = one("SELECT job_id FROM upkeep.jobs WHERE kind = 'partitions'");
@@ -328,10 +328,10 @@ mod tests {
                 Some("deadlock detected".into()),
             )
         };
-        crate::jobs::record_job_runs(&[job], &[failed(true)]);
+        crate::job_state::record_job_runs(&[job], &[failed(true)]);
         assert_eq!(one::<i32>("SELECT consecutive_failures FROM upkeep.jobs WHERE kind = 'partitions'"), 1);
         assert!(one::<bool>("SELECT next_run IS NULL OR next_run <= now() FROM upkeep.jobs WHERE kind = 'partitions'"));
-        crate::jobs::record_job_runs(&[job], &[failed(false)]);
+        crate::job_state::record_job_runs(&[job], &[failed(false)]);
         let wait: f64 =
             one("SELECT extract(epoch FROM next_run - now())::float8 FROM upkeep.jobs WHERE kind = 'partitions'");
         assert!((96.0..=144.0).contains(&wait), "the second failure in a row backs off two minutes, not {wait}s");
@@ -581,7 +581,8 @@ mod tests {
         let made: String = one("SELECT 'orders_p' || to_char(now(), 'YYYY_MM')");
         let ours = shape(&made);
         // 18 keeps the named NOT NULL as a constraint; earlier, as attnotnull.
-        let named = if cfg!(feature = "pg18") { "constraint fund_required" } else { "column fund_id integer notnull=t" };
+        let named =
+            if cfg!(feature = "pg18") { "constraint fund_required" } else { "column fund_id integer notnull=t" };
         assert!(ours.iter().any(|x| x.starts_with(named)), "{ours:#?}");
         assert_eq!(ours, shape("orders_by_hand"));
         // And it takes rows as the parent does.

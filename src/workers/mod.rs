@@ -224,5 +224,5 @@ pub extern "C-unwind" fn pg_upkeep_scheduler_main(_arg: pg_sys::Datum) {
         BackgroundWorker::transaction(crate::interrupted::sweep);
     }
     crate::jobs::run_due(Runner::Scheduler, false);
-    BackgroundWorker::transaction(crate::jobs::prune_history);
+    BackgroundWorker::transaction(crate::run_log::prune_history);
 }

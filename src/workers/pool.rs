@@ -17,8 +17,6 @@ use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
 
 pub const WORKER: &str = "pg_upkeep worker";
-/// The most `upkeep.max_workers` can be: the size of the slot table.
-pub const MAX_WORKERS: i32 = 32;
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Slot {
@@ -29,7 +27,7 @@ struct Slot {
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Slots {
-    slots: [Slot; MAX_WORKERS as usize],
+    slots: [Slot; settings::WORKER_SLOTS as usize],
 }
 
 // SAFETY: plain integers, no pointers.
@@ -148,7 +146,7 @@ pub extern "C-unwind" fn pg_upkeep_worker_main(arg: pg_sys::Datum) {
             ],
         )
         .ok();
-        crate::jobs::try_claim_job(job).then_some(found)
+        crate::job_locks::try_claim_job(job).then_some(found)
     });
     if let Some(found) = claimed {
         crate::jobs::run(Runner::Worker, &found);

@@ -1,0 +1,119 @@
+//! What pg_upkeep remembers of each job between runs (`upkeep.job_state`):
+//! last run, failures and back-off, when it is due again, rows moved.
+
+use crate::outcome::{Outcome, Status};
+use pgrx::prelude::*;
+use std::collections::BTreeMap;
+
+/// Each kind's policy table, with the table a job serves and its schedule.
+pub const POLICIES: &str = "(SELECT job_id, parent AS served, every, 1 AS kind FROM upkeep.partition_policies \
+     UNION ALL SELECT job_id, source, every, 2 FROM upkeep.archive_policies \
+     UNION ALL SELECT job_id, matview, every, 3 FROM upkeep.matview_policies \
+     UNION ALL SELECT job_id, NULL, every, 4 FROM upkeep.index_snapshot_policy \
+     UNION ALL SELECT job_id, NULL, every, 5 FROM upkeep.reindex_policy)";
+
+/// Wait before retrying a job that failed `failures` times in a row:
+/// doubling from one minute up to a one-hour cap, spread by up to +/-20%
+/// (derived from the job id, so jobs that failed together retry apart).
+/// A failing job is retried at the cap for ever, never dropped.
+pub fn backoff_seconds(job_id: i64, failures: u32) -> i64 {
+    const BASE: i64 = 60;
+    const CAP: i64 = 3_600;
+    let plain = BASE.saturating_mul(1i64 << failures.saturating_sub(1).min(20)).min(CAP);
+    // A stable pseudo-random fraction in [-0.2, 0.2) from the job and attempt.
+    let mix = (job_id as u64 ^ ((failures as u64) << 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let fraction = ((mix >> 11) as f64 / (1u64 << 53) as f64) * 0.4 - 0.2;
+    ((plain as f64) * (1.0 + fraction)).round() as i64
+}
+
+/// Adds rows an archive job moved to its total (`upkeep.job_state.rows_moved`).
+pub fn add_rows_moved(job_id: i64, rows: i64) -> Result<(), String> {
+    Spi::run_with_args(
+        "INSERT INTO upkeep.job_state AS j (job_id, rows_moved) VALUES ($1, $2) \
+         ON CONFLICT (job_id) DO UPDATE SET rows_moved = j.rows_moved + EXCLUDED.rows_moved",
+        &[job_id.into(), rows.into()],
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Records how each checked job's run went: status, error, duration; resets
+/// or increments its consecutive failures, and sets when it may run again
+/// (its `every`, or the back-off). Jobs not checked are not written, so a
+/// run with nothing due writes nothing.
+pub fn record_job_runs(jobs: &[i64], outcomes: &[Outcome]) {
+    if jobs.is_empty() {
+        return;
+    }
+    let failures: BTreeMap<i64, i32> = Spi::connect(|client| {
+        client
+            .select(
+                "SELECT job_id, consecutive_failures FROM upkeep.job_state WHERE job_id = ANY ($1)",
+                None,
+                &[jobs.to_vec().into()],
+            )?
+            .map(|r| Ok((r.get::<i64>(1)?.unwrap_or_default(), r.get::<i32>(2)?.unwrap_or_default())))
+            .collect::<Result<_, pgrx::spi::SpiError>>()
+    })
+    .unwrap_or_else(|e| error!("pg_upkeep could not read job states: {e}"));
+    let mut status = Vec::new();
+    let mut error = Vec::new();
+    let mut seconds = Vec::new();
+    let mut failed = Vec::new();
+    let mut retry_in = Vec::new();
+    for &job in jobs {
+        let mine: Vec<&Outcome> = outcomes.iter().filter(|o| o.job_id == job).collect();
+        let worst = mine.iter().find(|o| !matches!(o.status, Status::Ok | Status::Skipped));
+        let n = if worst.is_some() { failures.get(&job).copied().unwrap_or(0) + 1 } else { 0 };
+        status.push(worst.map_or(Status::Ok, |o| o.status).to_string());
+        error.push(worst.and_then(|o| o.error.clone()));
+        seconds.push(mine.iter().map(|o| o.seconds).sum::<f64>());
+        failed.push(n);
+        // A deadlock it gave way in is over: the next cycle tries again.
+        let transient = worst.is_some_and(|o| o.transient);
+        retry_in.push((n > 0 && !transient).then(|| backoff_seconds(job, n as u32)));
+    }
+    Spi::run_with_args(
+        &format!("INSERT INTO upkeep.job_state AS j (job_id, last_run, last_status, last_error, last_duration, consecutive_failures, next_run, last_success) \
+         SELECT r.job_id, now(), r.status, r.error, make_interval(secs => r.secs), r.failed, \
+                coalesce(now() + make_interval(secs => r.retry_in), now() + p.every), \
+                CASE WHEN r.status = 'ok' THEN now() END \
+           FROM unnest($1::int8[], $2::text[], $3::text[], $4::float8[], $5::int4[], $6::int8[]) \
+                AS r(job_id, status, error, secs, failed, retry_in) \
+           LEFT JOIN {POLICIES} p ON p.job_id = r.job_id \
+         ON CONFLICT (job_id) DO UPDATE SET last_run = EXCLUDED.last_run, last_status = EXCLUDED.last_status, \
+            last_error = EXCLUDED.last_error, last_duration = EXCLUDED.last_duration, \
+            consecutive_failures = EXCLUDED.consecutive_failures, next_run = EXCLUDED.next_run, \
+            last_success = coalesce(EXCLUDED.last_success, j.last_success)"),
+        &[jobs.to_vec().into(), status.into(), error.into(), seconds.into(), failed.into(), retry_in.into()],
+    )
+    .unwrap_or_else(|e| error!("pg_upkeep could not record job states: {e}"));
+}
+
+/// Forgets a removed job's state and unfinished actions (a partition a
+/// worker had detached stays where it is, as a plain table).
+pub fn forget(job_id: i64) {
+    Spi::run_with_args("DELETE FROM upkeep.job_state WHERE job_id = $1", &[job_id.into()])
+        .unwrap_or_else(|e| error!("pg_upkeep could not forget job {job_id}: {e}"));
+    crate::unfinished::forget_job(job_id);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_a_cap_with_jitter() {
+        for job in [1, 2, 77, 123_456] {
+            let w: Vec<i64> = (1..=10).map(|n| backoff_seconds(job, n)).collect();
+            for (n, &s) in w.iter().enumerate() {
+                let plain = (60i64 << n).min(3_600) as f64;
+                assert!((s as f64) >= plain * 0.8 && (s as f64) <= plain * 1.2, "job {job} try {}: {s}s", n + 1);
+            }
+            assert!(w[9] <= 4_320, "capped at an hour (+20%)");
+            assert!(backoff_seconds(job, 1_000) <= 4_320, "still retried at the cap");
+        }
+        // Jobs that failed together do not all retry at the same second.
+        let first: std::collections::BTreeSet<i64> = (1..=20).map(|job| backoff_seconds(job, 3)).collect();
+        assert!(first.len() > 10);
+    }
+}
