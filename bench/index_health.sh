@@ -36,7 +36,6 @@ PSQL=(psql -X -q -h "$DIR" -p "$PORT" -U postgres -v ON_ERROR_STOP=1)
 q() { "${PSQL[@]}" -At -c "$1"; }
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.4f", b - a}'; }
-median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 
 q "CREATE EXTENSION pg_upkeep" >/dev/null
 q "CREATE EXTENSION pgstattuple" >/dev/null

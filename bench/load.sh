@@ -46,7 +46,6 @@ trap 'bench_finish "$DIR"' EXIT
 PSQL=(psql -X -q -h "$DIR" -p "$PORT" -U postgres -v ON_ERROR_STOP=1)
 q() { "${PSQL[@]}" -d "$1" -At -c "$2"; }
 now() { date +%s.%N; }
-median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a / b}'; }
 
 # The same schema and data in both databases.

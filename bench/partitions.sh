@@ -117,7 +117,6 @@ timed() {
   awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}'
 }
 
-median() { sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
 declare -A create
 for r in $(seq 1 "$ROUNDS"); do
@@ -192,7 +191,7 @@ inner_upkeep=$(inner b_upkeep "count(*) FROM upkeep.run_maintenance()")
 inner_partman=-
 [[ " ${TOOLS[*]} " = *" partman "* ]] && inner_partman=$(inner b_partman "partman.run_maintenance(p_jobmon => false)")
 
-m() { if [ -z "${1// /}" ]; then echo; else echo "$1" | tr ' ' '\n' | grep . | median; fi; }
+m() { echo "$1" | median; }
 # Figures of a tool that did not run here (pg_partman) are "-".
 f() { if [ -z "$2" ] || [ "$2" = - ]; then echo -; else printf "%.$1f" "$2"; fi; }
 r() { if [ "$1" = - ] || [ "$2" = - ]; then echo -; else awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; fi; }

@@ -29,6 +29,8 @@ pub mod run_log;
 pub mod settings;
 pub mod sql;
 pub mod statements;
+#[cfg(any(test, feature = "pg_test"))]
+pub mod test_support;
 pub mod toplevel;
 pub mod unfinished;
 pub mod version;

@@ -119,12 +119,19 @@ mod exposition_tests {
 mod tests {
     use pgrx::prelude::*;
 
-    fn value(metric: &str, label: &str) -> Option<f64> {
-        Spi::get_one_with_args::<f64>(
-            "SELECT value FROM upkeep.metrics WHERE metric = $1 AND labels::text LIKE '%' || $2 || '%'",
-            &[metric.into(), label.into()],
-        )
-        .unwrap()
+    /// The value of the sample with exactly these labels (a JSON object).
+    fn value(metric: &str, labels: &str) -> Option<f64> {
+        let found = Spi::get_one_with_args::<f64>(
+            "SELECT value FROM upkeep.metrics WHERE metric = $1 AND labels = $2::jsonb",
+            &[metric.into(), labels.into()],
+        );
+        found.unwrap_or_else(|_| {
+            let all = Spi::get_one_with_args::<String>(
+                "SELECT string_agg(labels::text, ' ') FROM upkeep.metrics WHERE metric = $1",
+                &[metric.into()],
+            );
+            panic!("no {metric} sample labelled {labels}; there are: {all:?}")
+        })
     }
 
     #[pg_test]
@@ -146,15 +153,21 @@ mod tests {
              CREATE INDEX m_events_at_b ON public.m_events (at);",
         )
         .unwrap();
-        assert_eq!(value("upkeep_partitions_future", "m_nav"), Some(2.0));
-        assert_eq!(value("upkeep_partition_default_rows", "m_nav"), Some(2.0));
-        assert_eq!(value("upkeep_archive_rows_total", "m_events"), Some(70.0));
-        let since = value("upkeep_matview_seconds_since_refresh", "m_mv").unwrap();
+        assert_eq!(value("upkeep_partitions_future", r#"{"parent": "public.m_nav"}"#), Some(2.0));
+        assert_eq!(value("upkeep_partition_default_rows", r#"{"parent": "public.m_nav"}"#), Some(2.0));
+        assert_eq!(value("upkeep_archive_rows_total", r#"{"source": "public.m_events"}"#), Some(70.0));
+        let since = value("upkeep_matview_seconds_since_refresh", r#"{"matview": "public.m_mv"}"#).unwrap();
         assert!((0.0..60.0).contains(&since), "{since}");
-        assert!(value("upkeep_index_problems", "duplicate").unwrap() >= 1.0);
-        assert_eq!(value("upkeep_job_consecutive_failures", "m_events"), Some(0.0));
-        assert!(value("upkeep_job_last_success_timestamp_seconds", "m_events").unwrap() > 1.7e9);
-        assert!(value("upkeep_index_bloat_bytes", "").is_some());
+        assert_eq!(value("upkeep_index_problems", r#"{"problem": "duplicate"}"#), Some(1.0));
+        assert_eq!(value("upkeep_index_problems", r#"{"problem": "invalid"}"#), Some(0.0));
+        let job: i64 =
+            Spi::get_one("SELECT job_id FROM upkeep.archive_policies WHERE source = 'public.m_events'::regclass")
+                .unwrap()
+                .unwrap();
+        let job_labels = format!(r#"{{"job_id": "{job}", "kind": "archive", "target": "public.m_events"}}"#);
+        assert_eq!(value("upkeep_job_consecutive_failures", &job_labels), Some(0.0));
+        assert!(value("upkeep_job_last_success_timestamp_seconds", &job_labels).unwrap() > 1.7e9);
+        assert!(value("upkeep_index_bloat_bytes", "{}").is_some());
         let text = Spi::get_one::<String>("SELECT upkeep.prometheus()").unwrap().unwrap();
         assert!(text.contains("upkeep_partitions_future{parent=\"public.m_nav\"} 2\n"), "{text}");
         assert!(text.contains("upkeep_archive_rows_total{source=\"public.m_events\"} 70\n"), "{text}");

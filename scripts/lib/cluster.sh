@@ -46,6 +46,14 @@ cluster_stop() {
 if [ -d /dev/shm ] && [ -w /dev/shm ]; then BENCH_BASE=/dev/shm; else BENCH_BASE=/tmp; fi
 BENCH_OUT=bench/out
 
+# median: of the numbers on stdin (separated by spaces or newlines), the
+# middle one, or the mean of the two middle ones when their count is even;
+# nothing when there are none. The one median of every benchmark.
+median() {
+  tr ' ' '\n' | awk 'NF' | sort -g |
+    awk '{a[NR] = $1} END {if (NR) print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'
+}
+
 # bench_finish DIR: stops a benchmark's cluster and frees its data (on
 # tmpfs it takes memory until removed)
 bench_finish() {

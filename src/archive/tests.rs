@@ -3,15 +3,8 @@
 #[allow(clippy::module_inception)]
 #[pgrx::pg_schema]
 mod tests {
+    use crate::test_support::{count, one};
     use pgrx::prelude::*;
-
-    fn one<T: FromDatum + IntoDatum>(sql: &str) -> T {
-        Spi::get_one::<T>(sql).unwrap().unwrap()
-    }
-
-    fn count(sql: &str) -> i64 {
-        one::<i64>(&format!("SELECT count(*) FROM ({sql}) q"))
-    }
 
     /// Every row of a table and its archive: count and an order-independent hash.
     fn content(columns: &str) -> (i64, String) {

@@ -6,11 +6,8 @@
 #[allow(clippy::module_inception)]
 #[pgrx::pg_schema]
 mod tests {
+    use crate::test_support::one;
     use pgrx::prelude::*;
-
-    fn one<T: FromDatum + IntoDatum>(sql: &str) -> T {
-        Spi::get_one::<T>(sql).unwrap().unwrap()
-    }
 
     /// Trades (partitioned) and funds, a plain view joining them, a view
     /// over the view, and a view over that one.
@@ -73,7 +70,15 @@ mod tests {
     fn every_kind_of_change_refreshes_no_change_skips_force_refreshes() {
         schema("k");
         let job: i64 = one("SELECT upkeep.manage_matview('public.k_totals')");
-        assert!(job > 0);
+        // The job the policy table and upkeep.jobs name.
+        assert_eq!(
+            job,
+            one::<i64>("SELECT job_id FROM upkeep.matview_policies WHERE matview = 'public.k_totals'::regclass")
+        );
+        assert_eq!(
+            one::<String>(&format!("SELECT kind || ' ' || target FROM upkeep.jobs WHERE job_id = {job}")),
+            "matview k_totals"
+        );
         let first = refresh("'public.k_totals'");
         assert_eq!(first[0].1, "refreshed");
         assert_eq!(first[0].2, "first refresh by pg_upkeep");

@@ -3,15 +3,8 @@
 #[allow(clippy::module_inception)]
 #[pgrx::pg_schema]
 mod tests {
+    use crate::test_support::{count, one};
     use pgrx::prelude::*;
-
-    fn one<T: FromDatum + IntoDatum>(sql: &str) -> T {
-        Spi::get_one::<T>(sql).expect("query runs").expect("not NULL")
-    }
-
-    fn count(sql: &str) -> i64 {
-        one::<i64>(&format!("SELECT count(*) FROM ({sql}) q"))
-    }
 
     /// A table to partition; the index-health snapshot job (due in a fresh
     /// database) is paused, so that what runs is partition maintenance only.
