@@ -383,18 +383,40 @@ pub fn count(c: &mut Client, sql: &str) -> i64 {
 }
 
 /// Runs each (call, text) of `cases`: it must fail with an ERROR whose
-/// message contains the text, with a HINT, and leave `snapshot` (what a bad
-/// call could have changed) as it was. Returns that snapshot.
-pub fn assert_refused(c: &mut Client, cases: &[(&str, &str)], snapshot: impl Fn(&mut Client) -> String) -> String {
+/// message contains the text, with a HINT and no Rust internals, and leave
+/// `snapshot` (what a bad call could have changed) as it was. Reports every
+/// case that does not (up to the first that changed something). Returns
+/// that snapshot.
+pub fn assert_refused<S: AsRef<str>>(
+    c: &mut Client,
+    cases: &[(S, S)],
+    snapshot: impl Fn(&mut Client) -> String,
+) -> String {
     let before = snapshot(c);
+    let mut wrong = Vec::new();
     for (sql, needle) in cases {
-        let result = c.batch_execute(sql);
-        assert!(result.is_err(), "{sql}: succeeded but should have been refused");
-        let (message, hint) = error_of(result);
-        assert!(message.contains(needle), "{sql}: message {message:?} does not contain {needle:?}");
-        assert!(hint.as_deref().is_some_and(|h| !h.is_empty()), "{sql}: no HINT with {message:?}");
-        assert_eq!(snapshot(c), before, "{sql} changed something");
+        let (sql, needle) = (sql.as_ref(), needle.as_ref());
+        match c.batch_execute(sql) {
+            Ok(()) => wrong.push(format!("{sql}: succeeded but should have been refused")),
+            Err(e) => match e.as_db_error() {
+                None => wrong.push(format!("{sql}: not a server error: {e}")),
+                Some(db) => {
+                    if let Some(leak) = rust_internals(db) {
+                        wrong.push(format!("{sql}: shows Rust internals: {leak}"));
+                    } else if !db.message().contains(needle) {
+                        wrong.push(format!("{sql}: message {:?} does not contain {needle:?}", db.message()));
+                    } else if db.hint().is_none_or(str::is_empty) {
+                        wrong.push(format!("{sql}: no HINT with {:?}", db.message()));
+                    }
+                }
+            },
+        }
+        if snapshot(c) != before {
+            wrong.push(format!("{sql}: changed something"));
+            break;
+        }
     }
+    assert!(wrong.is_empty(), "{} of {} cases wrong:\n{}", wrong.len(), cases.len(), wrong.join("\n"));
     before
 }
 

@@ -6,7 +6,7 @@
 //! same hostile names go through every capability and work.
 
 use postgres::Client;
-use upkeep_cluster_tests::{count, fingerprint, Cluster};
+use upkeep_cluster_tests::{assert_refused, count, fingerprint, Cluster};
 
 /// Schema and table names a careless format!() would break on.
 const SCHEMA: &str = r#"
@@ -205,28 +205,7 @@ fn every_public_function_refuses_bad_input_with_a_hint_and_changes_nothing() {
         ),
         ("SELECT upkeep.unmanage_reindex()".into(), "reindex".into()),
     ];
-    let before = everything(&mut c);
-    let mut wrong = Vec::new();
-    for (sql, needle) in &cases {
-        match c.batch_execute(sql) {
-            Ok(()) => wrong.push(format!("{sql}: succeeded")),
-            Err(e) => {
-                let db = e.as_db_error().expect("a server error");
-                if let Some(leak) = upkeep_cluster_tests::rust_internals(db) {
-                    wrong.push(format!("{sql}: shows Rust internals: {leak}"));
-                } else if !db.message().contains(needle.as_str()) {
-                    wrong.push(format!("{sql}: message {:?} does not name {needle:?}", db.message()));
-                } else if db.hint().is_none_or(str::is_empty) {
-                    wrong.push(format!("{sql}: no HINT with {:?}", db.message()));
-                }
-            }
-        }
-        if everything(&mut c) != before {
-            wrong.push(format!("{sql}: changed something"));
-            break;
-        }
-    }
-    assert!(wrong.is_empty(), "{} of {} cases wrong:\n{}", wrong.len(), cases.len(), wrong.join("\n"));
+    assert_refused(&mut c, &cases, everything);
     println!("{} bad-input cases: each an ERROR naming the object or value, with a HINT; nothing changed", cases.len());
 }
 
