@@ -188,21 +188,21 @@ inner() {
     END \$\$" 2>&1 | sed 's/.*NOTICE: *//'
 }
 inner_upkeep=$(inner b_upkeep "count(*) FROM upkeep.run_maintenance()")
-inner_partman=-
-[[ " ${TOOLS[*]} " = *" partman "* ]] && inner_partman=$(inner b_partman "partman.run_maintenance(p_jobmon => false)")
+# A figure of a tool that did not run here (pg_partman) stays empty, printed "-".
+inner_partman=""
+partman_version=-
+if [ -n "${create[partman]:-}" ]; then
+  inner_partman=$(inner b_partman "partman.run_maintenance(p_jobmon => false)")
+  partman_version=$("${PSQL[@]}" -d b_partman -At -c "SELECT extversion FROM pg_extension WHERE extname = 'pg_partman'")
+fi
 
 m() { echo "$1" | median; }
-# Figures of a tool that did not run here (pg_partman) are "-".
-f() { if [ -z "$2" ] || [ "$2" = - ]; then echo -; else printf "%.$1f" "$2"; fi; }
-r() { if [ "$1" = - ] || [ "$2" = - ]; then echo -; else awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; fi; }
-# ratio A B WORDS: "A/Bx WORDS", or "-"
-ratio() { local v; v=$(r "$1" "$2"); if [ "$v" = - ]; then echo -; else echo "${v}x $3"; fi; }
+f() { if [ -z "$2" ]; then echo -; else printf "%.$1f" "$2"; fi; }
+# ratio A B WORDS: "A/Bx WORDS", or "-" when either is missing
+ratio() { if [ -z "$1" ] || [ -z "$2" ]; then echo -; else awk -v a="$1" -v b="$2" -v w="$3" 'BEGIN {printf "%.2fx %s", a / b, w}'; fi; }
 c_plain=$(m "${create[plain]}"); c_upkeep=$(m "${create[upkeep]}"); c_partman=$(m "${create[partman]:-}")
 s_upkeep=$(m "${steady[upkeep]}"); s_partman=$(m "${steady[partman]:-}")
 k_onetx=$(m "$onetx"); k_plain=$(m "${catchup[plain]}"); k_upkeep=$(m "${catchup[upkeep]}"); k_partman=$(m "${catchup[partman]:-}")
-for v in c_partman s_partman k_partman; do [ -n "${!v}" ] || printf -v "$v" %s -; done
-partman_version=-
-[ "$inner_partman" = - ] || partman_version=$("${PSQL[@]}" -d b_partman -At -c "SELECT extversion FROM pg_extension WHERE extname = 'pg_partman'")
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
 REPORT=$OUT/partitions-pg$PG_VERSION.md

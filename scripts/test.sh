@@ -31,7 +31,6 @@ installed() {
 }
 
 for v in $VERSIONS; do
-  config=$(pg_config_of "$v")
   echo "== PostgreSQL $v: unit tests and #[pg_test]s"
   # The test cluster runs as postgres (initdb refuses root).
   rm -rf "$TEST_DATA"
@@ -58,7 +57,7 @@ for v in $VERSIONS; do
   fi
   installed "$DUMP_FROM"
   export UPKEEP_PG_DUMP_FROM=$(pg_bin_of "$DUMP_FROM")
-  UPKEEP_PG_BIN=$(dirname "$config") cargo test -p upkeep-cluster-tests -- --test-threads=2 "${skip[@]}" 2>&1 | tee -a "$LOG"
+  UPKEEP_PG_BIN=$(pg_bin_of "$v") cargo test -p upkeep-cluster-tests -- --test-threads=2 "${skip[@]}" 2>&1 | tee -a "$LOG"
 
   echo "== PostgreSQL $v: the package (cargo pgrx package, installed on a server without pg_upkeep)"
   PG_VERSION=$v bash scripts/test_package.sh 2>&1 | tee -a "$LOG"

@@ -104,11 +104,16 @@ impl Cluster {
     /// initdb of a new cluster, not started.
     fn init(bin: &str, name: &str, options: &[&str]) -> Cluster {
         let cluster = Cluster::without_data(bin, name);
-        let data = cluster.dir.join("data");
+        let data = cluster.data();
         let mut args = vec!["-D", data.to_str().unwrap(), "-U", "postgres", "-A", "trust", "--no-sync"];
         args.extend_from_slice(options);
         run_as_server_user(bin, &cluster.dir, "initdb", &args);
         cluster
+    }
+
+    /// The data directory.
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
     }
 
     /// A directory and a port for a cluster whose data directory is still to be made.
@@ -123,7 +128,7 @@ impl Cluster {
     /// Starts a streaming standby of `primary` (pg_basebackup -R).
     pub fn standby_of(primary: &Cluster, name: &str, settings: &[&str]) -> Cluster {
         let standby = Cluster::without_data(&primary.bin, name);
-        let data = standby.dir.join("data");
+        let data = standby.data();
         let port = primary.port.to_string();
         run_as_server_user(
             &primary.bin,
@@ -150,8 +155,7 @@ impl Cluster {
 
     /// Appends our settings to postgresql.conf (later lines win) and starts.
     fn configure_and_start(&self, settings: &[&str]) {
-        let (dir, port) = (&self.dir, self.port);
-        let data = dir.join("data");
+        let (dir, port, data) = (&self.dir, self.port, self.data());
         let mut conf = format!(
             "\nshared_preload_libraries = 'pg_upkeep'\nport = {port}\nlisten_addresses = ''\n\
              unix_socket_directories = '{}'\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n\
@@ -175,7 +179,7 @@ impl Cluster {
 
     /// Starts the server with extra command-line options for postgres.
     fn pg_ctl_start_with(&self, options: &str) {
-        let data = self.dir.join("data");
+        let data = self.data();
         let log = self.dir.join("server.log");
         let mut args = vec!["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-w", "-t", "60", "start"];
         if !options.is_empty() {
@@ -197,7 +201,7 @@ impl Cluster {
 
     /// A clean shutdown (`pg_ctl stop -m fast`).
     pub fn stop(&self) {
-        let data = self.dir.join("data");
+        let data = self.data();
         self.pg_ctl(&["-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"]);
     }
 
@@ -205,7 +209,7 @@ impl Cluster {
     /// own (not started).
     pub fn copy_stopped(&self, name: &str) -> Cluster {
         let copy = Cluster::without_data(&self.bin, name);
-        let (from, to) = (self.dir.join("data"), copy.dir.join("data"));
+        let (from, to) = (self.data(), copy.data());
         run_as_server_user("", &copy.dir, "cp", &["-a", from.to_str().unwrap(), to.to_str().unwrap()]);
         copy
     }
@@ -216,10 +220,10 @@ impl Cluster {
     /// data checksums follow the old cluster (18's initdb turns them on by
     /// default; pg_upgrade needs both alike).
     pub fn upgrade_to(&self, bin: &str, name: &str, mode: &str, settings: &[&str]) -> Cluster {
-        let checksums = self.pg_controldata().contains("Data page checksum version:           1");
+        let checksums = self.has_checksums();
         let new = Cluster::init(bin, name, if checksums { &["--data-checksums"] } else { &[] });
-        let (old_data, new_data) = (self.dir.join("data"), new.dir.join("data"));
-        if !checksums && new.pg_controldata().contains("Data page checksum version:           1") {
+        let (old_data, new_data) = (self.data(), new.data());
+        if !checksums && new.has_checksums() {
             run_as_server_user(bin, &new.dir, "pg_checksums", &["--disable", "-D", new_data.to_str().unwrap()]);
         }
         let port = self.port.to_string();
@@ -253,10 +257,13 @@ impl Cluster {
         new
     }
 
-    fn pg_controldata(&self) -> String {
-        let data = self.dir.join("data");
+    /// Whether the (stopped) cluster has data checksums, as pg_controldata says.
+    fn has_checksums(&self) -> bool {
+        let data = self.data();
         let out = run_as_server_user(&self.bin, &self.dir, "pg_controldata", &[data.to_str().unwrap()]);
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.starts_with("Data page checksum version:") && !l.trim_end().ends_with(" 0"))
     }
 
     /// Runs a client program of the server (pg_dump, pg_restore, ...)
@@ -315,7 +322,7 @@ impl Cluster {
     /// `pg_ctl stop -m immediate` (no shutdown checkpoint: the next start
     /// recovers from WAL, as after a power cut), then starts it again.
     pub fn stop_immediate_and_start(&self) {
-        let data = self.dir.join("data");
+        let data = self.data();
         self.pg_ctl(&["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
         self.pg_ctl_start();
     }
@@ -327,7 +334,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let data = self.dir.join("data");
+        let data = self.data();
         if data.join("postmaster.pid").exists() {
             let _ = std::panic::catch_unwind(|| {
                 self.pg_ctl(&["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"])

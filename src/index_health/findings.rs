@@ -339,22 +339,21 @@ pub fn findings(indexes: &[IndexFacts], fks: &[ForeignKey], judgement: Judgement
             if ix.unique || fks.iter().any(|f| ix.serves(f)) {
                 continue;
             }
-            let watched = l.unused_days.filter(|d| *d >= judgement.unused_after_days);
-            // PostgreSQL 16 on says when an index was last scanned: one not
-            // scanned for that long is unused whatever its count says.
-            let idle =
-                l.last_scan_days.filter(|d| judgement.unused_after_days > 0.0 && *d >= judgement.unused_after_days);
-            let evidence = match (watched, idle) {
-                (_, Some(d)) if l.scans > 0 => {
-                    Some(format!("Not scanned for {d:.0} days (last_idx_scan; {} scans before that)", l.scans))
+            let after = judgement.unused_after_days;
+            let evidence = if l.scans > 0 {
+                // PostgreSQL 16 on says when an index was last scanned: one
+                // not scanned for that long is unused whatever its count says.
+                l.last_scan_days
+                    .filter(|d| after > 0.0 && *d >= after)
+                    .map(|d| format!("Not scanned for {d:.0} days (last_idx_scan; {} scans before that)", l.scans))
+            } else {
+                match l.unused_days.filter(|d| *d >= after) {
+                    Some(d) => Some(format!("Never scanned in the {d:.0} days pg_upkeep's snapshots have watched it")),
+                    None if after <= 0.0 => Some(
+                        "Never scanned by the scan count (upkeep.unused_index_days = 0 asks for no more)".to_string(),
+                    ),
+                    None => None,
                 }
-                (Some(d), _) if l.scans == 0 => {
-                    Some(format!("Never scanned in the {d:.0} days pg_upkeep's snapshots have watched it"))
-                }
-                _ if l.scans == 0 && judgement.unused_after_days <= 0.0 => {
-                    Some("Never scanned by the scan count (upkeep.unused_index_days = 0 asks for no more)".to_string())
-                }
-                _ => None,
             };
             if let Some(evidence) = evidence {
                 out.push(base(
