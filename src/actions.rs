@@ -35,6 +35,14 @@ impl ActionKind {
     }
 }
 
+impl ActionKind {
+    /// Whether taking it is a run of its job (recorded in
+    /// `upkeep.job_state`); tracking a view's tables is set-up, not a run.
+    pub fn records_run(self) -> bool {
+        !matches!(self, ActionKind::TrackChanges | ActionKind::UntrackChanges)
+    }
+}
+
 impl fmt::Display for ActionKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -21,6 +21,14 @@ pub fn given<T>(value: Option<T>, argument: &str, function: &str, hint: &str) ->
     value.unwrap_or_else(|| invalid(format!("{argument} of upkeep.{function}() is NULL"), hint))
 }
 
+/// Whether an interval is longer than nothing (as PostgreSQL compares
+/// intervals: '1 month' against '30 days' and so on).
+pub fn is_positive(interval: pgrx::datum::Interval) -> bool {
+    Spi::get_one_with_args::<bool>("SELECT $1 > interval '0'", &[interval.into()])
+        .unwrap_or_else(|e| error!("pg_upkeep could not compare an interval: {e}"))
+        .unwrap_or(false)
+}
+
 /// The HINT for a NULL `dry_run`.
 pub const DRY_RUN_HINT: &str = "Pass true to see the actions and their SQL without doing them, or false (the default).";
 

@@ -75,3 +75,17 @@ impl Outcome {
         }
     }
 }
+
+/// One row per action, as returned by `create_partitions`, `run_job` and
+/// `run_maintenance` (pgrx needs the column names spelled out in each
+/// signature, so this alias only serves the helper below).
+pub type ActionRows =
+    pgrx::iter::TableIterator<'static, (i64, String, String, String, Option<String>, Option<String>, Option<String>)>;
+
+/// Rows for functions that return one row per action.
+pub fn action_rows(outcomes: Vec<Outcome>) -> ActionRows {
+    pgrx::iter::TableIterator::new(outcomes.into_iter().map(|o| {
+        let opt = |s: String| if s.is_empty() { None } else { Some(s) };
+        (o.job_id, o.action, o.target, o.status.to_string(), opt(o.detail), o.error, opt(o.sql))
+    }))
+}

@@ -3,8 +3,8 @@
 //! the number of policies.
 
 use super::rows::{Column, Reference, RowFacts};
-use super::target::Access;
 use crate::access::{self, AccessRules};
+use crate::archive_target::Access;
 use crate::sql::QualifiedName;
 use pgrx::spi::SpiClient;
 

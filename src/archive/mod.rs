@@ -5,70 +5,67 @@
 //! row archiving is here; thin callers of facts, plan and the executor.
 
 pub mod facts;
-pub mod partitions;
 pub mod rows;
-pub mod target;
 
+use crate::driver::{Capability, Item, Plan};
 use crate::errors::{bad_input, invalid};
-use crate::executor;
-use crate::jobs::{Kind, Runner};
-use crate::outcome::Outcome;
+use crate::job::Kind;
 use crate::ownership::require_owner;
+use crate::problem::Problem;
 use crate::regclass::RegClass;
 use crate::sql::{shortened_name, QualifiedName};
 use facts::Scope;
 use pgrx::datum::Interval;
 use pgrx::prelude::*;
-use std::str::FromStr;
 
 fn load(scope: Scope) -> Vec<rows::RowFacts> {
     Spi::connect(|client| facts::load(client, scope))
         .unwrap_or_else(|e| error!("pg_upkeep could not read its archive policies: {e}"))
 }
 
-/// Moves old rows for the row archive policies in scope: each due policy
-/// is one action (its batches), run by the caller, or handed by the
-/// scheduler to a `pg_upkeep worker`, which commits after each batch. A
-/// policy that no longer fits its tables is recorded as failed, with the
-/// hint, and backs off like any failing job.
-pub fn maintain(runner: Runner, scope: Scope, dry_run: bool) -> Vec<Outcome> {
-    crate::jobs::refuse_on_standby(dry_run);
-    let (mut outcomes, actions) = runner.step(|| {
-        if !dry_run {
-            runner.exclude_others(Kind::Archive);
-        }
+/// Row archiving as the driver runs it: each due policy is one action
+/// (its batches), taken by the caller, or handed by the scheduler to a
+/// `pg_upkeep worker`, which commits after each batch. A policy that no
+/// longer fits its tables is recorded as failed, with the hint, and backs
+/// off like any failing job.
+pub struct RowArchive(pub Scope);
+
+impl Capability for RowArchive {
+    /// The policies in scope: fit ones in reference order, and refused ones.
+    type Facts = (Vec<rows::RowFacts>, Vec<(rows::RowFacts, Problem)>);
+    type Tag = ();
+    const KIND: Kind = Kind::Archive;
+    const EXCLUSIVE: bool = true;
+
+    fn facts(&mut self, _top_level: bool) -> Option<Self::Facts> {
         let mut fit = Vec::new();
-        let mut problems = Vec::new();
-        for f in load(scope) {
+        let mut refused = Vec::new();
+        for f in load(self.0) {
             match f.validate() {
                 Ok(()) => fit.push(f),
-                Err(p) => problems.push((f.job_id, "check_policy", f.source.to_string(), p.message, p.hint)),
+                Err(p) => refused.push((f, p)),
             }
         }
-        let reported = executor::report_problems(problems, dry_run);
-        let fit = rows::in_reference_order(fit);
-        let (mine, others): (Vec<_>, Vec<_>) = fit.iter().map(rows::plan).partition(|a| runner.takes(a));
-        if runner == Runner::Scheduler {
-            // Each worker runs one job, side by side: a table whose rows are
-            // referenced by another due table waits until that one's run
-            // has ended (it stays due), so the rows it frees move then.
-            let ready = others
-                .iter()
-                .map(|a| a.job_id)
-                .filter(|job| fit.iter().find(|f| f.job_id == *job).is_none_or(|f| !rows::waits_for(f, fit.iter())));
-            crate::workers::pool::hand_off(ready.collect());
-        }
-        if !dry_run {
-            runner.finish(Kind::Archive);
-        }
-        (reported, mine)
-    });
-    let acted: Vec<i64> = actions.iter().map(|a| a.job_id).chain(outcomes.iter().map(|o| o.job_id)).collect();
-    outcomes.extend(runner.act(actions, dry_run));
-    if !dry_run {
-        runner.step(|| crate::job_state::record_job_runs(&acted, &outcomes));
+        Some((rows::in_reference_order(fit), refused))
     }
-    outcomes
+
+    fn plan(&self, (fit, refused): &Self::Facts, _top_level: bool) -> Plan<()> {
+        let problems = refused.iter().map(|(f, p)| Item::Problem {
+            job_id: f.job_id,
+            action: "check_policy",
+            target: f.source.to_string(),
+            problem: p.clone(),
+        });
+        // Each worker runs one job, side by side: a table whose rows are
+        // referenced by another due table waits until that one's run has
+        // ended (it stays due), so the rows it frees move then.
+        let moves = fit.iter().map(|f| Item::Act {
+            action: rows::plan(f),
+            tag: (),
+            worker: (!rows::waits_for(f, fit.iter())).then_some(f.job_id),
+        });
+        Plan { items: problems.chain(moves).collect(), checked: Vec::new() }
+    }
 }
 
 /// `"schema"."name"` of the archive table: the name as a DBA writes it
@@ -120,9 +117,7 @@ fn manage_archive(
                 "Name the date, timestamp or timestamptz column whose age decides what is archived.",
             );
         };
-        let positive = older_than
-            .and_then(|i| Spi::get_one_with_args::<bool>("SELECT $1 > interval '0'", &[i.into()]).ok().flatten());
-        if positive != Some(true) {
+        if !older_than.is_some_and(crate::errors::is_positive) {
             invalid(
                 format!("older_than for {target} must be a positive interval"),
                 "Say how old a row must be to leave, e.g. older_than => '90 days'.",
@@ -173,134 +168,13 @@ fn manage_archive(
 fn unmanage_archive(source: Option<RegClass>) {
     crate::errors::guarded("unmanage_archive", || {
         let (oid, target) = require_owner(source, "source");
-        let removed = Spi::get_one_with_args::<i64>(
-            "DELETE FROM upkeep.archive_policies WHERE source::oid = $1 RETURNING job_id",
-            &[oid.into()],
-        )
-        .ok()
-        .flatten();
-        match removed {
-            Some(job) => crate::job_state::forget(job),
-            None => invalid(
+        if crate::job::unregister(Kind::Archive, oid).is_none() {
+            invalid(
                 format!("table {target} has no archive policy"),
                 "See SELECT * FROM upkeep.archive_status; for the archived tables.",
-            ),
+            );
         }
     })
-}
-
-/// Runs the archive moves that are due (of `source` only, now, when given),
-/// in the caller's transaction. One row per action. For a partitioned
-/// table this is its partition maintenance, which includes the moves.
-#[pg_extern(volatile)]
-#[search_path(pg_catalog, pg_temp)]
-#[allow(clippy::type_complexity)] // pgrx reads the column names from the signature
-fn archive(
-    source: default!(Option<RegClass>, "NULL"),
-    dry_run: default!(Option<bool>, false),
-) -> TableIterator<
-    'static,
-    (
-        name!(job_id, i64),
-        name!(action, String),
-        name!(target, String),
-        name!(status, String),
-        name!(rows_moved, Option<i64>),
-        name!(detail, Option<String>),
-        name!(error, Option<String>),
-        name!(sql, Option<String>),
-    ),
-> {
-    crate::errors::guarded("archive", || {
-        use crate::partitions::Selection;
-        let dry_run = crate::errors::given(dry_run, "dry_run", "archive", crate::errors::DRY_RUN_HINT);
-        let outcomes = match source {
-            None => crate::jobs::run_due(Runner::Caller, dry_run),
-            Some(s) => {
-                let (oid, target) = require_owner(Some(s), "source");
-                match crate::jobs::serving(oid) {
-                    Some(job) if job.kind == Kind::Archive => maintain(Runner::Caller, Scope::Job(job.id), dry_run),
-                    Some(_) => crate::partitions::maintain(Runner::Caller, Selection::Parent(oid), dry_run),
-                    None => invalid(
-                        format!("table {target} has no archive policy"),
-                        format!(
-                            "Register it first: SELECT upkeep.manage_archive('{target}', '<time column>', '90 days'); \
-                             (partitioned tables: upkeep.manage_partitions(..., retention => ...))."
-                        ),
-                    ),
-                }
-            }
-        };
-        TableIterator::new(outcomes.into_iter().map(|o| {
-            let opt = |s: String| if s.is_empty() { None } else { Some(s) };
-            (o.job_id, o.action, o.target, o.status.to_string(), o.rows, opt(o.detail), o.error, opt(o.sql))
-        }))
-    })
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ArchiveMode {
-    /// Detach, then attach to `<parent>_archive` (same shape), still queryable.
-    ArchiveTable,
-    /// Detach and move to another schema.
-    Schema(String),
-    /// Detach and move to a cold tablespace.
-    Tablespace(String),
-    /// Detach only.
-    Detach,
-    /// Drop the partition.
-    Drop,
-}
-
-impl FromStr for ArchiveMode {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        let named = |rest: &str| {
-            let rest = rest.trim();
-            if rest.is_empty() {
-                Err(())
-            } else {
-                Ok(rest.to_string())
-            }
-        };
-        match s.trim() {
-            "archive_table" => Ok(ArchiveMode::ArchiveTable),
-            "detach" => Ok(ArchiveMode::Detach),
-            "drop" => Ok(ArchiveMode::Drop),
-            other => match other.split_once(':') {
-                Some(("schema", name)) => named(name).map(ArchiveMode::Schema),
-                Some(("tablespace", name)) => named(name).map(ArchiveMode::Tablespace),
-                _ => Err(()),
-            },
-        }
-    }
-}
-
-impl std::fmt::Display for ArchiveMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ArchiveMode::ArchiveTable => f.write_str("archive_table"),
-            ArchiveMode::Schema(s) => write!(f, "schema:{s}"),
-            ArchiveMode::Tablespace(t) => write!(f, "tablespace:{t}"),
-            ArchiveMode::Detach => f.write_str("detach"),
-            ArchiveMode::Drop => f.write_str("drop"),
-        }
-    }
-}
-
-#[cfg(test)]
-mod mode_tests {
-    use super::*;
-
-    #[test]
-    fn parses_modes() {
-        assert_eq!("archive_table".parse(), Ok(ArchiveMode::ArchiveTable));
-        assert_eq!("schema:cold".parse(), Ok(ArchiveMode::Schema("cold".into())));
-        assert_eq!("tablespace: slow disk".parse(), Ok(ArchiveMode::Tablespace("slow disk".into())));
-        assert_eq!("drop".parse(), Ok(ArchiveMode::Drop));
-        assert!("schema:".parse::<ArchiveMode>().is_err());
-        assert!("shred".parse::<ArchiveMode>().is_err());
-    }
 }
 
 #[cfg(any(test, feature = "pg_test"))]

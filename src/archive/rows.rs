@@ -7,9 +7,10 @@
 //! rows inserted are exactly the rows deleted, whatever commits in between;
 //! the statement is atomic, so a crash loses or doubles nothing.
 
-use super::target::{self, Access};
 use crate::access::{AccessRules, Drift};
 use crate::actions::{Action, ActionKind, Step};
+use crate::archive_target::{self as target, Access};
+use crate::problem::Problem;
 use crate::sql::{create_table, ident, shortened_name, QualifiedName};
 
 /// One column of the source or the archive table.
@@ -86,15 +87,8 @@ pub struct RowFacts {
     pub archive_columns: Vec<Column>,
 }
 
-/// Why a policy cannot run, with what to do about it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub message: String,
-    pub hint: String,
-}
-
 fn problem(message: String, hint: impl Into<String>) -> Problem {
-    Problem { message, hint: hint.into() }
+    Problem::new(message, hint)
 }
 
 pub const TIME_TYPES: [&str; 3] = ["date", "timestamp without time zone", "timestamp with time zone"];

@@ -4,8 +4,8 @@
 
 use super::findings::{expected_pages, PAGE};
 use crate::actions::{Action, ActionKind, Step};
-use crate::jobs::Runner;
-use crate::outcome::Outcome;
+use crate::driver::{Capability, Item, Plan};
+use crate::job::Kind;
 use crate::sql::QualifiedName;
 use pgrx::prelude::*;
 
@@ -78,38 +78,58 @@ fn after_append(client: &pgrx::spi::SpiClient<'_>) -> Result<Vec<&'static str>, 
     Ok(std::iter::once(PRUNE_SQL).chain(watch).collect())
 }
 
-/// Runs the snapshot job when it is due (or `explicit`ly), through the
-/// executor, so it is recorded like any action.
-pub fn maintain(runner: Runner, explicit: bool, dry_run: bool) -> Vec<Outcome> {
-    let due = runner.step(|| {
+/// The snapshot job as the driver runs it, when it is due (or
+/// `explicit`ly): one action through the executor, so it is recorded like
+/// any other.
+pub struct Snapshot {
+    pub explicit: bool,
+}
+
+/// The due job, the role it runs as, and what follows the append.
+pub struct Due {
+    job_id: i64,
+    role: String,
+    after: Vec<&'static str>,
+}
+
+impl Capability for Snapshot {
+    type Facts = Due;
+    type Tag = ();
+    const KIND: Kind = Kind::IndexSnapshot;
+    const EXCLUSIVE: bool = false;
+
+    fn facts(&mut self, _top_level: bool) -> Option<Due> {
         let after =
-            Spi::connect(|c| after_append(c)).unwrap_or_else(|e| error!("pg_upkeep could not read its tables: {e}"));
-        Spi::get_two_with_args::<i64, String>(
-            &format!(
-                "SELECT p.job_id, current_user::text FROM upkeep.index_snapshot_policy p \
-               LEFT JOIN upkeep.job_state j ON j.job_id = p.job_id \
-              WHERE ($1 OR (p.enabled AND (j.next_run IS NULL OR j.next_run <= now()))) AND {}",
-                crate::ownership::MAY_MANAGE_DATABASE_SQL
-            ),
-            &[explicit.into()],
-        )
-        .ok()
-        .map(|due| (due, after))
-    });
-    let Some(((Some(job_id), Some(role)), after)) = due else { return Vec::new() };
-    let action = Action {
-        job_id,
-        kind: ActionKind::SnapshotIndexHealth,
-        target: QualifiedName::new("upkeep", "index_health_history"),
-        detail: "figures of every index".into(),
-        run_as: role,
-        steps: std::iter::once(Step::counting(APPEND_SQL.into(), "indexes recorded"))
-            .chain(after.into_iter().map(|sql| Step::new(sql.into())))
-            .collect(),
-    };
-    let outcomes = runner.act(vec![action], dry_run);
-    if !dry_run {
-        runner.step(|| crate::job_state::record_job_runs(&[job_id], &outcomes));
+            Spi::connect(after_append).unwrap_or_else(|e| error!("pg_upkeep could not read its tables: {e}"));
+        let due = Spi::connect(|client| {
+            let rows = client.select(
+                &format!(
+                    "SELECT p.job_id, current_user::text FROM upkeep.index_snapshot_policy p \
+                   LEFT JOIN upkeep.job_state j ON j.job_id = p.job_id \
+                  WHERE ($1 OR (p.enabled AND (j.next_run IS NULL OR j.next_run <= now()))) AND {}",
+                    crate::ownership::MAY_MANAGE_DATABASE_SQL
+                ),
+                None,
+                &[self.explicit.into()],
+            )?;
+            rows.into_iter().next().map(|r| Ok((r.get::<i64>(1)?, r.get::<String>(2)?))).transpose()
+        })
+        .unwrap_or_else(|e: pgrx::spi::SpiError| error!("pg_upkeep could not read its index snapshot policy: {e}"));
+        let (Some(job_id), Some(role)) = due? else { return None };
+        Some(Due { job_id, role, after })
     }
-    outcomes
+
+    fn plan(&self, due: &Due, _top_level: bool) -> Plan<()> {
+        let action = Action {
+            job_id: due.job_id,
+            kind: ActionKind::SnapshotIndexHealth,
+            target: QualifiedName::new("upkeep", "index_health_history"),
+            detail: "figures of every index".into(),
+            run_as: due.role.clone(),
+            steps: std::iter::once(Step::counting(APPEND_SQL.into(), "indexes recorded"))
+                .chain(due.after.iter().map(|sql| Step::new(sql.to_string())))
+                .collect(),
+        };
+        Plan { items: vec![Item::Act { action, tag: (), worker: None }], checked: Vec::new() }
+    }
 }

@@ -6,8 +6,9 @@
 
 use super::findings::{Finding, Problem};
 use crate::actions::{Action, ActionKind, Step};
+use crate::driver::{Capability, Item, Plan};
 use crate::errors::invalid;
-use crate::jobs::Runner;
+use crate::job::Kind;
 use crate::outcome::{Outcome, Status};
 use crate::sql::QualifiedName;
 use pgrx::prelude::*;
@@ -140,72 +141,89 @@ fn policy() -> Option<Policy> {
     .unwrap_or_else(|e: pgrx::spi::SpiError| error!("pg_upkeep could not read its reindex policy: {e}"))
 }
 
-/// The scheduler hands a due reindex job to a worker when inside the
-/// window (outside, it only moves the job's next check); the worker drops
-/// leftovers and rebuilds one index, recording each action with the sizes
-/// before and after; an SQL caller is told that only the workers reindex.
-pub fn maintain(runner: Runner, explicit: bool) -> Vec<Outcome> {
-    let Some(p) = runner.step(policy) else { return Vec::new() };
-    if !(p.due || explicit) {
-        return Vec::new();
+/// Automatic reindex as the driver runs it, when due (or `explicit`ly):
+/// outside the window it only moves the job's next check; inside, only a
+/// worker acts (the scheduler hands the job to one; an SQL caller is told
+/// so): it drops leftovers and rebuilds one index, recording each action
+/// with the sizes before and after.
+pub struct Reindex {
+    pub explicit: bool,
+}
+
+/// The policy, whether it is inside its window, and what index health
+/// finds (read only by a runner that can rebuild).
+pub struct Due {
+    policy: Policy,
+    in_window: bool,
+    findings: Option<Vec<Finding>>,
+}
+
+impl Capability for Reindex {
+    type Facts = Due;
+    type Tag = ActionKind;
+    const KIND: Kind = Kind::Reindex;
+    const EXCLUSIVE: bool = false;
+
+    fn facts(&mut self, top_level: bool) -> Option<Due> {
+        let p = policy()?;
+        if !(p.due || self.explicit) {
+            return None;
+        }
+        let in_window =
+            p.window.as_deref().and_then(|w| w.parse::<Window>().ok()).is_none_or(|w| w.contains(p.now_minute));
+        let findings = (top_level && in_window).then(|| super::report(0));
+        Some(Due { policy: p, in_window, findings })
     }
-    let in_window = p.window.as_deref().and_then(|w| w.parse::<Window>().ok()).is_none_or(|w| w.contains(p.now_minute));
-    let note = |why: &str| {
-        let o = Outcome::noted(p.job_id, "reindex", "automatic reindex".into(), Status::Skipped, why.into(), None);
-        runner.step(|| crate::job_state::record_job_runs(&[p.job_id], std::slice::from_ref(&o)));
-        vec![o]
-    };
-    match runner {
-        Runner::Caller if explicit => {
-            vec![Outcome::noted(
-                p.job_id,
-                "reindex",
-                "automatic reindex".into(),
-                Status::Skipped,
-                "skipped: automatic reindex runs in the pg_upkeep workers only (REINDEX CONCURRENTLY cannot run inside a \
-                 transaction); the fix_sql of upkeep.index_health does it by hand"
-                    .into(),
-                None,
-            )]
+
+    fn plan(&self, due: &Due, _top_level: bool) -> Plan<ActionKind> {
+        let p = &due.policy;
+        let note = |why: &str| {
+            let o = Outcome::noted(p.job_id, "reindex", "automatic reindex".into(), Status::Skipped, why.into(), None);
+            Plan { items: vec![Item::Note(o)], checked: Vec::new() }
+        };
+        if !due.in_window {
+            return note("skipped: outside the maintenance window");
         }
-        Runner::Caller => Vec::new(),
-        Runner::Scheduler if !in_window => note("skipped: outside the maintenance window"),
-        Runner::Scheduler => {
-            runner.step(|| crate::workers::pool::hand_off(vec![p.job_id]));
-            Vec::new()
+        let Some(findings) = &due.findings else {
+            return Plan {
+                items: vec![Item::NeedsWorker {
+                    job_id: p.job_id,
+                    action: "reindex",
+                    target: "automatic reindex".into(),
+                    why:
+                        "automatic reindex runs in the pg_upkeep workers only (REINDEX CONCURRENTLY cannot run inside \
+                          a transaction); the fix_sql of upkeep.index_health does it by hand"
+                            .into(),
+                }],
+                checked: Vec::new(),
+            };
+        };
+        let owners = |t: &QualifiedName| {
+            Spi::get_one_with_args::<String>(
+                "SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE oid = to_regclass($1)",
+                &[t.quoted().into()],
+            )
+            .unwrap_or_else(|e| error!("pg_upkeep could not read the owner of {t}: {e}"))
+            .unwrap_or_default()
+        };
+        let actions = plan(p.job_id, findings, &owners, p.min_ratio, p.min_size);
+        if actions.is_empty() {
+            return note("nothing to rebuild");
         }
-        Runner::Worker => {
-            let actions = runner.step(|| {
-                let findings = super::report(0);
-                let owners = |t: &QualifiedName| {
-                    Spi::get_one_with_args::<String>(
-                        "SELECT pg_get_userbyid(relowner)::text FROM pg_class WHERE oid = to_regclass($1)",
-                        &[t.quoted().into()],
-                    )
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default()
-                };
-                plan(p.job_id, &findings, &owners, p.min_ratio, p.min_size)
-            });
-            if actions.is_empty() {
-                return note("nothing to rebuild");
-            }
-            let done = runner.act(actions, false);
-            for o in done.iter().filter(|o| o.action == "reindex" && o.status == Status::Ok) {
-                // The size after, in the action's record.
-                runner.step(|| {
-                    Spi::run_with_args(
-                        "UPDATE upkeep.job_runs SET detail = detail || format(', %s bytes after', \
-                                pg_relation_size(to_regclass($2))) \
-                          WHERE run_id = (SELECT max(run_id) FROM upkeep.job_runs WHERE job_id = $1 AND action = 'reindex')",
-                        &[p.job_id.into(), o.target.as_str().into()],
-                    )
-                    .ok();
-                });
-            }
-            runner.step(|| crate::job_state::record_job_runs(&[p.job_id], &done));
-            done
+        let items = actions.into_iter().map(|action| Item::Act { tag: action.kind, action, worker: None }).collect();
+        Plan { items, checked: Vec::new() }
+    }
+
+    /// The size after a rebuild, in the action's record.
+    fn remember(&self, due: Due, done: Vec<(ActionKind, &Outcome)>) {
+        for (_, o) in done.into_iter().filter(|(kind, o)| *kind == ActionKind::Reindex && o.status == Status::Ok) {
+            Spi::run_with_args(
+                "UPDATE upkeep.job_runs SET detail = detail || format(', %s bytes after', \
+                        pg_relation_size(to_regclass($2))) \
+                  WHERE run_id = (SELECT max(run_id) FROM upkeep.job_runs WHERE job_id = $1 AND action = 'reindex')",
+                &[due.policy.job_id.into(), o.target.as_str().into()],
+            )
+            .unwrap_or_else(|e| error!("pg_upkeep could not record the size after a reindex: {e}"));
         }
     }
 }

@@ -3,9 +3,11 @@
 #[allow(clippy::module_inception)]
 #[pgrx::pg_schema]
 mod tests {
+    #[cfg(feature = "pg18")]
     use pgrx::prelude::*;
 
     /// (index, problem) rows of the report for one table.
+    #[cfg(feature = "pg18")]
     fn problems(table: &str) -> Vec<(String, String)> {
         Spi::connect(|c| {
             c.select(

@@ -7,81 +7,103 @@ pub mod changes;
 pub mod facts;
 pub mod plan;
 
-use crate::actions::Action;
+use crate::actions::{Action, ActionKind};
+use crate::driver::{drive, Capability, Item, Plan, Runner};
 use crate::errors::{bad_input, invalid};
 use crate::executor;
-use crate::jobs::{self, Runner};
+use crate::job::{self, Kind};
 use crate::outcome::{Outcome, Status};
 use crate::ownership::require_owner;
+use crate::problem::Problem;
 use crate::regclass::RegClass;
 use pgrx::datum::Interval;
 use pgrx::prelude::*;
-use plan::{Decision, Planned, Problem, Selection, ViewFacts};
+use plan::{Decision, Planned, Selection, ViewFacts};
 
 fn load(job: Option<i64>) -> Vec<ViewFacts> {
     Spi::connect(|client| facts::load(client, job))
         .unwrap_or_else(|e| error!("pg_upkeep could not read its materialized view policies: {e}"))
 }
 
-/// Refreshes the views the selection and their changes call for, in
-/// dependency order; first starts (or stops) tracking the tables they read.
-/// A caller does everything in its transaction; the scheduler tracks
-/// tables, records skips, and hands each group of views with refreshes to
-/// a `pg_upkeep worker`, which refreshes them in order, each in a
-/// transaction of its own.
-pub fn maintain(runner: Runner, selection: Selection, force: bool, dry_run: bool) -> Vec<Outcome> {
-    jobs::refuse_on_standby(dry_run);
-    let (views, planned, tracking) = runner.step(|| {
+/// View refreshes as the driver runs them: the views the selection and
+/// their changes call for, in dependency order, after starting (or
+/// stopping) tracking the tables they read. A caller does everything in
+/// its transaction; the scheduler tracks tables, records skips, and hands
+/// each group of views with refreshes to a `pg_upkeep worker`, which
+/// refreshes them in order, each in a transaction of its own.
+pub struct Matviews {
+    pub selection: Selection,
+    /// Refresh whether or not anything changed.
+    pub force: bool,
+}
+
+/// The managed views and the tracking no view needs any more.
+pub struct Views {
+    views: Vec<ViewFacts>,
+    unneeded: Vec<(crate::sql::QualifiedName, String)>,
+}
+
+impl Capability for Matviews {
+    type Facts = Views;
+    type Tag = ();
+    const KIND: Kind = Kind::Matviews;
+    const EXCLUSIVE: bool = false;
+
+    fn facts(&mut self, _top_level: bool) -> Option<Views> {
         let views = load(None);
         let unneeded = Spi::connect(facts::unneeded_tracking)
             .unwrap_or_else(|e| error!("pg_upkeep could not read its change tracking: {e}"));
-        let planned = plan::plan(&views, selection, force);
-        let tracking = plan::tracking_actions(&views, &planned, &unneeded);
-        (views, planned, tracking)
-    });
-    let tracking: Vec<Action> = tracking.into_iter().filter(|a| runner.takes(a)).collect();
-    let mut outcomes = runner.act(tracking, dry_run);
-    let groups = plan::groups(&views);
-    let mut handed = Vec::new();
-    let marks = !planned.is_empty() && runner.marks(dry_run);
-    for Planned { view, decision } in planned {
-        let v = &views[view];
-        let done = match decision {
-            Decision::Refresh { reason, populate } => {
-                let action = plan::refresh_action(v, &reason, populate);
-                if !runner.takes(&action) {
-                    handed.push(groups[&v.job_id]);
-                    continue;
-                }
-                runner.announce(&action);
-                crate::interrupted::around(marks, action, |action| runner.step(|| refresh(v, action, dry_run)))
+        Some(Views { views, unneeded })
+    }
+
+    fn plan(&self, f: &Views, _top_level: bool) -> Plan<()> {
+        let planned = plan::plan(&f.views, self.selection, self.force);
+        let groups = plan::groups(&f.views);
+        let tracking = plan::tracking_actions(&f.views, &planned, &f.unneeded).into_iter().map(|action| Item::Act {
+            action,
+            tag: (),
+            worker: None,
+        });
+        let views = planned.into_iter().map(|Planned { view, decision }| {
+            let v = &f.views[view];
+            match decision {
+                Decision::Refresh { reason, populate } => Item::Act {
+                    action: plan::refresh_action(v, &reason, populate),
+                    tag: (),
+                    worker: Some(groups[&v.job_id]),
+                },
+                Decision::Skip(why) => Item::Note(Outcome::noted(
+                    v.job_id,
+                    "refresh_matview",
+                    v.matview.to_string(),
+                    Status::Skipped,
+                    why,
+                    None,
+                )),
+                Decision::Problem(p) => Item::Problem {
+                    job_id: v.job_id,
+                    action: "check_policy",
+                    target: v.matview.to_string(),
+                    problem: problem_text(v, p),
+                },
             }
-            Decision::Skip(why) => runner.step(|| {
-                let o = Outcome::noted(v.job_id, "refresh_matview", v.matview.to_string(), Status::Skipped, why, None);
-                if !dry_run {
-                    crate::job_state::record_job_runs(&[v.job_id], std::slice::from_ref(&o));
-                }
-                o
-            }),
-            Decision::Problem(p) => runner.step(|| {
-                let (message, hint) = problem_text(v, p);
-                let target = v.matview.to_string();
-                let o = executor::report_problems(vec![(v.job_id, "check_policy", target, message, hint)], dry_run);
-                if !dry_run {
-                    crate::job_state::record_job_runs(&[v.job_id], &o);
-                }
-                o.into_iter().next().expect("one outcome per problem")
-            }),
-        };
-        outcomes.push(done);
+        });
+        Plan { items: tracking.chain(views).collect(), checked: Vec::new() }
     }
-    if runner == Runner::Scheduler {
-        runner.step(|| crate::workers::pool::hand_off(handed));
+
+    fn take(&self, f: &Views, actions: Vec<Action>, dry_run: bool) -> Vec<Outcome> {
+        actions
+            .into_iter()
+            .map(|a| match f.views.iter().find(|v| a.kind == ActionKind::RefreshMatview && v.job_id == a.job_id) {
+                Some(v) => refresh(v, a, dry_run),
+                None => executor::execute(vec![a], dry_run).pop().expect("one outcome per action"),
+            })
+            .collect()
     }
-    if !dry_run && runner != Runner::Worker {
-        runner.step(changes::prune);
+
+    fn remember(&self, _: Views, _: Vec<((), &Outcome)>) {
+        changes::prune();
     }
-    outcomes
 }
 
 /// Refreshes one view, unless another session is refreshing it; then
@@ -109,7 +131,6 @@ fn refresh(v: &ViewFacts, action: Action, dry_run: bool) -> Outcome {
         remember(&seen, done.seconds);
     }
     changes::forget_noted();
-    crate::job_state::record_job_runs(&[v.job_id], std::slice::from_ref(&done));
     done
 }
 
@@ -135,13 +156,13 @@ fn remember(seen: &ViewFacts, seconds: f64) {
 }
 
 /// The message and HINT for a view that cannot be refreshed as its policy says.
-fn problem_text(v: &ViewFacts, problem: Problem) -> (String, String) {
+fn problem_text(v: &ViewFacts, problem: plan::Problem) -> Problem {
     match problem {
-        Problem::Dropped => (
+        plan::Problem::Dropped => Problem::new(
             format!("materialized view with OID {} no longer exists", v.matview.name),
             format!("It was dropped: SELECT upkeep.unmanage_matview({}); forgets its policy.", v.matview.name),
         ),
-        Problem::NoUniqueKey => (
+        plan::Problem::NoUniqueKey => Problem::new(
             format!("materialized view {} cannot be refreshed concurrently: it has no usable unique index", v.matview),
             unique_index_hint(v),
         ),
@@ -189,9 +210,7 @@ fn manage_matview(
                 "manage_matview takes a materialized view (\\dm lists them). Tables: upkeep.manage_partitions() or upkeep.manage_archive().",
             );
         }
-        let positive =
-            every.and_then(|i| Spi::get_one_with_args::<bool>("SELECT $1 > interval '0'", &[i.into()]).ok().flatten());
-        if positive != Some(true) {
+        if !every.is_some_and(crate::errors::is_positive) {
             invalid(
                 format!("every for {name} must be a positive interval"),
                 "Give the least time between two refreshes, e.g. every => '1 hour'.",
@@ -249,18 +268,11 @@ fn unmanage_matview(matview: Option<RegClass>) {
                 .flatten()
                 .unwrap_or(false);
         let name = if exists { require_owner(matview, "matview").1 } else { format!("with OID {}", oid.to_u32()) };
-        let removed = Spi::get_one_with_args::<i64>(
-            "DELETE FROM upkeep.matview_policies WHERE matview::oid = $1 RETURNING job_id",
-            &[oid.into()],
-        )
-        .ok()
-        .flatten();
-        match removed {
-            Some(job) => crate::job_state::forget(job),
-            None => invalid(
+        if job::unregister(Kind::Matviews, oid).is_none() {
+            invalid(
                 format!("materialized view {name} has no policy"),
                 "See SELECT matview FROM upkeep.matview_status; for the managed views.",
-            ),
+            );
         }
     })
 }
@@ -299,8 +311,8 @@ fn refresh_matviews(
             None => Selection::Due,
             Some(m) => {
                 let (oid, name) = require_owner(Some(m), "matview");
-                match jobs::serving(oid) {
-                    Some(job) if job.kind == jobs::Kind::Matviews => Selection::Job(job.id),
+                match job::serving(oid) {
+                    Some(job) if job.kind == Kind::Matviews => Selection::Job(job.id),
                     _ => invalid(
                         format!("materialized view {name} has no policy"),
                         format!("Register it first: SELECT upkeep.manage_matview({});", crate::sql::literal(&name)),
@@ -308,7 +320,7 @@ fn refresh_matviews(
                 }
             }
         };
-        let outcomes = maintain(Runner::Caller, selection, force, false);
+        let outcomes = drive(Matviews { selection, force }, Runner::Caller, false);
         TableIterator::new(
             outcomes.into_iter().filter(|o| o.action != "track_changes" && o.action != "untrack_changes").map(|o| {
                 let status = match o.status {

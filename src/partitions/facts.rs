@@ -1,11 +1,11 @@
 //! Partition facts: what the catalogs say about managed parents, read in a
 //! fixed number of queries however many parents there are.
 
+use super::retention::ArchiveMode;
 use crate::access::{self, AccessRules, Drift};
-use crate::archive::rows::Problem;
-use crate::archive::target::{self, Access};
-use crate::archive::ArchiveMode;
+use crate::archive_target::{self as target, Access};
 use crate::calendar::{parse_time_zone, Bound, Calendar, ColumnKind, Granularity, Span};
+use crate::problem::Problem;
 use crate::sql::QualifiedName;
 use crate::statements::{self, param};
 use crate::unfinished::Unfinished;
@@ -420,7 +420,7 @@ pub fn load(client: &SpiClient<'_>, scope: &Scope) -> Result<(Vec<ParentFacts>, 
         .iter()
         .enumerate()
         .filter(|(_, f)| f.policy.archive == ArchiveMode::ArchiveTable)
-        .map(|(i, f)| (i, crate::archive::partitions::archive_table(f)))
+        .map(|(i, f)| (i, super::retention::archive_table(f)))
         .collect();
     if !archives.is_empty() {
         let schemas: Vec<String> = archives.iter().map(|(_, q)| q.schema.clone()).collect();

@@ -36,7 +36,7 @@ pub fn assess(facts: &ParentFacts, now_utc: i64, rows_in_default: i64) -> Health
     let future_partitions = ranges.iter().filter(|(l, _)| *l >= next_bound).count();
     let gaps = ranges.windows(2).filter(|w| w[1].0 > w[0].1).count();
     let due = missing_ranges(facts, now_utc).len();
-    let archive_due = crate::archive::partitions::due(facts, now_utc).len();
+    let archive_due = super::retention::due(facts, now_utc).len();
     let parent = p.parent.to_string();
 
     let (status, hint) = if gaps > 0 {

@@ -6,20 +6,21 @@ pub mod health;
 pub mod plan;
 #[cfg(test)]
 mod properties;
+pub mod retention;
 pub mod state;
 
-use crate::archive::partitions as archive_plan;
-use crate::archive::ArchiveMode;
+use crate::driver::{drive, Capability, Item, Plan, Runner};
 use crate::errors::{bad_input, invalid};
-use crate::executor;
-use crate::jobs::{Kind, Runner};
-use crate::outcome::{Outcome, Status};
+use crate::job::Kind;
+use crate::outcome::{action_rows, Outcome, Status};
 use crate::ownership::require_owner;
+use crate::problem::Problem;
 use crate::regclass::RegClass;
 use crate::sql::QualifiedName;
 use facts::{ParentFacts, PolicyProblem, Scope};
 use pgrx::datum::{Interval, TimestampWithTimeZone};
 use pgrx::prelude::*;
+use retention::{self as archive_plan, ArchiveMode};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The transaction's `now()` as UTC microseconds since 1970.
@@ -96,100 +97,93 @@ pub enum Selection {
     Job(i64),
 }
 
-/// Creates what is due. Concurrent runs (psql, pg_cron, workers) queue up
-/// behind one another, so the second sees the partitions the first made
-/// instead of racing it to create them. Only policies that are due or have
-/// changed since their last check are read in full.
-pub fn maintain(runner: Runner, selection: Selection, dry_run: bool) -> Vec<Outcome> {
-    crate::jobs::refuse_on_standby(dry_run);
-    let loaded = runner.step(|| {
-        if !dry_run {
-            runner.exclude_others(Kind::Partitions);
+/// Partition maintenance as the driver runs it: creates what is due and
+/// moves out what is past its retention. Concurrent runs (psql, pg_cron,
+/// workers) queue up behind one another (`EXCLUSIVE`), so the second sees
+/// the partitions the first made instead of racing it to create them. Only
+/// policies that are due or have changed since their last check are read
+/// in full.
+pub struct Partitions {
+    selection: Selection,
+    /// Facts read already (a registration checks them first).
+    read: Option<Checked>,
+}
+
+impl Partitions {
+    pub fn new(selection: Selection) -> Self {
+        Partitions { selection, read: None }
+    }
+}
+
+/// The parents a run checks, the policies that no longer fit, and the time.
+pub struct Checked {
+    parents: Vec<ParentFacts>,
+    problems: Vec<PolicyProblem>,
+    now: i64,
+}
+
+impl Capability for Partitions {
+    type Facts = Checked;
+    type Tag = plan::Effect;
+    const KIND: Kind = Kind::Partitions;
+    const EXCLUSIVE: bool = true;
+
+    fn facts(&mut self, _top_level: bool) -> Option<Checked> {
+        if let Some(read) = self.read.take() {
+            return Some(read);
         }
-        let jobs = match selection {
+        let jobs = match self.selection {
             Selection::Due => state::stale_jobs(None, false),
             Selection::Parent(oid) => state::stale_jobs(Some(oid), true),
             Selection::Job(id) => vec![id],
         };
-        (!jobs.is_empty()).then(|| load(&Scope::Jobs(jobs)))
-    });
-    let outcomes = match loaded {
-        Some((parents, problems)) => check_and_create(runner, parents, problems, dry_run),
-        None => Vec::new(),
-    };
-    if !dry_run {
-        runner.step(|| runner.finish(Kind::Partitions));
+        if jobs.is_empty() {
+            return None;
+        }
+        let (parents, problems) = load(&Scope::Jobs(jobs));
+        Some(Checked { parents, problems, now: now_micros() })
     }
-    outcomes
-}
 
-/// Plans and acts for the given parents, reports policies that no longer
-/// fit, and remembers when each parent is next due.
-fn check_and_create(
-    runner: Runner,
-    parents: Vec<ParentFacts>,
-    problems: Vec<PolicyProblem>,
-    dry_run: bool,
-) -> Vec<Outcome> {
-    let now = now_micros();
-    let checked_jobs: Vec<i64> =
-        parents.iter().map(|f| f.policy.job_id).chain(problems.iter().map(|p| p.job_id)).collect();
-    let (mut outcomes, actions, effects) =
-        runner.step(|| {
-            let reported =
-                executor::report_problems(
-                    problems
-                        .into_iter()
-                        .map(|p| (p.job_id, "check_policy", p.target, p.message, p.hint))
-                        .chain(parents.iter().flat_map(|f| archive_plan::refused(f, now)).map(
-                            |(job, partition, message, hint)| (job, "archive_partition", partition, message, hint),
-                        ))
-                        .collect(),
-                    dry_run,
-                );
-            let (mine, others): (Vec<_>, Vec<_>) =
-                plan_all(&parents, now, runner.top_level()).into_iter().partition(|(a, _)| runner.takes(a));
-            if runner == Runner::Scheduler {
-                crate::workers::pool::hand_off(others.iter().map(|(a, _)| a.job_id).collect());
-            }
-            let (actions, effects): (Vec<_>, Vec<_>) = mine.into_iter().unzip();
-            (reported, actions, effects)
+    fn plan(&self, c: &Checked, top_level: bool) -> Plan<plan::Effect> {
+        let now = c.now;
+        let problems = c.problems.iter().map(|p| Item::Problem {
+            job_id: p.job_id,
+            action: "check_policy",
+            target: p.target.clone(),
+            problem: Problem::new(p.message.clone(), p.hint.clone()),
         });
-    let done = runner.act(actions, dry_run);
-    if !dry_run {
-        // What this run did, applied to what it read: the catalog as it now is.
+        let refused =
+            c.parents.iter().flat_map(|f| archive_plan::refused(f, now)).map(|(job_id, target, message, hint)| {
+                Item::Problem { job_id, action: "archive_partition", target, problem: Problem::new(message, hint) }
+            });
+        let actions = plan_all(&c.parents, now, top_level).into_iter().map(|(action, tag)| Item::Act {
+            worker: Some(action.job_id),
+            action,
+            tag,
+        });
+        Plan {
+            items: problems.chain(refused).chain(actions).collect(),
+            checked: c.parents.iter().map(|f| f.policy.job_id).chain(c.problems.iter().map(|p| p.job_id)).collect(),
+        }
+    }
+
+    /// What this run did, applied to what it read: the catalog as it now
+    /// is, and when each parent is next due.
+    fn remember(&self, c: Checked, done: Vec<(plan::Effect, &Outcome)>) {
         let mut changed: BTreeMap<i64, Vec<plan::Effect>> = BTreeMap::new();
-        for (o, e) in done.iter().zip(effects).filter(|(o, _)| o.status == Status::Ok) {
+        for (e, o) in done.into_iter().filter(|(_, o)| o.status == Status::Ok) {
             changed.entry(o.job_id).or_default().push(e);
         }
-        let checked: Vec<ParentFacts> = parents
+        let checked: Vec<ParentFacts> = c
+            .parents
             .into_iter()
             .map(|f| {
                 let mine = changed.remove(&f.policy.job_id).unwrap_or_default();
                 plan::apply(f, mine)
             })
             .collect();
-        runner.step(|| state::remember(&checked, now));
+        state::remember(&checked, c.now);
     }
-    outcomes.extend(done);
-    if !dry_run {
-        runner.step(|| crate::job_state::record_job_runs(&checked_jobs, &outcomes));
-    }
-    outcomes
-}
-
-/// One row per action, as returned by `create_partitions`, `run_job` and
-/// `run_maintenance` (pgrx needs the column names spelled out in each
-/// signature, so this alias only serves the helper below).
-pub type ActionRows =
-    TableIterator<'static, (i64, String, String, String, Option<String>, Option<String>, Option<String>)>;
-
-/// Rows for functions that return one row per action.
-pub fn action_rows(outcomes: Vec<Outcome>) -> ActionRows {
-    TableIterator::new(outcomes.into_iter().map(|o| {
-        let opt = |s: String| if s.is_empty() { None } else { Some(s) };
-        (o.job_id, o.action, o.target, o.status.to_string(), opt(o.detail), o.error, opt(o.sql))
-    }))
 }
 
 pub fn managed_job(oid: pg_sys::Oid) -> Option<i64> {
@@ -217,9 +211,7 @@ fn check_policy_arguments(target: &str, control: Option<&str>, premake: i32, ret
         );
     }
     if let Some(r) = retention {
-        let positive =
-            Spi::get_one_with_args::<bool>("SELECT $1 > interval '0'", &[(*r).into()]).ok().flatten().unwrap_or(false);
-        if !positive {
+        if !crate::errors::is_positive(*r) {
             invalid(
                 format!("retention {r} for table {target} is not a positive interval"),
                 "Give how long partitions stay live, e.g. retention => '24 months', or NULL to keep them forever.",
@@ -289,7 +281,8 @@ fn manage_partitions(
         if let Some(p) = parents.iter().find_map(|f| f.archive_refused.as_ref()) {
             invalid(p.message.clone(), p.hint.clone());
         }
-        let created = check_and_create(Runner::Caller, parents, Vec::new(), false)
+        let read = Checked { parents, problems: Vec::new(), now: now_micros() };
+        let created = drive(Partitions { selection: Selection::Parent(oid), read: Some(read) }, Runner::Caller, false)
             .into_iter()
             .filter_map(|o| match o.status {
                 Status::Ok => Some(o.target),
@@ -314,18 +307,11 @@ fn manage_partitions(
 fn unmanage_partitions(parent: Option<RegClass>) {
     crate::errors::guarded("unmanage_partitions", || {
         let (oid, target) = require_owner(parent, "parent");
-        let removed = Spi::get_one_with_args::<i64>(
-            "DELETE FROM upkeep.partition_policies WHERE parent::oid = $1 RETURNING job_id",
-            &[oid.into()],
-        )
-        .ok()
-        .flatten();
-        match removed {
-            Some(job) => crate::job_state::forget(job),
-            None => invalid(
+        if crate::job::unregister(Kind::Partitions, oid).is_none() {
+            invalid(
                 format!("table {target} has no partition policy"),
                 "See SELECT * FROM upkeep.jobs WHERE kind = 'partitions'; for the managed tables.",
-            ),
+            );
         }
     })
 }
@@ -366,7 +352,7 @@ fn create_partitions(
             oid
         });
         let selection = oid.map_or(Selection::Due, Selection::Parent);
-        action_rows(maintain(Runner::Caller, selection, dry_run))
+        action_rows(drive(Partitions::new(selection), Runner::Caller, dry_run))
     })
 }
 

@@ -13,7 +13,7 @@
 
 use super::facts::{sample, ParentFacts, Partition, Range};
 use super::plan::{self, Effect};
-use crate::archive::partitions as archive_plan;
+use super::retention as archive_plan;
 use crate::calendar::{parse_time_zone, Bound, Calendar, ColumnKind, Granularity, Span};
 use crate::sql::QualifiedName;
 use crate::sql::{shortened_name, MAX_NAME_BYTES};

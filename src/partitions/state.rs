@@ -53,7 +53,7 @@ pub fn remember(parents: &[ParentFacts], now_utc: i64) {
         .iter()
         .map(|f| {
             let create = plan::next_due(f, now_utc);
-            let archive = crate::archive::partitions::next_due(f, now_utc);
+            let archive = super::retention::next_due(f, now_utc);
             create.into_iter().chain(archive).min()
         })
         .collect();

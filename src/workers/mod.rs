@@ -16,7 +16,7 @@
 pub mod pool;
 pub mod queue;
 
-use crate::jobs::Runner;
+use crate::driver::Runner;
 use crate::settings;
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, BgWorkerStartTime, DynamicBackgroundWorker,
@@ -196,15 +196,18 @@ fn connect_to_served_database(application_name: &str) -> bool {
     let database = BackgroundWorker::get_extra().to_string();
     BackgroundWorker::connect_worker_to_spi(Some(&database), settings::role().as_deref());
     BackgroundWorker::transaction(|| {
-        Spi::run("SET search_path = pg_catalog, pg_temp").ok();
         // When a DBA's DDL (DROP EXTENSION, ALTER TABLE) and a worker wait
         // for each other, the worker's deadlock check runs first and the
         // worker gives way; the DBA's statement goes through.
-        Spi::run("SET deadlock_timeout = '100ms'").ok();
-        Spi::run_with_args("SELECT set_config('application_name', $1, false)", &[application_name.into()]).ok();
+        Spi::run_with_args(
+            "SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false), \
+                    pg_catalog.set_config('deadlock_timeout', '100ms', false), \
+                    pg_catalog.set_config('application_name', $1, false)",
+            &[application_name.into()],
+        )
+        .unwrap_or_else(|e| error!("{application_name} could not set up its session: {e}"));
         Spi::get_one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_upkeep')")
-            .ok()
-            .flatten()
+            .unwrap_or_else(|e| error!("{application_name} could not read pg_extension: {e}"))
             .unwrap_or(false)
     })
 }
@@ -223,6 +226,7 @@ pub extern "C-unwind" fn pg_upkeep_scheduler_main(_arg: pg_sys::Datum) {
     if crate::interrupted::supported() {
         BackgroundWorker::transaction(crate::interrupted::sweep);
     }
-    crate::jobs::run_due(Runner::Scheduler, false);
+    crate::driver::hand_off_with(pool::hand_off);
+    crate::maintenance::run_due(Runner::Scheduler, false);
     BackgroundWorker::transaction(crate::run_log::prune_history);
 }

@@ -10,7 +10,7 @@
 //! on ERROR or FATAL, or by SIGTERM). A worker killed with SIGKILL makes
 //! the postmaster reinitialise shared memory, which empties the slots.
 
-use crate::jobs::Runner;
+use crate::driver::Runner;
 use crate::settings;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder};
 use pgrx::prelude::*;
@@ -134,7 +134,7 @@ pub extern "C-unwind" fn pg_upkeep_worker_main(arg: pg_sys::Datum) {
         return;
     }
     let claimed = BackgroundWorker::transaction(|| {
-        let found = crate::jobs::find(job)?;
+        let found = crate::job::find(job)?;
         // Shows in pg_stat_activity which job this process does; the
         // top-level statements run outside any transaction, so the
         // lock_timeout for them is set for the session.
@@ -145,10 +145,10 @@ pub extern "C-unwind" fn pg_upkeep_worker_main(arg: pg_sys::Datum) {
                 format!("{}ms", settings::LOCK_TIMEOUT_MS.get()).into(),
             ],
         )
-        .ok();
+        .unwrap_or_else(|e| error!("pg_upkeep worker could not set its lock_timeout: {e}"));
         crate::job_locks::try_claim_job(job).then_some(found)
     });
     if let Some(found) = claimed {
-        crate::jobs::run(Runner::Worker, &found);
+        crate::maintenance::run(Runner::Worker, &found);
     }
 }

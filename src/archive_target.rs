@@ -10,7 +10,7 @@
 //! looked at, and "does not exist" and "may not" are one answer, so that
 //! naming another role's schema or table tells the caller nothing new.
 
-use super::rows::Problem;
+use crate::problem::Problem;
 use crate::sql::ident;
 
 /// What the catalogs say about a target, for the table's owner.
