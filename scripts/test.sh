@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test on every PostgreSQL version pg_upkeep is tested on (15,
-# 16 and 18; PG_VERSION="18" or "15 18" picks some): the pure unit tests and
+# Runs every test: the core crate's (plain Rust), then on every PostgreSQL
+# version pg_upkeep is tested on (15, 16 and 18; PG_VERSION="18" or "15 18"
+# picks some): the unit tests and
 # the #[pg_test]s (cargo pgrx test), the cluster tests in pgrx-tests/
 # against a real server with pg_upkeep preloaded, the release package
 # installed and used (scripts/test_package.sh); in the round of 18, the
@@ -29,6 +30,9 @@ installed() {
     INSTALLED+=("$1")
   fi
 }
+
+echo "== the core crate (plain Rust: no PostgreSQL involved)"
+cargo test -p upkeep-core 2>&1 | tee -a "$LOG"
 
 for v in $VERSIONS; do
   echo "== PostgreSQL $v: unit tests and #[pg_test]s"

@@ -10,7 +10,7 @@ source scripts/lib/cluster.sh
 echo "== cargo pgrx package (PostgreSQL $PG_VERSION)"
 mkdir -p target
 cargo pgrx package --pg-config "$PG_CONFIG" >target/pgrx-package.log 2>&1 || { tail -20 target/pgrx-package.log; exit 1; }
-PACKAGE=target/release/pg_upkeep-pg$PG_VERSION
+PACKAGE=${CARGO_TARGET_DIR:-target}/release/pg_upkeep-pg$PG_VERSION
 LIBDIR=$("$PG_CONFIG" --pkglibdir)
 EXTDIR=$("$PG_CONFIG" --sharedir)/extension
 ls "$PACKAGE$LIBDIR/pg_upkeep.so" "$PACKAGE$EXTDIR/pg_upkeep.control" >/dev/null

@@ -11,7 +11,7 @@ DELETE FROM upkeep.unfinished_actions u
  WHERE u.steps = '{}' OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = u.target);
 COMMENT ON COLUMN upkeep.job_runs.status IS 'ok, failed, lock_timeout (gave up after upkeep.lock_timeout; retried on a later run), running (a worker is at it now), or interrupted (its process ended first: crash, kill, immediate shutdown; what it had not committed was rolled back).';
 
--- Who may see and change what. DESIGN: a policy is registered only by the
+-- Who may see and change what. Decided: a policy is registered only by the
 -- owner of the table (or a superuser). Everyone may read pg_upkeep's tables
 -- and views, as everyone may read pg_class and the statistics views. Any
 -- role may write them (through the functions, or directly), but a trigger

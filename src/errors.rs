@@ -43,7 +43,7 @@ pub fn guarded<R>(function: &'static str, body: impl FnOnce() -> R) -> R {
     // AssertUnwindSafe: an error aborts the statement, so nothing the body
     // touched is seen half-done.
     let body = std::panic::AssertUnwindSafe(body);
-    PgTryBuilder::new(move || body()).catch_others(move |e| reraise(function, e)).execute()
+    PgTryBuilder::new(body).catch_others(move |e| reraise(function, e)).execute()
 }
 
 fn reraise(function: &str, e: CaughtError) -> ! {

@@ -1,4 +1,7 @@
-//! The layers of the crate, bottom up. A module may import its own layer
+//! The layers of the crate, bottom up. Below them all is the core crate
+//! (`upkeep-core`, no pgrx), whose modules the crate re-exports under the
+//! same names (`calendar`, `sql`, `actions`, `problem`, `archive_target`);
+//! Cargo keeps it from importing anything here. A module may import its own layer
 //! and the ones below, never one above, and no modules may import each
 //! other in a circle; the test below reads every `crate::` path in `src/`
 //! and fails otherwise. docs/architecture.md describes each layer.

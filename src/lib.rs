@@ -8,10 +8,9 @@
 use pgrx::prelude::*;
 
 pub mod access;
-pub mod actions;
+// The pure foundations live in the core crate, under the same names.
+pub use upkeep_core::{actions, archive_target, calendar, problem, sql};
 pub mod archive;
-pub mod archive_target;
-pub mod calendar;
 pub mod driver;
 pub mod errors;
 pub mod executor;
@@ -27,12 +26,10 @@ pub mod metrics;
 pub mod outcome;
 pub mod ownership;
 pub mod partitions;
-pub mod problem;
 pub mod regclass;
 pub mod report;
 pub mod run_log;
 pub mod settings;
-pub mod sql;
 pub mod statements;
 #[cfg(any(test, feature = "pg_test"))]
 pub mod test_support;

@@ -39,9 +39,12 @@ fn number(v: f64) -> String {
     }
 }
 
-/// The exposition text of (metric, labels, value) samples: each metric's
-/// HELP and TYPE once, then its samples, in the order of `METRICS`.
-pub fn exposition(samples: &[(String, Vec<(String, String)>, f64)]) -> String {
+/// A sample: metric name, labels (name, value), value.
+pub type Sample = (String, Vec<(String, String)>, f64);
+
+/// The exposition text of samples: each metric's HELP and TYPE once, then
+/// its samples, in the order of `METRICS`.
+pub fn exposition(samples: &[Sample]) -> String {
     let mut out = String::new();
     for (name, kind, help) in METRICS {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));

@@ -11,12 +11,7 @@ use crate::sql::QualifiedName;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
-/// An action begun and not finished: its target and the statements left.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unfinished {
-    pub target: QualifiedName,
-    pub steps: Vec<String>,
-}
+pub use upkeep_core::unfinished::Unfinished;
 
 /// The unfinished actions of these jobs whose targets still exist.
 pub fn read(client: &SpiClient<'_>, jobs: &[i64]) -> Result<Vec<(i64, Unfinished)>, String> {

@@ -1318,7 +1318,7 @@ COMMENT ON FUNCTION upkeep.version() IS
 COMMENT ON FUNCTION upkeep.report_html() IS
   'One self-contained HTML page (no script, nothing from the network): jobs, a partition calendar per managed table, archive and refresh status, index health, with inline SVG charts. Save it and open it: psql -Atc "SELECT upkeep.report_html()" > report.html';
 
--- Who may see and change what. DESIGN: a policy is registered only by the
+-- Who may see and change what. Decided: a policy is registered only by the
 -- owner of the table (or a superuser). Everyone may read pg_upkeep's tables
 -- and views, as everyone may read pg_class and the statistics views. Any
 -- role may write them (through the functions, or directly), but a trigger

@@ -5,7 +5,8 @@
 //! row archiving is here; thin callers of facts, plan and the executor.
 
 pub mod facts;
-pub mod rows;
+
+pub use upkeep_core::archive::rows;
 
 use crate::driver::{Capability, Item, Plan};
 use crate::errors::{bad_input, invalid};

@@ -99,8 +99,7 @@ impl Capability for Snapshot {
     const EXCLUSIVE: bool = false;
 
     fn facts(&mut self, _top_level: bool) -> Option<Due> {
-        let after =
-            Spi::connect(after_append).unwrap_or_else(|e| error!("pg_upkeep could not read its tables: {e}"));
+        let after = Spi::connect(after_append).unwrap_or_else(|e| error!("pg_upkeep could not read its tables: {e}"));
         let due = Spi::connect(|client| {
             let rows = client.select(
                 &format!(

@@ -4,7 +4,7 @@
 //! callers of facts and findings.
 
 pub mod facts;
-pub mod findings;
+pub use upkeep_core::index_health::findings;
 pub mod history;
 pub mod reindex;
 

@@ -9,15 +9,13 @@
 //! materialized views (which have no triggers) are recorded by the event
 //! trigger `upkeep_track_refreshes`.
 
-use crate::sql::{ident, QualifiedName};
 use crate::statements::param;
 use pgrx::pg_sys::BuiltinOid;
 use pgrx::prelude::*;
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 
-/// The trigger pg_upkeep puts on the tables it tracks.
-pub const TRIGGER: &str = "upkeep_track_changes";
+pub use upkeep_core::matviews::tracking::{track_sql, untrack_sql, TRIGGER};
 
 thread_local! {
     /// Tables this transaction has recorded already: one row write per
@@ -126,26 +124,6 @@ fn track_changes<'a>(
 ) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByPostgres>>, pgrx::PgTriggerError> {
     note(trigger.relid()?);
     Ok(None)
-}
-
-/// Statements that start tracking a table: the trigger, enabled ALWAYS so
-/// that it also fires for logical replication and session_replication_role
-/// = replica.
-pub fn track_sql(table: &QualifiedName) -> Vec<String> {
-    let t = ident(TRIGGER);
-    vec![
-        format!(
-            "CREATE TRIGGER {t} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {} \
-             FOR EACH STATEMENT EXECUTE FUNCTION upkeep.track_changes()",
-            table.quoted()
-        ),
-        format!("ALTER TABLE {} ENABLE ALWAYS TRIGGER {t}", table.quoted()),
-    ]
-}
-
-/// The statement that stops tracking a table no managed view reads.
-pub fn untrack_sql(table: &QualifiedName) -> String {
-    format!("DROP TRIGGER IF EXISTS {} ON {}", ident(TRIGGER), table.quoted())
 }
 
 /// Deletes change rows nobody needs: of relations no view tracks, and

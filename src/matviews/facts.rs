@@ -139,7 +139,13 @@ pub fn load(client: &SpiClient<'_>, job: Option<i64>) -> Result<Vec<ViewFacts>, 
             scheduled: flag("scheduled")?,
             unique_key: flag("unique_key")?,
             upstream: row.get_by_name::<Vec<i64>, _>("upstream").map_err(err)?.unwrap_or_default(),
-            bases: row.get_by_name::<Vec<pg_sys::Oid>, _>("bases").map_err(err)?.unwrap_or_default(),
+            bases: row
+                .get_by_name::<Vec<pg_sys::Oid>, _>("bases")
+                .map_err(err)?
+                .unwrap_or_default()
+                .into_iter()
+                .map(pg_sys::Oid::to_u32)
+                .collect(),
             fingerprint: text("fingerprint")?,
             unsure: texts("unsure")?.into_iter().flatten().collect(),
             untracked,

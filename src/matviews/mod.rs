@@ -5,7 +5,8 @@
 
 pub mod changes;
 pub mod facts;
-pub mod plan;
+
+pub use upkeep_core::matviews::plan;
 
 use crate::actions::{Action, ActionKind};
 use crate::driver::{drive, Capability, Item, Plan, Runner};
@@ -148,7 +149,7 @@ fn remember(seen: &ViewFacts, seconds: f64) {
             seen.snapshot.as_str().into(),
             seen.xid.clone().into(),
             seen.cid.into(),
-            seen.bases.clone().into(),
+            seen.bases.iter().map(|b| pg_sys::Oid::from(*b)).collect::<Vec<_>>().into(),
             seen.fingerprint.as_str().into(),
         ],
     )

@@ -2,12 +2,9 @@
 //! the executor.
 
 pub mod facts;
-pub mod health;
-pub mod plan;
-#[cfg(test)]
-mod properties;
-pub mod retention;
 pub mod state;
+
+pub use upkeep_core::partitions::{health, plan, retention};
 
 use crate::driver::{drive, Capability, Item, Plan, Runner};
 use crate::errors::{bad_input, invalid};

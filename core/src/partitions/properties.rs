@@ -4,7 +4,8 @@
 //! What must hold for every input:
 //! - the plan covers one continuous range: the wanted window, from the
 //!   retention cut-off (or the first wanted period) to the end of premake,
-//!   has no gap once the plan is applied;
+//!   stated in `window` independently of the planner, has no gap once the
+//!   plan is applied, and nothing is planned outside it;
 //! - no planned partition overlaps an existing one or another planned one;
 //! - names are unique in the schema, at most 63 bytes;
 //! - a second plan at the same moment plans nothing;
@@ -183,15 +184,69 @@ fn bounded(p: &Partition) -> Option<(Bound, Bound)> {
     }
 }
 
-/// The range the policy must cover at `now`: from the first wanted period
-/// (or the cut-off inside it) to the end of the last.
-fn window(facts: &ParentFacts, now: i64) -> (Bound, Bound) {
+/// The rule the plan must meet, stated here without the planner's code
+/// (periods are numbered by plain arithmetic on civil dates, time zones
+/// converted by chrono-tz directly): the periods from `start_at`'s (else
+/// the oldest existing partition's, else the current one), never later
+/// than the current period nor earlier than the retention cut-off's,
+/// through the current period plus `premake` more, at most 5,000. Returns
+/// the start of the first period, the start of what must be covered (the
+/// cut-off when it falls inside the first period), and the end.
+fn window(facts: &ParentFacts, now: i64) -> (Bound, Bound, Bound) {
+    use chrono::{Datelike, NaiveDate, TimeZone};
     let cal = &facts.policy.calendar;
-    let periods = plan::wanted_periods(facts, now);
-    let lo = cal.bound_of(periods[0]);
-    let hi = cal.bound_of(cal.next_start(*periods.last().unwrap()));
-    let lo = facts.policy.cutoff(now).map_or(lo, |c| lo.max(c));
-    (lo, hi)
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap().and_hms_opt(0, 0, 0).unwrap();
+    let naive = |b: Bound| epoch + chrono::Duration::microseconds(b);
+    // The civil date of an instant in the policy's zone, and of a bound.
+    let date_of_instant = |t: i64| cal.tz.from_utc_datetime(&naive(t)).date_naive();
+    let date_of_bound = |b: Bound| match cal.kind {
+        ColumnKind::Timestamptz => date_of_instant(b),
+        ColumnKind::Date | ColumnKind::Timestamp => naive(b).date(),
+    };
+    let index = |d: NaiveDate| -> i64 {
+        let (y, m0) = (d.year() as i64, d.month0() as i64);
+        match cal.granularity {
+            Granularity::Day => d.num_days_from_ce() as i64,
+            // 0001-01-01 was a Monday: weeks run Monday to Monday.
+            Granularity::Week => (d.num_days_from_ce() as i64 - 1).div_euclid(7),
+            Granularity::Month => y * 12 + m0,
+            Granularity::Quarter => y * 4 + m0 / 3,
+            Granularity::Year => y,
+        }
+    };
+    let start = |i: i64| -> NaiveDate {
+        let ymd = |y: i64, m: i64| NaiveDate::from_ymd_opt(y as i32, m as u32, 1).unwrap();
+        match cal.granularity {
+            Granularity::Day => NaiveDate::from_num_days_from_ce_opt(i as i32).unwrap(),
+            Granularity::Week => NaiveDate::from_num_days_from_ce_opt((i * 7 + 1) as i32).unwrap(),
+            Granularity::Month => ymd(i.div_euclid(12), i.rem_euclid(12) + 1),
+            Granularity::Quarter => ymd(i.div_euclid(4), i.rem_euclid(4) * 3 + 1),
+            Granularity::Year => ymd(i, 1),
+        }
+    };
+    let current = index(date_of_instant(now));
+    let oldest = facts
+        .partitions
+        .iter()
+        .filter_map(|p| match p.range {
+            Range::Bounded { lower: Some(l), .. } => Some(index(date_of_bound(l))),
+            _ => None,
+        })
+        .min();
+    let mut first = match facts.policy.start_at {
+        Some(s) => index(date_of_instant(s)),
+        None => oldest.unwrap_or(current),
+    }
+    .min(current);
+    // The cut-off itself is the calendar's interval arithmetic, tested there.
+    let cutoff = facts.policy.cutoff(now);
+    if let Some(c) = cutoff {
+        first = first.max(index(date_of_bound(c)));
+    }
+    let last = (current + facts.policy.premake as i64).min(first + plan::MAX_PERIODS as i64 - 1);
+    let first_start = cal.bound_of(start(first));
+    let hi = cal.bound_of(start(last + 1));
+    (first_start, cutoff.map_or(first_start, |c| first_start.max(c)), hi)
 }
 
 /// The first point of `[lo, hi)` that no range covers, if any.
@@ -223,12 +278,11 @@ proptest! {
         let plan = planned(&case, facts);
         let existing: Vec<(Bound, Bound)> = facts.partitions.iter().filter_map(bounded).collect();
         let new: Vec<(Bound, Bound)> = plan.iter().map(|p| bounded(&p.partition).unwrap()).collect();
-        let (lo, hi) = window(facts, case.now);
+        let (first, lo, hi) = window(facts, case.now);
 
         for &(l, u) in &new {
             prop_assert!(l < u, "empty range {l}..{u}");
-            prop_assert!(l >= facts.policy.calendar.bound_of(plan::wanted_periods(facts, case.now)[0]) && u <= hi,
-                "{l}..{u} outside the wanted window");
+            prop_assert!(l >= first && u <= hi, "{l}..{u} outside the wanted window {first}..{hi}");
             if let Some(cutoff) = facts.policy.cutoff(case.now) {
                 prop_assert!(u > cutoff, "{l}..{u} would be archived at once (cut-off {cutoff})");
             }

@@ -2,7 +2,7 @@
 //! dependency order, and which tables to start or stop tracking. Pure: no
 //! SPI here, unit-tested without a database.
 
-use super::changes;
+use super::tracking as changes;
 use crate::actions::{Action, ActionKind, Step};
 use crate::sql::{ident, QualifiedName};
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,7 +39,7 @@ pub struct ViewFacts {
     /// Jobs of the managed views it reads (directly or through plain views).
     pub upstream: Vec<i64>,
     /// The relations it reads, and a fingerprint of them and their tracking.
-    pub bases: Vec<pgrx::pg_sys::Oid>,
+    pub bases: Vec<u32>,
     pub fingerprint: String,
     /// Why its changes cannot all be seen (empty: they can).
     pub unsure: Vec<String>,
@@ -376,7 +376,7 @@ mod tests {
             scheduled: true,
             unique_key: true,
             upstream: upstream.to_vec(),
-            bases: vec![pgrx::pg_sys::Oid::from(16_384u32)],
+            bases: vec![16_384],
             fingerprint: "f".into(),
             refreshed: true,
             ..ViewFacts::default()

@@ -783,7 +783,7 @@ mod tests {
             columns: vec!["order id".into(), "region".into()],
             ..ForeignKey::default()
         };
-        let f = findings(&[], &[fk.clone()], OLD, 0);
+        let f = findings(&[], std::slice::from_ref(&fk), OLD, 0);
         assert_eq!(f[0].problem, Problem::UnindexedFk);
         assert_eq!(f[0].index, None);
         assert_eq!(f[0].fix_sql, r#"CREATE INDEX CONCURRENTLY ON "Sales"."order lines" ("order id", "region");"#);
