@@ -15,7 +15,7 @@
 //! A capability says what it is through `Capability` and never learns who
 //! runs it; the runner (`Runner`) decides transactions and who takes what.
 
-use crate::actions::Action;
+use crate::actions::{Action, ActionKind};
 use crate::job::Kind;
 use crate::outcome::{Outcome, Status};
 use crate::problem::Problem;
@@ -71,13 +71,13 @@ pub enum Item<T> {
     /// leaves the action for a later cycle.
     Act { action: Action, tag: T, worker: Option<i64> },
     /// A policy that cannot be acted on: a failed outcome in the run log.
-    Problem { job_id: i64, action: &'static str, target: String, problem: Problem },
+    Problem { job_id: i64, action: ActionKind, target: String, problem: Problem },
     /// A decision not to act (a view that did not change), returned and
     /// recorded as the job's run.
     Note(Outcome),
     /// Work only a `pg_upkeep worker` can do: the scheduler hands the job
     /// to one; a caller is told why it was skipped.
-    NeedsWorker { job_id: i64, action: &'static str, target: String, why: String },
+    NeedsWorker { job_id: i64, action: ActionKind, target: String, why: String },
 }
 
 /// Who runs maintenance, which decides how it is wrapped in transactions
@@ -219,7 +219,7 @@ enum Part<T> {
 }
 
 enum Reported {
-    Problem(i64, &'static str, String, Problem),
+    Problem(i64, ActionKind, String, Problem),
     Note(Outcome),
     Skipped(Outcome),
 }

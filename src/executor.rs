@@ -281,7 +281,7 @@ fn outcome(action: &Action, result: Result<Counts, Failure>, started: Instant, d
     let detail = if counted.is_empty() { action.detail.clone() } else { format!("{}; {counted}", action.detail) };
     Outcome {
         job_id: action.job_id,
-        action: action.kind.to_string(),
+        action: action.kind,
         target: action.target.to_string(),
         status,
         detail,
@@ -399,7 +399,7 @@ fn with_hint(message: String, hint: Option<&str>) -> String {
 /// Policies that could not be planned, as (job, action, target, message,
 /// hint): reported like failed actions, and recorded unless this is a
 /// dry run.
-pub fn report_problems(problems: Vec<(i64, &str, String, String, String)>, dry_run: bool) -> Vec<Outcome> {
+pub fn report_problems(problems: Vec<(i64, ActionKind, String, String, String)>, dry_run: bool) -> Vec<Outcome> {
     let outcomes: Vec<Outcome> = problems
         .into_iter()
         .map(|(job_id, action, target, message, hint)| {

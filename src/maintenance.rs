@@ -227,7 +227,7 @@ fn archive(
         };
         TableIterator::new(outcomes.into_iter().map(|o| {
             let opt = |s: String| if s.is_empty() { None } else { Some(s) };
-            (o.job_id, o.action, o.target, o.status.to_string(), o.rows, opt(o.detail), o.error, opt(o.sql))
+            (o.job_id, o.action.to_string(), o.target, o.status.to_string(), o.rows, opt(o.detail), o.error, opt(o.sql))
         }))
     })
 }

@@ -1,6 +1,7 @@
 //! What happened to one action: its status and the record the run log
 //! keeps of it.
 
+use crate::actions::ActionKind;
 use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,7 +31,7 @@ impl fmt::Display for Status {
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub job_id: i64,
-    pub action: String,
+    pub action: ActionKind,
     pub target: String,
     pub status: Status,
     pub detail: String,
@@ -54,7 +55,7 @@ impl Outcome {
     /// could not be planned, or a view skipped.
     pub fn noted(
         job_id: i64,
-        action: &str,
+        action: ActionKind,
         target: String,
         status: Status,
         detail: String,
@@ -62,7 +63,7 @@ impl Outcome {
     ) -> Self {
         Outcome {
             job_id,
-            action: action.to_string(),
+            action,
             target,
             status,
             idle: status == Status::Skipped,
@@ -86,6 +87,6 @@ pub type ActionRows =
 pub fn action_rows(outcomes: Vec<Outcome>) -> ActionRows {
     pgrx::iter::TableIterator::new(outcomes.into_iter().map(|o| {
         let opt = |s: String| if s.is_empty() { None } else { Some(s) };
-        (o.job_id, o.action, o.target, o.status.to_string(), opt(o.detail), o.error, opt(o.sql))
+        (o.job_id, o.action.to_string(), o.target, o.status.to_string(), opt(o.detail), o.error, opt(o.sql))
     }))
 }

@@ -31,7 +31,7 @@ pub fn record(outcomes: &[Outcome]) {
         RECORD_SQL,
         &[
             outcomes.iter().map(|o| o.job_id).collect::<Vec<i64>>().into(),
-            col(|o| o.action.clone()).into(),
+            col(|o| o.action.to_string()).into(),
             col(|o| o.target.clone()).into(),
             outcomes.iter().map(|o| o.seconds).collect::<Vec<f64>>().into(),
             col(|o| o.status.to_string()).into(),

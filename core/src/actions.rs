@@ -17,6 +17,8 @@ pub enum ActionKind {
     Reindex,
     DropIndex,
     SyncAccess,
+    /// Not an action: a policy checked and found not to fit its table.
+    CheckPolicy,
 }
 
 impl ActionKind {
@@ -56,6 +58,7 @@ impl fmt::Display for ActionKind {
             ActionKind::Reindex => "reindex",
             ActionKind::DropIndex => "drop_index",
             ActionKind::SyncAccess => "sync_access",
+            ActionKind::CheckPolicy => "check_policy",
         })
     }
 }

@@ -8,6 +8,7 @@ pub mod facts;
 
 pub use upkeep_core::archive::rows;
 
+use crate::actions::ActionKind;
 use crate::driver::{Capability, Item, Plan};
 use crate::errors::{bad_input, invalid};
 use crate::job::Kind;
@@ -53,7 +54,7 @@ impl Capability for RowArchive {
     fn plan(&self, (fit, refused): &Self::Facts, _top_level: bool) -> Plan<()> {
         let problems = refused.iter().map(|(f, p)| Item::Problem {
             job_id: f.job_id,
-            action: "check_policy",
+            action: ActionKind::CheckPolicy,
             target: f.source.to_string(),
             problem: p.clone(),
         });

@@ -92,7 +92,14 @@ impl Capability for Reindex {
     fn plan(&self, due: &Due, _top_level: bool) -> Plan<ActionKind> {
         let p = &due.policy;
         let note = |why: &str| {
-            let o = Outcome::noted(p.job_id, "reindex", "automatic reindex".into(), Status::Skipped, why.into(), None);
+            let o = Outcome::noted(
+                p.job_id,
+                ActionKind::Reindex,
+                "automatic reindex".into(),
+                Status::Skipped,
+                why.into(),
+                None,
+            );
             Plan { items: vec![Item::Note(o)], checked: Vec::new() }
         };
         if !due.in_window {
@@ -102,7 +109,7 @@ impl Capability for Reindex {
             return Plan {
                 items: vec![Item::NeedsWorker {
                     job_id: p.job_id,
-                    action: "reindex",
+                    action: ActionKind::Reindex,
                     target: "automatic reindex".into(),
                     why:
                         "automatic reindex runs in the pg_upkeep workers only (REINDEX CONCURRENTLY cannot run inside \

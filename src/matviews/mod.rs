@@ -75,7 +75,7 @@ impl Capability for Matviews {
                 },
                 Decision::Skip(why) => Item::Note(Outcome::noted(
                     v.job_id,
-                    "refresh_matview",
+                    ActionKind::RefreshMatview,
                     v.matview.to_string(),
                     Status::Skipped,
                     why,
@@ -83,7 +83,7 @@ impl Capability for Matviews {
                 )),
                 Decision::Problem(p) => Item::Problem {
                     job_id: v.job_id,
-                    action: "check_policy",
+                    action: ActionKind::CheckPolicy,
                     target: v.matview.to_string(),
                     problem: problem_text(v, p),
                 },
@@ -119,7 +119,7 @@ fn refresh(v: &ViewFacts, action: Action, dry_run: bool) -> Outcome {
     if !crate::job_locks::try_lock_job(v.job_id) {
         return Outcome::noted(
             v.job_id,
-            "refresh_matview",
+            ActionKind::RefreshMatview,
             v.matview.to_string(),
             Status::Skipped,
             "skipped: another session is refreshing it right now".into(),
@@ -323,14 +323,17 @@ fn refresh_matviews(
         };
         let outcomes = drive(Matviews { selection, force }, Runner::Caller, false);
         TableIterator::new(
-            outcomes.into_iter().filter(|o| o.action != "track_changes" && o.action != "untrack_changes").map(|o| {
-                let status = match o.status {
-                    Status::Ok => "refreshed".to_string(),
-                    other => other.to_string(),
-                };
-                let opt = |s: String| if s.is_empty() { None } else { Some(s) };
-                (o.job_id, o.target, status, opt(o.detail), o.seconds, o.error, opt(o.sql))
-            }),
+            outcomes
+                .into_iter()
+                .filter(|o| !matches!(o.action, ActionKind::TrackChanges | ActionKind::UntrackChanges))
+                .map(|o| {
+                    let status = match o.status {
+                        Status::Ok => "refreshed".to_string(),
+                        other => other.to_string(),
+                    };
+                    let opt = |s: String| if s.is_empty() { None } else { Some(s) };
+                    (o.job_id, o.target, status, opt(o.detail), o.seconds, o.error, opt(o.sql))
+                }),
         )
     })
 }

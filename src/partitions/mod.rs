@@ -6,6 +6,7 @@ pub mod state;
 
 pub use upkeep_core::partitions::{health, plan, retention};
 
+use crate::actions::ActionKind;
 use crate::driver::{drive, Capability, Item, Plan, Runner};
 use crate::errors::{bad_input, invalid};
 use crate::job::Kind;
@@ -145,13 +146,18 @@ impl Capability for Partitions {
         let now = c.now;
         let problems = c.problems.iter().map(|p| Item::Problem {
             job_id: p.job_id,
-            action: "check_policy",
+            action: ActionKind::CheckPolicy,
             target: p.target.clone(),
             problem: Problem::new(p.message.clone(), p.hint.clone()),
         });
         let refused =
             c.parents.iter().flat_map(|f| archive_plan::refused(f, now)).map(|(job_id, target, message, hint)| {
-                Item::Problem { job_id, action: "archive_partition", target, problem: Problem::new(message, hint) }
+                Item::Problem {
+                    job_id,
+                    action: ActionKind::ArchivePartition,
+                    target,
+                    problem: Problem::new(message, hint),
+                }
             });
         let actions = plan_all(&c.parents, now, top_level).into_iter().map(|(action, tag)| Item::Act {
             worker: Some(action.job_id),

@@ -314,7 +314,7 @@ mod tests {
             transient,
             ..Outcome::noted(
                 job,
-                "archive_partition",
+                crate::actions::ActionKind::ArchivePartition,
                 "public.nav_history_p2020_01".into(),
                 Status::Failed,
                 String::new(),

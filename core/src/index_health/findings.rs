@@ -118,6 +118,17 @@ impl std::fmt::Display for Problem {
     }
 }
 
+/// What the fix of a finding does (its statements are `fix_sql`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fix {
+    /// REINDEX INDEX CONCURRENTLY.
+    Rebuild,
+    /// DROP INDEX (CONCURRENTLY where PostgreSQL allows it).
+    Drop,
+    /// CREATE INDEX (CONCURRENTLY, per partition on a partitioned table).
+    CreateIndex,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finding {
     pub table: QualifiedName,
@@ -129,6 +140,7 @@ pub struct Finding {
     pub bloat_bytes: Option<i64>,
     pub bloat_ratio: Option<f64>,
     pub recommendation: String,
+    pub fix: Fix,
     pub fix_sql: String,
 }
 
@@ -302,6 +314,7 @@ pub fn findings(indexes: &[IndexFacts], fks: &[ForeignKey], judgement: Judgement
                 bloat_bytes: None,
                 bloat_ratio: None,
                 recommendation,
+                fix: Fix::Drop,
                 fix_sql,
             };
             if ix.needed {
@@ -377,18 +390,19 @@ pub fn findings(indexes: &[IndexFacts], fks: &[ForeignKey], judgement: Judgement
                 return None;
             }
             let leftover = ["_ccnew", "_ccold"].iter().any(|s| ix.name.trim_end_matches(char::is_numeric).ends_with(s));
-            let (recommendation, fix_sql) = if leftover || ix.unique {
+            let (recommendation, fix, fix_sql) = if leftover || ix.unique {
                 let why = if leftover {
                     "Left behind by an interrupted REINDEX CONCURRENTLY: never used, still maintained by writes. Drop it."
                 } else {
                     "Invalid unique index (its build failed, often on duplicate values, which a rebuild would meet again): never \
                      used, still maintained by writes, and it enforces nothing. Drop it; remove the duplicates before creating it again."
                 };
-                (why.to_string(), format!("DROP INDEX CONCURRENTLY {};", ix.qualified()))
+                (why.to_string(), Fix::Drop, format!("DROP INDEX CONCURRENTLY {};", ix.qualified()))
             } else {
                 (
                     "Invalid (a CREATE INDEX CONCURRENTLY that failed): never used for reads, still maintained by writes. Rebuild it."
                         .to_string(),
+                    Fix::Rebuild,
                     format!("REINDEX INDEX CONCURRENTLY {};", ix.qualified()),
                 )
             };
@@ -402,6 +416,7 @@ pub fn findings(indexes: &[IndexFacts], fks: &[ForeignKey], judgement: Judgement
                 bloat_bytes: None,
                 bloat_ratio: None,
                 recommendation,
+                fix,
                 fix_sql,
             });
         }
@@ -427,6 +442,7 @@ pub fn findings(indexes: &[IndexFacts], fks: &[ForeignKey], judgement: Judgement
                 100.0 * (1.0 - 1.0 / ratio),
                 ratio
             ),
+            fix: Fix::Rebuild,
             fix_sql: format!("REINDEX INDEX CONCURRENTLY {};", ix.qualified()),
         })
     };
@@ -456,6 +472,7 @@ pub fn findings(indexes: &[IndexFacts], fks: &[ForeignKey], judgement: Judgement
                      gives the space back.",
                     size_words(bloat)
                 ),
+                fix: Fix::Rebuild,
                 fix_sql: format!("REINDEX INDEX CONCURRENTLY {};", ix.qualified()),
             });
         } else {
@@ -498,6 +515,7 @@ pub fn findings(indexes: &[IndexFacts], fks: &[ForeignKey], judgement: Judgement
                 fk.columns.join(", "),
                 fk.references
             ),
+            fix: Fix::CreateIndex,
             fix_sql,
         });
     }
@@ -694,6 +712,7 @@ mod tests {
         assert_eq!(f.len(), 2);
         assert_eq!(f[0].fix_sql, r#"REINDEX INDEX CONCURRENTLY "public"."orders_total_idx";"#);
         assert_eq!(f[1].fix_sql, r#"DROP INDEX CONCURRENTLY "public"."orders_total_idx_ccnew1";"#);
+        assert_eq!((f[0].fix, f[1].fix), (Fix::Rebuild, Fix::Drop));
         broken.being_built = true;
         assert!(findings(&[broken], &[], OLD, 0).is_empty());
     }

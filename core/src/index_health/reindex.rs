@@ -1,7 +1,7 @@
 //! Automatic reindex, the pure part: the maintenance window, and what one
 //! worker run rebuilds.
 
-use super::findings::{Finding, Problem};
+use super::findings::{Finding, Fix, Problem};
 use crate::actions::{Action, ActionKind, Step};
 use crate::sql::QualifiedName;
 
@@ -54,8 +54,7 @@ pub fn plan(
     min_size: i64,
 ) -> Vec<Action> {
     let index = |f: &Finding| QualifiedName::new(f.table.schema.clone(), f.index.clone().unwrap_or_default());
-    let leftovers =
-        findings.iter().filter(|f| f.problem == Problem::Invalid && f.fix_sql.starts_with("DROP INDEX CONCURRENTLY"));
+    let leftovers = findings.iter().filter(|f| f.problem == Problem::Invalid && f.fix == Fix::Drop);
     let mut out: Vec<Action> = leftovers
         .map(|f| Action {
             job_id,
@@ -72,8 +71,9 @@ pub fn plan(
             f.problem == Problem::Bloated
                 && f.bloat_ratio.is_some_and(|r| r >= min_ratio)
                 && f.size_bytes.is_some_and(|s| s >= min_size)
-                // A partitioned index's row stands for all its partitions': one at a time means one partition's.
-                && f.fix_sql.starts_with("REINDEX INDEX CONCURRENTLY")
+                // A partitioned index's row (every partition bloated) rebuilds
+                // all its partitions, each in a transaction of its own.
+                && f.fix == Fix::Rebuild
         })
         .collect();
     bloated.sort_by_key(|f| std::cmp::Reverse(f.bloat_bytes));
@@ -108,7 +108,7 @@ mod tests {
         }
     }
 
-    fn finding(index: &str, problem: Problem, ratio: f64, bloat: i64, fix: &str) -> Finding {
+    fn finding(index: &str, problem: Problem, ratio: f64, bloat: i64, fix: Fix) -> Finding {
         Finding {
             table: QualifiedName::new("public", "t"),
             index: Some(index.into()),
@@ -119,18 +119,19 @@ mod tests {
             bloat_bytes: Some(bloat),
             bloat_ratio: Some(ratio),
             recommendation: String::new(),
-            fix_sql: fix.into(),
+            fix,
+            fix_sql: String::new(),
         }
     }
 
     #[test]
     fn leftovers_first_then_the_most_bloated_one() {
         let f = [
-            finding("small", Problem::Bloated, 3.0, 20 << 20, "REINDEX INDEX CONCURRENTLY x;"),
-            finding("big", Problem::Bloated, 2.5, 90 << 20, "REINDEX INDEX CONCURRENTLY x;"),
-            finding("mild", Problem::Bloated, 1.6, 200 << 20, "REINDEX INDEX CONCURRENTLY x;"),
-            finding("t_ccnew", Problem::Invalid, 0.0, 0, "DROP INDEX CONCURRENTLY x;"),
-            finding("broken", Problem::Invalid, 0.0, 0, "REINDEX INDEX CONCURRENTLY x;"),
+            finding("small", Problem::Bloated, 3.0, 20 << 20, Fix::Rebuild),
+            finding("big", Problem::Bloated, 2.5, 90 << 20, Fix::Rebuild),
+            finding("mild", Problem::Bloated, 1.6, 200 << 20, Fix::Rebuild),
+            finding("t_ccnew", Problem::Invalid, 0.0, 0, Fix::Drop),
+            finding("broken", Problem::Invalid, 0.0, 0, Fix::Rebuild),
         ];
         let owner = |_: &QualifiedName| "app".to_string();
         let a = plan(7, &f, &owner, 2.0, 10 << 20);
