@@ -21,6 +21,22 @@ pub fn given<T>(value: Option<T>, argument: &str, function: &str, hint: &str) ->
     value.unwrap_or_else(|| invalid(format!("{argument} of upkeep.{function}() is NULL"), hint))
 }
 
+/// A query's single value: `None` when it finds no row (or NULL); any
+/// other failure raises an ERROR instead of passing for "nothing there".
+pub trait Found<T> {
+    fn found(self) -> Option<T>;
+}
+
+impl<T> Found<T> for Result<Option<T>, pgrx::spi::SpiError> {
+    fn found(self) -> Option<T> {
+        match self {
+            Ok(value) => value,
+            Err(pgrx::spi::SpiError::InvalidPosition) => None,
+            Err(e) => error!("pg_upkeep could not read what it needs: {e}"),
+        }
+    }
+}
+
 /// Whether an interval is longer than nothing (as PostgreSQL compares
 /// intervals: '1 month' against '30 days' and so on).
 pub fn is_positive(interval: pgrx::datum::Interval) -> bool {

@@ -7,6 +7,7 @@
 //! several transactions resumes from `upkeep.unfinished_actions`.
 
 use crate::actions::Action;
+use crate::errors::Found;
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 
@@ -23,8 +24,7 @@ pub fn supported() -> bool {
                   WHERE c.conrelid OPERATOR(pg_catalog.=) 'upkeep.job_runs'::pg_catalog.regclass \
                     AND pg_catalog.strpos(pg_catalog.pg_get_constraintdef(c.oid), 'interrupted') OPERATOR(pg_catalog.>) 0)",
             )
-            .ok()
-            .flatten()
+            .found()
             .unwrap_or(false)
         })
     })

@@ -1,5 +1,6 @@
 //! Locks by job: a job's long actions run in one process at a time.
 
+use crate::errors::Found;
 use pgrx::prelude::*;
 
 /// First key of the advisory locks by job ("upkj"), held while a job's
@@ -28,7 +29,6 @@ fn try_job_lock(function: &str, job_id: i64) -> bool {
         &format!("SELECT {function}($1, $2)"),
         &[JOB_LOCK_SPACE.into(), (job_id as i32).into()],
     )
-    .ok()
-    .flatten()
+    .found()
     .unwrap_or(false)
 }

@@ -2,6 +2,7 @@
 //! role) or a superuser.
 
 use crate::errors::bad_input;
+use crate::errors::Found;
 use crate::regclass::RegClass;
 use pgrx::prelude::*;
 
@@ -42,8 +43,7 @@ pub fn require_database_owner(what: &str) {
     let owner = Spi::get_one::<bool>(
         "SELECT pg_has_role(current_user, d.datdba, 'USAGE') FROM pg_database d WHERE d.datname = current_database()",
     )
-    .ok()
-    .flatten();
+    .found();
     if owner != Some(true) {
         bad_input(
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,

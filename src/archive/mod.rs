@@ -10,6 +10,7 @@ pub use upkeep_core::archive::rows;
 
 use crate::actions::ActionKind;
 use crate::driver::{Capability, Item, Plan};
+use crate::errors::Found;
 use crate::errors::{bad_input, invalid};
 use crate::job::Kind;
 use crate::ownership::require_owner;
@@ -88,7 +89,7 @@ fn archive_name(name: Option<&str>, source: pg_sys::Oid) -> String {
     if name.trim().is_empty() {
         invalid(format!("archive_table {} is not a table name", crate::sql::literal(name)), hint);
     }
-    let parts = Spi::get_one_with_args::<Vec<String>>("SELECT parse_ident($1)", &[name.into()]).ok().flatten();
+    let parts = Spi::get_one_with_args::<Vec<String>>("SELECT parse_ident($1)", &[name.into()]).found();
     // Whether the schema may hold it is checked with the other rules.
     match parts.as_deref() {
         Some([t]) => QualifiedName::new(schema, t.clone()).quoted(),
@@ -141,8 +142,7 @@ fn manage_archive(
              RETURNING job_id",
             &[oid.into(), time_column.into(), older_than.into(), archive.into(), batch_size.into()],
         )
-        .ok()
-        .flatten()
+        .found()
         .unwrap_or_else(|| error!("could not register the archive policy of {target}"));
         // The rules every run applies; here a failure is an ERROR, which also
         // undoes the registration above.

@@ -9,6 +9,7 @@ pub mod history;
 pub mod reindex;
 
 use crate::errors::bad_input;
+use crate::errors::Found;
 use crate::regclass::RegClass;
 use findings::Finding;
 use pgrx::prelude::*;
@@ -99,8 +100,7 @@ fn index_bloat_exact(
         let schema = Spi::get_one::<String>(
             "SELECT n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pgstattuple'",
         )
-        .ok()
-        .flatten()
+        .found()
         .unwrap_or_else(|| {
             bad_input(
                 PgSqlErrorCode::ERRCODE_UNDEFINED_FUNCTION,
@@ -112,8 +112,7 @@ fn index_bloat_exact(
             "SELECT am.amname = 'btree' AND c.relkind = 'i' FROM pg_class c JOIN pg_am am ON am.oid = c.relam WHERE c.oid = $1",
             &[oid.into()],
         )
-        .ok()
-        .flatten();
+        .found();
         if is_btree != Some(true) {
             bad_input(
                 PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,

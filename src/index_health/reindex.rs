@@ -8,6 +8,7 @@ use super::findings::Finding;
 use crate::actions::ActionKind;
 use crate::driver::{Capability, Item, Plan};
 use crate::errors::invalid;
+use crate::errors::Found;
 use crate::job::Kind;
 use crate::outcome::{Outcome, Status};
 use crate::sql::QualifiedName;
@@ -190,8 +191,7 @@ fn manage_reindex(
              RETURNING job_id",
             &[ratio.into(), size.into(), maintenance_window.into()],
         )
-        .ok()
-        .flatten()
+        .found()
         .unwrap_or_else(|| error!("could not register automatic reindex"))
     })
 }

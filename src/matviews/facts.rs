@@ -7,6 +7,7 @@
 //! unsure: such a view is refreshed whenever it is due.
 
 use super::plan::{Untracked, ViewFacts};
+use crate::errors::Found;
 use crate::sql::QualifiedName;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -234,7 +235,6 @@ pub fn columns(matview: pg_sys::Oid) -> Vec<String> {
           WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped",
         &[matview.into()],
     )
-    .ok()
-    .flatten()
+    .found()
     .unwrap_or_default()
 }

@@ -10,6 +10,7 @@ pub use upkeep_core::matviews::plan;
 
 use crate::actions::{Action, ActionKind};
 use crate::driver::{drive, Capability, Item, Plan, Runner};
+use crate::errors::Found;
 use crate::errors::{bad_input, invalid};
 use crate::executor;
 use crate::job::{self, Kind};
@@ -173,9 +174,8 @@ fn problem_text(v: &ViewFacts, problem: plan::Problem) -> Problem {
 /// The CREATE UNIQUE INDEX that makes CONCURRENTLY possible, on the view's
 /// GROUP BY or DISTINCT columns, or else all its columns.
 fn unique_index_hint(v: &ViewFacts) -> String {
-    let oid = Spi::get_one_with_args::<pg_sys::Oid>("SELECT to_regclass($1)::oid", &[v.matview.quoted().into()])
-        .ok()
-        .flatten();
+    let oid =
+        Spi::get_one_with_args::<pg_sys::Oid>("SELECT to_regclass($1)::oid", &[v.matview.quoted().into()]).found();
     let (key, which) = match oid.map(|o| (facts::suggested_key(o), o)) {
         Some((Some(key), _)) => (key, "its GROUP BY/DISTINCT columns"),
         Some((None, o)) => (facts::columns(o), "all its columns; fewer that identify a row are better"),
@@ -202,8 +202,7 @@ fn manage_matview(
         let (oid, name) = require_owner(matview, "matview");
         let relkind =
             Spi::get_one_with_args::<String>("SELECT relkind::text FROM pg_class WHERE oid = $1", &[oid.into()])
-                .ok()
-                .flatten();
+                .found();
         if relkind.as_deref() != Some("m") {
             bad_input(
                 PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
@@ -231,8 +230,7 @@ fn manage_matview(
              RETURNING job_id",
             &[oid.into(), every.into(), concurrently.into(), only_when_changed.into()],
         )
-        .ok()
-        .flatten()
+        .found()
         .unwrap_or_else(|| error!("could not register the policy of {name}"));
         // The rule every run applies; here it is an ERROR, which also undoes
         // the registration above.
@@ -265,8 +263,7 @@ fn unmanage_matview(matview: Option<RegClass>) {
         };
         let exists =
             Spi::get_one_with_args::<bool>("SELECT EXISTS (SELECT 1 FROM pg_class WHERE oid = $1)", &[oid.into()])
-                .ok()
-                .flatten()
+                .found()
                 .unwrap_or(false);
         let name = if exists { require_owner(matview, "matview").1 } else { format!("with OID {}", oid.to_u32()) };
         if job::unregister(Kind::Matviews, oid).is_none() {

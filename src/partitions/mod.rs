@@ -8,6 +8,7 @@ pub use upkeep_core::partitions::{health, plan, retention};
 
 use crate::actions::ActionKind;
 use crate::driver::{drive, Capability, Item, Plan, Runner};
+use crate::errors::Found;
 use crate::errors::{bad_input, invalid};
 use crate::job::Kind;
 use crate::outcome::{action_rows, Outcome, Status};
@@ -191,8 +192,7 @@ impl Capability for Partitions {
 
 pub fn managed_job(oid: pg_sys::Oid) -> Option<i64> {
     Spi::get_one_with_args::<i64>("SELECT job_id FROM upkeep.partition_policies WHERE parent::oid = $1", &[oid.into()])
-        .ok()
-        .flatten()
+        .found()
 }
 
 /// Checks, before anything is written, the arguments the policy table would
@@ -438,10 +438,7 @@ fn partition_health_report() -> TableIterator<
             .iter()
             .map(|f| {
                 let rows_in_default = f.default_partition.as_ref().map(|d| {
-                    Spi::get_one::<i64>(&format!("SELECT count(*) FROM ONLY {}", d.quoted()))
-                        .ok()
-                        .flatten()
-                        .unwrap_or(0)
+                    Spi::get_one::<i64>(&format!("SELECT count(*) FROM ONLY {}", d.quoted())).found().unwrap_or(0)
                 });
                 let h = health::assess(f, now, rows_in_default.unwrap_or(0));
                 let cal = f.policy.calendar;

@@ -60,6 +60,36 @@ mod tests {
         assert_eq!(count("SELECT * FROM done EXCEPT SELECT * FROM planned"), 0);
     }
 
+    /// A call from SQL detaches with plain DETACH (CONCURRENTLY cannot run
+    /// in its transaction); its dry run shows exactly that, and says what a
+    /// worker would run instead. Creations are the same either way.
+    #[pg_test]
+    fn a_dry_run_says_what_a_worker_runs_instead() {
+        nav_history("public.nav_history");
+        Spi::run(
+            "SELECT upkeep.manage_partitions('public.nav_history', 'nav_date', premake => 1, \
+                    start_at => date_trunc('month', now()) - interval '6 months'); \
+             UPDATE upkeep.partition_policies SET retention = '2 months', archive = 'detach'",
+        )
+        .unwrap();
+        Spi::run(
+            "CREATE TEMP TABLE planned AS SELECT action, sql, detail FROM upkeep.create_partitions(dry_run => true)",
+        )
+        .unwrap();
+        // Months -6 to -3 end before the cut-off (now - 2 months).
+        let moves = count("SELECT 1 FROM planned WHERE action = 'archive_partition'");
+        assert_eq!(moves, 4);
+        assert_eq!(
+            count(
+                "SELECT 1 FROM planned WHERE action = 'archive_partition' AND sql LIKE '%DETACH PARTITION %' \
+                    AND sql NOT LIKE '%CONCURRENTLY%' \
+                    AND detail LIKE '%; a pg_upkeep worker runs instead:%DETACH PARTITION % CONCURRENTLY;%'"
+            ),
+            moves
+        );
+        assert_eq!(count("SELECT 1 FROM planned WHERE action <> 'archive_partition' AND detail LIKE '%worker%'"), 0);
+    }
+
     #[pg_test]
     fn yearly_timestamptz_bounds_are_local_midnight() {
         Spi::run("CREATE TABLE audit_log (id bigint, at timestamptz NOT NULL) PARTITION BY RANGE (at)").unwrap();
