@@ -40,8 +40,10 @@ fn workers_reindex_only_when_asked_inside_the_window_leftovers_first() {
         &mut c,
         "SELECT count(*) FROM upkeep.index_health_history WHERE index = 'events_id' AND bloat_ratio > 3"
     ) == 1));
-    // Off unless asked for: several cycles, no rebuild.
-    std::thread::sleep(Duration::from_secs(3));
+    // Off unless asked for: several cycles (three more snapshots), no rebuild.
+    let snapshots = "SELECT count(*) FROM upkeep.index_health_history WHERE index = 'events_id'";
+    let seen = count(&mut c, snapshots);
+    assert!(wait_for(Duration::from_secs(30), || count(&mut c, snapshots) >= seen + 3));
     assert_eq!(count(&mut c, "SELECT count(*) FROM upkeep.job_runs WHERE action = 'reindex'"), 0);
     assert_eq!(size(&mut c, "events_id"), before);
 
@@ -69,7 +71,16 @@ fn workers_reindex_only_when_asked_inside_the_window_leftovers_first() {
         &mut c,
         "SELECT count(*) FROM upkeep.jobs WHERE kind = 'reindex' AND last_run IS NOT NULL"
     ) == 1));
-    std::thread::sleep(Duration::from_secs(2));
+    // A later cycle decides again (the job runs every second): still nothing rebuilt.
+    let first: String =
+        c.query_one("SELECT last_run::text FROM upkeep.jobs WHERE kind = 'reindex'", &[]).unwrap().get(0);
+    assert!(wait_for(Duration::from_secs(20), || c
+        .query_one(
+            "SELECT count(*) FROM upkeep.jobs WHERE kind = 'reindex' AND last_run > $1::text::timestamptz",
+            &[&first]
+        )
+        .map(|r| r.get::<_, i64>(0) == 1)
+        .unwrap_or(false)));
     assert_eq!(count(&mut c, "SELECT count(*) FROM upkeep.job_runs WHERE action = 'reindex'"), 0);
     assert_eq!(size(&mut c, "events_id"), before);
 
@@ -86,13 +97,16 @@ fn workers_reindex_only_when_asked_inside_the_window_leftovers_first() {
     c.batch_execute("RESET test.boom").unwrap();
     assert_eq!(count(&mut c, "SELECT count(*) FROM pg_class WHERE relname = 'events_boom_ccnew'"), 1);
 
-    // Now any time: the leftover goes first, then one index per run.
+    // Now any time: the leftover goes first, then one index per run. A run's
+    // record gets the size after once the rebuild is recorded: wait for that.
     c.batch_execute("SELECT upkeep.manage_reindex(2.0, 1000000)").unwrap();
     assert!(
-        wait_for(Duration::from_secs(30), || count(
+        wait_for(Duration::from_secs(30), || {
+            count(
             &mut c,
-            "SELECT count(*) FROM upkeep.job_runs WHERE action = 'reindex' AND status = 'ok'"
-        ) == 2),
+            "SELECT count(*) FROM upkeep.job_runs WHERE action = 'reindex' AND status = 'ok' AND detail LIKE '%bytes after'"
+        ) == 2
+        }),
         "{}",
         cluster.log()
     );
