@@ -120,15 +120,19 @@ fn spi_err(e: pgrx::spi::SpiError) -> String {
 /// Which policies to read.
 #[derive(Debug, Clone)]
 pub enum Scope {
-    All,
+    /// Every policy, for the views: policies and partitions only, without
+    /// the access rules and unfinished moves that only a plan needs.
+    Report,
+    /// One parent's policy, in full.
     Parent(pg_sys::Oid),
+    /// These jobs' policies, in full.
     Jobs(Vec<i64>),
 }
 
 /// Reads the raw policy rows: one query whatever the number of policies.
 fn read_raw(client: &SpiClient<'_>, scope: &Scope) -> Result<Vec<RawParent>, String> {
     let (parent, jobs) = match scope {
-        Scope::All => (None, None),
+        Scope::Report => (None, None),
         Scope::Parent(oid) => (Some(*oid), None),
         Scope::Jobs(ids) => (None, Some(ids.clone())),
     };
@@ -199,6 +203,9 @@ pub fn load(client: &SpiClient<'_>, scope: &Scope) -> Result<(Vec<ParentFacts>, 
     statements::select(client, PARTITIONS_SQL, &[param(BuiltinOid::OIDARRAYOID)], &[oids.clone().into()], |rows| {
         add_partitions(rows, &by_oid, &mut parents, &mut kept)
     })?;
+    if matches!(scope, Scope::Report) {
+        return Ok((parents, problems));
+    }
     let archives: Vec<(usize, QualifiedName)> = parents
         .iter()
         .enumerate()

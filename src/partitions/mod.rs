@@ -376,7 +376,7 @@ fn partition_report() -> TableIterator<
 > {
     crate::errors::guarded("partition_report", || {
         let now = now_micros();
-        let (parents, _) = load(&Scope::All);
+        let (parents, _) = load(&Scope::Report);
         let rows: Vec<_> = parents
             .iter()
             .flat_map(|f| {
@@ -433,7 +433,7 @@ fn partition_health_report() -> TableIterator<
 > {
     crate::errors::guarded("partition_health_report", || {
         let now = now_micros();
-        let (parents, problems) = load(&Scope::All);
+        let (parents, problems) = load(&Scope::Report);
         let mut rows: Vec<_> = parents
             .iter()
             .map(|f| {
