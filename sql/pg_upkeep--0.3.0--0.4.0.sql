@@ -146,27 +146,28 @@ CREATE OR REPLACE FUNCTION upkeep.metrics_rows()
 RETURNS TABLE (metric text, labels jsonb, value double precision)
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
 AS $$
-SELECT 'upkeep_job_last_success_timestamp_seconds'::text AS metric,
-       jsonb_build_object('job_id', j.job_id::text, 'kind', j.kind, 'target', j.target) AS labels,
-       extract(epoch FROM s.last_success)::float8 AS value
-  FROM upkeep.jobs j JOIN upkeep.job_state s ON s.job_id = j.job_id
- WHERE s.last_success IS NOT NULL
+-- Each source is read once: the partition report costs a catalog read of
+-- every partition, the jobs view one of every policy.
+WITH j AS MATERIALIZED (
+       SELECT j.job_id, j.kind, j.target, j.last_duration, j.consecutive_failures, s.last_success,
+              jsonb_build_object('job_id', j.job_id::text, 'kind', j.kind, 'target', j.target) AS labels
+         FROM upkeep.jobs j LEFT JOIN upkeep.job_state s ON s.job_id = j.job_id),
+     h AS MATERIALIZED (SELECT parent, future_partitions, rows_in_default FROM upkeep.partition_health)
+SELECT 'upkeep_job_last_success_timestamp_seconds'::text AS metric, j.labels,
+       extract(epoch FROM j.last_success)::float8 AS value
+  FROM j WHERE j.last_success IS NOT NULL
 UNION ALL
-SELECT 'upkeep_job_last_duration_seconds',
-       jsonb_build_object('job_id', j.job_id::text, 'kind', j.kind, 'target', j.target),
-       extract(epoch FROM j.last_duration)::float8
-  FROM upkeep.jobs j WHERE j.last_duration IS NOT NULL
+SELECT 'upkeep_job_last_duration_seconds', j.labels, extract(epoch FROM j.last_duration)::float8
+  FROM j WHERE j.last_duration IS NOT NULL
 UNION ALL
-SELECT 'upkeep_job_consecutive_failures',
-       jsonb_build_object('job_id', j.job_id::text, 'kind', j.kind, 'target', j.target),
-       j.consecutive_failures::float8
-  FROM upkeep.jobs j
+SELECT 'upkeep_job_consecutive_failures', j.labels, j.consecutive_failures::float8
+  FROM j
 UNION ALL
 SELECT 'upkeep_partitions_future', jsonb_build_object('parent', h.parent::text), h.future_partitions::float8
-  FROM upkeep.partition_health h
+  FROM h
 UNION ALL
 SELECT 'upkeep_partition_default_rows', jsonb_build_object('parent', h.parent::text), h.rows_in_default::float8
-  FROM upkeep.partition_health h WHERE h.rows_in_default IS NOT NULL
+  FROM h WHERE h.rows_in_default IS NOT NULL
 UNION ALL
 SELECT 'upkeep_archive_rows_total', jsonb_build_object('source', a.source::text), coalesce(s.rows_moved, 0)::float8
   FROM upkeep.archive_policies a LEFT JOIN upkeep.job_state s ON s.job_id = a.job_id

@@ -43,12 +43,28 @@ fn table_html(t: &Table) -> String {
         let class = t.status.and_then(|i| r.get(i)).map(|s| s.replace(' ', "_")).unwrap_or_default();
         h.push_str(&format!("<tr class=\"{}\">", esc(&class)));
         for v in r {
-            h.push_str(&format!("<td>{}</td>", esc(v)));
+            h.push_str(&format!("<td>{}</td>", cell_html(v)));
         }
         h.push_str("</tr>");
     }
     h.push_str("</tbody></table></section>");
     h
+}
+
+/// A cell's text; one of more than three lines (a fix of many statements)
+/// shows its first line and opens to the rest, so that one row does not
+/// fill the page.
+fn cell_html(v: &str) -> String {
+    let lines: Vec<&str> = v.lines().collect();
+    if lines.len() <= 3 {
+        return esc(v);
+    }
+    format!(
+        "<details><summary>{} (and {} more lines)</summary><pre>{}</pre></details>",
+        esc(lines[0]),
+        lines.len() - 1,
+        esc(&lines[1..].join("\n"))
+    )
 }
 
 /// The partition calendar: one line of boxes per table, oldest first,
@@ -61,8 +77,8 @@ fn calendar_svg(cells: &[Cell]) -> String {
     let width = left + per_line * w + 10;
     let height = parents.len() * (h + 8) + 10;
     let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" role=\"img\" \
-         aria-label=\"partition calendar\">"
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
+         viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"partition calendar\">"
     );
     for (i, p) in parents.iter().enumerate() {
         let y = 5 + i * (h + 8);
@@ -94,9 +110,10 @@ fn bars_svg(title: &str, bars: &[(String, f64)], unit: &str) -> String {
     let (row, left, span) = (22, 260, 420.0);
     let height = bars.len() * row + 10;
     let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\" role=\"img\" aria-label=\"{}\">",
-        left + 520,
-        esc(title)
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{height}\" viewBox=\"0 0 {w} {height}\" \
+         role=\"img\" aria-label=\"{}\">",
+        esc(title),
+        w = left + 520
     );
     for (i, (label, value)) in bars.iter().enumerate() {
         let y = 5 + i * row;
@@ -115,8 +132,9 @@ fn bars_svg(title: &str, bars: &[(String, f64)], unit: &str) -> String {
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:24px;color:#222}h1{font-size:22px}\
-h2{font-size:17px;margin-top:28px}table{border-collapse:collapse;font-size:13px}\
-th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f1f1f1}\
+h2{font-size:17px;margin-top:28px}table{border-collapse:collapse;font-size:13px;max-width:100%}\
+th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f1f1f1;white-space:nowrap}\
+td{overflow-wrap:anywhere;min-width:4em}pre{white-space:pre-wrap;margin:4px 0}svg{max-width:100%;height:auto}\
 tr.failed td,tr.lock_timeout td,tr.invalid td,tr.dropped td{background:#fde2e2}\
 tr.behind td,tr.changed td,tr.due td,tr.bloated td,tr.rows_in_default td{background:#fff4d6}\
 tr.ok td{background:#eaf7ea}.empty{color:#777}svg text{font-size:11px}svg .cell{font-size:10px}svg .label{font-size:12px}\
@@ -242,12 +260,15 @@ fn report_html() -> String {
         .into_iter()
         .map(|r| Cell { parent: r[0].clone(), label: r[1].clone(), state: r[2].clone() })
         .collect::<Vec<_>>();
-        let by_kind: Vec<(String, f64)> = rows(
-            "SELECT labels->>'problem', value::text FROM upkeep.metrics WHERE metric = 'upkeep_index_problems' ORDER BY 1",
-        )
-        .into_iter()
-        .map(|r| (r[0].clone(), r[1].parse().unwrap_or(0.0)))
-        .collect();
+        // Counted from the index table above, not read again (a report of
+        // every index is the costliest read of the page).
+        let found = &tables.last().expect("the index table").rows;
+        let mut by_kind: Vec<(String, f64)> = crate::index_health::findings::Problem::ALL
+            .iter()
+            .map(|p| p.to_string())
+            .map(|k| (k.clone(), found.iter().filter(|r| r[0] == k).count() as f64))
+            .collect();
+        by_kind.sort_by(|a, b| a.0.cmp(&b.0));
         let bloat: Vec<(String, f64)> = rows(
             "SELECT schema || '.' || index, round(bloat_bytes / 1048576.0, 1)::text FROM upkeep.index_health_figures() \
               WHERE bloat_bytes > 0 ORDER BY bloat_bytes DESC LIMIT 10",
@@ -272,6 +293,17 @@ fn report_html() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cell_of_many_lines_opens_to_the_rest() {
+        assert_eq!(cell_html("a\nb<c>\nc"), "a\nb&lt;c&gt;\nc");
+        let fix = "CREATE INDEX \"x\" ON ONLY t (a);\nCREATE INDEX CONCURRENTLY p1 ON t1 (a);\nALTER INDEX x ATTACH PARTITION p1;\nCREATE INDEX CONCURRENTLY p2 ON t2 (a);";
+        assert_eq!(
+            cell_html(fix),
+            "<details><summary>CREATE INDEX &quot;x&quot; ON ONLY t (a); (and 3 more lines)</summary>\
+             <pre>CREATE INDEX CONCURRENTLY p1 ON t1 (a);\nALTER INDEX x ATTACH PARTITION p1;\nCREATE INDEX CONCURRENTLY p2 ON t2 (a);</pre></details>"
+        );
+    }
 
     #[test]
     fn the_page_escapes_everything_and_draws_the_calendar() {

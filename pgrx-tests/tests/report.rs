@@ -41,7 +41,12 @@ fn the_html_report_renders_in_a_browser_with_everything_on_it() {
          SELECT upkeep.manage_matview('fund_analytics_mv');
          SELECT count(*) FROM upkeep.refresh_matviews();
          CREATE INDEX trade_events_at_a ON trade_events (at);
-         CREATE INDEX trade_events_at_b ON trade_events (at);",
+         CREATE INDEX trade_events_at_b ON trade_events (at);
+         -- What made the page wider than a window: a long calendar, a long fix.
+         CREATE TABLE readings_with_a_rather_long_name_for_a_table (at date NOT NULL, trade int REFERENCES trade_events)
+                PARTITION BY RANGE (at);
+         SELECT count(*) FROM upkeep.manage_partitions('readings_with_a_rather_long_name_for_a_table', 'at', premake => 3,
+                start_at => date_trunc('month', now()) - interval '38 months');",
     )
     .unwrap();
     let html: String = c.query_one("SELECT upkeep.report_html()", &[]).unwrap().get(0);
@@ -75,6 +80,26 @@ fn the_html_report_renders_in_a_browser_with_everything_on_it() {
     let errors: Vec<&str> =
         log.lines().filter(|l| l.contains("CONSOLE") || l.contains("Uncaught") || l.contains("ERR_FILE")).collect();
     assert!(errors.is_empty(), "the browser reported: {errors:?}");
+
+    // The page fits a 1280-pixel window: nothing runs off its right edge.
+    // (A wrapper page measures it; the report itself has no script.)
+    let wrapper = cluster.dir.join("measure.html");
+    std::fs::write(
+        &wrapper,
+        "<!DOCTYPE html><html><body><iframe id=\"r\" src=\"report.html\" style=\"width:1280px;height:900px;border:0\"></iframe>\
+         <script>document.getElementById('r').onload = function () { var d = this.contentDocument.documentElement; \
+         document.body.setAttribute('data-width', String(d.scrollWidth)); };</script></body></html>",
+    )
+    .unwrap();
+    let (measured, _) =
+        chromium(&["--allow-file-access-from-files", "--dump-dom", &format!("file://{}", wrapper.display())]);
+    let width: u32 = measured
+        .split("data-width=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("the wrapper did not measure the page: {measured}"));
+    assert!(width <= 1280, "the page is {width} pixels wide in a 1280-pixel window");
 
     // A screenshot, for people; it must be a real picture.
     let shot = cluster.dir.join("report.png");

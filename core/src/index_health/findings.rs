@@ -105,6 +105,18 @@ pub enum Problem {
     UnindexedFk,
 }
 
+impl Problem {
+    /// Every kind, for reports that count them all, zeros included.
+    pub const ALL: [Problem; 6] = [
+        Problem::Invalid,
+        Problem::Duplicate,
+        Problem::Redundant,
+        Problem::Unused,
+        Problem::Bloated,
+        Problem::UnindexedFk,
+    ];
+}
+
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
