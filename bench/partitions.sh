@@ -177,22 +177,12 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 
 # Per-call cost without psql start-up: the same calls timed inside the server.
-inner() {
-  "${PSQL[@]}" -d "$1" -At -c "
-    DO \$\$ DECLARE t0 timestamptz; best float8 := 1e9; BEGIN
-      FOR i IN 1..$STEADY_CALLS LOOP
-        t0 := clock_timestamp(); PERFORM $2;
-        best := least(best, extract(epoch FROM clock_timestamp() - t0));
-      END LOOP;
-      RAISE NOTICE '%', best;
-    END \$\$" 2>&1 | sed 's/.*NOTICE: *//'
-}
-inner_upkeep=$(inner b_upkeep "count(*) FROM upkeep.run_maintenance()")
+inner_upkeep=$(best_in_server "$STEADY_CALLS" b_upkeep "count(*) FROM upkeep.run_maintenance()")
 # A figure of a tool that did not run here (pg_partman) stays empty, printed "-".
 inner_partman=""
 partman_version=-
 if [ -n "${create[partman]:-}" ]; then
-  inner_partman=$(inner b_partman "partman.run_maintenance(p_jobmon => false)")
+  inner_partman=$(best_in_server "$STEADY_CALLS" b_partman "partman.run_maintenance(p_jobmon => false)")
   partman_version=$("${PSQL[@]}" -d b_partman -At -c "SELECT extversion FROM pg_extension WHERE extname = 'pg_partman'")
 fi
 

@@ -48,19 +48,6 @@ build() {
   echo "s_$n: $n parents, $parts partitions, $("${PSQL[@]}" -d "$db" -At -c "SELECT count(*) FROM pg_index") indexes"
 }
 
-# best DB EXPR: the best of ROUNDS evaluations of EXPR, in seconds, timed
-# inside the server (no connection start-up).
-best() {
-  "${PSQL[@]}" -d "$1" -At -c "
-    DO \$\$ DECLARE t0 timestamptz; best float8 := 1e9; BEGIN
-      FOR i IN 1..$ROUNDS LOOP
-        t0 := clock_timestamp(); PERFORM $2;
-        best := least(best, extract(epoch FROM clock_timestamp() - t0));
-      END LOOP;
-      RAISE NOTICE '%', best;
-    END \$\$" 2>&1 | sed 's/.*NOTICE: *//'
-}
-
 CALLS=(
   "upkeep.partitions|count(*) FROM upkeep.partitions"
   "upkeep.partition_health|count(*) FROM upkeep.partition_health"
@@ -79,8 +66,8 @@ build "$LARGE"
 declare -A small large
 for call in "${CALLS[@]}"; do
   name=${call%%|*} expr=${call#*|}
-  small[$name]=$(best "s_$SMALL" "$expr")
-  large[$name]=$(best "s_$LARGE" "$expr")
+  small[$name]=$(best_in_server "$ROUNDS" "s_$SMALL" "$expr")
+  large[$name]=$(best_in_server "$ROUNDS" "s_$LARGE" "$expr")
   echo "$name: ${small[$name]} s at $SMALL parents, ${large[$name]} s at $LARGE"
 done
 # The steady-state calls created nothing.

@@ -54,6 +54,20 @@ median() {
     awk '{a[NR] = $1} END {if (NR) print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'
 }
 
+# best_in_server CALLS DB EXPR: the best of CALLS evaluations of EXPR in
+# database DB, in seconds, timed inside the server (no connection start-up);
+# connects with the caller's PSQL array. The one in-server timer of the benches.
+best_in_server() {
+  "${PSQL[@]}" -d "$2" -At -c "
+    DO \$\$ DECLARE t0 timestamptz; best float8 := 1e9; BEGIN
+      FOR i IN 1..$1 LOOP
+        t0 := clock_timestamp(); PERFORM $3;
+        best := least(best, extract(epoch FROM clock_timestamp() - t0));
+      END LOOP;
+      RAISE NOTICE '%', best;
+    END \$\$" 2>&1 | sed 's/.*NOTICE: *//'
+}
+
 # bench_finish DIR: stops a benchmark's cluster and frees its data (on
 # tmpfs it takes memory until removed)
 bench_finish() {
