@@ -58,20 +58,31 @@ SELECT x.job_id, x.kind, x.target, 'every ' || x.every::text, x.enabled,
 COMMENT ON VIEW upkeep.jobs IS
   'Every policy is a job: what it maintains, its schedule, whether it is enabled, when it next acts, and how its last run went (consecutive_failures > 0 means it is backing off).';
 
+-- Sizes from the files (upkeep.relation_bytes): pg_total_relation_size()
+-- locks each partition, its TOAST table and indexes in turn, and so waits
+-- behind DDL on any of them.
 CREATE VIEW upkeep.partitions AS
 SELECT r.job_id,
        r.parent::regclass AS parent,
-       r.partition::regclass AS partition,
+       c.oid::regclass AS partition,
        r.lower_bound,
        r.upper_bound,
        r.state,
-       pg_total_relation_size(r.partition::regclass) AS size_bytes,
-       pg_size_pretty(pg_total_relation_size(r.partition::regclass)) AS size,
+       z.bytes AS size_bytes,
+       pg_size_pretty(z.bytes) AS size,
        nullif(c.reltuples, -1)::bigint AS estimated_rows
   FROM upkeep.partition_report() r
-  JOIN pg_class c ON c.oid = r.partition::regclass;
+  JOIN pg_class c ON c.oid = r.partition::regclass
+  CROSS JOIN LATERAL (
+    SELECT sum(upkeep.relation_bytes(x.oid))::bigint AS bytes
+      FROM (SELECT c.oid
+            UNION ALL SELECT c.reltoastrelid WHERE c.reltoastrelid <> 0
+            UNION ALL SELECT i.indexrelid FROM pg_index i
+                       WHERE i.indrelid = ANY (ARRAY[c.oid, nullif(c.reltoastrelid, 0)])) x(oid)) z;
 COMMENT ON VIEW upkeep.partitions IS
   'Every partition of every managed table: bounds (in the policy''s time zone), state (past, current, future, default), size and estimated rows.';
+COMMENT ON FUNCTION upkeep.relation_bytes(regclass) IS
+  'Bytes on disk of one relation (all its forks; not its indexes or TOAST table), read from its files without opening or locking it, so it never waits behind DDL. 0 for a relation without storage.';
 
 CREATE VIEW upkeep.partition_health AS
 SELECT h.job_id, h.parent::regclass AS parent, h.granularity, h.premake, h.partitions,
@@ -371,7 +382,8 @@ COMMENT ON COLUMN upkeep.partitions.partition IS 'One of its partitions.';
 COMMENT ON COLUMN upkeep.partitions.lower_bound IS 'Inclusive lower bound, in the policy''s time zone.';
 COMMENT ON COLUMN upkeep.partitions.upper_bound IS 'Exclusive upper bound, in the policy''s time zone.';
 COMMENT ON COLUMN upkeep.partitions.state IS 'past, current, future or default.';
-COMMENT ON COLUMN upkeep.partitions.size_bytes IS 'Size with indexes and TOAST.';
+COMMENT ON COLUMN upkeep.partitions.size_bytes IS
+  'Bytes on disk of the partition with its TOAST table and indexes, read from the files: no lock taken, no wait behind DDL.';
 COMMENT ON COLUMN upkeep.partitions.size IS 'size_bytes for people.';
 COMMENT ON COLUMN upkeep.partitions.estimated_rows IS 'Row estimate from the last ANALYZE; NULL before one.';
 COMMENT ON COLUMN upkeep.partition_health.job_id IS 'The partition job.';
@@ -588,18 +600,15 @@ SELECT 'upkeep_matview_seconds_since_refresh', jsonb_build_object('matview', m.m
        extract(epoch FROM now() - s.refreshed_at)::float8
   FROM upkeep.matview_policies m JOIN upkeep.matview_state s ON s.job_id = m.job_id
 UNION ALL
-SELECT 'upkeep_index_problems', jsonb_build_object('problem', k.problem), count(h.problem)::float8
-  FROM (VALUES ('unused'), ('duplicate'), ('redundant'), ('invalid'), ('bloated'), ('unindexed_fk')) k(problem)
-  LEFT JOIN upkeep.index_health h ON h.problem = k.problem
- GROUP BY k.problem
-UNION ALL
-SELECT 'upkeep_index_bloat_bytes', '{}'::jsonb, coalesce(sum(f.bloat_bytes), 0)::float8
-  FROM upkeep.index_health_figures() f
+SELECT m.metric, CASE WHEN m.problem IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('problem', m.problem) END, m.value
+  FROM upkeep.index_metrics() m
 UNION ALL
 SELECT 'upkeep_scheduler_wait_seconds', '{}'::jsonb, w
   FROM upkeep.scheduler_wait_seconds() w WHERE w IS NOT NULL
 $$;
 COMMENT ON FUNCTION upkeep.metrics_rows() IS 'Internal: the rows of upkeep.metrics.';
+COMMENT ON FUNCTION upkeep.index_metrics() IS
+  'Internal: the index rows of upkeep.metrics (problems by kind, estimated bloat of all indexes) from one read of the index catalogs.';
 COMMENT ON FUNCTION upkeep.scheduler_wait_seconds() IS
   'Seconds this database''s scheduler has been waiting for its turn past its due time (the launcher runs at most upkeep.max_schedulers at once, longest-waiting first); 0 when on time, NULL without the workers (no shared_preload_libraries).';
 CREATE VIEW upkeep.metrics AS SELECT * FROM upkeep.metrics_rows();

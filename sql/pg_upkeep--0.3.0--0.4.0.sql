@@ -4,6 +4,9 @@
 -- upkeep.archive_status says how many and by which foreign key. The
 -- launcher serves every database in turn (upkeep.max_schedulers), and the
 -- metric upkeep_scheduler_wait_seconds says when one waits for its turn.
+-- Sizes in upkeep.partitions come from the files (upkeep.relation_bytes),
+-- without locks; upkeep.metrics reads the index catalogs once
+-- (upkeep.index_metrics).
 
 CREATE TABLE upkeep.index_watch (
     index_oid     oid PRIMARY KEY,
@@ -142,6 +145,15 @@ STRICT VOLATILE PARALLEL SAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'scheduler_wait_seconds_wrapper';
+CREATE FUNCTION upkeep."index_metrics"() RETURNS TABLE (
+	"metric" TEXT,
+	"problem" TEXT,
+	"value" double precision
+)
+STABLE STRICT PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'index_metrics_wrapper';
 CREATE OR REPLACE FUNCTION upkeep.metrics_rows()
 RETURNS TABLE (metric text, labels jsonb, value double precision)
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
@@ -176,19 +188,51 @@ SELECT 'upkeep_matview_seconds_since_refresh', jsonb_build_object('matview', m.m
        extract(epoch FROM now() - s.refreshed_at)::float8
   FROM upkeep.matview_policies m JOIN upkeep.matview_state s ON s.job_id = m.job_id
 UNION ALL
-SELECT 'upkeep_index_problems', jsonb_build_object('problem', k.problem), count(h.problem)::float8
-  FROM (VALUES ('unused'), ('duplicate'), ('redundant'), ('invalid'), ('bloated'), ('unindexed_fk')) k(problem)
-  LEFT JOIN upkeep.index_health h ON h.problem = k.problem
- GROUP BY k.problem
-UNION ALL
-SELECT 'upkeep_index_bloat_bytes', '{}'::jsonb, coalesce(sum(f.bloat_bytes), 0)::float8
-  FROM upkeep.index_health_figures() f
+SELECT m.metric, CASE WHEN m.problem IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('problem', m.problem) END, m.value
+  FROM upkeep.index_metrics() m
 UNION ALL
 SELECT 'upkeep_scheduler_wait_seconds', '{}'::jsonb, w
   FROM upkeep.scheduler_wait_seconds() w WHERE w IS NOT NULL
 $$;
 COMMENT ON FUNCTION upkeep.metrics_rows() IS 'Internal: the rows of upkeep.metrics.';
+COMMENT ON FUNCTION upkeep.index_metrics() IS
+  'Internal: the index rows of upkeep.metrics (problems by kind, estimated bloat of all indexes) from one read of the index catalogs.';
 COMMENT ON FUNCTION upkeep.scheduler_wait_seconds() IS
   'Seconds this database''s scheduler has been waiting for its turn past its due time (the launcher runs at most upkeep.max_schedulers at once, longest-waiting first); 0 when on time, NULL without the workers (no shared_preload_libraries).';
 COMMENT ON VIEW upkeep.metrics IS
   'Figures for dashboards, one row per sample: per job last success time, last duration, consecutive failures; per managed table future partitions and rows in DEFAULT; per archive source rows archived; per view seconds since refresh; index problems by kind; total estimated index bloat; how long this database''s scheduler has waited for its turn. upkeep.prometheus() renders it for Prometheus.';
+
+-- Sizes read from the files, without locks.
+CREATE FUNCTION upkeep."relation_bytes"("rel" regclass) RETURNS bigint
+STRICT VOLATILE PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'relation_bytes_sql_wrapper';
+
+-- Sizes from the files (upkeep.relation_bytes): pg_total_relation_size()
+-- locks each partition, its TOAST table and indexes in turn, and so waits
+-- behind DDL on any of them.
+CREATE OR REPLACE VIEW upkeep.partitions AS
+SELECT r.job_id,
+       r.parent::regclass AS parent,
+       c.oid::regclass AS partition,
+       r.lower_bound,
+       r.upper_bound,
+       r.state,
+       z.bytes AS size_bytes,
+       pg_size_pretty(z.bytes) AS size,
+       nullif(c.reltuples, -1)::bigint AS estimated_rows
+  FROM upkeep.partition_report() r
+  JOIN pg_class c ON c.oid = r.partition::regclass
+  CROSS JOIN LATERAL (
+    SELECT sum(upkeep.relation_bytes(x.oid))::bigint AS bytes
+      FROM (SELECT c.oid
+            UNION ALL SELECT c.reltoastrelid WHERE c.reltoastrelid <> 0
+            UNION ALL SELECT i.indexrelid FROM pg_index i
+                       WHERE i.indrelid = ANY (ARRAY[c.oid, nullif(c.reltoastrelid, 0)])) x(oid)) z;
+COMMENT ON VIEW upkeep.partitions IS
+  'Every partition of every managed table: bounds (in the policy''s time zone), state (past, current, future, default), size and estimated rows.';
+COMMENT ON COLUMN upkeep.partitions.size_bytes IS
+  'Bytes on disk of the partition with its TOAST table and indexes, read from the files: no lock taken, no wait behind DDL.';
+COMMENT ON FUNCTION upkeep.relation_bytes(regclass) IS
+  'Bytes on disk of one relation (all its forks; not its indexes or TOAST table), read from its files without opening or locking it, so it never waits behind DDL. 0 for a relation without storage.';

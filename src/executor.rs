@@ -220,48 +220,11 @@ fn act(action: &Action, steps: &[Step], once: bool) -> Result<(Counts, Option<St
     Ok((counts, next))
 }
 
-/// Sets `lock_timeout` to `upkeep.lock_timeout` for the actions (as SET
-/// LOCAL would) and puts the caller's value back afterwards.
-struct LockTimeout {
-    previous: std::ffi::CString,
-}
-
-impl LockTimeout {
-    fn set() -> Self {
-        // SAFETY: GetConfigOption returns a pointer to the setting's current
-        // text, which we copy before changing it.
-        let previous = unsafe {
-            let p = pg_sys::GetConfigOption(c"lock_timeout".as_ptr(), false, false);
-            std::ffi::CStr::from_ptr(p).to_owned()
-        };
-        let ours = std::ffi::CString::new(format!("{}ms", settings::LOCK_TIMEOUT_MS.get())).unwrap();
-        Self::apply(&ours);
-        LockTimeout { previous }
-    }
-
-    fn apply(value: &std::ffi::CStr) {
-        // SAFETY: a user-settable GUC, set transaction-locally like SET LOCAL.
-        unsafe {
-            pg_sys::set_config_option(
-                c"lock_timeout".as_ptr(),
-                value.as_ptr(),
-                pg_sys::GucContext::PGC_USERSET,
-                pg_sys::GucSource::PGC_S_SESSION,
-                pg_sys::GucAction::GUC_ACTION_LOCAL,
-                true,
-                pg_sys::PGERROR as i32,
-                false,
-            );
-        }
-    }
-}
-
-impl Drop for LockTimeout {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            Self::apply(&self.previous);
-        }
-    }
+/// `lock_timeout` set to `upkeep.lock_timeout` for the actions (as SET
+/// LOCAL would), the caller's value back afterwards.
+fn lock_timeout() -> settings::Local {
+    let ours = std::ffi::CString::new(format!("{}ms", settings::LOCK_TIMEOUT_MS.get())).unwrap();
+    settings::Local::set(c"lock_timeout", &ours)
 }
 
 fn outcome(action: &Action, result: Result<Counts, Failure>, started: Instant, dry_run: bool) -> Outcome {
@@ -297,7 +260,7 @@ fn outcome(action: &Action, result: Result<Counts, Failure>, started: Instant, d
 /// Runs (or, with `dry_run`, only shows) the actions in order. One failing
 /// action never stops the others; each real run is recorded.
 pub fn execute(actions: Vec<Action>, dry_run: bool) -> Vec<Outcome> {
-    let _timeout = (!dry_run && !actions.is_empty()).then(LockTimeout::set);
+    let _timeout = (!dry_run && !actions.is_empty()).then(lock_timeout);
     let outcomes: Vec<Outcome> = actions
         .into_iter()
         .map(|action| {
@@ -322,7 +285,7 @@ pub fn execute_with_top_level(action: Action) -> Outcome {
     let k = action.steps.iter().position(|s| s.top_level).expect("an action with a top-level step");
     let (before, rest) = (&action.steps[..k], &action.steps[k + 1..]);
     let result = BackgroundWorker::transaction(|| {
-        let _timeout = LockTimeout::set();
+        let _timeout = lock_timeout();
         act(&action, before, false)?;
         // With nothing after it (a rebuild, a drop), there is nothing to
         // resume: the next plan sees what an interruption left.
@@ -335,7 +298,7 @@ pub fn execute_with_top_level(action: Action) -> Outcome {
     .and_then(|role| crate::toplevel::run(&action.steps[k].sql, role).map_err(|e| Failure::from(*e)))
     .and_then(|_| {
         BackgroundWorker::transaction(|| {
-            let _timeout = LockTimeout::set();
+            let _timeout = lock_timeout();
             act(&action, rest, false).map(|r| r.0)
         })
     });
@@ -358,7 +321,7 @@ pub fn execute_in_batches(action: Action) -> Outcome {
     let mut total = 0;
     let result = loop {
         let batch = BackgroundWorker::transaction(|| {
-            let _timeout = LockTimeout::set();
+            let _timeout = lock_timeout();
             act(&action, &steps, true)
         });
         match batch {

@@ -57,6 +57,29 @@ pub fn exposition(samples: &[Sample]) -> String {
     out
 }
 
+/// The index samples of upkeep.metrics from one read of the index
+/// catalogs: problems found by kind (every kind, zeros included), and the
+/// estimated bloat of all indexes (no problem).
+#[pg_extern(stable)]
+#[search_path(pg_catalog, pg_temp)]
+fn index_metrics() -> TableIterator<'static, (name!(metric, String), name!(problem, Option<String>), name!(value, f64))>
+{
+    crate::errors::guarded("index_metrics", || {
+        let facts = crate::index_health::read();
+        let found = facts.findings(0);
+        let mut rows: Vec<(String, Option<String>, f64)> = crate::index_health::findings::Problem::ALL
+            .iter()
+            .map(|p| {
+                let n = found.iter().filter(|f| f.problem == *p).count();
+                ("upkeep_index_problems".to_string(), Some(p.to_string()), n as f64)
+            })
+            .collect();
+        let bloat: i64 = crate::index_health::history::figures(facts.indexes).filter_map(|f| f.bloat_bytes).sum();
+        rows.push(("upkeep_index_bloat_bytes".to_string(), None, bloat as f64));
+        TableIterator::new(rows)
+    })
+}
+
 /// upkeep.metrics in Prometheus' text exposition format (version 0.0.4),
 /// for a scraper or postgres_exporter.
 #[pg_extern(stable)]

@@ -1,10 +1,18 @@
 //! `upkeep.report_html()`: one self-contained HTML page for people who
-//! would rather look than read: jobs, a partition calendar per managed
-//! table, archive and refresh status, index health, with inline SVG charts.
-//! No script, no stylesheet or font from the network. The page is built
-//! here from plain rows (pure, unit-tested); the SQL function reads them.
+//! would rather look than read: a summary, jobs, a partition calendar,
+//! archive and refresh status, index health, with inline SVG charts. No
+//! script, no stylesheet or font from the network. At the size of a big
+//! database (2,000 tables, 50,000 indexes) it stays a page: what needs
+//! attention comes first and each list shows its first rows, naming the
+//! view that has them all. The page is built here from plain rows (pure,
+//! unit-tested); the SQL function reads them.
 
 use pgrx::prelude::*;
+
+/// Rows a table shows; the rest are counted and left to its view.
+pub const ROWS_SHOWN: usize = 100;
+/// Tables the partition calendar draws.
+pub const CALENDAR_SHOWN: usize = 40;
 
 /// Text made safe for HTML.
 fn esc(s: &str) -> String {
@@ -12,13 +20,26 @@ fn esc(s: &str) -> String {
 }
 
 /// A titled table of text cells; `status` names the column whose value
-/// colours the row (ok, failed, ...).
+/// colours the row (ok, failed, ...): a row whose status is not `ok`
+/// needs attention. `view` is where all the rows are.
 pub struct Table {
     pub title: String,
     pub columns: Vec<String>,
     pub rows: Vec<Vec<String>>,
     pub status: Option<usize>,
     pub empty: String,
+    pub view: String,
+}
+
+impl Table {
+    fn needs_attention(&self, row: &[String]) -> bool {
+        self.status.and_then(|i| row.get(i)).is_some_and(|s| s != "ok")
+    }
+
+    /// How many rows need attention.
+    fn attention(&self) -> usize {
+        self.rows.iter().filter(|r| self.needs_attention(r)).count()
+    }
 }
 
 /// One partition for the calendar: its table, label, state.
@@ -28,18 +49,62 @@ pub struct Cell {
     pub state: String,
 }
 
+/// The jobs of the tables the calendar draws, from the table of managed
+/// tables (job id first, name second): those that need attention first,
+/// then the others, CALENDAR_SHOWN in all, in the order of their names.
+fn calendar_jobs(managed: &Table) -> Vec<i64> {
+    let (first, rest): (Vec<&Vec<String>>, Vec<&Vec<String>>) =
+        managed.rows.iter().partition(|r| managed.needs_attention(r));
+    let mut drawn: Vec<(&String, i64)> =
+        first.into_iter().chain(rest).take(CALENDAR_SHOWN).filter_map(|r| Some((&r[1], r[0].parse().ok()?))).collect();
+    drawn.sort();
+    drawn.into_iter().map(|d| d.1).collect()
+}
+
+/// The first lines of the page: per table, how many rows and how many need
+/// attention, with the biggest lists' views named.
+fn summary_html(tables: &[Table]) -> String {
+    let mut h = String::from(
+        "<section><h2>Summary</h2><table><thead><tr><th>what</th><th>rows</th><th>need attention</th>\
+         <th>all of them</th></tr></thead><tbody>",
+    );
+    for t in tables {
+        let attention = t.attention();
+        let class = if attention > 0 { "behind" } else { "ok" };
+        h.push_str(&format!(
+            "<tr class=\"{class}\"><td>{}</td><td>{}</td><td>{attention}</td><td>SELECT * FROM {};</td></tr>",
+            esc(&t.title),
+            t.rows.len(),
+            esc(&t.view)
+        ));
+    }
+    h.push_str("</tbody></table></section>");
+    h
+}
+
 fn table_html(t: &Table) -> String {
     let mut h = format!("<section><h2>{}</h2>", esc(&t.title));
     if t.rows.is_empty() {
         h.push_str(&format!("<p class=\"empty\">{}</p></section>", esc(&t.empty)));
         return h;
     }
+    // What needs attention first, each part in the view's order.
+    let (first, rest): (Vec<&Vec<String>>, Vec<&Vec<String>>) = t.rows.iter().partition(|r| t.needs_attention(r));
+    let shown: Vec<&Vec<String>> = first.into_iter().chain(rest).take(ROWS_SHOWN).collect();
+    if shown.len() < t.rows.len() {
+        h.push_str(&format!(
+            "<p class=\"note\">The first {} of {} rows, those that need attention first; all of them: SELECT * FROM {};</p>",
+            shown.len(),
+            t.rows.len(),
+            esc(&t.view)
+        ));
+    }
     h.push_str("<table><thead><tr>");
     for c in &t.columns {
         h.push_str(&format!("<th>{}</th>", esc(c)));
     }
     h.push_str("</tr></thead><tbody>");
-    for r in &t.rows {
+    for r in shown {
         let class = t.status.and_then(|i| r.get(i)).map(|s| s.replace(' ', "_")).unwrap_or_default();
         h.push_str(&format!("<tr class=\"{}\">", esc(&class)));
         for v in r {
@@ -70,20 +135,25 @@ fn cell_html(v: &str) -> String {
 /// The partition calendar: one line of boxes per table, oldest first,
 /// coloured by state (past, current, future, default).
 fn calendar_svg(cells: &[Cell]) -> String {
-    let mut parents: Vec<&str> = cells.iter().map(|c| c.parent.as_str()).collect();
-    parents.dedup();
-    let per_line = parents.iter().map(|p| cells.iter().filter(|c| c.parent == *p).count()).max().unwrap_or(0);
+    let mut lines: Vec<(&str, Vec<&Cell>)> = Vec::new();
+    for c in cells {
+        match lines.last_mut() {
+            Some((p, line)) if *p == c.parent => line.push(c),
+            _ => lines.push((&c.parent, vec![c])),
+        }
+    }
+    let per_line = lines.iter().map(|(_, line)| line.len()).max().unwrap_or(0);
     let (w, h, left) = (46, 26, 210);
     let width = left + per_line * w + 10;
-    let height = parents.len() * (h + 8) + 10;
+    let height = lines.len() * (h + 8) + 10;
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
          viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"partition calendar\">"
     );
-    for (i, p) in parents.iter().enumerate() {
+    for (i, (p, line)) in lines.iter().enumerate() {
         let y = 5 + i * (h + 8);
         s.push_str(&format!("<text x=\"4\" y=\"{}\" class=\"label\">{}</text>", y + 17, esc(p)));
-        for (j, c) in cells.iter().filter(|c| c.parent == *p).enumerate() {
+        for (j, c) in line.iter().enumerate() {
             let x = left + j * w;
             s.push_str(&format!(
                 "<rect x=\"{x}\" y=\"{y}\" width=\"{}\" height=\"{h}\" class=\"{}\"><title>{}</title></rect>",
@@ -142,7 +212,16 @@ rect.past{fill:#c9d3df}rect.current{fill:#4f8a4f}rect.future{fill:#a9d8a9}rect.d
 rect.bar{fill:#5b84b1}svg .cell{fill:#123}.note{color:#555;font-size:12px}";
 
 /// The whole page.
-pub fn page(database: &str, generated: &str, tables: &[Table], calendar: &[Cell], charts: &[String]) -> String {
+/// The whole page. `calendar` holds the partitions of the tables to draw,
+/// `managed_tables` counts them all.
+pub fn page(
+    database: &str,
+    generated: &str,
+    tables: &[Table],
+    calendar: &[Cell],
+    managed_tables: usize,
+    charts: &[String],
+) -> String {
     let mut h = format!(
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>pg_upkeep: {db}</title>\
          <style>{STYLE}</style></head><body><h1>pg_upkeep report: database {db}</h1>\
@@ -150,6 +229,7 @@ pub fn page(database: &str, generated: &str, tables: &[Table], calendar: &[Cell]
         db = esc(database),
         gen = esc(generated)
     );
+    h.push_str(&summary_html(tables));
     let mut tables = tables.iter();
     if let Some(jobs) = tables.next() {
         h.push_str(&table_html(jobs));
@@ -158,6 +238,15 @@ pub fn page(database: &str, generated: &str, tables: &[Table], calendar: &[Cell]
     if calendar.is_empty() {
         h.push_str("<p class=\"empty\">No managed partitioned table.</p>");
     } else {
+        let mut drawn: Vec<&str> = calendar.iter().map(|c| c.parent.as_str()).collect();
+        drawn.dedup();
+        if drawn.len() < managed_tables {
+            h.push_str(&format!(
+                "<p class=\"note\">{} of {managed_tables} tables, those that need attention first; \
+                 every partition: SELECT * FROM upkeep.partitions;</p>",
+                drawn.len()
+            ));
+        }
         h.push_str(&calendar_svg(calendar));
         h.push_str("<p class=\"note\">Grey: past, dark green: current, light green: future, orange: DEFAULT.</p>");
     }
@@ -183,28 +272,50 @@ fn rows(sql: &str) -> Vec<Vec<String>> {
     .unwrap_or_else(|e| error!("pg_upkeep could not read its views for the report: {e}"))
 }
 
-fn titled(title: &str, sql: &str, status: Option<usize>, empty: &str, columns: &[&str]) -> Table {
+fn titled(title: &str, view: &str, sql: &str, status: Option<usize>, empty: &str, columns: &[&str]) -> Table {
     Table {
         title: title.into(),
         columns: columns.iter().map(|c| c.to_string()).collect(),
         rows: rows(sql),
         status,
         empty: empty.into(),
+        view: view.into(),
     }
 }
 
 /// A self-contained HTML page (no script, nothing from the network):
-/// jobs, partition calendar, archive and refresh status, index health,
-/// with inline SVG charts. Save it and open it in a browser.
+/// summary, jobs, partition calendar, archive and refresh status, index
+/// health, with inline SVG charts. Save it and open it in a browser.
 #[pg_extern(stable)]
 #[search_path(pg_catalog, pg_temp)]
 fn report_html() -> String {
     crate::errors::guarded("report_html", || {
         let head = rows("SELECT current_database()::text, to_char(now(), 'YYYY-MM-DD HH24:MI:SS TZ')");
         let (database, generated) = head.first().map(|r| (r[0].clone(), r[1].clone())).unwrap_or_default();
+        // The index catalogs are read once, for the table and the charts
+        // (at 50,000 indexes it is the costliest read of the page).
+        let indexes = crate::index_health::read();
+        let found = indexes.findings(0);
+        let index_rows = found
+            .iter()
+            .map(|f| {
+                vec![
+                    f.problem.to_string(),
+                    f.severity.to_string(),
+                    format!("{}.{}", f.table.schema, f.table.name),
+                    f.index.clone().unwrap_or_default(),
+                    f.size_bytes.map(size_text).unwrap_or_default(),
+                    f.scans.map(|n| n.to_string()).unwrap_or_default(),
+                    f.bloat_ratio.map(|r| r.to_string()).unwrap_or_default(),
+                    f.recommendation.clone(),
+                    f.fix_sql.clone(),
+                ]
+            })
+            .collect();
         let tables = [
             titled(
                 "Jobs",
+                "upkeep.jobs",
                 "SELECT job_id::text, kind, target, schedule, CASE WHEN enabled THEN 'yes' ELSE 'paused' END, \
                         coalesce(to_char(next_run, 'YYYY-MM-DD HH24:MI'), ''), coalesce(to_char(last_run, 'YYYY-MM-DD HH24:MI'), ''), \
                         coalesce(last_status, 'not run yet'), consecutive_failures::text, coalesce(last_error, '') \
@@ -215,15 +326,17 @@ fn report_html() -> String {
             ),
             titled(
                 "Partitioned tables",
-                "SELECT parent::text, granularity, partitions::text, coalesce(covered_until::text, 'not covered'), \
+                "upkeep.partition_health",
+                "SELECT job_id::text, parent::text, granularity, partitions::text, coalesce(covered_until::text, 'not covered'), \
                         future_partitions::text, coalesce(rows_in_default::text, ''), status, coalesce(hint, '') \
-                   FROM upkeep.partition_health ORDER BY 1",
-                Some(6),
+                   FROM upkeep.partition_health ORDER BY 2",
+                Some(7),
                 "No managed partitioned table.",
-                &["table", "granularity", "partitions", "covered until", "future", "rows in DEFAULT", "status", "hint"],
+                &["job", "table", "granularity", "partitions", "covered until", "future", "rows in DEFAULT", "status", "hint"],
             ),
             titled(
                 "Archive",
+                "upkeep.archive_status",
                 "SELECT source::text, mode, coalesce(archive, ''), coalesce(to_char(cutoff, 'YYYY-MM-DD'), ''), \
                         coalesce(rows_archived::text, ''), coalesce(partitions_archived::text, ''), status, coalesce(hint, '') \
                    FROM upkeep.archive_status ORDER BY 1",
@@ -233,6 +346,7 @@ fn report_html() -> String {
             ),
             titled(
                 "Materialized views",
+                "upkeep.matview_status",
                 "SELECT matview::text, coalesce(to_char(last_refresh, 'YYYY-MM-DD HH24:MI'), ''), \
                         coalesce(round(extract(epoch FROM last_duration)::numeric, 3)::text || ' s', ''), \
                         coalesce(changed_since::text, 'unknown'), coalesce(to_char(next_due, 'YYYY-MM-DD HH24:MI'), ''), status, \
@@ -242,40 +356,37 @@ fn report_html() -> String {
                 "No managed materialized view.",
                 &["view", "last refresh", "took", "changed since", "next due", "status", "hint"],
             ),
-            titled(
-                "Index health",
-                "SELECT problem, severity, schema || '.' || \"table\", coalesce(index, ''), \
-                        coalesce(pg_size_pretty(size_bytes), ''), coalesce(scans::text, ''), coalesce(bloat_ratio::text, ''), \
-                        recommendation, fix_sql \
-                   FROM upkeep.index_health",
-                Some(0),
-                "No index problem found.",
-                &["problem", "severity", "table", "index", "size", "scans", "bloat ratio", "recommendation", "fix"],
-            ),
+            Table {
+                title: "Index health".into(),
+                columns: ["problem", "severity", "table", "index", "size", "scans", "bloat ratio", "recommendation", "fix"]
+                    .map(String::from)
+                    .to_vec(),
+                rows: index_rows,
+                status: Some(0),
+                empty: "No index problem found.".into(),
+                view: "upkeep.index_health".into(),
+            },
         ];
-        let calendar = rows(
-            "SELECT parent::text, partition::text, state FROM upkeep.partitions \
-              ORDER BY parent::text, lower_bound NULLS FIRST",
-        )
-        .into_iter()
-        .map(|r| Cell { parent: r[0].clone(), label: r[1].clone(), state: r[2].clone() })
-        .collect::<Vec<_>>();
-        // Counted from the index table above, not read again (a report of
-        // every index is the costliest read of the page).
-        let found = &tables.last().expect("the index table").rows;
+        let managed = &tables[1];
+        let drawn = calendar_jobs(managed);
+        let mut cells = crate::partitions::calendar(Some(drawn.clone()));
+        cells.sort_by_key(|c| drawn.iter().position(|j| *j == c.job_id));
+        let calendar: Vec<Cell> =
+            cells.into_iter().map(|c| Cell { parent: c.parent, label: c.partition, state: c.state }).collect();
         let mut by_kind: Vec<(String, f64)> = crate::index_health::findings::Problem::ALL
             .iter()
-            .map(|p| p.to_string())
-            .map(|k| (k.clone(), found.iter().filter(|r| r[0] == k).count() as f64))
+            .map(|p| (p.to_string(), found.iter().filter(|f| f.problem == *p).count() as f64))
             .collect();
         by_kind.sort_by(|a, b| a.0.cmp(&b.0));
-        let bloat: Vec<(String, f64)> = rows(
-            "SELECT schema || '.' || index, round(bloat_bytes / 1048576.0, 1)::text FROM upkeep.index_health_figures() \
-              WHERE bloat_bytes > 0 ORDER BY bloat_bytes DESC LIMIT 10",
-        )
-        .into_iter()
-        .map(|r| (r[0].clone(), r[1].parse().unwrap_or(0.0)))
-        .collect();
+        let mut bloat: Vec<(String, i64)> = crate::index_health::history::figures(indexes.indexes)
+            .filter_map(|f| Some((format!("{}.{}", f.table.schema, f.index), f.bloat_bytes.filter(|b| *b > 0)?)))
+            .collect();
+        bloat.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let bloat: Vec<(String, f64)> = bloat
+            .into_iter()
+            .take(10)
+            .map(|(name, b)| (name, (b as f64 / 1_048_576.0 * 10.0).round() / 10.0))
+            .collect();
         let mut charts = vec![format!(
             "<section><h2>Index problems by kind</h2>{}</section>",
             bars_svg("index problems", &by_kind, "")
@@ -286,8 +397,21 @@ fn report_html() -> String {
                 bars_svg("index bloat", &bloat, " MB")
             ));
         }
-        page(&database, &generated, &tables, &calendar, &charts)
+        page(&database, &generated, &tables, &calendar, managed.rows.len(), &charts)
     })
+}
+
+/// Bytes as pg_size_pretty() writes them.
+fn size_text(bytes: i64) -> String {
+    let mut value = bytes as f64;
+    for unit in ["bytes", "kB", "MB", "GB", "TB"] {
+        // pg_size_pretty switches unit below 10 times the next one.
+        if value.abs() < 10_240.0 || unit == "TB" {
+            return format!("{} {unit}", value.round() as i64);
+        }
+        value /= 1024.0;
+    }
+    unreachable!()
 }
 
 #[cfg(test)]
@@ -313,17 +437,21 @@ mod tests {
             rows: vec![vec!["<script>alert(1)</script>".into(), "failed".into()]],
             status: Some(1),
             empty: "none".into(),
+            view: "upkeep.jobs".into(),
         };
         let cells = vec![
             Cell { parent: "public.nav".into(), label: "nav_p2026_10".into(), state: "past".into() },
             Cell { parent: "public.nav".into(), label: "nav_p2026_11".into(), state: "current".into() },
             Cell { parent: "\"Odd\"".into(), label: "x".into(), state: "default".into() },
         ];
-        let html = page("db<1>", "now", &[t], &cells, &[bars_svg("b", &[("a".into(), 2.0), ("b".into(), 0.0)], "")]);
+        let html = page("db<1>", "now", &[t], &cells, 2, &[bars_svg("b", &[("a".into(), 2.0), ("b".into(), 0.0)], "")]);
         assert!(html.starts_with("<!DOCTYPE html>"));
         assert!(!html.contains("<script"), "{html}");
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(html.contains("<tr class=\"failed\">"));
+        // The summary counts the row that needs attention; all tables drawn.
+        assert!(html.contains("<td>Jobs</td><td>1</td><td>1</td><td>SELECT * FROM upkeep.jobs;</td>"), "{html}");
+        assert!(!html.contains("those that need attention first"));
         assert!(html.contains("database db&lt;1&gt;"));
         assert_eq!(html.matches("<svg").count(), 2);
         assert_eq!(html.matches("<rect").count(), 3 + 2);
@@ -335,5 +463,58 @@ mod tests {
                 || html.matches("http://").count() == html.matches("xmlns=\"http://www.w3.org/2000/svg\"").count()
         );
         assert!(!html.contains("https://"));
+    }
+
+    /// A database with 2,000 managed tables, 5 of them in trouble: the page
+    /// starts with the summary, shows the troubled tables first, draws 40
+    /// tables, and its tables stop at ROWS_SHOWN rows, naming their view.
+    #[test]
+    fn a_big_database_gets_a_page_not_a_dump() {
+        let status = |i: usize| if i % 400 == 7 { "gap" } else { "ok" };
+        let managed = Table {
+            title: "Partitioned tables".into(),
+            columns: vec!["job".into(), "table".into(), "status".into()],
+            rows: (0..2000).map(|i| vec![(i + 1).to_string(), format!("public.t{i:04}"), status(i).into()]).collect(),
+            status: Some(2),
+            empty: "none".into(),
+            view: "upkeep.partition_health".into(),
+        };
+        let jobs = calendar_jobs(&managed);
+        assert_eq!(jobs.len(), CALENDAR_SHOWN);
+        let troubled: Vec<i64> = (0..2000).filter(|i| status(*i) != "ok").map(|i| i as i64 + 1).collect();
+        assert_eq!(troubled.len(), 5);
+        assert!(troubled.iter().all(|j| jobs.contains(j)), "the troubled tables are drawn: {jobs:?}");
+        let cells: Vec<Cell> = jobs
+            .iter()
+            .flat_map(|j| {
+                (0..24).map(move |m| Cell {
+                    parent: format!("public.t{:04}", j - 1),
+                    label: format!("t_p{m:02}"),
+                    state: "past".into(),
+                })
+            })
+            .collect();
+        let html = page("big", "now", &[managed], &cells, 2000, &[]);
+        let summary = html.find("<h2>Summary</h2>").unwrap();
+        assert!(summary < html.find("<h2>Partitioned tables</h2>").unwrap());
+        assert!(html.contains("<td>Partitioned tables</td><td>2000</td><td>5</td>"), "{}", &html[..2000]);
+        assert!(html.contains("The first 100 of 2000 rows, those that need attention first; all of them: SELECT * FROM upkeep.partition_health;"));
+        assert!(html.contains("40 of 2000 tables, those that need attention first"));
+        let body = &html[html.find("<h2>Partitioned tables</h2>").unwrap()..];
+        assert_eq!(body.matches("<tr class=").count(), ROWS_SHOWN);
+        // The five in trouble lead the table.
+        let first_rows: Vec<&str> = body.split("<tr class=\"").skip(1).take(6).map(|r| &r[..3]).collect();
+        assert_eq!(first_rows, ["gap", "gap", "gap", "gap", "gap", "ok\""]);
+        assert_eq!(html.matches("<rect").count(), 40 * 24);
+        assert!(html.len() < 400_000, "a page of {} bytes", html.len());
+    }
+
+    #[test]
+    fn sizes_read_like_pg_size_pretty() {
+        assert_eq!(size_text(0), "0 bytes");
+        assert_eq!(size_text(10_239), "10239 bytes");
+        assert_eq!(size_text(10_240), "10 kB");
+        assert_eq!(size_text(8_192 * 1_000), "8000 kB");
+        assert_eq!(size_text(8_192 * 10_000), "78 MB");
     }
 }

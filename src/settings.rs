@@ -2,7 +2,8 @@
 //! (SIGHUP); `upkeep.lock_timeout` also per session.
 
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
-use std::ffi::CString;
+use pgrx::pg_sys;
+use std::ffi::{CStr, CString};
 
 /// How long any maintenance statement may wait for a lock, in milliseconds.
 pub static LOCK_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(3_000);
@@ -166,5 +167,46 @@ mod tests {
         assert_eq!(show("upkeep.lock_timeout"), "3s");
         assert_eq!(show("upkeep.history_retention"), "30d");
         assert_eq!(show("upkeep.unused_index_days"), "7");
+    }
+}
+
+/// A PostgreSQL setting changed for as long as this value lives (as SET
+/// LOCAL would), then put back to what it was.
+pub struct Local {
+    name: &'static CStr,
+    previous: CString,
+}
+
+impl Local {
+    pub fn set(name: &'static CStr, value: &CStr) -> Self {
+        // SAFETY: GetConfigOption returns a pointer to the setting's current
+        // text, which we copy before changing it.
+        let previous = unsafe { CStr::from_ptr(pg_sys::GetConfigOption(name.as_ptr(), false, false)).to_owned() };
+        Self::apply(name, value);
+        Local { name, previous }
+    }
+
+    fn apply(name: &CStr, value: &CStr) {
+        // SAFETY: a user-settable GUC, set transaction-locally like SET LOCAL.
+        unsafe {
+            pg_sys::set_config_option(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_LOCAL,
+                true,
+                pg_sys::PGERROR as i32,
+                false,
+            );
+        }
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            Self::apply(self.name, &self.previous);
+        }
     }
 }

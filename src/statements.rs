@@ -23,9 +23,19 @@ pub fn select<'conn, R>(
     args: &[DatumWithOid<'_>],
     read: impl FnOnce(SpiTupleTable<'conn>) -> Result<R, String>,
 ) -> Result<R, String> {
+    let _no_jit = no_jit();
     keep(client, sql, types, false)?;
     let table = KEPT.with(|kept| client.select(&kept.borrow()[sql], None, args)).map_err(|e| e.to_string())?;
     read(table)
+}
+
+/// JIT off while it lives, for catalog reads. Their row estimates are
+/// rough (a function scan counts as 1,000 rows), so at 50,000 indexes the
+/// planner expects millions and compiles hundreds of expressions for a
+/// statement that runs in a fraction of the compile time. A plan made with
+/// JIT off never compiles, so the kept plans are made under it too.
+pub fn no_jit() -> crate::settings::Local {
+    crate::settings::Local::set(c"jit", c"off")
 }
 
 /// Runs a writing statement through its session-wide plan.

@@ -212,6 +212,40 @@ fn creating_partitions_does_not_block_readers_or_writers_of_the_parent() {
     assert_eq!(n, 2);
 }
 
+/// The views a dashboard polls read catalogs and file sizes only: a
+/// partition held by DDL (here ACCESS EXCLUSIVE, as ALTER TABLE or VACUUM
+/// FULL take it) does not make them wait. pg_total_relation_size(),
+/// pg_relation_size(), and pg_get_expr() or pg_get_indexdef() given the
+/// relation, all lock what they read and waited.
+#[test]
+fn the_views_answer_while_ddl_holds_a_partition() {
+    let cluster = Cluster::start("views-no-wait", &["upkeep.enabled = off"]);
+    let mut c = cluster.connect("postgres");
+    c.batch_execute(SCHEMA).unwrap();
+    c.batch_execute(
+        "CREATE INDEX ON public.nav_history (nav); \
+         SELECT upkeep.manage_partitions('public.nav_history', 'nav_date', premake => 1)",
+    )
+    .unwrap();
+    let mut ddl = cluster.connect("postgres");
+    ddl.batch_execute(
+        "BEGIN; LOCK TABLE public.nav_history_p$(m) IN ACCESS EXCLUSIVE MODE"
+            .replace("$(m)", &c.query_one("SELECT to_char(now(), 'YYYY_MM')", &[]).unwrap().get::<_, String>(0))
+            .as_str(),
+    )
+    .unwrap();
+    c.batch_execute("SET lock_timeout = '5s'").unwrap();
+    for view in ["upkeep.partitions", "upkeep.partition_health", "upkeep.index_health", "upkeep.metrics"] {
+        let started = Instant::now();
+        let answer = c.query(&format!("SELECT * FROM {view}"), &[]);
+        assert!(answer.is_ok(), "{view} waited for the lock: {:?}", error_of(answer));
+        assert!(started.elapsed() < Duration::from_secs(5), "{view}");
+    }
+    let sizes: i64 = c.query_one("SELECT count(size_bytes) FROM upkeep.partitions", &[]).unwrap().get(0);
+    assert_eq!(sizes, 2);
+    ddl.batch_execute("ROLLBACK").unwrap();
+}
+
 #[test]
 fn concurrent_runs_neither_double_create_nor_fail() {
     let cluster = Cluster::start("concurrent", &["upkeep.enabled = off"]);

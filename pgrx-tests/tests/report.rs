@@ -58,6 +58,7 @@ fn the_html_report_renders_in_a_browser_with_everything_on_it() {
     let (dom, log) = chromium(&["--dump-dom", &url]);
     for expected in [
         "<h1>pg_upkeep report: database postgres</h1>",
+        "<h2>Summary</h2>",
         "<h2>Jobs</h2>",
         "<h2>Partition calendar</h2>",
         "<h2>Partitioned tables</h2>",
@@ -73,7 +74,11 @@ fn the_html_report_renders_in_a_browser_with_everything_on_it() {
     ] {
         assert!(dom.contains(expected), "the rendered page lacks {expected:?}");
     }
-    assert_eq!(dom.matches("<table>").count(), 5, "five tables: jobs, partitions, archive, views, index health");
+    assert_eq!(
+        dom.matches("<table>").count(),
+        6,
+        "six tables: summary, jobs, partitions, archive, views, index health"
+    );
     assert!(dom.matches("<svg").count() >= 2, "the calendar and a chart");
     // Ten months of nav_history (six back, the current one, three ahead) and DEFAULT in the calendar.
     assert!(dom.matches("<rect").count() >= 11);

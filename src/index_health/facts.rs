@@ -3,9 +3,10 @@
 //! its size estimate needs; every foreign key and whether an index leads
 //! with its columns; how old the scan counts are. Three statements.
 
-use super::findings::{ColumnStats, ForeignKey, IndexFacts, Judgement, KeyColumn};
+use super::findings::{self, ColumnStats, ForeignKey, IndexFacts, Judgement, KeyColumn};
 use crate::sql::QualifiedName;
 use pgrx::spi::SpiClient;
+use std::collections::HashMap;
 
 /// Schemas never reported: the system's and pg_upkeep's own.
 const SKIPPED: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'upkeep') \
@@ -24,68 +25,46 @@ const UNUSED_DAYS: &str = "(SELECT extract(epoch FROM now() - greatest(w.unused_
 #[cfg(any(feature = "pg13", feature = "pg14", feature = "pg15"))]
 const LAST_SCAN_DAYS: &str = "NULL::float8";
 #[cfg(not(any(feature = "pg13", feature = "pg14", feature = "pg15")))]
-const LAST_SCAN_DAYS: &str = "extract(epoch FROM now() - s.last_idx_scan)::float8 / 86400";
+const LAST_SCAN_DAYS: &str = "extract(epoch FROM now() - pg_stat_get_lastscan(ix.indexrelid))::float8 / 86400";
 
+/// Every index, one row each, read by position in `indexes`. Per index
+/// the query does as little as it can: at 50,000 indexes each correlated
+/// subquery or text conversion costs a tenth of a second. Names of plain
+/// key columns come from the catalog cache (`column_name`), sizes from the
+/// files (`disk`), reloptions are parsed in Rust; only expression columns
+/// need the deparser, which opens and locks the table.
 fn indexes_sql(watched: bool) -> String {
     let unused_days = if watched { UNUSED_DAYS } else { "NULL::float8" };
-    // Column statistics are joined once for all indexes (pg_stats is a view
-    // whose lookups by name cannot use an index: one per column cost 40
-    // times the rest of the query).
     format!(
         "\
-WITH ix AS MATERIALIZED ( \
+WITH ix AS ( \
   SELECT i.*, n.nspname, t.relname AS table_name, c.relname AS index_name, c.relkind AS index_kind, c.relam, \
-         c.reloptions, c.reltuples AS index_tuples, t.reltuples AS table_tuples, \
-         string_to_array(i.indkey::text, ' ')::int2[] AS keys \
+         c.reloptions, c.reltuples AS index_tuples, t.reltuples AS table_tuples \
     FROM pg_index i \
     JOIN pg_class c ON c.oid = i.indexrelid \
     JOIN pg_class t ON t.oid = i.indrelid \
     JOIN pg_namespace n ON n.oid = t.relnamespace \
-   WHERE {SKIPPED}), \
-cols AS ( \
-  SELECT ix.indexrelid, k, ix.nspname, \
-         CASE WHEN ix.keys[k] > 0 THEN ix.table_name ELSE ix.index_name END AS rel, \
-         CASE WHEN ix.keys[k] > 0 THEN ta.attname ELSE ia.attname END AS att \
-    FROM ix CROSS JOIN LATERAL generate_series(1, ix.indnatts) k \
-    LEFT JOIN pg_attribute ta ON ta.attrelid = ix.indrelid AND ta.attnum = ix.keys[k] \
-    LEFT JOIN pg_attribute ia ON ia.attrelid = ix.indexrelid AND ia.attnum = k), \
-stats AS ( \
-  SELECT c.indexrelid, array_agg(s.avg_width::float8 ORDER BY c.k) AS widths, \
-         array_agg(s.null_frac::float8 ORDER BY c.k) AS null_fracs, \
-         (array_agg(s.n_distinct::float8 ORDER BY c.k))[1] AS first_distinct \
-    FROM cols c LEFT JOIN pg_stats s ON s.schemaname = c.nspname AND s.tablename = c.rel AND s.attname = c.att \
-   GROUP BY c.indexrelid) \
-SELECT ix.indexrelid::oid::int8 AS oid, ix.nspname::text AS schema, ix.table_name::text AS table, \
-       ix.index_name::text AS name, am.amname::text AS am, ix.index_kind = 'I' AS partitioned, \
-       (SELECT h.inhparent::int8 FROM pg_inherits h WHERE h.inhrelid = ix.indexrelid) AS parent, \
-       ix.indisunique AS unique, ix.indisprimary AS primary, \
-       (ix.indisprimary OR ix.indisexclusion OR ix.indisreplident \
-        OR ix.indexrelid IN (SELECT k.conindid FROM pg_constraint k WHERE k.contype IN ('p', 'u', 'x'))) AS needed, \
-       ix.indisvalid AS valid, \
-       ix.indrelid IN (SELECT p.relid FROM pg_stat_progress_create_index p) AS being_built, \
-       ARRAY(SELECT pg_get_indexdef(ix.indexrelid, k, true) FROM generate_series(1, ix.indnkeyatts) k) AS key_defs, \
-       (string_to_array(ix.indclass::text, ' ')::int8[])[1:ix.indnkeyatts] AS opclasses, \
-       (string_to_array(ix.indcollation::text, ' ')::int8[])[1:ix.indnkeyatts] AS collations, \
-       (string_to_array(ix.indoption::text, ' ')::int2[])[1:ix.indnkeyatts] AS options, \
-       ARRAY(SELECT pg_get_indexdef(ix.indexrelid, k, true) FROM generate_series(ix.indnkeyatts + 1, ix.indnatts) k) AS include, \
-       pg_get_expr(ix.indpred, ix.indrelid, true) AS predicate, \
-       pg_relation_size(ix.indexrelid) AS size_bytes, coalesce(s.idx_scan, 0) AS scans, \
-       {unused_days} AS unused_days, {LAST_SCAN_DAYS} AS last_scan_days, \
-       CASE WHEN ix.indpred IS NULL THEN ix.table_tuples ELSE ix.index_tuples END::float8 AS tuples, \
-       coalesce((SELECT substr(o, 12)::float8 FROM unnest(ix.reloptions) o WHERE o LIKE 'fillfactor=%'), 90) AS fillfactor, \
-       coalesce((SELECT substr(o, 20) NOT IN ('off', 'false') FROM unnest(ix.reloptions) o WHERE o LIKE 'deduplicate_items=%'), true) \
-         AND ix.indnatts = ix.indnkeyatts \
-         AND NOT EXISTS (SELECT 1 FROM unnest(string_to_array(ix.indclass::text, ' ')::oid[]) oc(opc) \
-                          JOIN pg_opclass o ON o.oid = oc.opc \
-                         WHERE NOT EXISTS (SELECT 1 FROM pg_amproc p WHERE p.amprocfamily = o.opcfamily AND p.amprocnum = 4)) AS dedup, \
-       st.widths, st.null_fracs, \
-       CASE WHEN ix.indnkeyatts = 1 AND NOT ix.indisunique AND ix.keys[1] > 0 THEN \
-         CASE WHEN st.first_distinct < 0 THEN -st.first_distinct * greatest(ix.table_tuples, 0) ELSE st.first_distinct END \
-       END AS distinct \
+   WHERE {SKIPPED}) \
+SELECT ix.indexrelid::int8, ix.nspname::text, ix.table_name::text, ix.index_name::text, am.amname::text, \
+       ix.index_kind = 'I', h.inhparent::int8, ix.indisunique, ix.indisprimary, \
+       ix.indisprimary OR ix.indisexclusion OR ix.indisreplident \
+         OR ix.indexrelid IN (SELECT k.conindid FROM pg_constraint k WHERE k.contype IN ('p', 'u', 'x')), \
+       ix.indisvalid, \
+       ix.indrelid IN (SELECT p.relid FROM pg_stat_progress_create_index p), \
+       ix.indnkeyatts::int4, ix.indkey::int2[], ix.indclass::oid[], ix.indcollation::oid[], ix.indoption::int2[], \
+       CASE WHEN 0 = ANY (ix.indkey::int2[]) \
+            THEN ARRAY(SELECT pg_get_indexdef(ix.indexrelid, k, true) FROM generate_series(1, ix.indnatts) k) END, \
+       pg_get_expr(ix.indpred, ix.indrelid, true), \
+       pg_stat_get_numscans(ix.indexrelid), {unused_days}, {LAST_SCAN_DAYS}, \
+       CASE WHEN ix.indpred IS NULL THEN ix.table_tuples ELSE ix.index_tuples END::float8, \
+       ix.reloptions::text[], \
+       ix.indclass::oid[] && (SELECT coalesce(array_agg(o.oid), '{{}}') FROM pg_opclass o \
+                               WHERE NOT EXISTS (SELECT 1 FROM pg_amproc p \
+                                                  WHERE p.amprocfamily = o.opcfamily AND p.amprocnum = 4)), \
+       ix.indrelid::int8, ix.table_tuples::float8 \
   FROM ix \
   JOIN pg_am am ON am.oid = ix.relam \
-  LEFT JOIN pg_stat_all_indexes s ON s.indexrelid = ix.indexrelid \
-  LEFT JOIN stats st ON st.indexrelid = ix.indexrelid \
+  LEFT JOIN pg_inherits h ON h.inhrelid = ix.indexrelid \
  ORDER BY ix.indexrelid"
     )
 }
@@ -117,71 +96,156 @@ fn err(e: pgrx::spi::SpiError) -> String {
     e.to_string()
 }
 
+/// Column statistics (`pg_stats`, so only of tables the caller may read),
+/// by relation and column number. Read once and looked up here: joining
+/// pg_stats by name to every index column cost more than all the rest.
+const COLUMN_STATS_SQL: &str = "\
+SELECT c.oid::int8, a.attnum::int4, s.avg_width::float8, s.null_frac::float8, s.n_distinct::float8, s.inherited \
+  FROM pg_stats s \
+  JOIN pg_namespace n ON n.nspname = s.schemaname \
+  JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = s.tablename \
+  JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = s.attname";
+
+#[derive(Debug, Clone, Copy)]
+struct Stat {
+    column: ColumnStats,
+    n_distinct: f64,
+}
+
+fn column_stats(client: &SpiClient<'_>) -> Result<HashMap<(u32, i32), Stat>, String> {
+    let mut out = HashMap::new();
+    for row in client.select(COLUMN_STATS_SQL, None, &[]).map_err(err)? {
+        let key = (
+            row.get::<i64>(1).map_err(err)?.unwrap_or_default() as u32,
+            row.get::<i32>(2).map_err(err)?.unwrap_or_default(),
+        );
+        let stat = Stat {
+            column: ColumnStats {
+                width: row.get::<f64>(3).map_err(err)?.unwrap_or_default(),
+                null_frac: row.get::<f64>(4).map_err(err)?.unwrap_or_default(),
+            },
+            n_distinct: row.get::<f64>(5).map_err(err)?.unwrap_or_default(),
+        };
+        // A table with inheritance children has both; an index holds the
+        // table's own rows only.
+        let inherited = row.get::<bool>(6).map_err(err)?.unwrap_or_default();
+        if !inherited || !out.contains_key(&key) {
+            out.insert(key, stat);
+        }
+    }
+    Ok(out)
+}
+
 pub fn indexes(client: &SpiClient<'_>) -> Result<Vec<IndexFacts>, String> {
     let mut out = Vec::new();
+    let _no_jit = crate::statements::no_jit();
+    let column_stats = column_stats(client)?;
     for row in client.select(&indexes_sql(watching(client)?), None, &[]).map_err(err)? {
-        let text = |c: &str| row.get_by_name::<String, _>(c).map_err(err).map(Option::unwrap_or_default);
-        let flag = |c: &str| row.get_by_name::<bool, _>(c).map_err(err).map(Option::unwrap_or_default);
-        let ints = |c: &str| row.get_by_name::<Vec<Option<i64>>, _>(c).map_err(err).map(Option::unwrap_or_default);
-        let floats = |c: &str| row.get_by_name::<Vec<Option<f64>>, _>(c).map_err(err).map(Option::unwrap_or_default);
-        let defs = row.get_by_name::<Vec<Option<String>>, _>("key_defs").map_err(err)?.unwrap_or_default();
-        let (opclasses, collations) = (ints("opclasses")?, ints("collations")?);
-        let options = row.get_by_name::<Vec<Option<i16>>, _>("options").map_err(err)?.unwrap_or_default();
-        let keys = defs
-            .into_iter()
+        let text = |i: usize| row.get::<String>(i).map_err(err).map(Option::unwrap_or_default);
+        let flag = |i: usize| row.get::<bool>(i).map_err(err).map(Option::unwrap_or_default);
+        let oids = |i: usize| {
+            row.get::<Vec<Option<pgrx::pg_sys::Oid>>>(i)
+                .map_err(err)
+                .map(|v| v.unwrap_or_default().into_iter().map(|o| o.map_or(0, |o| o.to_u32())).collect::<Vec<u32>>())
+        };
+        let shorts = |i: usize| row.get::<Vec<Option<i16>>>(i).map_err(err).map(Option::unwrap_or_default);
+        let oid = row.get::<i64>(1).map_err(err)?.unwrap_or_default() as u32;
+        let table_oid = row.get::<i64>(26).map_err(err)?.unwrap_or_default() as u32;
+        let key_columns = row.get::<i32>(13).map_err(err)?.unwrap_or_default() as usize;
+        let columns: Vec<i16> = shorts(14)?.into_iter().map(Option::unwrap_or_default).collect();
+        let (opclasses, collations, options) = (oids(15)?, oids(16)?, shorts(17)?);
+        let expressions = row.get::<Vec<Option<String>>>(18).map_err(err)?.unwrap_or_default();
+        // Each column as pg_get_indexdef(index, k, true) prints it.
+        let defs: Vec<String> = columns
+            .iter()
             .enumerate()
-            .map(|(k, d)| KeyColumn {
-                def: d.unwrap_or_default(),
-                opclass: opclasses.get(k).copied().flatten().unwrap_or_default() as u32,
-                collation: collations.get(k).copied().flatten().unwrap_or_default() as u32,
+            .map(|(k, &attnum)| match attnum {
+                0 => expressions.get(k).cloned().flatten().unwrap_or_default(),
+                _ => column_name(table_oid, attnum),
+            })
+            .collect();
+        let keys: Vec<KeyColumn> = defs
+            .iter()
+            .take(key_columns)
+            .enumerate()
+            .map(|(k, def)| KeyColumn {
+                def: def.clone(),
+                opclass: opclasses.get(k).copied().unwrap_or_default(),
+                collation: collations.get(k).copied().unwrap_or_default(),
                 option: options.get(k).copied().flatten().unwrap_or_default(),
             })
             .collect();
-        let widths = floats("widths")?;
-        let nulls = floats("null_fracs")?;
-        let stats = widths
-            .iter()
-            .zip(nulls.iter())
-            .map(|(w, n)| w.map(|width| ColumnStats { width, null_frac: n.unwrap_or(0.0) }))
+        // Each index column's statistics: a table column's, or for an
+        // expression the index's own (ANALYZE keeps them under the index).
+        let stats: Vec<Option<Stat>> = (1..)
+            .zip(&columns)
+            .map(|(k, &attnum)| match attnum {
+                0 => column_stats.get(&(oid, k)).copied(),
+                _ => column_stats.get(&(table_oid, i32::from(attnum))).copied(),
+            })
             .collect();
+        let unique = flag(8)?;
+        let table_tuples = row.get::<f64>(27).map_err(err)?.unwrap_or(0.0);
+        // Distinct keys of a single plain key column, for deduplication.
+        let distinct = match (key_columns, columns.first(), stats.first()) {
+            (1, Some(&c), Some(Some(st))) if c > 0 && !unique => {
+                Some(if st.n_distinct < 0.0 { -st.n_distinct * table_tuples.max(0.0) } else { st.n_distinct })
+            }
+            _ => None,
+        };
+        let reloptions: Vec<String> =
+            row.get::<Vec<Option<String>>>(24).map_err(err)?.unwrap_or_default().into_iter().flatten().collect();
+        // From the files: pg_relation_size() locks the index, and waits
+        // behind DDL on it.
+        let size_bytes = crate::disk::main_fork_bytes(oid.into()).map_err(|p| format!("{} {}", p.message, p.hint))?;
         out.push(IndexFacts {
-            oid: row.get_by_name::<i64, _>("oid").map_err(err)?.unwrap_or_default() as u32,
-            table: QualifiedName::new(text("schema")?, text("table")?),
-            name: text("name")?,
-            am: text("am")?,
-            partitioned: flag("partitioned")?,
-            parent: row.get_by_name::<i64, _>("parent").map_err(err)?.map(|p| p as u32),
-            unique: flag("unique")?,
-            primary: flag("primary")?,
-            needed: flag("needed")?,
-            valid: flag("valid")?,
-            being_built: flag("being_built")?,
+            oid,
+            table: QualifiedName::new(text(2)?, text(3)?),
+            name: text(4)?,
+            am: text(5)?,
+            partitioned: flag(6)?,
+            parent: row.get::<i64>(7).map_err(err)?.map(|p| p as u32),
+            unique,
+            primary: flag(9)?,
+            needed: flag(10)?,
+            valid: flag(11)?,
+            being_built: flag(12)?,
             keys,
-            include: row
-                .get_by_name::<Vec<Option<String>>, _>("include")
-                .map_err(err)?
-                .unwrap_or_default()
-                .into_iter()
-                .flatten()
-                .collect(),
-            predicate: row.get_by_name::<String, _>("predicate").map_err(err)?,
-            size_bytes: row.get_by_name::<i64, _>("size_bytes").map_err(err)?.unwrap_or_default(),
-            scans: row.get_by_name::<i64, _>("scans").map_err(err)?.unwrap_or_default(),
-            unused_days: row.get_by_name::<f64, _>("unused_days").map_err(err)?,
-            last_scan_days: row.get_by_name::<f64, _>("last_scan_days").map_err(err)?,
-            pages: row.get_by_name::<i64, _>("size_bytes").map_err(err)?.unwrap_or_default() / 8192,
-            tuples: row.get_by_name::<f64, _>("tuples").map_err(err)?.unwrap_or(-1.0),
-            fillfactor: row.get_by_name::<f64, _>("fillfactor").map_err(err)?.unwrap_or(90.0),
-            stats,
-            distinct: row.get_by_name::<f64, _>("distinct").map_err(err)?,
-            dedup: flag("dedup")?,
+            include: defs[key_columns.min(defs.len())..].to_vec(),
+            predicate: row.get::<String>(19).map_err(err)?,
+            size_bytes,
+            scans: row.get::<i64>(20).map_err(err)?.unwrap_or_default(),
+            unused_days: row.get::<f64>(21).map_err(err)?,
+            last_scan_days: row.get::<f64>(22).map_err(err)?,
+            pages: size_bytes / i64::from(pgrx::pg_sys::BLCKSZ),
+            tuples: row.get::<f64>(23).map_err(err)?.unwrap_or(-1.0),
+            fillfactor: findings::fillfactor(&reloptions),
+            stats: stats.iter().map(|st| st.map(|st| st.column)).collect(),
+            distinct,
+            // Deduplication needs every opclass to promise equal images
+            // (btree support function 4), and no INCLUDE columns.
+            dedup: findings::deduplicates(&reloptions) && columns.len() == key_columns && !flag(25)?,
         });
     }
     Ok(out)
 }
 
+/// A table column's name, quoted as an identifier, from the catalog cache.
+fn column_name(table: u32, attnum: i16) -> String {
+    // SAFETY: a catalog cache lookup; missing_ok gives NULL for a column
+    // dropped meanwhile, and the name is copied before anything else runs.
+    unsafe {
+        let name = pgrx::pg_sys::get_attname(table.into(), attnum, true);
+        if name.is_null() {
+            return String::new();
+        }
+        std::ffi::CStr::from_ptr(pgrx::pg_sys::quote_identifier(name)).to_string_lossy().into_owned()
+    }
+}
+
 pub fn foreign_keys(client: &SpiClient<'_>) -> Result<Vec<ForeignKey>, String> {
     let mut out = Vec::new();
+    let _no_jit = crate::statements::no_jit();
     for row in client.select(&foreign_keys_sql(), None, &[]).map_err(err)? {
         let text = |c: &str| row.get_by_name::<String, _>(c).map_err(err).map(Option::unwrap_or_default);
         let texts = |c: &str| {

@@ -29,12 +29,35 @@ fn index_health_figures() -> TableIterator<
     crate::errors::guarded("index_health_figures", || {
         let indexes =
             Spi::connect(super::facts::indexes).unwrap_or_else(|e| error!("pg_upkeep could not read the indexes: {e}"));
-        TableIterator::new(indexes.into_iter().filter(|i| !i.partitioned).map(|i| {
-            let expected = expected_pages(&i);
-            let bloat = expected.map(|e| (((i.pages as f64 - e) * PAGE) as i64).max(0));
-            let ratio = expected.map(|e| ((i.pages as f64 / e) * 100.0).round() / 100.0);
-            (i.table.schema, i.table.name, i.name, i.size_bytes, i.scans, bloat, ratio)
-        }))
+        TableIterator::new(
+            figures(indexes)
+                .map(|f| (f.table.schema, f.table.name, f.index, f.size_bytes, f.scans, f.bloat_bytes, f.bloat_ratio)),
+        )
+    })
+}
+
+/// One index's figures: what a snapshot records.
+pub struct Figures {
+    pub table: QualifiedName,
+    pub index: String,
+    pub size_bytes: i64,
+    pub scans: i64,
+    pub bloat_bytes: Option<i64>,
+    pub bloat_ratio: Option<f64>,
+}
+
+/// The figures of every index that has storage (not partitioned ones).
+pub fn figures(indexes: Vec<super::findings::IndexFacts>) -> impl Iterator<Item = Figures> {
+    indexes.into_iter().filter(|i| !i.partitioned).map(|i| {
+        let expected = expected_pages(&i);
+        Figures {
+            bloat_bytes: expected.map(|e| (((i.pages as f64 - e) * PAGE) as i64).max(0)),
+            bloat_ratio: expected.map(|e| ((i.pages as f64 / e) * 100.0).round() / 100.0),
+            table: i.table,
+            index: i.name,
+            size_bytes: i.size_bytes,
+            scans: i.scans,
+        }
     })
 }
 

@@ -14,13 +14,36 @@ use crate::regclass::RegClass;
 use findings::Finding;
 use pgrx::prelude::*;
 
+/// What index health reads, as the caller: every index, every foreign
+/// key, and how much evidence "unused" needs. One read serves the findings
+/// and the figures (at 50,000 indexes it is the costliest read there is).
+pub struct Facts {
+    pub indexes: Vec<findings::IndexFacts>,
+    pub foreign_keys: Vec<findings::ForeignKey>,
+    pub judgement: findings::Judgement,
+}
+
+pub fn read() -> Facts {
+    Spi::connect(|client| {
+        Ok::<_, String>(Facts {
+            indexes: facts::indexes(client)?,
+            foreign_keys: facts::foreign_keys(client)?,
+            judgement: facts::judgement(),
+        })
+    })
+    .unwrap_or_else(|e| error!("pg_upkeep could not read the index catalogs: {e}"))
+}
+
+impl Facts {
+    /// Every finding about indexes of at least `min_size_bytes`.
+    pub fn findings(&self, min_size_bytes: i64) -> Vec<Finding> {
+        findings::findings(&self.indexes, &self.foreign_keys, self.judgement, min_size_bytes)
+    }
+}
+
 /// Every finding, read as the caller.
 pub fn report(min_size_bytes: i64) -> Vec<Finding> {
-    let (indexes, fks, judgement) = Spi::connect(|client| {
-        Ok::<_, String>((facts::indexes(client)?, facts::foreign_keys(client)?, facts::judgement()))
-    })
-    .unwrap_or_else(|e| error!("pg_upkeep could not read the index catalogs: {e}"));
-    findings::findings(&indexes, &fks, judgement, min_size_bytes)
+    read().findings(min_size_bytes)
 }
 
 /// One row per index problem found; the view upkeep.index_health is this

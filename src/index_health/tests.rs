@@ -3,8 +3,38 @@
 #[allow(clippy::module_inception)]
 #[pgrx::pg_schema]
 mod tests {
-    #[cfg(feature = "pg18")]
     use pgrx::prelude::*;
+
+    /// Index columns are told apart by how pg_get_indexdef() prints them:
+    /// names (quoted where needed) from the catalog cache, expressions from
+    /// the deparser, INCLUDE columns apart from keys.
+    #[pg_test]
+    fn columns_read_like_pg_get_indexdef() {
+        Spi::run(
+            "SET LOCAL upkeep.unused_index_days = 0; \
+             CREATE TABLE public.t (\"Odd Col\" int, b text, c int); \
+             CREATE INDEX t_odd_1 ON public.t (\"Odd Col\"); \
+             CREATE INDEX t_odd_2 ON public.t (\"Odd Col\"); \
+             CREATE INDEX t_inc_1 ON public.t (c) INCLUDE (b); \
+             CREATE INDEX t_inc_2 ON public.t (c) INCLUDE (\"Odd Col\"); \
+             CREATE TABLE public.e (b text); \
+             CREATE INDEX e_lower_1 ON public.e (lower(b)); \
+             CREATE INDEX e_lower_2 ON public.e (lower(b)); \
+             CREATE INDEX e_upper ON public.e (upper(b))",
+        )
+        .unwrap();
+        let found: Vec<(String, String)> = Spi::connect(|c| {
+            c.select(
+                "SELECT index, problem FROM upkeep.index_health WHERE problem IN ('duplicate', 'redundant') ORDER BY 1",
+                None,
+                &[],
+            )
+            .unwrap()
+            .map(|r| (r.get::<String>(1).unwrap().unwrap(), r.get::<String>(2).unwrap().unwrap()))
+            .collect()
+        });
+        assert_eq!(found, [("e_lower_2".to_string(), "duplicate".to_string()), ("t_odd_2".into(), "duplicate".into())]);
+    }
 
     /// (index, problem) rows of the report for one table.
     #[cfg(feature = "pg18")]

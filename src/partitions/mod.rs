@@ -375,36 +375,62 @@ fn partition_report() -> TableIterator<
     ),
 > {
     crate::errors::guarded("partition_report", || {
-        let now = now_micros();
-        let (parents, _) = load(&Scope::Report);
-        let rows: Vec<_> = parents
-            .iter()
-            .flat_map(|f| {
-                let cal = f.policy.calendar;
-                let current = cal.bound_of(cal.period_start(cal.civil_date_of_instant(now)));
-                let next = cal.bound_of(cal.next_start(cal.period_start(cal.civil_date_of_instant(now))));
-                f.partitions.iter().map(move |p| {
-                    let (lower, upper, state) = match p.range {
-                        facts::Range::Default => (None, None, "default"),
-                        facts::Range::Bounded { lower, upper } => {
-                            let state = match (lower, upper) {
-                                (_, Some(u)) if u <= current => "past",
-                                (Some(l), _) if l >= next => "future",
-                                _ => "current",
-                            };
-                            (
-                                Some(lower.map_or("MINVALUE".to_string(), |b| cal.display(b))),
-                                Some(upper.map_or("MAXVALUE".to_string(), |b| cal.display(b))),
-                                state,
-                            )
-                        }
-                    };
-                    (f.policy.job_id, f.policy.parent.quoted(), p.name.quoted(), lower, upper, state.to_string())
-                })
-            })
-            .collect();
-        TableIterator::new(rows)
+        TableIterator::new(
+            calendar(None)
+                .into_iter()
+                .map(|r| (r.job_id, r.parent, r.partition, r.lower_bound, r.upper_bound, r.state)),
+        )
     })
+}
+
+/// One partition as the views show it: bounds in the policy's time zone,
+/// state past, current, future or default.
+pub struct PartitionRow {
+    pub job_id: i64,
+    pub parent: String,
+    pub partition: String,
+    pub lower_bound: Option<String>,
+    pub upper_bound: Option<String>,
+    pub state: String,
+}
+
+/// The partitions of every managed parent, or of these jobs' parents.
+pub fn calendar(jobs: Option<Vec<i64>>) -> Vec<PartitionRow> {
+    let now = now_micros();
+    let (parents, _) = load(&Scope::Report(jobs));
+    parents
+        .iter()
+        .flat_map(|f| {
+            let cal = f.policy.calendar;
+            let current = cal.bound_of(cal.period_start(cal.civil_date_of_instant(now)));
+            let next = cal.bound_of(cal.next_start(cal.period_start(cal.civil_date_of_instant(now))));
+            f.partitions.iter().map(move |p| {
+                let (lower_bound, upper_bound, state) = match p.range {
+                    facts::Range::Default => (None, None, "default"),
+                    facts::Range::Bounded { lower, upper } => {
+                        let state = match (lower, upper) {
+                            (_, Some(u)) if u <= current => "past",
+                            (Some(l), _) if l >= next => "future",
+                            _ => "current",
+                        };
+                        (
+                            Some(lower.map_or("MINVALUE".to_string(), |b| cal.display(b))),
+                            Some(upper.map_or("MAXVALUE".to_string(), |b| cal.display(b))),
+                            state,
+                        )
+                    }
+                };
+                PartitionRow {
+                    job_id: f.policy.job_id,
+                    parent: f.policy.parent.quoted(),
+                    partition: p.name.quoted(),
+                    lower_bound,
+                    upper_bound,
+                    state: state.to_string(),
+                }
+            })
+        })
+        .collect()
 }
 
 /// Per managed parent: coverage, holes, rows in DEFAULT, status and a hint
@@ -433,7 +459,7 @@ fn partition_health_report() -> TableIterator<
 > {
     crate::errors::guarded("partition_health_report", || {
         let now = now_micros();
-        let (parents, problems) = load(&Scope::Report);
+        let (parents, problems) = load(&Scope::Report(None));
         let mut rows: Vec<_> = parents
             .iter()
             .map(|f| {

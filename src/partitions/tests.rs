@@ -191,6 +191,27 @@ mod tests {
         assert_eq!(count("SELECT * FROM upkeep.partitions WHERE state = 'current'"), 1);
     }
 
+    /// The view reads sizes from the files (no lock, so it never waits
+    /// behind DDL; pgrx-tests/tests/scale.rs): what pg_total_relation_size()
+    /// says of each partition with its TOAST table and indexes.
+    #[pg_test]
+    fn the_partitions_view_sizes_like_pg_total_relation_size() {
+        nav_history("public.nav_history");
+        Spi::run("ALTER TABLE public.nav_history ADD COLUMN note text; CREATE INDEX ON public.nav_history (nav)")
+            .unwrap();
+        Spi::run("SELECT upkeep.manage_partitions('public.nav_history', 'nav_date', premake => 1)").unwrap();
+        Spi::run(
+            "INSERT INTO public.nav_history SELECT g, current_date, g, \
+               (SELECT string_agg(md5(g::text || i::text), '') FROM generate_series(1, 160) i) FROM generate_series(1, 300) g",
+        )
+        .unwrap();
+        assert!(one::<i64>("SELECT sum(size_bytes)::int8 FROM upkeep.partitions") > 1_000_000, "the rows are counted");
+        let wrong: i64 = one(
+            "SELECT count(*) FROM upkeep.partitions WHERE size_bytes IS DISTINCT FROM pg_total_relation_size(partition)",
+        );
+        assert_eq!(wrong, 0);
+    }
+
     #[pg_test]
     fn long_names_are_shortened_and_unique() {
         let a = "a".repeat(60);

@@ -156,6 +156,24 @@ pub struct Finding {
     pub fix_sql: String,
 }
 
+/// An index's fill factor from its reloptions (`fillfactor=70`); btree's
+/// default, 90, when it has none.
+pub fn fillfactor(reloptions: &[String]) -> f64 {
+    reloptions.iter().find_map(|o| o.strip_prefix("fillfactor=")?.parse().ok()).unwrap_or(90.0)
+}
+
+/// Whether its reloptions leave btree deduplication on (the default):
+/// `deduplicate_items` off in any of the spellings PostgreSQL accepts
+/// turns it off.
+pub fn deduplicates(reloptions: &[String]) -> bool {
+    reloptions.iter().filter_map(|o| o.strip_prefix("deduplicate_items=")).all(|v| {
+        !matches!(
+            v.to_ascii_lowercase().as_str(),
+            "off" | "of" | "false" | "f" | "fa" | "fal" | "fals" | "no" | "n" | "0"
+        )
+    })
+}
+
 /// Size of an index of this shape freshly built: the pages its entries
 /// need at its fill factor, plus the upper levels and the metapage. None
 /// for other access methods than btree and before statistics exist.
@@ -538,6 +556,18 @@ pub fn findings(indexes: &[IndexFacts], fks: &[ForeignKey], judgement: Judgement
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn reloptions_give_the_fill_factor_and_deduplication() {
+        let opts = |o: &[&str]| o.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(super::fillfactor(&[]), 90.0);
+        assert_eq!(super::fillfactor(&opts(&["deduplicate_items=on", "fillfactor=70"])), 70.0);
+        assert!(super::deduplicates(&[]));
+        assert!(super::deduplicates(&opts(&["fillfactor=70", "deduplicate_items=true"])));
+        for off in ["off", "false", "OFF", "no", "0"] {
+            assert!(!super::deduplicates(&opts(&[&format!("deduplicate_items={off}")])), "{off}");
+        }
+    }
+
     use super::*;
 
     fn col(def: &str) -> KeyColumn {

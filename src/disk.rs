@@ -1,0 +1,124 @@
+//! Sizes on disk, read from the files alone. `pg_relation_size()` and its
+//! kin open and lock each relation they measure, one after the other: a
+//! view of 24,000 partitions waited behind DDL on any one of them (an
+//! ALTER, a DETACH, a VACUUM FULL), and the opens cost three times the
+//! reading. The size of a relation's files needs neither.
+
+use crate::problem::Problem;
+use pgrx::prelude::*;
+use std::io::ErrorKind;
+
+/// Bytes in all the files of one relation (every fork, every 1 GB
+/// segment), like `pg_relation_size(rel, fork)` summed over the forks;
+/// 0 for a relation without storage or one that no longer exists. Reads
+/// the catalog cache and the file system only. A relation being rewritten
+/// (VACUUM FULL, TRUNCATE) may read 0 at that instant.
+pub fn relation_bytes(oid: pg_sys::Oid) -> Result<i64, Problem> {
+    let Some((path, kind, persistence)) = storage_of(oid) else { return Ok(0) };
+    // Only the forks that can exist, so that a view of 100,000 relations
+    // does not stat twice as many missing files.
+    let heap = matches!(kind, b'r' | b't' | b'm');
+    let forks = [Some(""), Some("_fsm"), heap.then_some("_vm"), (persistence == b'u').then_some("_init")];
+    forks.into_iter().flatten().map(|fork| fork_bytes(&path, fork)).sum()
+}
+
+/// Bytes of a relation's main fork, like `pg_relation_size(rel)`, read
+/// the same way as `relation_bytes`.
+pub fn main_fork_bytes(oid: pg_sys::Oid) -> Result<i64, Problem> {
+    storage_of(oid).map_or(Ok(0), |(path, _, _)| fork_bytes(&path, ""))
+}
+
+/// The relation's file path (relative to the data directory), kind and
+/// persistence; None without storage or when it no longer exists.
+fn storage_of(oid: pg_sys::Oid) -> Option<(String, u8, u8)> {
+    // SAFETY: catalog cache lookups of one oid. pg_relation_filepath
+    // returns NULL for a missing relation or one without storage, and no
+    // invalidation is processed between the lookups (nothing is locked).
+    unsafe {
+        let path: Option<String> = pgrx::direct_function_call(pg_sys::pg_relation_filepath, &[oid.into_datum()]);
+        path.map(|p| (p, pg_sys::get_rel_relkind(oid) as u8, pg_sys::get_rel_persistence(oid) as u8))
+    }
+}
+
+/// Bytes of one fork: its segments in turn (every one but the last is
+/// full). The path is relative to the data directory, the server's
+/// working directory.
+fn fork_bytes(path: &str, fork: &str) -> Result<i64, Problem> {
+    let full_segment = u64::from(pg_sys::RELSEG_SIZE) * u64::from(pg_sys::BLCKSZ);
+    let mut total = 0i64;
+    for segment in 0.. {
+        let file = match segment {
+            0 => format!("{path}{fork}"),
+            n => format!("{path}{fork}.{n}"),
+        };
+        match std::fs::metadata(&file) {
+            Ok(m) => {
+                total += m.len() as i64;
+                if m.len() < full_segment {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => break,
+            Err(e) => {
+                return Err(Problem::new(
+                    format!("could not read the size of file \"{file}\": {e}"),
+                    "The server cannot read its own data directory: check the file's permissions and the server log.",
+                ))
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// Bytes on disk of one relation: all its forks, without its indexes or
+/// TOAST table. Takes no lock and so never waits behind DDL.
+#[pg_extern(volatile, strict, parallel_safe, name = "relation_bytes")]
+#[search_path(pg_catalog, pg_temp)]
+fn relation_bytes_sql(rel: crate::regclass::RegClass) -> i64 {
+    crate::errors::guarded("relation_bytes", || {
+        relation_bytes(rel.0)
+            .unwrap_or_else(|p| crate::errors::bad_input(PgSqlErrorCode::ERRCODE_IO_ERROR, p.message, p.hint))
+    })
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use crate::test_support::one;
+    use pgrx::prelude::*;
+
+    /// What pg_relation_size says of every fork, summed.
+    fn forks(rel: &str) -> i64 {
+        one(&format!(
+            "SELECT sum(pg_relation_size('{rel}', f))::int8 FROM unnest(ARRAY['main', 'fsm', 'vm', 'init']) f"
+        ))
+    }
+
+    #[pg_test]
+    fn the_files_say_what_pg_relation_size_says() {
+        Spi::run(
+            "CREATE TABLE t (id int PRIMARY KEY, note text);
+             INSERT INTO t SELECT g, (SELECT string_agg(md5(g::text || i::text), '') FROM generate_series(1, 100) i) 
+                  FROM generate_series(1, 2000) g;
+             DELETE FROM t WHERE id % 3 = 0;
+             CREATE UNLOGGED TABLE u (id int);
+             INSERT INTO u SELECT generate_series(1, 100);
+             CREATE INDEX u_id ON u (id);
+             CREATE TABLE p (d date) PARTITION BY RANGE (d);
+             CREATE VIEW v AS SELECT 1;",
+        )
+        .unwrap();
+        // Every fork it has, as pg_relation_size() counts them: TOAST, an
+        // index, the init fork of an unlogged table.
+        let toast: String = one("SELECT reltoastrelid::regclass::text FROM pg_class WHERE relname = 't'");
+        for rel in ["t", "t_pkey", "u", "u_id", toast.as_str()] {
+            let files: i64 = one(&format!("SELECT upkeep.relation_bytes('{rel}')"));
+            assert_eq!(files, forks(rel), "{rel}");
+            assert!(files > 0, "{rel}");
+        }
+        assert!(forks("u_id") > one::<i64>("SELECT pg_relation_size('u_id')"), "an unlogged index has an init fork");
+        assert_eq!(one::<i64>("SELECT upkeep.relation_bytes('p')"), 0, "a partitioned table has no storage");
+        assert_eq!(one::<i64>("SELECT upkeep.relation_bytes('v')"), 0, "a view has no storage");
+        assert_eq!(one::<i64>("SELECT upkeep.relation_bytes(4294967295::oid::regclass)"), 0, "no such relation");
+    }
+}
