@@ -19,6 +19,7 @@ pub const LAYERS: [(&str, &[&str]); 4] = [
             "settings",
             "regclass",
             "disk",
+            "citus",
             "ownership",
             "toplevel",
             "version",

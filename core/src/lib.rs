@@ -12,6 +12,7 @@ pub mod archive;
 pub mod archive_target;
 pub mod backoff;
 pub mod calendar;
+pub mod citus;
 pub mod index_health;
 pub mod matviews;
 pub mod partitions;

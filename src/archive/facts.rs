@@ -109,6 +109,7 @@ pub fn load(client: &SpiClient<'_>, scope: Scope) -> Result<Vec<RowFacts>, Strin
             source: QualifiedName::new(text("schema")?, text("name")?),
             exists: row.get_by_name::<bool, _>("exists").map_err(err)?.unwrap_or(false),
             relkind: text("relkind")?,
+            distributed: false,
             owner: text("owner")?,
             unlogged: row.get_by_name::<bool, _>("unlogged").map_err(err)?.unwrap_or(false),
             time_column: text("time_column")?,
@@ -129,6 +130,10 @@ pub fn load(client: &SpiClient<'_>, scope: Scope) -> Result<Vec<RowFacts>, Strin
     }
     if out.is_empty() {
         return Ok(out);
+    }
+    let distributed = crate::citus::distributed(client, &sources)?;
+    for (f, oid) in out.iter_mut().zip(&sources) {
+        f.distributed = distributed.contains(&oid.to_u32());
     }
     let archives: Vec<QualifiedName> = out.iter().map(RowFacts::archive_table).collect();
     let schemas: Vec<String> = archives.iter().map(|q| q.schema.clone()).collect();

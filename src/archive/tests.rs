@@ -30,6 +30,14 @@ mod tests {
         .unwrap();
     }
 
+    /// A source Citus distributes is refused, nothing registered.
+    #[pg_test(error = "table public.events is a Citus distributed or reference table, which pg_upkeep does not manage")]
+    fn a_citus_distributed_source_is_refused() {
+        events();
+        crate::test_support::citus_distributes("public.events");
+        Spi::run("SELECT upkeep.manage_archive('public.events', 'at', '30 days')").unwrap();
+    }
+
     #[pg_test]
     fn old_rows_move_once_identities_kept_generated_recomputed_nulls_stay() {
         events();

@@ -178,6 +178,7 @@ fn read_policies(rows: SpiTupleTable<'_>) -> Result<Vec<RawParent>, String> {
             }),
             archive: text("archive")?.unwrap_or_default(),
             relkind: text("relkind")?.unwrap_or_default(),
+            distributed: false,
             strategy: text("strategy")?,
             key_columns: row.get_by_name::<i32, _>("key_columns").map_err(spi_err)?.unwrap_or(0),
             keyed_on_control: row.get_by_name::<bool, _>("keyed_on_control").map_err(spi_err)?.unwrap_or(false),
@@ -198,7 +199,13 @@ pub fn load(client: &SpiClient<'_>, scope: &Scope) -> Result<(Vec<ParentFacts>, 
     let mut parents = Vec::new();
     let mut problems = Vec::new();
     let mut by_oid: BTreeMap<i64, usize> = BTreeMap::new();
-    for raw in read_raw(client, scope)? {
+    let mut raws = read_raw(client, scope)?;
+    let tables: Vec<pg_sys::Oid> = raws.iter().map(|r| pg_sys::Oid::from(r.oid as u32)).collect();
+    let distributed = crate::citus::distributed(client, &tables)?;
+    for raw in &mut raws {
+        raw.distributed = distributed.contains(&(raw.oid as u32));
+    }
+    for raw in raws {
         let oid = raw.oid;
         match raw.validate() {
             Ok(f) => {

@@ -212,6 +212,27 @@ mod tests {
         assert_eq!(wrong, 0);
     }
 
+    /// A table Citus distributes is refused at registration, and a policy
+    /// registered before Citus took the table over fails its runs saying
+    /// why and what Citus offers; nothing is created either way.
+    #[pg_test(
+        error = "table public.nav_history is a Citus distributed or reference table, which pg_upkeep does not manage"
+    )]
+    fn a_citus_distributed_table_is_refused() {
+        nav_history("public.nav_history");
+        nav_history("public.earlier");
+        Spi::run("SELECT upkeep.manage_partitions('public.earlier', 'nav_date', premake => 1)").unwrap();
+        crate::test_support::citus_distributes("public.earlier");
+        Spi::run("UPDATE upkeep.partition_policies SET premake = 4").unwrap();
+        let (status, error) =
+            Spi::get_two::<String, String>("SELECT status, error FROM upkeep.create_partitions()").unwrap();
+        assert_eq!(status.as_deref(), Some("failed"));
+        assert!(error.unwrap_or_default().contains("create_time_partitions()"));
+        assert_eq!(count("SELECT 1 FROM pg_inherits WHERE inhparent = 'public.earlier'::regclass"), 2);
+        crate::test_support::citus_distributes("public.nav_history");
+        Spi::run("SELECT upkeep.manage_partitions('public.nav_history', 'nav_date')").unwrap();
+    }
+
     #[pg_test]
     fn long_names_are_shortened_and_unique() {
         let a = "a".repeat(60);

@@ -56,6 +56,8 @@ pub struct RowFacts {
     /// Whether the source still exists; `relkind` is its pg_class.relkind.
     pub exists: bool,
     pub relkind: String,
+    /// Citus distributes (or replicates) the source.
+    pub distributed: bool,
     pub owner: String,
     /// The source is UNLOGGED: so is the archive pg_upkeep creates for it.
     pub unlogged: bool,
@@ -125,6 +127,9 @@ impl RowFacts {
                 format!("table {source} of archive job {} does not exist", self.job_id),
                 "It was dropped or renamed: SELECT upkeep.unmanage_archive(...) the old entry, and manage the table again.",
             ));
+        }
+        if self.distributed {
+            return Err(crate::citus::refusal(&source));
         }
         match self.relkind.as_str() {
             "r" => {}
@@ -322,6 +327,7 @@ mod tests {
             source: QualifiedName::new("app", "Events"),
             exists: true,
             relkind: "r".into(),
+            distributed: false,
             owner: "app".into(),
             unlogged: false,
             time_column: "at".into(),

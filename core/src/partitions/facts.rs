@@ -108,6 +108,8 @@ pub struct RawParent {
     pub retention: Option<Span>,
     pub archive: String,
     pub relkind: String,
+    /// Citus distributes (or replicates) the table.
+    pub distributed: bool,
     pub strategy: Option<String>,
     pub key_columns: i32,
     pub keyed_on_control: bool,
@@ -138,6 +140,10 @@ impl RawParent {
                 format!("table {t} of partition policy {} no longer exists", self.job_id),
                 "Remove the policy with upkeep.unmanage_partitions(), or re-create the table.",
             ));
+        }
+        if self.distributed {
+            let refused = crate::citus::refusal(t);
+            return Err(problem(refused.message, &refused.hint));
         }
         if self.relkind != "p" {
             return Err(problem(
