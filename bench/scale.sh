@@ -16,8 +16,8 @@
 #     sequence it runs (CREATE TABLE ... LIKE with the bounds CHECK, then
 #     ATTACH), run in a plpgsql loop, for parents with and without indexes
 #     (target: at most 1.3x);
-#   - a backend's resident memory across 1,000 steady-state calls (target:
-#     no growth per call).
+#   - a backend's resident memory over 1,000 steady-state calls, after
+#     1,000 that fill its caches (target: no growth per call).
 #
 #   [PG_VERSION=18] bench/scale.sh [rounds]      (default 3; best of rounds reported)
 set -euo pipefail
@@ -141,11 +141,12 @@ creation() {
   echo "$best_u $best_s"
 }
 
-# rss DB CALLS: a backend's resident memory (kB) after 20 steady-state
-# maintenance calls (caches warm) and after CALLS more, as "before after".
+# rss DB CALLS: a backend's resident memory (kB) after CALLS steady-state
+# maintenance calls (its catalog and plan caches filled: the first calls
+# grow them by a few MB) and after CALLS more, as "before after".
 rss() {
   "${PSQL[@]}" -d "$1" -At <<SQL | tr '\n' ' '
-DO \$\$ BEGIN FOR i IN 1..20 LOOP PERFORM count(*) FROM upkeep.run_maintenance(); END LOOP; END \$\$;
+DO \$\$ BEGIN FOR i IN 1..$2 LOOP PERFORM count(*) FROM upkeep.run_maintenance(); END LOOP; END \$\$;
 SELECT (regexp_match(pg_read_file('/proc/' || pg_backend_pid() || '/status'), 'VmRSS:\s+(\d+)'))[1];
 DO \$\$ BEGIN FOR i IN 1..$2 LOOP PERFORM count(*) FROM upkeep.run_maintenance(); END LOOP; END \$\$;
 SELECT (regexp_match(pg_read_file('/proc/' || pg_backend_pid() || '/status'), 'VmRSS:\s+(\d+)'))[1];
@@ -191,7 +192,7 @@ done
 declare -A memory
 for size in "$SMALL" "$LARGE"; do
   memory[$size]=$(rss "s_$size" 1000)
-  echo "memory, $size parents: ${memory[$size]} (kB before, after 1,000 calls)"
+  echo "memory, $size parents: ${memory[$size]} (kB after 1,000 and 2,000 calls)"
 done
 
 growth=$(awk -v s="$SMALL" -v l="$LARGE" 'BEGIN {printf "%g", l / s}')
@@ -230,9 +231,9 @@ growth=$(awk -v s="$SMALL" -v l="$LARGE" 'BEGIN {printf "%g", l / s}')
     done
   done
   echo
-  echo "A backend's resident memory around 1,000 steady-state calls (after 20 to warm its caches):"
+  echo "A backend's resident memory over 1,000 steady-state calls, after 1,000 that fill its caches:"
   echo
-  echo "| size | before, kB | after 1,000 calls, kB | growth per call, bytes |"
+  echo "| size | after 1,000 calls, kB | after 2,000 calls, kB | growth per call, bytes |"
   echo "|---|---|---|---|"
   for size in "$SMALL" "$LARGE"; do
     read -r b a <<<"${memory[$size]}"

@@ -202,6 +202,10 @@ COMMENT ON FUNCTION upkeep.scheduler_wait_seconds() IS
 COMMENT ON VIEW upkeep.metrics IS
   'Figures for dashboards, one row per sample: per job last success time, last duration, consecutive failures; per managed table future partitions and rows in DEFAULT; per archive source rows archived; per view seconds since refresh; index problems by kind; total estimated index bloat; how long this database''s scheduler has waited for its turn. upkeep.prometheus() renders it for Prometheus.';
 
+-- The partition report pins its search path itself: a SET clause is
+-- applied again for every row a set-returning function returns.
+ALTER FUNCTION upkeep.partition_report() RESET search_path;
+
 -- Sizes read from the files, without locks.
 CREATE FUNCTION upkeep."relation_bytes"("rel" regclass) RETURNS bigint
 STRICT VOLATILE PARALLEL SAFE

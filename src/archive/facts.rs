@@ -6,6 +6,8 @@ use super::rows::{Column, Reference, RowFacts};
 use crate::access::{self, AccessRules};
 use crate::archive_target::Access;
 use crate::sql::QualifiedName;
+use crate::statements::{self, param};
+use pgrx::pg_sys::BuiltinOid;
 use pgrx::spi::SpiClient;
 
 /// Which row archive policies to read.
@@ -95,39 +97,44 @@ pub fn load(client: &SpiClient<'_>, scope: Scope) -> Result<Vec<RowFacts>, Strin
     };
     let mut out = Vec::new();
     let mut sources = Vec::new();
-    for row in client.select(POLICIES_SQL.as_str(), None, &[job.into()]).map_err(err)? {
-        sources
-            .push(pgrx::pg_sys::Oid::from(row.get_by_name::<i64, _>("oid").map_err(err)?.unwrap_or_default() as u32));
-        let text = |c: &str| row.get_by_name::<String, _>(c).map_err(err).map(Option::unwrap_or_default);
-        let archive = row.get_by_name::<Vec<String>, _>("archive").map_err(err)?.map(|parts| match parts.as_slice() {
-            [schema, name] => QualifiedName::new(schema.clone(), name.clone()),
-            [name] => QualifiedName::new(String::new(), name.clone()),
-            _ => QualifiedName::new(String::new(), parts.join(".")),
-        });
-        out.push(RowFacts {
-            job_id: row.get_by_name::<i64, _>("job_id").map_err(err)?.unwrap_or_default(),
-            source: QualifiedName::new(text("schema")?, text("name")?),
-            exists: row.get_by_name::<bool, _>("exists").map_err(err)?.unwrap_or(false),
-            relkind: text("relkind")?,
-            distributed: false,
-            owner: text("owner")?,
-            unlogged: row.get_by_name::<bool, _>("unlogged").map_err(err)?.unwrap_or(false),
-            time_column: text("time_column")?,
-            time_type: row.get_by_name::<String, _>("time_type").map_err(err)?,
-            cutoff: text("cutoff")?,
-            batch_size: row.get_by_name::<i64, _>("batch_size").map_err(err)?.unwrap_or(1),
-            archive,
-            cascading_references: false,
-            references: Vec::new(),
-            columns: Vec::new(),
-            archive_target: Access::Refused,
-            archive_owned: None,
-            access: AccessRules::default(),
-            archive_drift: None,
-            archive_relkind: None,
-            archive_columns: Vec::new(),
-        });
-    }
+    statements::select(client, POLICIES_SQL.as_str(), &[param(BuiltinOid::INT8OID)], &[job.into()], |rows| {
+        for row in rows {
+            sources.push(pgrx::pg_sys::Oid::from(
+                row.get_by_name::<i64, _>("oid").map_err(err)?.unwrap_or_default() as u32
+            ));
+            let text = |c: &str| row.get_by_name::<String, _>(c).map_err(err).map(Option::unwrap_or_default);
+            let archive =
+                row.get_by_name::<Vec<String>, _>("archive").map_err(err)?.map(|parts| match parts.as_slice() {
+                    [schema, name] => QualifiedName::new(schema.clone(), name.clone()),
+                    [name] => QualifiedName::new(String::new(), name.clone()),
+                    _ => QualifiedName::new(String::new(), parts.join(".")),
+                });
+            out.push(RowFacts {
+                job_id: row.get_by_name::<i64, _>("job_id").map_err(err)?.unwrap_or_default(),
+                source: QualifiedName::new(text("schema")?, text("name")?),
+                exists: row.get_by_name::<bool, _>("exists").map_err(err)?.unwrap_or(false),
+                relkind: text("relkind")?,
+                distributed: false,
+                owner: text("owner")?,
+                unlogged: row.get_by_name::<bool, _>("unlogged").map_err(err)?.unwrap_or(false),
+                time_column: text("time_column")?,
+                time_type: row.get_by_name::<String, _>("time_type").map_err(err)?,
+                cutoff: text("cutoff")?,
+                batch_size: row.get_by_name::<i64, _>("batch_size").map_err(err)?.unwrap_or(1),
+                archive,
+                cascading_references: false,
+                references: Vec::new(),
+                columns: Vec::new(),
+                archive_target: Access::Refused,
+                archive_owned: None,
+                access: AccessRules::default(),
+                archive_drift: None,
+                archive_relkind: None,
+                archive_columns: Vec::new(),
+            });
+        }
+        Ok(())
+    })?;
     if out.is_empty() {
         return Ok(out);
     }

@@ -101,6 +101,17 @@ fn after_append(client: &pgrx::spi::SpiClient<'_>) -> Result<Vec<&'static str>, 
     Ok(std::iter::once(PRUNE_SQL).chain(watch).collect())
 }
 
+/// The snapshot job, when it is due (or `$1`, explicit) and the caller may
+/// manage it.
+static DUE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT p.job_id, current_user::text FROM upkeep.index_snapshot_policy p \
+           LEFT JOIN upkeep.job_state j ON j.job_id = p.job_id \
+          WHERE ($1 OR (p.enabled AND (j.next_run IS NULL OR j.next_run <= now()))) AND {}",
+        crate::ownership::MAY_MANAGE_DATABASE_SQL
+    )
+});
+
 /// The snapshot job as the driver runs it, when it is due (or
 /// `explicit`ly): one action through the executor, so it is recorded like
 /// any other.
@@ -124,19 +135,16 @@ impl Capability for Snapshot {
     fn facts(&mut self, _top_level: bool) -> Option<Due> {
         let after = Spi::connect(after_append).unwrap_or_else(|e| error!("pg_upkeep could not read its tables: {e}"));
         let due = Spi::connect(|client| {
-            let rows = client.select(
-                &format!(
-                    "SELECT p.job_id, current_user::text FROM upkeep.index_snapshot_policy p \
-                   LEFT JOIN upkeep.job_state j ON j.job_id = p.job_id \
-                  WHERE ($1 OR (p.enabled AND (j.next_run IS NULL OR j.next_run <= now()))) AND {}",
-                    crate::ownership::MAY_MANAGE_DATABASE_SQL
-                ),
-                None,
-                &[self.explicit.into()],
-            )?;
-            rows.into_iter().next().map(|r| Ok((r.get::<i64>(1)?, r.get::<String>(2)?))).transpose()
+            let types = [crate::statements::param(pgrx::pg_sys::BuiltinOid::BOOLOID)];
+            crate::statements::select(client, DUE_SQL.as_str(), &types, &[self.explicit.into()], |rows| {
+                rows.into_iter()
+                    .next()
+                    .map(|r| Ok((r.get::<i64>(1)?, r.get::<String>(2)?)))
+                    .transpose()
+                    .map_err(|e: pgrx::spi::SpiError| e.to_string())
+            })
         })
-        .unwrap_or_else(|e: pgrx::spi::SpiError| error!("pg_upkeep could not read its index snapshot policy: {e}"));
+        .unwrap_or_else(|e| error!("pg_upkeep could not read its index snapshot policy: {e}"));
         let (Some(job_id), Some(role)) = due? else { return None };
         Some(Due { job_id, role, after })
     }

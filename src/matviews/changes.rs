@@ -132,19 +132,25 @@ fn track_changes<'a>(
 /// may delete change records do it (the workers, superusers): no other role
 /// may remove a change that another role's view has not seen yet.
 pub fn prune() {
-    let allowed = Spi::get_one::<bool>("SELECT has_table_privilege('upkeep.changes', 'DELETE')");
-    if allowed != Ok(Some(true)) {
-        return;
-    }
-    Spi::run(
-        "DELETE FROM upkeep.changes c USING ( \
-           SELECT ctid FROM upkeep.changes c \
-            WHERE (NOT EXISTS (SELECT 1 FROM upkeep.matview_reads() r WHERE r.relid = c.relid) \
-               OR (c.slot < 0 AND NOT EXISTS (SELECT 1 FROM upkeep.matview_state s \
-                                              WHERE c.relid = ANY (s.bases) \
-                                                AND NOT upkeep.seen(c, s)))) \
-              FOR UPDATE SKIP LOCKED) gone \
-         WHERE c.ctid = gone.ctid",
-    )
+    Spi::connect_mut(|client| {
+        let allowed = crate::statements::select(client, PRUNE_ALLOWED_SQL, &[], &[], |rows| {
+            rows.first().get::<bool>(1).map_err(|e| e.to_string())
+        })?;
+        if allowed == Some(true) {
+            crate::statements::update(client, PRUNE_SQL, &[], &[])?;
+        }
+        Ok::<_, String>(())
+    })
     .unwrap_or_else(|e| error!("pg_upkeep could not prune upkeep.changes: {e}"));
 }
+
+const PRUNE_ALLOWED_SQL: &str = "SELECT has_table_privilege('upkeep.changes', 'DELETE')";
+const PRUNE_SQL: &str = "\
+DELETE FROM upkeep.changes c USING ( \
+  SELECT ctid FROM upkeep.changes c \
+   WHERE (NOT EXISTS (SELECT 1 FROM upkeep.matview_reads() r WHERE r.relid = c.relid) \
+      OR (c.slot < 0 AND NOT EXISTS (SELECT 1 FROM upkeep.matview_state s \
+                                     WHERE c.relid = ANY (s.bases) \
+                                       AND NOT upkeep.seen(c, s)))) \
+     FOR UPDATE SKIP LOCKED) gone \
+ WHERE c.ctid = gone.ctid";

@@ -9,6 +9,8 @@
 use super::plan::{Untracked, ViewFacts};
 use crate::errors::Found;
 use crate::sql::QualifiedName;
+use crate::statements::{self, param};
+use pgrx::pg_sys::BuiltinOid;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
@@ -109,65 +111,69 @@ fn err(e: pgrx::spi::SpiError) -> String {
 /// which they carry.
 pub fn load(client: &SpiClient<'_>, job: Option<i64>) -> Result<Vec<ViewFacts>, String> {
     let mut out = Vec::new();
-    for row in client.select(VIEWS_SQL.as_str(), None, &[job.into()]).map_err(err)? {
-        let text = |c: &str| row.get_by_name::<String, _>(c).map_err(err).map(Option::unwrap_or_default);
-        let flag = |c: &str| row.get_by_name::<bool, _>(c).map_err(err).map(Option::unwrap_or_default);
-        let texts = |c: &str| row.get_by_name::<Vec<Option<String>>, _>(c).map_err(err).map(Option::unwrap_or_default);
-        let schemas = texts("untracked_schema")?;
-        let names = texts("untracked_name")?;
-        let allowed = row.get_by_name::<Vec<Option<bool>>, _>("untracked_allowed").map_err(err)?.unwrap_or_default();
-        let untracked = schemas
-            .into_iter()
-            .zip(names)
-            .zip(allowed)
-            .map(|((s, n), a)| Untracked {
-                table: QualifiedName::new(s.unwrap_or_default(), n.unwrap_or_default()),
-                allowed: a.unwrap_or(false),
-            })
-            .collect();
-        out.push(ViewFacts {
-            job_id: row.get_by_name::<i64, _>("job_id").map_err(err)?.unwrap_or_default(),
-            snapshot: text("snapshot")?,
-            xid: row.get_by_name::<String, _>("xid").map_err(err)?,
-            cid: row.get_by_name::<i64, _>("cid").map_err(err)?.unwrap_or_default(),
-            matview: QualifiedName::new(text("schema")?, text("name")?),
-            exists: flag("exists")?,
-            owner: text("owner")?,
-            populated: flag("populated")?,
-            concurrently: flag("concurrently")?,
-            only_when_changed: flag("only_when_changed")?,
-            enabled: flag("enabled")?,
-            scheduled: flag("scheduled")?,
-            unique_key: flag("unique_key")?,
-            upstream: row.get_by_name::<Vec<i64>, _>("upstream").map_err(err)?.unwrap_or_default(),
-            bases: row
-                .get_by_name::<Vec<pg_sys::Oid>, _>("bases")
-                .map_err(err)?
-                .unwrap_or_default()
+    statements::select(client, VIEWS_SQL.as_str(), &[param(BuiltinOid::INT8OID)], &[job.into()], |rows| {
+        for row in rows {
+            let text = |c: &str| row.get_by_name::<String, _>(c).map_err(err).map(Option::unwrap_or_default);
+            let flag = |c: &str| row.get_by_name::<bool, _>(c).map_err(err).map(Option::unwrap_or_default);
+            let texts =
+                |c: &str| row.get_by_name::<Vec<Option<String>>, _>(c).map_err(err).map(Option::unwrap_or_default);
+            let schemas = texts("untracked_schema")?;
+            let names = texts("untracked_name")?;
+            let allowed =
+                row.get_by_name::<Vec<Option<bool>>, _>("untracked_allowed").map_err(err)?.unwrap_or_default();
+            let untracked = schemas
                 .into_iter()
-                .map(pg_sys::Oid::to_u32)
-                .collect(),
-            fingerprint: text("fingerprint")?,
-            unsure: texts("unsure")?.into_iter().flatten().collect(),
-            untracked,
-            refreshed: flag("refreshed")?,
-            changed: texts("changed")?.into_iter().flatten().collect(),
-            moved: flag("moved")?,
-        });
-    }
+                .zip(names)
+                .zip(allowed)
+                .map(|((s, n), a)| Untracked {
+                    table: QualifiedName::new(s.unwrap_or_default(), n.unwrap_or_default()),
+                    allowed: a.unwrap_or(false),
+                })
+                .collect();
+            out.push(ViewFacts {
+                job_id: row.get_by_name::<i64, _>("job_id").map_err(err)?.unwrap_or_default(),
+                snapshot: text("snapshot")?,
+                xid: row.get_by_name::<String, _>("xid").map_err(err)?,
+                cid: row.get_by_name::<i64, _>("cid").map_err(err)?.unwrap_or_default(),
+                matview: QualifiedName::new(text("schema")?, text("name")?),
+                exists: flag("exists")?,
+                owner: text("owner")?,
+                populated: flag("populated")?,
+                concurrently: flag("concurrently")?,
+                only_when_changed: flag("only_when_changed")?,
+                enabled: flag("enabled")?,
+                scheduled: flag("scheduled")?,
+                unique_key: flag("unique_key")?,
+                upstream: row.get_by_name::<Vec<i64>, _>("upstream").map_err(err)?.unwrap_or_default(),
+                bases: row
+                    .get_by_name::<Vec<pg_sys::Oid>, _>("bases")
+                    .map_err(err)?
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(pg_sys::Oid::to_u32)
+                    .collect(),
+                fingerprint: text("fingerprint")?,
+                unsure: texts("unsure")?.into_iter().flatten().collect(),
+                untracked,
+                refreshed: flag("refreshed")?,
+                changed: texts("changed")?.into_iter().flatten().collect(),
+                moved: flag("moved")?,
+            });
+        }
+        Ok(())
+    })?;
     Ok(out)
 }
 
 /// Tables tracked for nobody: (table, owner).
 pub fn unneeded_tracking(client: &SpiClient<'_>) -> Result<Vec<(QualifiedName, String)>, String> {
-    client
-        .select(UNNEEDED_SQL, None, &[])
-        .map_err(err)?
-        .map(|r| {
+    statements::select(client, UNNEEDED_SQL, &[], &[], |rows| {
+        rows.map(|r| {
             let t = |i| r.get::<String>(i).map_err(err).map(Option::unwrap_or_default);
             Ok((QualifiedName::new(t(1)?, t(2)?), t(3)?))
         })
         .collect()
+    })
 }
 
 /// Columns that identify a row of the view, for the unique index
