@@ -12,6 +12,12 @@
 # run through both and through an idle phase of the same length: their
 # worst and p99 latency during each refresh against the idle phase.
 #
+# Then deciding at scale (database views_N): 50 and 500 small managed views
+# over 20 tables, the views of one table (5%) with a changed base: the time
+# refresh_matviews() takes to decide with nothing changed, against
+# refreshing the changed views alone (REFRESH ... CONCURRENTLY each, the
+# same statements pg_upkeep runs); target: deciding at most 10% of that.
+#
 #   bench/matviews.sh [rounds]      (default 3; medians reported)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -117,3 +123,72 @@ Materialized views ($ROUNDS rounds, medians; PostgreSQL $(q "SHOW server_version
     during plain SQL:  worst $(worst plain) ms, p99 $(p99 plain) ms   ($(ratio "$(worst plain)" "$(worst idle)")x, $(ratio "$(p99 plain)" "$(p99 idle)")x idle)
     during pg_upkeep:  worst $(worst upkeep) ms, p99 $(p99 upkeep) ms   ($(ratio "$(worst upkeep)" "$(worst idle)")x, $(ratio "$(p99 upkeep)" "$(p99 idle)")x idle)
 EOF
+
+# decide N: database views_N with N views over 20 tables of 20,000 rows,
+# view i over table i % 20 + 1; prints "views changed decide_s refresh_s
+# upkeep_s" (best of ROUNDS each): deciding with nothing changed,
+# refreshing the changed views by hand, and pg_upkeep deciding and
+# refreshing them.
+decide() {
+  local n=$1 db=views_$1
+  q "DROP DATABASE IF EXISTS $db" >/dev/null; q "CREATE DATABASE $db" >/dev/null
+  {
+    echo "CREATE EXTENSION pg_upkeep;"
+    for t in $(seq 1 20); do
+      echo "CREATE TABLE t_$t (fund_id int NOT NULL, amount numeric(14, 2) NOT NULL);"
+      echo "INSERT INTO t_$t SELECT g % 200 + 1, g % 1000 FROM generate_series(1, 20000) g;"
+    done
+    for i in $(seq 1 "$n"); do
+      echo "CREATE MATERIALIZED VIEW v_$i AS SELECT fund_id, sum(amount) + $i AS total, count(*) AS n FROM t_$((i % 20 + 1)) GROUP BY fund_id;"
+      echo "CREATE UNIQUE INDEX ON v_$i (fund_id);"
+    done
+    echo "VACUUM ANALYZE;"
+    for i in $(seq 1 "$n"); do echo "SELECT upkeep.manage_matview('v_$i');"; done
+  } | "${PSQL[@]}" -d "$db" >/dev/null
+  "${PSQL[@]}" -d "$db" -At -c "SELECT count(*) FROM upkeep.refresh_matviews() WHERE status = 'refreshed'" >/dev/null
+  local changed
+  changed=$((n / 20))
+  # timed SETUP STATEMENT: seconds STATEMENT takes inside the server after
+  # SETUP is committed and every view made due, best of ROUNDS
+  timed() {
+    local best=1e9 t
+    for _ in $(seq 1 "$ROUNDS"); do
+      [ -n "$1" ] && "${PSQL[@]}" -d "$db" -At -c "$1" >/dev/null
+      "${PSQL[@]}" -d "$db" -At -c "UPDATE upkeep.job_state SET next_run = NULL" >/dev/null
+      t=$("${PSQL[@]}" -d "$db" -At -c "
+        DO \$\$ DECLARE t0 timestamptz := clock_timestamp(); BEGIN
+          $2
+          RAISE NOTICE '%', extract(epoch FROM clock_timestamp() - t0);
+        END \$\$" 2>&1 | sed 's/.*NOTICE: *//')
+      best=$(awk -v a="$best" -v b="$t" 'BEGIN {print (b < a) ? b : a}')
+    done
+    echo "$best"
+  }
+  local change="INSERT INTO t_1 SELECT 1, 1 FROM generate_series(1, 100)"
+  local by_hand=""
+  for i in $(seq 1 "$n"); do
+    if [ $((i % 20 + 1)) = 1 ]; then by_hand+="REFRESH MATERIALIZED VIEW CONCURRENTLY v_$i; "; fi
+  done
+  local d h u
+  d=$(timed "" "PERFORM count(*) FROM upkeep.refresh_matviews();")
+  h=$(timed "$change" "$by_hand")
+  u=$(timed "$change" "PERFORM count(*) FROM upkeep.refresh_matviews();")
+  local refreshed
+  "${PSQL[@]}" -d "$db" -At -c "$change" >/dev/null
+  "${PSQL[@]}" -d "$db" -At -c "UPDATE upkeep.job_state SET next_run = NULL" >/dev/null
+  refreshed=$("${PSQL[@]}" -d "$db" -At -c "SELECT count(*) FROM upkeep.refresh_matviews() WHERE status = 'refreshed'")
+  [ "$refreshed" = "$changed" ] || { echo "views_$n: pg_upkeep refreshed $refreshed views, $changed changed"; exit 1; }
+  q "DROP DATABASE $db" >/dev/null
+  echo "$n $changed $d $h $u"
+}
+
+echo
+echo "Deciding what to refresh (best of $ROUNDS, inside the server):"
+echo
+echo "| views | changed | deciding, nothing changed, s | refreshing the changed by hand, s | deciding / refreshing | pg_upkeep, deciding and refreshing, s |"
+echo "|---|---|---|---|---|---|"
+for n in 50 500; do
+  read -r views changed d h u <<<"$(decide "$n")"
+  awk -v v="$views" -v c="$changed" -v d="$d" -v h="$h" -v u="$u" \
+    'BEGIN {printf "| %d | %d | %.4f | %.4f | %.0f%% | %.4f |\n", v, c, d, h, 100 * d / h, u}'
+done

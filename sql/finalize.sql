@@ -678,6 +678,12 @@ DECLARE
   what text;
   ok boolean;
 BEGIN
+  -- A superuser may manage everything: the common case (the workers, most
+  -- DBAs) costs one catalog lookup instead of the checks below, which
+  -- cost half a millisecond a row.
+  IF (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) current_user) THEN
+    RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+  END IF;
   -- The old row (it may be changed or removed) and the new one (it may be written).
   FOREACH side IN ARRAY ARRAY['old', 'new'] LOOP
     CONTINUE WHEN (side = 'old' AND TG_OP = 'INSERT') OR (side = 'new' AND TG_OP = 'DELETE');

@@ -240,3 +240,55 @@ COMMENT ON COLUMN upkeep.partitions.size_bytes IS
   'Bytes on disk of the partition with its TOAST table and indexes, read from the files: no lock taken, no wait behind DDL.';
 COMMENT ON FUNCTION upkeep.relation_bytes(regclass) IS
   'Bytes on disk of one relation (all its forks; not its indexes or TOAST table), read from its files without opening or locking it, so it never waits behind DDL. 0 for a relation without storage.';
+
+-- The permission trigger lets a superuser through at once: its checks cost
+-- half a millisecond a row, and the run log, the job states and the
+-- policies are written a row per job.
+CREATE OR REPLACE FUNCTION upkeep.check_manager() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  side text;
+  r jsonb;
+  rel oid;
+  what text;
+  ok boolean;
+BEGIN
+  -- A superuser may manage everything: the common case (the workers, most
+  -- DBAs) costs one catalog lookup instead of the checks below, which
+  -- cost half a millisecond a row.
+  IF (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) current_user) THEN
+    RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+  END IF;
+  -- The old row (it may be changed or removed) and the new one (it may be written).
+  FOREACH side IN ARRAY ARRAY['old', 'new'] LOOP
+    CONTINUE WHEN (side = 'old' AND TG_OP = 'INSERT') OR (side = 'new' AND TG_OP = 'DELETE');
+    r := CASE side WHEN 'old' THEN to_jsonb(OLD) ELSE to_jsonb(NEW) END;
+    CASE TG_ARGV[0]
+      WHEN 'database' THEN
+        ok := upkeep.may_manage_database();
+        what := 'the index-health jobs of database ' || quote_ident(current_database());
+      WHEN 'job_id' THEN
+        ok := upkeep.may_manage_job((r->>'job_id')::int8)
+              -- rows of a job that no longer exists are nobody's: anyone may remove them
+              OR (TG_OP = 'DELETE' AND NOT EXISTS (SELECT 1 FROM upkeep.jobs j WHERE j.job_id = (r->>'job_id')::int8));
+        what := 'job ' || (r->>'job_id');
+      ELSE
+        -- The OID itself: the text of a regclass names a dropped table by number.
+        IF side = 'old' THEN
+          EXECUTE format('SELECT ($1).%I::oid', TG_ARGV[0]) INTO rel USING OLD;
+        ELSE
+          EXECUTE format('SELECT ($1).%I::oid', TG_ARGV[0]) INTO rel USING NEW;
+        END IF;
+        ok := upkeep.may_manage(rel);
+        what := 'table ' || rel::regclass::text;
+    END CASE;
+    IF NOT ok THEN
+      RAISE EXCEPTION 'permission denied to change upkeep.% for %', TG_TABLE_NAME, what
+        USING ERRCODE = 'insufficient_privilege',
+              HINT = 'Only the owner of the table a job serves (or a member of the owning role), the database owner for the index-health jobs, or a superuser may change it. Use the upkeep functions as that role.';
+    END IF;
+  END LOOP;
+  RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
+END
+$$;

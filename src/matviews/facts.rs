@@ -1,7 +1,8 @@
 //! The catalog reads of materialized view maintenance: every policy with
 //! its view, what the view reads (through plain views and partitions), how
 //! those relations are tracked and whether they changed since the view's
-//! last refresh, in one statement whatever the number of views. What makes
+//! last refresh, in one statement whatever the number of views (what each
+//! view reads is grouped by view once and joined, not scanned per view). What makes
 //! a view's rows change without any table changing (functions that may read
 //! other tables, the clock in its definition) is listed as a reason to be
 //! unsure: such a view is refreshed whenever it is due.
@@ -16,6 +17,7 @@ use pgrx::spi::SpiClient;
 
 const VIEWS_TEMPLATE: &str = "\
 WITH reads AS MATERIALIZED (SELECT job_id, relid FROM upkeep.matview_reads()), \
+reads_by_job AS (SELECT job_id, array_agg(relid) AS relids FROM reads GROUP BY job_id), \
 refresh_tracking AS (SELECT coalesce((SELECT e.xmin::text || e.evtenabled::text FROM pg_event_trigger e \
                                        WHERE e.evtname = 'upkeep_track_refreshes'), '-') AS seen) \
 SELECT p.job_id, pg_current_snapshot()::text AS snapshot, pg_current_xact_id_if_assigned()::text AS xid, \
@@ -27,9 +29,9 @@ SELECT p.job_id, pg_current_snapshot()::text AS snapshot, pg_current_xact_id_if_
        EXISTS (SELECT 1 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam \
                 WHERE i.indrelid = c.oid AND i.indisunique AND i.indimmediate AND i.indisvalid \
                   AND am.amname = 'btree' AND i.indpred IS NULL AND NOT (0 = ANY (i.indkey::int2[]))) AS unique_key, \
-       coalesce((SELECT array_agg(u.job_id ORDER BY u.job_id) FROM reads r \
+       coalesce((SELECT array_agg(u.job_id ORDER BY u.job_id) FROM unnest(rb.relids) AS r(relid) \
                    JOIN upkeep.matview_policies u ON u.matview::oid = r.relid \
-                  WHERE r.job_id = p.job_id AND u.job_id <> p.job_id), '{}') AS upstream, \
+                  WHERE u.job_id <> p.job_id), '{}') AS upstream, \
        coalesce(b.bases, '{}') AS bases, \
        md5(coalesce(b.seen, '') || (SELECT seen FROM refresh_tracking)) AS fingerprint, \
        coalesce(b.unsure, '{}') || coalesce(f.unsure, '{}') || coalesce(t.unsure, '{}') AS unsure, \
@@ -45,6 +47,7 @@ SELECT p.job_id, pg_current_snapshot()::text AS snapshot, pg_current_xact_id_if_
   LEFT JOIN pg_namespace n ON n.oid = c.relnamespace \
   LEFT JOIN upkeep.job_state j ON j.job_id = p.job_id \
   LEFT JOIN upkeep.matview_state s ON s.job_id = p.job_id \
+  LEFT JOIN reads_by_job rb ON rb.job_id = p.job_id \
   LEFT JOIN LATERAL ( \
     SELECT array_agg(r.relid ORDER BY r.relid) FILTER (WHERE rc.relkind IN ('r', 'p', 'm')) AS bases, \
            string_agg(r.relid::text || rc.relkind::text || coalesce(tg.xmin::text || tg.tgenabled::text, '-'), ',' \
@@ -63,29 +66,28 @@ SELECT p.job_id, pg_current_snapshot()::text AS snapshot, pg_current_xact_id_if_
            array_agg(rc.relname::text ORDER BY r.relid) FILTER (WHERE rc.relkind IN ('r', 'p') AND tg.oid IS NULL) AS untracked_name, \
            array_agg(has_table_privilege(c.relowner, r.relid, 'TRIGGER') ORDER BY r.relid) \
              FILTER (WHERE rc.relkind IN ('r', 'p') AND tg.oid IS NULL) AS untracked_allowed \
-      FROM reads r \
+      FROM unnest(rb.relids) AS r(relid) \
       JOIN pg_class rc ON rc.oid = r.relid \
       JOIN pg_namespace rn ON rn.oid = rc.relnamespace \
       LEFT JOIN pg_trigger tg ON tg.tgrelid = r.relid AND tg.tgname = 'upkeep_track_changes' \
-     WHERE r.job_id = p.job_id AND r.relid <> p.matview::oid \
+     WHERE r.relid <> p.matview::oid \
   ) b ON true \
   LEFT JOIN LATERAL ( \
     SELECT array_agg(DISTINCT format('calls %s, which may read tables whose changes cannot be seen', d.refobjid::regprocedure)) AS unsure \
-      FROM reads r \
+      FROM unnest(rb.relids) AS r(relid) \
       JOIN pg_class v ON v.oid = r.relid AND (v.relkind = 'v' OR v.oid = p.matview::oid) \
       JOIN pg_rewrite w ON w.ev_class = v.oid \
       JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = w.oid AND d.refclassid = 'pg_proc'::regclass \
       JOIN pg_proc fn ON fn.oid = d.refobjid \
-     WHERE r.job_id = p.job_id AND fn.provolatile <> 'i' \
+     WHERE fn.provolatile <> 'i' \
   ) f ON true \
   LEFT JOIN LATERAL ( \
     SELECT array_agg(DISTINCT format('%s uses %s, whose result changes without any table changing', \
                                      v.oid::regclass, lower(m[1]))) AS unsure \
-      FROM reads r \
+      FROM unnest(rb.relids) AS r(relid) \
       JOIN pg_class v ON v.oid = r.relid AND (v.relkind = 'v' OR v.oid = p.matview::oid) \
      CROSS JOIN LATERAL regexp_matches(pg_get_viewdef(v.oid), \
        '\\m(now|current_date|current_timestamp|current_time|localtimestamp|localtime|clock_timestamp|statement_timestamp|transaction_timestamp|timeofday|random|nextval)\\M', 'gi') m \
-     WHERE r.job_id = p.job_id \
   ) t ON true \
  WHERE ($1::int8 IS NULL OR p.job_id = $1) AND {may_manage} \
  ORDER BY p.job_id";
