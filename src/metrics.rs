@@ -67,12 +67,9 @@ fn index_metrics() -> TableIterator<'static, (name!(metric, String), name!(probl
     crate::errors::guarded("index_metrics", || {
         let facts = crate::index_health::read();
         let found = facts.findings(0);
-        let mut rows: Vec<(String, Option<String>, f64)> = crate::index_health::findings::Problem::ALL
-            .iter()
-            .map(|p| {
-                let n = found.iter().filter(|f| f.problem == *p).count();
-                ("upkeep_index_problems".to_string(), Some(p.to_string()), n as f64)
-            })
+        let mut rows: Vec<(String, Option<String>, f64)> = crate::index_health::findings::Problem::counts(&found)
+            .into_iter()
+            .map(|(p, n)| ("upkeep_index_problems".to_string(), Some(p.to_string()), n as f64))
             .collect();
         let bloat: i64 = crate::index_health::history::figures(facts.indexes).filter_map(|f| f.bloat_bytes).sum();
         rows.push(("upkeep_index_bloat_bytes".to_string(), None, bloat as f64));

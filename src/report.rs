@@ -373,9 +373,9 @@ fn report_html() -> String {
         cells.sort_by_key(|c| drawn.iter().position(|j| *j == c.job_id));
         let calendar: Vec<Cell> =
             cells.into_iter().map(|c| Cell { parent: c.parent, label: c.partition, state: c.state }).collect();
-        let mut by_kind: Vec<(String, f64)> = crate::index_health::findings::Problem::ALL
-            .iter()
-            .map(|p| (p.to_string(), found.iter().filter(|f| f.problem == *p).count() as f64))
+        let mut by_kind: Vec<(String, f64)> = crate::index_health::findings::Problem::counts(&found)
+            .into_iter()
+            .map(|(p, n)| (p.to_string(), n as f64))
             .collect();
         by_kind.sort_by(|a, b| a.0.cmp(&b.0));
         let mut bloat: Vec<(String, i64)> = crate::index_health::history::figures(indexes.indexes)
@@ -401,21 +401,14 @@ fn report_html() -> String {
     })
 }
 
-/// Bytes as pg_size_pretty() writes them.
+/// Bytes as pg_size_pretty() writes them: that function, called directly.
 fn size_text(bytes: i64) -> String {
-    let mut value = bytes as f64;
-    for unit in ["bytes", "kB", "MB", "GB", "TB"] {
-        // pg_size_pretty switches unit below 10 times the next one.
-        if value.abs() < 10_240.0 || unit == "TB" {
-            return format!("{} {unit}", value.round() as i64);
-        }
-        value /= 1024.0;
-    }
-    unreachable!()
+    // SAFETY: pg_size_pretty(bigint) takes one non-NULL int8 and returns text.
+    unsafe { pgrx::direct_function_call(pg_sys::pg_size_pretty, &[bytes.into_datum()]) }.unwrap_or_default()
 }
 
 #[cfg(test)]
-mod tests {
+mod page_tests {
     use super::*;
 
     #[test]
@@ -508,8 +501,15 @@ mod tests {
         assert_eq!(html.matches("<rect").count(), 40 * 24);
         assert!(html.len() < 400_000, "a page of {} bytes", html.len());
     }
+}
 
-    #[test]
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use super::size_text;
+    use pgrx::prelude::*;
+
+    #[pg_test]
     fn sizes_read_like_pg_size_pretty() {
         assert_eq!(size_text(0), "0 bytes");
         assert_eq!(size_text(10_239), "10239 bytes");

@@ -126,6 +126,47 @@ pub fn role() -> Option<String> {
     ROLE.get().map(|r| r.to_string_lossy().trim().to_string()).filter(|r| !r.is_empty())
 }
 
+/// A PostgreSQL setting changed for as long as this value lives (as SET
+/// LOCAL would), then put back to what it was.
+pub struct Local {
+    name: &'static CStr,
+    previous: CString,
+}
+
+impl Local {
+    pub fn set(name: &'static CStr, value: &CStr) -> Self {
+        // SAFETY: GetConfigOption returns a pointer to the setting's current
+        // text, which we copy before changing it.
+        let previous = unsafe { CStr::from_ptr(pg_sys::GetConfigOption(name.as_ptr(), false, false)).to_owned() };
+        Self::apply(name, value);
+        Local { name, previous }
+    }
+
+    fn apply(name: &CStr, value: &CStr) {
+        // SAFETY: a user-settable GUC, set transaction-locally like SET LOCAL.
+        unsafe {
+            pg_sys::set_config_option(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_LOCAL,
+                true,
+                pg_sys::PGERROR as i32,
+                false,
+            );
+        }
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            Self::apply(self.name, &self.previous);
+        }
+    }
+}
+
 #[cfg(any(test, feature = "pg_test"))]
 #[pgrx::pg_schema]
 mod tests {
@@ -167,46 +208,5 @@ mod tests {
         assert_eq!(show("upkeep.lock_timeout"), "3s");
         assert_eq!(show("upkeep.history_retention"), "30d");
         assert_eq!(show("upkeep.unused_index_days"), "7");
-    }
-}
-
-/// A PostgreSQL setting changed for as long as this value lives (as SET
-/// LOCAL would), then put back to what it was.
-pub struct Local {
-    name: &'static CStr,
-    previous: CString,
-}
-
-impl Local {
-    pub fn set(name: &'static CStr, value: &CStr) -> Self {
-        // SAFETY: GetConfigOption returns a pointer to the setting's current
-        // text, which we copy before changing it.
-        let previous = unsafe { CStr::from_ptr(pg_sys::GetConfigOption(name.as_ptr(), false, false)).to_owned() };
-        Self::apply(name, value);
-        Local { name, previous }
-    }
-
-    fn apply(name: &CStr, value: &CStr) {
-        // SAFETY: a user-settable GUC, set transaction-locally like SET LOCAL.
-        unsafe {
-            pg_sys::set_config_option(
-                name.as_ptr(),
-                value.as_ptr(),
-                pg_sys::GucContext::PGC_USERSET,
-                pg_sys::GucSource::PGC_S_SESSION,
-                pg_sys::GucAction::GUC_ACTION_LOCAL,
-                true,
-                pg_sys::PGERROR as i32,
-                false,
-            );
-        }
-    }
-}
-
-impl Drop for Local {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            Self::apply(self.name, &self.previous);
-        }
     }
 }

@@ -2,10 +2,10 @@
 //! its view, what the view reads (through plain views and partitions), how
 //! those relations are tracked and whether they changed since the view's
 //! last refresh, in one statement whatever the number of views (what each
-//! view reads is grouped by view once and joined, not scanned per view). What makes
-//! a view's rows change without any table changing (functions that may read
-//! other tables, the clock in its definition) is listed as a reason to be
-//! unsure: such a view is refreshed whenever it is due.
+//! view reads is grouped by view once and joined, not scanned per view).
+//! What makes a view's rows change without any table changing (functions
+//! that may read other tables, the clock in its definition) is listed as a
+//! reason to be unsure: such a view is refreshed whenever it is due.
 
 use super::plan::{Untracked, ViewFacts};
 use crate::errors::Found;
@@ -16,8 +16,7 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
 const VIEWS_TEMPLATE: &str = "\
-WITH reads AS MATERIALIZED (SELECT job_id, relid FROM upkeep.matview_reads()), \
-reads_by_job AS (SELECT job_id, array_agg(relid) AS relids FROM reads GROUP BY job_id), \
+WITH reads_by_job AS (SELECT job_id, array_agg(relid) AS relids FROM upkeep.matview_reads() GROUP BY job_id), \
 refresh_tracking AS (SELECT coalesce((SELECT e.xmin::text || e.evtenabled::text FROM pg_event_trigger e \
                                        WHERE e.evtname = 'upkeep_track_refreshes'), '-') AS seen) \
 SELECT p.job_id, pg_current_snapshot()::text AS snapshot, pg_current_xact_id_if_assigned()::text AS xid, \

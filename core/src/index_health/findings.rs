@@ -115,6 +115,12 @@ impl Problem {
         Problem::Bloated,
         Problem::UnindexedFk,
     ];
+
+    /// How many of `found` are of each kind, every kind in `ALL`'s order,
+    /// zeros included.
+    pub fn counts(found: &[Finding]) -> Vec<(Problem, usize)> {
+        Problem::ALL.iter().map(|&p| (p, found.iter().filter(|f| f.problem == p).count())).collect()
+    }
 }
 
 impl std::fmt::Display for Problem {
