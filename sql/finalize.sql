@@ -744,6 +744,26 @@ CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.
 CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.unfinished_actions
   FOR EACH ROW EXECUTE FUNCTION upkeep.check_manager('job_id');
 
+-- A committed policy change wakes the workers' launcher, so that a policy
+-- registered or changed by a plain INSERT or UPDATE is acted on within a
+-- naptime although the launcher visits a database with nothing due only
+-- hourly.
+CREATE TRIGGER upkeep_wake_workers AFTER INSERT OR UPDATE ON upkeep.partition_policies
+  FOR EACH ROW EXECUTE FUNCTION upkeep.wake_workers();
+CREATE TRIGGER upkeep_wake_workers AFTER INSERT OR UPDATE ON upkeep.archive_policies
+  FOR EACH ROW EXECUTE FUNCTION upkeep.wake_workers();
+CREATE TRIGGER upkeep_wake_workers AFTER INSERT OR UPDATE ON upkeep.matview_policies
+  FOR EACH ROW EXECUTE FUNCTION upkeep.wake_workers();
+CREATE TRIGGER upkeep_wake_workers AFTER INSERT OR UPDATE ON upkeep.index_snapshot_policy
+  FOR EACH ROW EXECUTE FUNCTION upkeep.wake_workers();
+CREATE TRIGGER upkeep_wake_workers AFTER INSERT OR UPDATE ON upkeep.reindex_policy
+  FOR EACH ROW EXECUTE FUNCTION upkeep.wake_workers();
+COMMENT ON FUNCTION upkeep.wake_workers() IS
+  'Trigger function of upkeep_wake_workers on the policy tables: when the transaction that registered or changed a policy commits, the launcher starts a scheduler for this database within upkeep.naptime.';
+-- A database the launcher saw without the extension is otherwise visited
+-- only hourly: this wakes it for the first index health snapshot.
+UPDATE upkeep.index_snapshot_policy SET enabled = enabled;
+
 GRANT USAGE ON SCHEMA upkeep TO PUBLIC;
 GRANT SELECT ON ALL TABLES IN SCHEMA upkeep TO PUBLIC;
 GRANT INSERT, UPDATE, DELETE ON upkeep.partition_policies, upkeep.archive_policies, upkeep.matview_policies,

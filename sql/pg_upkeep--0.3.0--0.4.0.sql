@@ -292,3 +292,20 @@ BEGIN
   RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
 END
 $$;
+
+-- The launcher visits a database with nothing due only hourly: a committed
+-- policy change wakes it.
+CREATE FUNCTION upkeep."wake_workers"() RETURNS TRIGGER
+LANGUAGE c AS 'MODULE_PATHNAME', 'wake_workers_wrapper';
+CREATE TRIGGER upkeep_wake_workers AFTER INSERT OR UPDATE ON upkeep.partition_policies
+  FOR EACH ROW EXECUTE FUNCTION upkeep.wake_workers();
+CREATE TRIGGER upkeep_wake_workers AFTER INSERT OR UPDATE ON upkeep.archive_policies
+  FOR EACH ROW EXECUTE FUNCTION upkeep.wake_workers();
+CREATE TRIGGER upkeep_wake_workers AFTER INSERT OR UPDATE ON upkeep.matview_policies
+  FOR EACH ROW EXECUTE FUNCTION upkeep.wake_workers();
+CREATE TRIGGER upkeep_wake_workers AFTER INSERT OR UPDATE ON upkeep.index_snapshot_policy
+  FOR EACH ROW EXECUTE FUNCTION upkeep.wake_workers();
+CREATE TRIGGER upkeep_wake_workers AFTER INSERT OR UPDATE ON upkeep.reindex_policy
+  FOR EACH ROW EXECUTE FUNCTION upkeep.wake_workers();
+COMMENT ON FUNCTION upkeep.wake_workers() IS
+  'Trigger function of upkeep_wake_workers on the policy tables: when the transaction that registered or changed a policy commits, the launcher starts a scheduler for this database within upkeep.naptime.';

@@ -14,6 +14,31 @@ pub const POLICIES: &str = "(SELECT job_id, parent AS served, every, 1 AS kind F
 
 pub use upkeep_core::backoff::backoff_seconds;
 
+/// When the next enabled job is due (ms since the Unix epoch), or `None`
+/// when none ever is. A job never run, or run at any cycle, is due now; a
+/// partition policy when its state says (or, never checked, now).
+pub fn next_due_ms() -> Option<i64> {
+    Spi::get_one::<i64>(
+        "SELECT CASE WHEN min(d) IS NULL OR min(d) = 'infinity' THEN NULL \
+                     WHEN min(d) = '-infinity' THEN 1 \
+                     ELSE greatest(1, floor(extract(epoch FROM min(d)) * 1000)::int8) END \
+           FROM (SELECT CASE WHEN s.job_id IS NULL THEN '-infinity' ELSE greatest(j.next_run, s.due_at) END \
+                   FROM upkeep.partition_policies p \
+                   LEFT JOIN upkeep.partition_state s ON s.job_id = p.job_id \
+                   LEFT JOIN upkeep.job_state j ON j.job_id = p.job_id \
+                  WHERE p.enabled \
+                 UNION ALL \
+                 SELECT coalesce(j.next_run, '-infinity') \
+                   FROM (SELECT job_id, enabled FROM upkeep.archive_policies \
+                         UNION ALL SELECT job_id, enabled FROM upkeep.matview_policies \
+                         UNION ALL SELECT job_id, enabled FROM upkeep.index_snapshot_policy \
+                         UNION ALL SELECT job_id, enabled FROM upkeep.reindex_policy) x \
+                   LEFT JOIN upkeep.job_state j ON j.job_id = x.job_id \
+                  WHERE x.enabled) due(d)",
+    )
+    .unwrap_or_else(|e| error!("pg_upkeep could not read when its jobs are due: {e}"))
+}
+
 /// Adds rows an archive job moved to its total (`upkeep.job_state.rows_moved`).
 pub fn add_rows_moved(job_id: i64, rows: i64) -> Result<(), String> {
     Spi::run_with_args(

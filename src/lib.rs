@@ -61,9 +61,7 @@ pub extern "C-unwind" fn _PG_init() {
         // the schema: nothing may create or move partitions meanwhile.
         pgrx::log!("binary upgrade mode: pg_upkeep's background workers are not started");
     } else if preloading {
-        workers::pool::init_shared_memory();
-        workers::queue::init_shared_memory();
-        workers::register_launcher();
+        workers::preload();
     }
 }
 

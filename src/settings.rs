@@ -47,8 +47,8 @@ pub fn register() {
     );
     GucRegistry::define_int_guc(
         c"upkeep.naptime",
-        c"Time between two maintenance cycles of pg_upkeep's workers.",
-        c"Each cycle starts one short-lived scheduler per database that has the extension; with nothing due it costs one indexed query per database.",
+        c"Least time between two maintenance cycles of pg_upkeep's workers in a database.",
+        c"A database gets a short-lived scheduler when a job there is due, when a policy was registered or changed (within one naptime), and at least hourly; never more often than every naptime.",
         &NAPTIME_S,
         1,
         86_400,
@@ -84,7 +84,7 @@ pub fn register() {
     GucRegistry::define_int_guc(
         c"upkeep.max_schedulers",
         c"Most pg_upkeep scheduler processes running at once in the server.",
-        c"The launcher starts one scheduler per database every upkeep.naptime, at most this many at a time, the database that has waited longest first, so that it never takes every background worker slot and no database is passed over. A database waiting for its turn shows in the metric upkeep_scheduler_wait_seconds. Each scheduler takes one of max_worker_processes while it runs.",
+        c"The launcher starts a scheduler for a database when something there is due, at most this many at a time, the database that has waited longest first, so that it never takes every background worker slot and no database is passed over. A database waiting for its turn shows in the metric upkeep_scheduler_wait_seconds. Each scheduler takes one of max_worker_processes while it runs.",
         &MAX_SCHEDULERS,
         1,
         64,

@@ -54,6 +54,37 @@ fn workers_create_what_a_plain_insert_registered_and_record_it() {
     assert_eq!(again, 25);
 }
 
+/// Nothing due: the launcher does not start a scheduler every naptime to
+/// find that out (in a database with the extension or without), yet a
+/// policy changed by a plain UPDATE is acted on at once.
+#[test]
+fn an_idle_database_is_left_alone_and_a_changed_policy_is_acted_on_at_once() {
+    let cluster = Cluster::start("workers-idle", &["upkeep.naptime = 1", "log_min_messages = debug1"]);
+    let mut c = cluster.connect("postgres");
+    c.batch_execute("CREATE DATABASE plain").unwrap();
+    register_by_insert(&mut c, 24);
+    assert!(cluster.wait_until("postgres", ALL_MADE, Duration::from_secs(60)), "workers made {}", partitions(&mut c));
+    let plain_seen = "starting background worker process \"pg_upkeep scheduler for plain\"";
+    assert!(upkeep_cluster_tests::wait_for(Duration::from_secs(60), || cluster.log().contains(plain_seen)));
+    let starts = |db: &str| {
+        cluster.log().matches(&format!("starting background worker process \"pg_upkeep scheduler for {db}\"")).count()
+    };
+    let (postgres, plain) = (starts("postgres"), starts("plain"));
+    // Six naptimes with nothing due. One start is allowed: a policy
+    // change that came while the last scheduler ran is checked once more.
+    std::thread::sleep(Duration::from_secs(6));
+    let (postgres, plain) = (starts("postgres") - postgres, starts("plain") - plain);
+    assert!(
+        postgres <= 1 && plain <= 1,
+        "schedulers started in six idle naptimes: {postgres} in postgres, {plain} in plain"
+    );
+    // The next visit with nothing due is an hour away: only the nudge of
+    // the committed UPDATE can make the workers act now.
+    c.batch_execute("UPDATE upkeep.partition_policies SET premake = 30").unwrap();
+    let more = "SELECT count(*) = 31 FROM pg_inherits WHERE inhparent = 'public.nav_history'::regclass";
+    assert!(cluster.wait_until("postgres", more, Duration::from_secs(60)), "made {}", partitions(&mut c));
+}
+
 #[test]
 fn a_database_that_gains_the_extension_is_served_and_one_that_drops_it_or_is_dropped_is_not() {
     let cluster = Cluster::start("workers-dbs", &["upkeep.naptime = 1"]);

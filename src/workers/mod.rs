@@ -1,11 +1,12 @@
 //! The background workers. With pg_upkeep in `shared_preload_libraries`, a
 //! static `pg_upkeep launcher` starts a short-lived `pg_upkeep scheduler`
-//! for each database every `upkeep.naptime`, at most
+//! for a database when something there is due, or a policy changed (see
+//! `due`), never more often than every `upkeep.naptime`, at most
 //! `upkeep.max_schedulers` at once, longest-waiting first (see `queue`).
 //! A scheduler checks that its database has the extension, runs one
 //! maintenance cycle (each action in its own transaction), prunes the run
-//! history, and exits. Long actions it hands to `pg_upkeep worker`
-//! processes (see `pool`).
+//! history, tells when its database is next due, and exits. Long actions
+//! it hands to `pg_upkeep worker` processes (see `pool`).
 //!
 //! Why short-lived schedulers: PostgreSQL will not drop a database while a
 //! worker is connected to it, so a scheduler that stayed connected would
@@ -13,6 +14,7 @@
 //! finished: on a hot standby nothing can be maintained, so no worker runs
 //! there at all; after promotion the postmaster starts the launcher.
 
+pub mod due;
 pub mod pool;
 pub mod queue;
 
@@ -25,13 +27,31 @@ use pgrx::bgworkers::{
 use pgrx::prelude::*;
 use pgrx::PgMemoryContexts;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub const LAUNCHER: &str = "pg_upkeep launcher";
 pub const SCHEDULER: &str = "pg_upkeep scheduler";
 
-/// Registers the launcher; called from `_PG_init` during preload only.
-pub fn register_launcher() {
+/// Set in the postmaster when the library is preloaded (inherited by every
+/// process it forks): only then do the workers and their shared memory exist.
+static PRELOADED: AtomicBool = AtomicBool::new(false);
+
+pub fn preloaded() -> bool {
+    PRELOADED.load(Ordering::Relaxed)
+}
+
+/// Reserves the workers' shared memory and registers the launcher; called
+/// from `_PG_init` during preload only.
+pub fn preload() {
+    pool::init_shared_memory();
+    queue::init_shared_memory();
+    due::init_shared_memory();
+    PRELOADED.store(true, Ordering::Relaxed);
+    register_launcher();
+}
+
+fn register_launcher() {
     BackgroundWorkerBuilder::new(LAUNCHER)
         .set_type(LAUNCHER)
         .set_library("pg_upkeep")
@@ -107,25 +127,28 @@ pub extern "C-unwind" fn pg_upkeep_launcher_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     // Shared catalogs only: pg_database is all the launcher reads.
     BackgroundWorker::connect_worker_to_spi(None, None);
+    due::launcher_started();
     let mut running: HashMap<pg_sys::Oid, DynamicBackgroundWorker> = HashMap::new();
     // Worker handles are palloc'd: they live here, and the context is reset
     // whenever no scheduler is running (the usual state between cycles), so
     // the launcher does not grow over months.
     let mut handles = PgMemoryContexts::new("pg_upkeep launcher handles");
-    // When each database's last scheduler started: it is due again a
-    // naptime later (the naptime as it is now: a reload that shortens it
-    // takes effect at once); one never started is due since the launcher
-    // began. The latch is also set by signals that have nothing to do with
-    // us (a catch-up request when many catalog changes fill the shared
-    // invalidation queue, as CREATE EXTENSION does): a scheduler starts
-    // only when its database is due, whatever woke us. A scheduler that
-    // exits wakes us too (it was started with our pid to notify), so the
-    // next database in the queue takes its slot at once.
+    // When each database's last scheduler started, and the nudges counted
+    // then: `due` says from these when it is due again (the naptime as it
+    // is now: a reload that shortens it takes effect at once); one never
+    // started is due since the launcher began. The latch is also set by
+    // signals that have nothing to do with us (a catch-up request when many
+    // catalog changes fill the shared invalidation queue, as CREATE
+    // EXTENSION does): a scheduler starts only when its database is due,
+    // whatever woke us. A scheduler that exits wakes us too (it was started
+    // with our pid to notify), so the next database in the queue takes its
+    // slot at once.
     let origin = Instant::now();
-    let mut started_at: HashMap<pg_sys::Oid, Instant> = HashMap::new();
+    let mut started_at: HashMap<pg_sys::Oid, (Instant, u64)> = HashMap::new();
     let mut databases: Vec<(pg_sys::Oid, String)> = Vec::new();
     let mut listed: Option<Instant> = None;
     let mut warned: Option<Instant> = None;
+    let mut was_enabled = settings::ENABLED.get();
     loop {
         reload_config_if_asked();
         running.retain(|_, worker| {
@@ -135,30 +158,49 @@ pub extern "C-unwind" fn pg_upkeep_launcher_main(_arg: pg_sys::Datum) {
             // SAFETY: no handle allocated in this context is referenced any more.
             unsafe { handles.reset() };
         }
+        let enabled = settings::ENABLED.get();
+        if enabled && !was_enabled {
+            // Nothing was done while off, and anything may have changed.
+            started_at.clear();
+        }
+        was_enabled = enabled;
         let mut waiting: Vec<(u32, Duration)> = Vec::new();
-        if settings::ENABLED.get() {
+        let mut next: Option<Instant> = None;
+        if enabled {
             if listed.is_none_or(|t| t.elapsed() >= naptime()) {
                 databases = BackgroundWorker::transaction(wanted_databases);
                 started_at.retain(|db, _| databases.iter().any(|(d, _)| d == db));
+                due::keep_only(&databases.iter().map(|(d, _)| d.to_u32()).collect::<Vec<_>>());
                 listed = Some(Instant::now());
             }
             let now = Instant::now();
-            let ready: Vec<(u32, Instant)> = databases
+            let now_ms = queue::now_ms();
+            let due_at = |db: &pg_sys::Oid| {
+                let last = started_at.get(db);
+                let known = due::known(db.to_u32());
+                let nudged = last.is_some_and(|&(_, nudges)| nudges != known.nudges);
+                due::due_at(last.map(|&(t, _)| t), naptime(), known.next, nudged, now, now_ms).unwrap_or(origin)
+            };
+            let idle: Vec<(u32, Instant)> = databases
                 .iter()
                 .filter(|(db, _)| !running.contains_key(db))
-                .map(|(db, _)| (db.to_u32(), started_at.get(db).map_or(origin, |t| *t + naptime())))
-                .filter(|&(_, at)| at <= now)
+                .map(|(db, _)| (db.to_u32(), due_at(db)))
                 .collect();
+            next = idle.iter().map(|&(_, at)| at).filter(|&at| at > now).min();
+            let ready: Vec<(u32, Instant)> = idle.into_iter().filter(|&(_, at)| at <= now).collect();
             let free = (settings::MAX_SCHEDULERS.get().max(1) as usize).saturating_sub(running.len());
             let mut started = Vec::new();
             for db in queue::next_to_start(ready.clone(), free) {
                 let oid = pg_sys::Oid::from(db);
                 let name = databases.iter().find(|(d, _)| *d == oid).map(|(_, n)| n.clone()).unwrap_or_default();
+                // Counted before the scheduler starts: a nudge from here on
+                // may come after it read the policies, so it counts.
+                let nudges = due::starting(db);
                 // SAFETY: only the handle is allocated while switched.
                 match unsafe { handles.switch_to(|_| start_scheduler(oid, &name)) } {
                     Some(worker) => {
                         running.insert(oid, worker);
-                        started_at.insert(oid, now);
+                        started_at.insert(oid, (now, nudges));
                         started.push(db);
                     }
                     None => {
@@ -177,10 +219,11 @@ pub extern "C-unwind" fn pg_upkeep_launcher_main(_arg: pg_sys::Datum) {
                 ready.into_iter().filter(|(db, _)| !started.contains(db)).map(|(db, at)| (db, now - at)).collect();
         }
         queue::publish(&waiting);
-        // Until the next database is due; while some wait for a slot, look
-        // again within a second (a slot other processes free wakes no one).
+        // Until the next database is due, and at least every naptime to see
+        // new databases; while some wait for a slot, look again within a
+        // second (a slot other processes free wakes no one). A policy
+        // change or an exiting scheduler sets the latch.
         let longest = if waiting.is_empty() { naptime() } else { Duration::from_secs(1) };
-        let next = started_at.iter().filter(|(db, _)| !running.contains_key(db)).map(|(_, t)| *t + naptime()).min();
         let left = next.map_or(longest, |at| at.saturating_duration_since(Instant::now()).min(longest));
         if !BackgroundWorker::wait_latch(Some(left.max(Duration::from_millis(10)))) {
             break;
@@ -221,6 +264,7 @@ pub extern "C-unwind" fn pg_upkeep_scheduler_main(_arg: pg_sys::Datum) {
     // SAFETY: workers start with signals blocked; this is the standard call.
     unsafe { pg_sys::BackgroundWorkerUnblockSignals() };
     if !connect_to_served_database(SCHEDULER) {
+        due::publish(None);
         return;
     }
     if crate::interrupted::supported() {
@@ -229,4 +273,5 @@ pub extern "C-unwind" fn pg_upkeep_scheduler_main(_arg: pg_sys::Datum) {
     crate::driver::hand_off_with(pool::hand_off);
     crate::maintenance::run_due(Runner::Scheduler, false);
     BackgroundWorker::transaction(crate::run_log::prune_history);
+    due::publish(BackgroundWorker::transaction(crate::job_state::next_due_ms));
 }

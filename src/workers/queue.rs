@@ -1,5 +1,5 @@
-//! The launcher's queue of databases. Each database is due for a
-//! scheduler every `upkeep.naptime`; at most `upkeep.max_schedulers` run
+//! The launcher's queue of databases. A database is due for a scheduler
+//! when `due` says so; at most `upkeep.max_schedulers` run
 //! at once, so that the launcher never takes every background-worker slot
 //! of the server, and the database that has waited longest goes first, so
 //! none is passed over cycle after cycle. How long each database has been
@@ -8,7 +8,6 @@
 
 use pgrx::prelude::*;
 use pgrx::{PGRXSharedMemory, PgLwLock};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Which of the due databases to start now: those due longest, at most
 /// `free` of them. `due` holds (database, when it became due), any order.
@@ -43,17 +42,13 @@ impl Default for Waits {
 unsafe impl PGRXSharedMemory for Waits {}
 
 static WAITS: PgLwLock<Waits> = unsafe { PgLwLock::new(c"pg_upkeep scheduler waits") };
-/// Set in the postmaster when the library is preloaded (inherited by every
-/// process it forks): only then does the table exist.
-static PRELOADED: AtomicBool = AtomicBool::new(false);
 
 /// Reserves the table; called from `_PG_init` during preload only.
 pub fn init_shared_memory() {
     pgrx::pg_shmem_init!(WAITS);
-    PRELOADED.store(true, Ordering::Relaxed);
 }
 
-fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
@@ -74,7 +69,7 @@ pub fn publish(waiting: &[(u32, std::time::Duration)]) {
 #[search_path(pg_catalog, pg_temp)]
 fn scheduler_wait_seconds() -> Option<f64> {
     crate::errors::guarded("scheduler_wait_seconds", || {
-        if !PRELOADED.load(Ordering::Relaxed) {
+        if !super::preloaded() {
             return None;
         }
         // SAFETY: the id of the database this backend is connected to.
