@@ -39,7 +39,7 @@ fn indexes_sql(watched: bool) -> String {
         "\
 WITH ix AS ( \
   SELECT i.*, n.nspname, t.relname AS table_name, c.relname AS index_name, c.relkind AS index_kind, c.relam, \
-         c.reloptions, c.reltuples AS index_tuples, t.reltuples AS table_tuples \
+         c.reloptions, c.reltuples AS index_tuples, t.reltuples AS table_tuples, t.relpages AS table_pages \
     FROM pg_index i \
     JOIN pg_class c ON c.oid = i.indexrelid \
     JOIN pg_class t ON t.oid = i.indrelid \
@@ -61,7 +61,7 @@ SELECT ix.indexrelid::int8, ix.nspname::text, ix.table_name::text, ix.index_name
        ix.indclass::oid[] && (SELECT coalesce(array_agg(o.oid), '{{}}') FROM pg_opclass o \
                                WHERE NOT EXISTS (SELECT 1 FROM pg_amproc p \
                                                   WHERE p.amprocfamily = o.opcfamily AND p.amprocnum = 4)), \
-       ix.indrelid::int8, ix.table_tuples::float8 \
+       ix.indrelid::int8, ix.table_tuples::float8, ix.table_pages::float8 \
   FROM ix \
   JOIN pg_am am ON am.oid = ix.relam \
   LEFT JOIN pg_inherits h ON h.inhrelid = ix.indexrelid \
@@ -100,7 +100,8 @@ fn err(e: pgrx::spi::SpiError) -> String {
 /// by relation and column number. Read once and looked up here: joining
 /// pg_stats by name to every index column cost more than all the rest.
 const COLUMN_STATS_SQL: &str = "\
-SELECT c.oid::int8, a.attnum::int4, s.avg_width::float8, s.null_frac::float8, s.n_distinct::float8, s.inherited \
+SELECT c.oid::int8, a.attnum::int4, s.avg_width::float8, s.null_frac::float8, s.n_distinct::float8, s.inherited, \
+       a.attlen < 0 \
   FROM pg_stats s \
   JOIN pg_namespace n ON n.nspname = s.schemaname \
   JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = s.tablename \
@@ -123,6 +124,7 @@ fn column_stats(client: &SpiClient<'_>) -> Result<HashMap<(u32, i32), Stat>, Str
             column: ColumnStats {
                 width: row.get::<f64>(3).map_err(err)?.unwrap_or_default(),
                 null_frac: row.get::<f64>(4).map_err(err)?.unwrap_or_default(),
+                varlena: row.get::<bool>(7).map_err(err)?.unwrap_or_default(),
             },
             n_distinct: row.get::<f64>(5).map_err(err)?.unwrap_or_default(),
         };
@@ -138,6 +140,9 @@ fn column_stats(client: &SpiClient<'_>) -> Result<HashMap<(u32, i32), Stat>, Str
 
 pub fn indexes(client: &SpiClient<'_>) -> Result<Vec<IndexFacts>, String> {
     let mut out = Vec::new();
+    // The table's size now, once per table: rows counted at the last
+    // ANALYZE or VACUUM are scaled to it, as the planner does.
+    let mut table_pages_now: HashMap<u32, f64> = HashMap::new();
     let _no_jit = crate::statements::no_jit();
     let column_stats = column_stats(client)?;
     for row in client.select(&indexes_sql(watching(client)?), None, &[]).map_err(err)? {
@@ -185,7 +190,19 @@ pub fn indexes(client: &SpiClient<'_>) -> Result<Vec<IndexFacts>, String> {
             })
             .collect();
         let unique = flag(8)?;
-        let table_tuples = row.get::<f64>(27).map_err(err)?.unwrap_or(0.0);
+        let counted_pages = row.get::<f64>(28).map_err(err)?.unwrap_or(0.0);
+        let pages_now = match table_pages_now.get(&table_oid) {
+            Some(&pages) => pages,
+            None => {
+                let bytes =
+                    crate::disk::main_fork_bytes(table_oid.into()).map_err(|p| format!("{} {}", p.message, p.hint))?;
+                let pages = bytes as f64 / f64::from(pgrx::pg_sys::BLCKSZ);
+                table_pages_now.insert(table_oid, pages);
+                pages
+            }
+        };
+        let table_tuples =
+            findings::tuples_now(row.get::<f64>(27).map_err(err)?.unwrap_or(0.0), counted_pages, pages_now);
         // Distinct keys of a single plain key column, for deduplication.
         let distinct = match (key_columns, columns.first(), stats.first()) {
             (1, Some(&c), Some(Some(st))) if c > 0 && !unique => {
@@ -198,6 +215,7 @@ pub fn indexes(client: &SpiClient<'_>) -> Result<Vec<IndexFacts>, String> {
         // From the files: pg_relation_size() locks the index, and waits
         // behind DDL on it.
         let size_bytes = crate::disk::main_fork_bytes(oid.into()).map_err(|p| format!("{} {}", p.message, p.hint))?;
+        let tuples = findings::tuples_now(row.get::<f64>(23).map_err(err)?.unwrap_or(-1.0), counted_pages, pages_now);
         out.push(IndexFacts {
             oid,
             table: QualifiedName::new(text(2)?, text(3)?),
@@ -218,7 +236,7 @@ pub fn indexes(client: &SpiClient<'_>) -> Result<Vec<IndexFacts>, String> {
             unused_days: row.get::<f64>(21).map_err(err)?,
             last_scan_days: row.get::<f64>(22).map_err(err)?,
             pages: size_bytes / i64::from(pgrx::pg_sys::BLCKSZ),
-            tuples: row.get::<f64>(23).map_err(err)?.unwrap_or(-1.0),
+            tuples,
             fillfactor: findings::fillfactor(&reloptions),
             stats: stats.iter().map(|st| st.map(|st| st.column)).collect(),
             distinct,
