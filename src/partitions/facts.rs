@@ -17,8 +17,11 @@ pub use upkeep_core::partitions::facts::{ParentFacts, Partition, Policy, PolicyP
 
 /// Everything a policy's check depends on: its settings, its parent's
 /// catalog row, and the parent's partitions (which tables, and the version
-/// of each one's catalog row, which ATTACH/DETACH and ALTER change). Read
-/// with the facts, so it never vouches for anything newer than them.
+/// of each one's pg_inherits row, which ATTACH, DETACH, DROP and a pending
+/// DETACH CONCURRENTLY change). Read with the facts, so it never vouches
+/// for anything newer than them. A partition's own catalog row (a rename)
+/// is left out: nothing a check decides depends on it, and reading it cost
+/// a catalog lookup per partition, most of a run with nothing due.
 pub const FINGERPRINT: &str =
     "md5(concat_ws('|', p.control, p.granularity, p.premake, p.time_zone, p.retention, p.archive, \
        extract(epoch FROM p.start_at), \
@@ -26,8 +29,8 @@ pub const FINGERPRINT: &str =
        (SELECT sum(a.xmin::text::int8) FROM pg_attribute a WHERE a.attrelid = p.parent AND a.attnum > 0), \
        (SELECT count(*) || ':' || coalesce(sum(o.xmin::text::int8), 0) FROM pg_policy o \
          WHERE o.polrelid = p.parent OR o.polrelid IN (SELECT i.inhrelid FROM pg_inherits i WHERE i.inhparent = p.parent)), \
-       (SELECT count(*) || ':' || coalesce(sum(i.inhrelid::int8), 0) || ':' || coalesce(sum(k.xmin::text::int8), 0) \
-          FROM pg_inherits i JOIN pg_class k ON k.oid = i.inhrelid WHERE i.inhparent = p.parent)))";
+       (SELECT count(*) || ':' || coalesce(sum(i.inhrelid::int8), 0) || ':' || coalesce(sum(i.xmin::text::int8), 0) \
+          FROM pg_inherits i WHERE i.inhparent = p.parent)))";
 
 /// The policies (all, or some) and what their tables look like.
 static POLICIES_SQL: LazyLock<String> = LazyLock::new(|| {
