@@ -209,7 +209,6 @@ ALTER FUNCTION upkeep.partition_report() RESET search_path;
 -- Sizes read from the files, without locks.
 CREATE FUNCTION upkeep."relation_bytes"("rel" regclass) RETURNS bigint
 STRICT VOLATILE PARALLEL SAFE
-SET search_path TO pg_catalog, pg_temp
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'relation_bytes_sql_wrapper';
 
