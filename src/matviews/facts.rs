@@ -5,7 +5,12 @@
 //! view reads is grouped by view once and joined, not scanned per view).
 //! What makes a view's rows change without any table changing (functions
 //! that may read other tables, the clock in its definition) is listed as a
-//! reason to be unsure: such a view is refreshed whenever it is due.
+//! reason to be unsure: such a view is refreshed whenever it is due. Only
+//! a view whose stored rule has a clock expression (CURRENT_DATE and the
+//! like) or calls one of the clock functions is deparsed to name it:
+//! deparsing every view took half of a decision at 500 views. (Calls of
+//! built-in functions leave no trace in pg_depend, so the rule's stored
+//! node tree is searched for them.)
 
 use super::plan::{Untracked, ViewFacts};
 use crate::errors::Found;
@@ -17,6 +22,10 @@ use pgrx::spi::SpiClient;
 
 const VIEWS_TEMPLATE: &str = "\
 WITH reads_by_job AS (SELECT job_id, array_agg(relid) AS relids FROM upkeep.matview_reads() GROUP BY job_id), \
+upstream AS (SELECT rb.job_id, array_agg(u.job_id ORDER BY u.job_id) AS jobs \
+               FROM reads_by_job rb CROSS JOIN LATERAL unnest(rb.relids) AS r(relid) \
+               JOIN upkeep.matview_policies u ON u.matview::oid = r.relid \
+              WHERE u.job_id <> rb.job_id GROUP BY rb.job_id), \
 refresh_tracking AS (SELECT coalesce((SELECT e.xmin::text || e.evtenabled::text FROM pg_event_trigger e \
                                        WHERE e.evtname = 'upkeep_track_refreshes'), '-') AS seen) \
 SELECT p.job_id, pg_current_snapshot()::text AS snapshot, pg_current_xact_id_if_assigned()::text AS xid, \
@@ -28,9 +37,7 @@ SELECT p.job_id, pg_current_snapshot()::text AS snapshot, pg_current_xact_id_if_
        EXISTS (SELECT 1 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam \
                 WHERE i.indrelid = c.oid AND i.indisunique AND i.indimmediate AND i.indisvalid \
                   AND am.amname = 'btree' AND i.indpred IS NULL AND NOT (0 = ANY (i.indkey::int2[]))) AS unique_key, \
-       coalesce((SELECT array_agg(u.job_id ORDER BY u.job_id) FROM unnest(rb.relids) AS r(relid) \
-                   JOIN upkeep.matview_policies u ON u.matview::oid = r.relid \
-                  WHERE u.job_id <> p.job_id), '{}') AS upstream, \
+       coalesce(up.jobs, '{}') AS upstream, \
        coalesce(b.bases, '{}') AS bases, \
        md5(coalesce(b.seen, '') || (SELECT seen FROM refresh_tracking)) AS fingerprint, \
        coalesce(b.unsure, '{}') || coalesce(f.unsure, '{}') || coalesce(t.unsure, '{}') AS unsure, \
@@ -47,6 +54,7 @@ SELECT p.job_id, pg_current_snapshot()::text AS snapshot, pg_current_xact_id_if_
   LEFT JOIN upkeep.job_state j ON j.job_id = p.job_id \
   LEFT JOIN upkeep.matview_state s ON s.job_id = p.job_id \
   LEFT JOIN reads_by_job rb ON rb.job_id = p.job_id \
+  LEFT JOIN upstream up ON up.job_id = p.job_id \
   LEFT JOIN LATERAL ( \
     SELECT array_agg(r.relid ORDER BY r.relid) FILTER (WHERE rc.relkind IN ('r', 'p', 'm')) AS bases, \
            string_agg(r.relid::text || rc.relkind::text || coalesce(tg.xmin::text || tg.tgenabled::text, '-'), ',' \
@@ -85,8 +93,13 @@ SELECT p.job_id, pg_current_snapshot()::text AS snapshot, pg_current_xact_id_if_
                                      v.oid::regclass, lower(m[1]))) AS unsure \
       FROM unnest(rb.relids) AS r(relid) \
       JOIN pg_class v ON v.oid = r.relid AND (v.relkind = 'v' OR v.oid = p.matview::oid) \
+      JOIN pg_rewrite w ON w.ev_class = v.oid \
      CROSS JOIN LATERAL regexp_matches(pg_get_viewdef(v.oid), \
        '\\m(now|current_date|current_timestamp|current_time|localtimestamp|localtime|clock_timestamp|statement_timestamp|transaction_timestamp|timeofday|random|nextval)\\M', 'gi') m \
+     WHERE w.ev_action::text ~ (SELECT '\\{SQLVALUEFUNCTION |:funcid (' || string_agg(f.oid::text, '|') || ') ' \
+                                  FROM pg_proc f WHERE f.pronamespace = 'pg_catalog'::regnamespace \
+                                   AND f.proname IN ('now', 'clock_timestamp', 'statement_timestamp', \
+                                                     'transaction_timestamp', 'timeofday', 'random', 'nextval')) \
   ) t ON true \
  WHERE ($1::int8 IS NULL OR p.job_id = $1) AND {may_manage} \
  ORDER BY p.job_id";

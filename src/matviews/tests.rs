@@ -147,12 +147,15 @@ mod tests {
              CREATE UNIQUE INDEX ON public.v_fn_mv (id);
              CREATE VIEW public.v_recent AS SELECT * FROM public.v_trades WHERE at > current_date - 30;
              CREATE MATERIALIZED VIEW public.v_clock_mv AS SELECT fund, count(*) AS n FROM public.v_recent GROUP BY fund;
-             CREATE UNIQUE INDEX ON public.v_clock_mv (fund);",
+             CREATE UNIQUE INDEX ON public.v_clock_mv (fund);
+             CREATE MATERIALIZED VIEW public.v_now_mv AS SELECT fund, count(*) AS n FROM public.v_trades
+                                                          WHERE at > now() - interval '1 day' GROUP BY fund;
+             CREATE UNIQUE INDEX ON public.v_now_mv (fund);",
         )
         .unwrap();
         Spi::run(
             "SELECT upkeep.manage_matview('public.v_rate_mv'), upkeep.manage_matview('public.v_fn_mv'), \
-                    upkeep.manage_matview('public.v_clock_mv')",
+                    upkeep.manage_matview('public.v_clock_mv'), upkeep.manage_matview('public.v_now_mv')",
         )
         .unwrap();
         refresh("NULL, force => true");
@@ -178,6 +181,11 @@ mod tests {
             runs[0].2.contains("v_recent uses current_date, whose result changes without any table changing"),
             "{runs:?}"
         );
+        // A call of a built-in function leaves no trace in pg_depend: it is
+        // found in the view's stored rule.
+        let runs = refresh("'public.v_now_mv'");
+        assert_eq!(runs[0].1, "refreshed");
+        assert!(runs[0].2.contains("v_now_mv uses now, whose result changes without any table changing"), "{runs:?}");
     }
 
     #[pg_test]
