@@ -109,3 +109,44 @@ pub fn forget(job_id: i64) {
         .unwrap_or_else(|e| error!("pg_upkeep could not forget job {job_id}: {e}"));
     crate::unfinished::forget_job(job_id);
 }
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use super::next_due_ms;
+    use crate::test_support::one;
+    use pgrx::prelude::*;
+
+    fn epoch_ms(sql: &str) -> i64 {
+        one::<i64>(&format!("SELECT (extract(epoch FROM {sql}) * 1000)::int8"))
+    }
+
+    #[pg_test]
+    fn the_next_due_job_is_the_earliest_enabled_one() {
+        // A fresh install: the index snapshot job has never run.
+        assert_eq!(next_due_ms(), Some(1));
+        Spi::run(
+            "INSERT INTO upkeep.job_state (job_id, next_run) SELECT job_id, timestamptz '2030-01-01' FROM upkeep.index_snapshot_policy",
+        )
+        .unwrap();
+        assert_eq!(next_due_ms(), Some(epoch_ms("timestamptz '2030-01-01'")));
+        // A partition policy counts from its state: never checked is now,
+        // checked is when its next partition is due.
+        Spi::run(
+            "CREATE TABLE public.t (d date NOT NULL) PARTITION BY RANGE (d);
+             INSERT INTO upkeep.partition_policies (parent, control) VALUES ('public.t', 'd');",
+        )
+        .unwrap();
+        assert_eq!(next_due_ms(), Some(1));
+        Spi::run(
+            "INSERT INTO upkeep.partition_state (job_id, due_at, fingerprint, checked_at)
+             SELECT job_id, timestamptz '2029-06-01', '', now() FROM upkeep.partition_policies",
+        )
+        .unwrap();
+        assert_eq!(next_due_ms(), Some(epoch_ms("timestamptz '2029-06-01'")));
+        // Nothing enabled: nothing due, ever.
+        Spi::run("UPDATE upkeep.partition_policies SET enabled = false; UPDATE upkeep.index_snapshot_policy SET enabled = false")
+            .unwrap();
+        assert_eq!(next_due_ms(), None);
+    }
+}

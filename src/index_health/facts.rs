@@ -191,15 +191,20 @@ pub fn indexes(client: &SpiClient<'_>) -> Result<Vec<IndexFacts>, String> {
             .collect();
         let unique = flag(8)?;
         let counted_pages = row.get::<f64>(28).map_err(err)?.unwrap_or(0.0);
+        // Only an index with statistics for every column gets a size
+        // estimate (not TOAST indexes, half of all at scale): only then
+        // is the table's size read.
+        let estimated = stats.iter().all(Option::is_some) && counted_pages >= 1.0;
         let pages_now = match table_pages_now.get(&table_oid) {
             Some(&pages) => pages,
-            None => {
+            None if estimated => {
                 let bytes =
                     crate::disk::main_fork_bytes(table_oid.into()).map_err(|p| format!("{} {}", p.message, p.hint))?;
                 let pages = bytes as f64 / f64::from(pgrx::pg_sys::BLCKSZ);
                 table_pages_now.insert(table_oid, pages);
                 pages
             }
+            None => counted_pages,
         };
         let table_tuples =
             findings::tuples_now(row.get::<f64>(27).map_err(err)?.unwrap_or(0.0), counted_pages, pages_now);
