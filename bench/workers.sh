@@ -64,7 +64,7 @@ rss_of() {
   local pm
   pm=$(head -1 "$1/data/postmaster.pid")
   for p in $(pgrep -P "$pm"); do
-    if tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q "^postgres: $2"; then
+    if tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline" | grep -q "^postgres: $2"; then
       awk '/^VmRSS/ {print $2}' "/proc/$p/status" 2>/dev/null
     fi
   done | sort -n | tail -1
@@ -91,18 +91,21 @@ for DBS in 10 100; do
   idle_runs=$(( $(runs "$ON" "$DBS") - runs0 ))
   # One visit of every database, on both clusters alike.
   b_on0=$(ticks "$ON"); b_off0=$(ticks "$OFF")
+  # The schedulers' resident size, sampled while they run.
+  rm -f "$BASE/peak"
+  (peak=0; until [ -f "$BASE/peak.stop" ]; do
+     r=$(rss_of "$ON" "pg_upkeep scheduler"); [ -n "$r" ] && [ "$r" -gt "$peak" ] && peak=$r
+     sleep 0.01
+   done; echo "$peak" >"$BASE/peak"; rm -f "$BASE/peak.stop") &
   for i in $(seq 1 "$DBS"); do
     for c in "$ON 5491" "$OFF 5492"; do
       # shellcheck disable=SC2086
       q $c "db$i" -c "UPDATE upkeep.partition_policies SET premake = premake"
     done
   done
-  peak=0
-  deadline=$((SECONDS + 3 * NAP + 60))
-  while [ $SECONDS -lt $deadline ]; do
-    r=$(rss_of "$ON" "pg_upkeep scheduler"); [ -n "$r" ] && [ "$r" -gt "$peak" ] && peak=$r
-    sleep 0.05
-  done
+  sleep $((3 * NAP + 30))
+  touch "$BASE/peak.stop"; wait
+  peak=$(cat "$BASE/peak")
   b_on1=$(ticks "$ON"); b_off1=$(ticks "$OFF")
   idle_on=$(seconds "$on0" "$on1"); idle_off=$(seconds "$off0" "$off1")
   visit_on=$(seconds "$b_on0" "$b_on1"); visit_off=$(seconds "$b_off0" "$b_off1")
@@ -169,7 +172,7 @@ in_naps() { awk -v w="$1" -v n="$NAP" 'BEGIN {printf "%.2f", w / n}'; }
 cat >"$OUT/workers.md" <<MD
 Run $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores, data on $BASE, release build; naptime ${NAP}s, ${IDLE}s idle per size.
 
-| databases | idle CPU s, on / off | one visit of every database, CPU s, on / off | run records written while idle | launcher kB, start -> end | largest scheduler kB | pg_upkeep idle cost, CPU s per database per hour (target <= 0.05) |
+| databases | idle CPU s, on / off | one visit of every database, CPU s, on / off | run records written while idle | launcher resident kB, start -> end | largest scheduler resident kB | pg_upkeep idle cost, CPU s per database per hour (target <= 0.05) |
 |---|---|---|---|---|---|---|
 $ROWS
 With 100 databases:
