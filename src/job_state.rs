@@ -5,12 +5,14 @@ use crate::outcome::{Outcome, Status};
 use pgrx::prelude::*;
 use std::collections::BTreeMap;
 
-/// Each kind's policy table, with the table a job serves and its schedule.
-pub const POLICIES: &str = "(SELECT job_id, parent AS served, every, 1 AS kind FROM upkeep.partition_policies \
-     UNION ALL SELECT job_id, source, every, 2 FROM upkeep.archive_policies \
-     UNION ALL SELECT job_id, matview, every, 3 FROM upkeep.matview_policies \
-     UNION ALL SELECT job_id, NULL, every, 4 FROM upkeep.index_snapshot_policy \
-     UNION ALL SELECT job_id, NULL, every, 5 FROM upkeep.reindex_policy)";
+/// Each kind's policy table, with the table a job serves, its schedule
+/// and whether it is enabled.
+pub const POLICIES: &str =
+    "(SELECT job_id, parent AS served, every, 1 AS kind, enabled FROM upkeep.partition_policies \
+     UNION ALL SELECT job_id, source, every, 2, enabled FROM upkeep.archive_policies \
+     UNION ALL SELECT job_id, matview, every, 3, enabled FROM upkeep.matview_policies \
+     UNION ALL SELECT job_id, NULL, every, 4, enabled FROM upkeep.index_snapshot_policy \
+     UNION ALL SELECT job_id, NULL, every, 5, enabled FROM upkeep.reindex_policy)";
 
 pub use upkeep_core::backoff::backoff_seconds;
 
@@ -18,24 +20,18 @@ pub use upkeep_core::backoff::backoff_seconds;
 /// when none ever is. A job never run, or run at any cycle, is due now; a
 /// partition policy when its state says (or, never checked, now).
 pub fn next_due_ms() -> Option<i64> {
-    Spi::get_one::<i64>(
+    Spi::get_one::<i64>(&format!(
         "SELECT CASE WHEN min(d) IS NULL OR min(d) = 'infinity' THEN NULL \
                      WHEN min(d) = '-infinity' THEN 1 \
-                     ELSE greatest(1, floor(extract(epoch FROM min(d)) * 1000)::int8) END \
-           FROM (SELECT CASE WHEN s.job_id IS NULL THEN '-infinity' ELSE greatest(j.next_run, s.due_at) END \
-                   FROM upkeep.partition_policies p \
+                     ELSE floor(extract(epoch FROM min(d)) * 1000)::int8 END \
+           FROM (SELECT CASE WHEN p.kind <> 1 THEN coalesce(j.next_run, '-infinity') \
+                             WHEN s.job_id IS NULL THEN '-infinity' \
+                             ELSE greatest(j.next_run, s.due_at) END \
+                   FROM {POLICIES} p \
                    LEFT JOIN upkeep.partition_state s ON s.job_id = p.job_id \
                    LEFT JOIN upkeep.job_state j ON j.job_id = p.job_id \
-                  WHERE p.enabled \
-                 UNION ALL \
-                 SELECT coalesce(j.next_run, '-infinity') \
-                   FROM (SELECT job_id, enabled FROM upkeep.archive_policies \
-                         UNION ALL SELECT job_id, enabled FROM upkeep.matview_policies \
-                         UNION ALL SELECT job_id, enabled FROM upkeep.index_snapshot_policy \
-                         UNION ALL SELECT job_id, enabled FROM upkeep.reindex_policy) x \
-                   LEFT JOIN upkeep.job_state j ON j.job_id = x.job_id \
-                  WHERE x.enabled) due(d)",
-    )
+                  WHERE p.enabled) due(d)"
+    ))
     .unwrap_or_else(|e| error!("pg_upkeep could not read when its jobs are due: {e}"))
 }
 
