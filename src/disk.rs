@@ -29,15 +29,37 @@ pub fn main_fork_bytes(oid: pg_sys::Oid) -> Result<i64, Problem> {
 }
 
 /// The relation's file path (relative to the data directory), kind and
-/// persistence; None without storage or when it no longer exists.
+/// persistence; None without storage or when it no longer exists. One
+/// catalog cache lookup: a view of a large database asks this of 100,000
+/// relations.
 fn storage_of(oid: pg_sys::Oid) -> Option<(String, u8, u8)> {
-    // SAFETY: catalog cache lookups of one oid. pg_relation_filepath
-    // returns NULL for a missing relation or one without storage, and no
-    // invalidation is processed between the lookups (nothing is locked).
-    unsafe {
-        let path: Option<String> = pgrx::direct_function_call(pg_sys::pg_relation_filepath, &[oid.into_datum()]);
-        path.map(|p| (p, pg_sys::get_rel_relkind(oid) as u8, pg_sys::get_rel_persistence(oid) as u8))
+    // SAFETY: one catalog cache lookup; the row is copied out before it
+    // is released.
+    let (kind, persistence, file, space) = unsafe {
+        let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::RELOID as i32, oid.into_datum()?);
+        if tuple.is_null() {
+            return None;
+        }
+        let class = &*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_class>(tuple);
+        let row = (class.relkind as u8, class.relpersistence as u8, class.relfilenode, class.reltablespace);
+        pg_sys::ReleaseSysCache(tuple);
+        row
+    };
+    if !matches!(kind, b'r' | b'i' | b't' | b'm' | b'S') {
+        return None;
     }
+    // SAFETY: the backend's own database and its default tablespace.
+    let (database, default_space) = unsafe { (pg_sys::MyDatabaseId, pg_sys::MyDatabaseTableSpace) };
+    let in_base = space == pg_sys::InvalidOid && default_space == pg_sys::DEFAULTTABLESPACE_OID;
+    if in_base && persistence != b't' && file != pg_sys::InvalidOid {
+        return Some((format!("base/{}/{}", database.to_u32(), file.to_u32()), kind, persistence));
+    }
+    // Mapped catalogs, temporary relations, other tablespaces: the path
+    // as PostgreSQL makes it (it returns NULL for a missing relation).
+    // SAFETY: pg_relation_filepath looks the relation up by itself.
+    let path: Option<String> =
+        unsafe { pgrx::direct_function_call(pg_sys::pg_relation_filepath, &[oid.into_datum()]) };
+    path.map(|p| (p, kind, persistence))
 }
 
 /// Bytes of one fork: its segments in turn (every one but the last is
@@ -107,13 +129,17 @@ mod tests {
              INSERT INTO u SELECT generate_series(1, 100);
              CREATE INDEX u_id ON u (id);
              CREATE TABLE p (d date) PARTITION BY RANGE (d);
-             CREATE VIEW v AS SELECT 1;",
+             CREATE VIEW v AS SELECT 1;
+             CREATE TEMP TABLE tmp AS SELECT generate_series(1, 1000) AS n;
+             CREATE SEQUENCE s;",
         )
         .unwrap();
         // Every fork it has, as pg_relation_size() counts them: TOAST, an
-        // index, the init fork of an unlogged table.
+        // index, the init fork of an unlogged table; a temporary table, a
+        // sequence and a catalog whose file number is mapped (pg_class)
+        // have their files elsewhere or by another name.
         let toast: String = one("SELECT reltoastrelid::regclass::text FROM pg_class WHERE relname = 't'");
-        for rel in ["t", "t_pkey", "u", "u_id", toast.as_str()] {
+        for rel in ["t", "t_pkey", "u", "u_id", toast.as_str(), "tmp", "s", "pg_class", "pg_class_oid_index"] {
             let files: i64 = one(&format!("SELECT upkeep.relation_bytes('{rel}')"));
             assert_eq!(files, forks(rel), "{rel}");
             assert!(files > 0, "{rel}");

@@ -170,54 +170,98 @@ fn run_step(client: &mut pgrx::spi::SpiClient<'_>, step: &Step, once: bool) -> R
 }
 
 /// Runs statements of one action, as the role it names; returns what they
-/// counted and, after a batch statement, where its next batch starts. A
-/// batch statement runs until a batch falls short, or once when `once`
-/// (a worker, which commits between batches). A long action first waits
-/// (under lock_timeout) for the job's lock, which a worker process busy
-/// with the same job holds, and clears the job's unfinished record of the
-/// target, which commits or rolls back with the statements. Rows moved by
-/// batch statements are added to the job's total in the same transaction.
-/// Statements without parameters whose row counts nobody reads go to the
-/// server as one batch, which saves a round of parsing per statement.
-fn act(action: &Action, steps: &[Step], once: bool) -> Result<(Counts, Option<String>), Failure> {
-    let (counts, moved, next) = in_subtransaction(|| {
-        if action.kind.is_long() {
-            job_locks::wait_for_job(action.job_id)?;
-            unfinished::forget(&action.target)?;
-        }
-        let _owner = AsRole::enter(&action.run_as, action.kind != ActionKind::RefreshMatview)?;
-        Spi::connect_mut(|client| {
-            let mut counts = Vec::new();
-            let (mut moved, mut next) = (0, None);
-            let mut batch = String::new();
-            for step in steps {
-                if step.counts.is_none() && step.args.is_empty() {
-                    batch.push_str(&step.sql);
-                    batch.push_str(";\n");
-                    continue;
-                }
-                if !batch.is_empty() {
-                    client.update(std::mem::take(&mut batch).as_str(), None, &[]).map_err(|e| e.to_string())?;
-                }
-                let (n, from) = run_step(client, step, once)?;
-                if step.batch.is_some() {
-                    moved += n;
-                    next = from;
-                }
-                if let Some(label) = step.counts {
-                    counts.push((label, n));
-                }
+/// counted, the rows batch statements moved and, after a batch statement,
+/// where its next batch starts. A batch statement runs until a batch falls
+/// short, or once when `once` (a worker, which commits between batches). A
+/// long action first waits (under lock_timeout) for the job's lock, which
+/// a worker process busy with the same job holds, and clears the job's
+/// unfinished record of the target, which commits or rolls back with the
+/// statements. Statements without parameters whose row counts nobody reads
+/// go to the server as one batch, which saves a round of parsing per
+/// statement. The caller provides the subtransaction.
+fn run_steps(action: &Action, steps: &[Step], once: bool) -> Result<(Counts, i64, Option<String>), String> {
+    if action.kind.is_long() {
+        job_locks::wait_for_job(action.job_id)?;
+        unfinished::forget(&action.target)?;
+    }
+    let _owner = AsRole::enter(&action.run_as, action.kind != ActionKind::RefreshMatview)?;
+    Spi::connect_mut(|client| {
+        let mut counts = Vec::new();
+        let (mut moved, mut next) = (0, None);
+        let mut batch = String::new();
+        for step in steps {
+            if step.counts.is_none() && step.args.is_empty() {
+                batch.push_str(&step.sql);
+                batch.push_str(";\n");
+                continue;
             }
             if !batch.is_empty() {
-                client.update(batch.as_str(), None, &[]).map_err(|e| e.to_string())?;
+                client.update(std::mem::take(&mut batch).as_str(), None, &[]).map_err(|e| e.to_string())?;
             }
-            Ok((counts, moved, next))
-        })
-    })?;
+            let (n, from) = run_step(client, step, once)?;
+            if step.batch.is_some() {
+                moved += n;
+                next = from;
+            }
+            if let Some(label) = step.counts {
+                counts.push((label, n));
+            }
+        }
+        if !batch.is_empty() {
+            client.update(batch.as_str(), None, &[]).map_err(|e| e.to_string())?;
+        }
+        Ok((counts, moved, next))
+    })
+}
+
+/// Runs statements of one action in a subtransaction of its own (see
+/// `run_steps`); rows moved by batch statements are added to the job's
+/// total in the same transaction.
+fn act(action: &Action, steps: &[Step], once: bool) -> Result<(Counts, Option<String>), Failure> {
+    let (counts, moved, next) = in_subtransaction(|| run_steps(action, steps, once))?;
     if moved > 0 {
         in_subtransaction(|| job_state::add_rows_moved(action.job_id, moved))?;
     }
     Ok((counts, next))
+}
+
+/// An action's failure and the seconds it took.
+type Failed = (Failure, f64);
+
+/// Takes the actions in order in one subtransaction, as long as they all
+/// succeed: what each counted and how long it took. When one fails, what
+/// the others did is rolled back and done again without it (in one more
+/// subtransaction), so the end state is that of one subtransaction per
+/// action; the failure comes back with the index of the action that
+/// failed (the number of results before it). PostgreSQL's subtransaction
+/// commit walks the locks and new relations of the whole transaction, so
+/// one per action made a long catch-up quadratic; a failure costs at most
+/// the work before it once more.
+fn act_together(actions: &[Action]) -> (Vec<(Counts, f64)>, Option<Failed>) {
+    let mut done = Vec::with_capacity(actions.len());
+    let mut started = Instant::now();
+    let all = in_subtransaction(|| {
+        for action in actions {
+            started = Instant::now();
+            let (counts, moved, _) = run_steps(action, &action.steps, false)?;
+            if moved > 0 {
+                job_state::add_rows_moved(action.job_id, moved)?;
+            }
+            done.push((counts, started.elapsed().as_secs_f64()));
+        }
+        Ok(())
+    });
+    let failed = all.err().map(|f| (f, started.elapsed().as_secs_f64()));
+    match failed {
+        None => (done, None),
+        Some(failure) if done.is_empty() => (done, Some(failure)),
+        Some(failure) => match act_together(&actions[..done.len()]) {
+            (again, None) => (again, Some(failure)),
+            // The work before failed on its own this time: that failure is
+            // the one to report, and the run goes on after it.
+            (again, other) => (again, other),
+        },
+    }
 }
 
 /// `lock_timeout` set to `upkeep.lock_timeout` for the actions (as SET
@@ -227,7 +271,7 @@ fn lock_timeout() -> settings::Local {
     settings::Local::set(c"lock_timeout", &ours)
 }
 
-fn outcome(action: &Action, result: Result<Counts, Failure>, started: Instant, dry_run: bool) -> Outcome {
+fn outcome(action: &Action, result: Result<Counts, Failure>, seconds: f64, dry_run: bool) -> Outcome {
     let rows = match &result {
         Ok(counts) if !counts.is_empty() => Some(counts.iter().map(|c| c.1).sum::<i64>()),
         _ => None,
@@ -250,7 +294,7 @@ fn outcome(action: &Action, result: Result<Counts, Failure>, started: Instant, d
         detail,
         error,
         sql: action.script(),
-        seconds: started.elapsed().as_secs_f64(),
+        seconds,
         rows,
         idle,
         transient,
@@ -260,18 +304,21 @@ fn outcome(action: &Action, result: Result<Counts, Failure>, started: Instant, d
 /// Runs (or, with `dry_run`, only shows) the actions in order. One failing
 /// action never stops the others; each real run is recorded.
 pub fn execute(actions: Vec<Action>, dry_run: bool) -> Vec<Outcome> {
-    let _timeout = (!dry_run && !actions.is_empty()).then(lock_timeout);
-    let outcomes: Vec<Outcome> = actions
-        .into_iter()
-        .map(|action| {
-            let started = Instant::now();
-            let result = if dry_run { Ok(Counts::new()) } else { act(&action, &action.steps, false).map(|r| r.0) };
-            outcome(&action, result, started, dry_run)
-        })
-        .collect();
-    if !dry_run {
-        run_log::record(&outcomes);
+    if dry_run {
+        return actions.iter().map(|a| outcome(a, Ok(Counts::new()), 0.0, true)).collect();
     }
+    let _timeout = (!actions.is_empty()).then(lock_timeout);
+    let mut outcomes = Vec::with_capacity(actions.len());
+    let mut rest = &actions[..];
+    while !rest.is_empty() {
+        let (done, failed) = act_together(rest);
+        let n = done.len();
+        outcomes.extend(rest.iter().zip(done).map(|(a, (counts, seconds))| outcome(a, Ok(counts), seconds, false)));
+        let Some((failure, seconds)) = failed else { break };
+        outcomes.push(outcome(&rest[n], Err(failure), seconds, false));
+        rest = &rest[n + 1..];
+    }
+    run_log::record(&outcomes);
     outcomes
 }
 
@@ -302,7 +349,7 @@ pub fn execute_with_top_level(action: Action) -> Outcome {
             act(&action, rest, false).map(|r| r.0)
         })
     });
-    let done = outcome(&action, result, started, false);
+    let done = outcome(&action, result, started.elapsed().as_secs_f64(), false);
     BackgroundWorker::transaction(|| run_log::record(std::slice::from_ref(&done)));
     done
 }
@@ -346,7 +393,7 @@ pub fn execute_in_batches(action: Action) -> Outcome {
             Err(e) => break Err(e),
         }
     };
-    let done = outcome(&action, result, started, false);
+    let done = outcome(&action, result, started.elapsed().as_secs_f64(), false);
     BackgroundWorker::transaction(|| run_log::record(std::slice::from_ref(&done)));
     done
 }
@@ -374,4 +421,67 @@ pub fn report_problems(problems: Vec<(i64, ActionKind, String, String, String)>,
         run_log::record(&outcomes);
     }
     outcomes
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use super::execute;
+    use crate::actions::{Action, ActionKind, Step};
+    use crate::outcome::Status;
+    use crate::sql::QualifiedName;
+    use crate::test_support::{count, one};
+    use pgrx::prelude::*;
+
+    fn action(name: &str, sql: &str) -> Action {
+        Action {
+            job_id: 1,
+            kind: ActionKind::CreatePartition,
+            target: QualifiedName::new("public", name),
+            detail: String::new(),
+            run_as: one::<String>("SELECT current_user::text"),
+            steps: vec![Step::new(sql.into())],
+        }
+    }
+
+    /// Actions share one subtransaction while they succeed; a failure
+    /// must still leave exactly what one subtransaction per action would:
+    /// every other action done, the failed one undone, in order.
+    #[pg_test]
+    fn a_failing_action_is_undone_alone_and_the_others_are_done() {
+        let actions = vec![
+            action("a0", "SELECT 1 / 0"),
+            action("a1", "CREATE TABLE a1 (x int)"),
+            action("a2", "CREATE TABLE a2 (x int); CREATE TABLE a1 (x int)"),
+            action("a3", "CREATE TABLE a3 (x int)"),
+            action("a4", "CREATE TABLE a4 (x int)"),
+            action("a5", "CREATE TABLE a5 (x int); SELECT 1 / 0"),
+            action("a6", "CREATE TABLE a6 (x int)"),
+            action("a7", "SELECT 1 / 0"),
+        ];
+        let outcomes = execute(actions, false);
+        let statuses: Vec<(String, Status)> = outcomes.iter().map(|o| (o.target.clone(), o.status)).collect();
+        let expected = [
+            ("a0", Status::Failed),
+            ("a1", Status::Ok),
+            ("a2", Status::Failed),
+            ("a3", Status::Ok),
+            ("a4", Status::Ok),
+            ("a5", Status::Failed),
+            ("a6", Status::Ok),
+            ("a7", Status::Failed),
+        ];
+        let expected: Vec<(String, Status)> =
+            expected.iter().map(|(t, s)| (QualifiedName::new("public", *t).to_string(), *s)).collect();
+        assert_eq!(statuses, expected);
+        let made = |t: &str| count(&format!("SELECT 1 FROM pg_class WHERE relname = '{t}'"));
+        for (t, n) in [("a1", 1), ("a2", 0), ("a3", 1), ("a4", 1), ("a5", 0), ("a6", 1)] {
+            assert_eq!(made(t), n, "{t}");
+        }
+        assert!(outcomes[2].error.as_deref().is_some_and(|e| e.contains("already exists")), "{:?}", outcomes[2]);
+        assert!(outcomes[5].error.as_deref().is_some_and(|e| e.contains("division by zero")), "{:?}", outcomes[5]);
+        // One run record per action, failures included.
+        assert_eq!(count("SELECT 1 FROM upkeep.job_runs WHERE job_id = 1 AND status = 'failed'"), 4);
+        assert_eq!(count("SELECT 1 FROM upkeep.job_runs WHERE job_id = 1 AND status = 'ok'"), 4);
+    }
 }

@@ -2,8 +2,11 @@
 //! last run, failures and back-off, when it is due again, rows moved.
 
 use crate::outcome::{Outcome, Status};
+use crate::statements::{self, param};
+use pgrx::pg_sys::BuiltinOid;
 use pgrx::prelude::*;
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 /// Each kind's policy table, with the table a job serves, its schedule
 /// and whether it is enabled.
@@ -45,6 +48,24 @@ pub fn add_rows_moved(job_id: i64, rows: i64) -> Result<(), String> {
     .map_err(|e| e.to_string())
 }
 
+const FAILURES_SQL: &str = "SELECT job_id, consecutive_failures FROM upkeep.job_state WHERE job_id = ANY ($1)";
+
+static RECORD_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO upkeep.job_state AS j (job_id, last_run, last_status, last_error, last_duration, consecutive_failures, next_run, last_success) \
+         SELECT r.job_id, now(), r.status, r.error, make_interval(secs => r.secs), r.failed, \
+                coalesce(now() + make_interval(secs => r.retry_in), now() + p.every), \
+                CASE WHEN r.status = 'ok' THEN now() END \
+           FROM unnest($1::int8[], $2::text[], $3::text[], $4::float8[], $5::int4[], $6::int8[]) \
+                AS r(job_id, status, error, secs, failed, retry_in) \
+           LEFT JOIN {POLICIES} p ON p.job_id = r.job_id \
+         ON CONFLICT (job_id) DO UPDATE SET last_run = EXCLUDED.last_run, last_status = EXCLUDED.last_status, \
+            last_error = EXCLUDED.last_error, last_duration = EXCLUDED.last_duration, \
+            consecutive_failures = EXCLUDED.consecutive_failures, next_run = EXCLUDED.next_run, \
+            last_success = coalesce(EXCLUDED.last_success, j.last_success)"
+    )
+});
+
 /// Records how each checked job's run went: status, error, duration; resets
 /// or increments its consecutive failures, and sets when it may run again
 /// (its `every`, or the back-off). Jobs not checked are not written, so a
@@ -53,15 +74,13 @@ pub fn record_job_runs(jobs: &[i64], outcomes: &[Outcome]) {
     if jobs.is_empty() {
         return;
     }
+    let types = [param(BuiltinOid::INT8ARRAYOID)];
     let failures: BTreeMap<i64, i32> = Spi::connect(|client| {
-        client
-            .select(
-                "SELECT job_id, consecutive_failures FROM upkeep.job_state WHERE job_id = ANY ($1)",
-                None,
-                &[jobs.to_vec().into()],
-            )?
-            .map(|r| Ok((r.get::<i64>(1)?.unwrap_or_default(), r.get::<i32>(2)?.unwrap_or_default())))
-            .collect::<Result<_, pgrx::spi::SpiError>>()
+        statements::select(client, FAILURES_SQL, &types, &[jobs.to_vec().into()], |rows| {
+            rows.map(|r| Ok((r.get::<i64>(1)?.unwrap_or_default(), r.get::<i32>(2)?.unwrap_or_default())))
+                .collect::<Result<_, pgrx::spi::SpiError>>()
+                .map_err(|e| e.to_string())
+        })
     })
     .unwrap_or_else(|e| error!("pg_upkeep could not read job states: {e}"));
     let mut status = Vec::new();
@@ -81,20 +100,16 @@ pub fn record_job_runs(jobs: &[i64], outcomes: &[Outcome]) {
         let transient = worst.is_some_and(|o| o.transient);
         retry_in.push((n > 0 && !transient).then(|| backoff_seconds(job, n as u32)));
     }
-    Spi::run_with_args(
-        &format!("INSERT INTO upkeep.job_state AS j (job_id, last_run, last_status, last_error, last_duration, consecutive_failures, next_run, last_success) \
-         SELECT r.job_id, now(), r.status, r.error, make_interval(secs => r.secs), r.failed, \
-                coalesce(now() + make_interval(secs => r.retry_in), now() + p.every), \
-                CASE WHEN r.status = 'ok' THEN now() END \
-           FROM unnest($1::int8[], $2::text[], $3::text[], $4::float8[], $5::int4[], $6::int8[]) \
-                AS r(job_id, status, error, secs, failed, retry_in) \
-           LEFT JOIN {POLICIES} p ON p.job_id = r.job_id \
-         ON CONFLICT (job_id) DO UPDATE SET last_run = EXCLUDED.last_run, last_status = EXCLUDED.last_status, \
-            last_error = EXCLUDED.last_error, last_duration = EXCLUDED.last_duration, \
-            consecutive_failures = EXCLUDED.consecutive_failures, next_run = EXCLUDED.next_run, \
-            last_success = coalesce(EXCLUDED.last_success, j.last_success)"),
-        &[jobs.to_vec().into(), status.into(), error.into(), seconds.into(), failed.into(), retry_in.into()],
-    )
+    let types = [
+        param(BuiltinOid::INT8ARRAYOID),
+        param(BuiltinOid::TEXTARRAYOID),
+        param(BuiltinOid::TEXTARRAYOID),
+        param(BuiltinOid::FLOAT8ARRAYOID),
+        param(BuiltinOid::INT4ARRAYOID),
+        param(BuiltinOid::INT8ARRAYOID),
+    ];
+    let args = [jobs.to_vec().into(), status.into(), error.into(), seconds.into(), failed.into(), retry_in.into()];
+    Spi::connect_mut(|client| statements::update(client, RECORD_SQL.as_str(), &types, &args))
     .unwrap_or_else(|e| error!("pg_upkeep could not record job states: {e}"));
 }
 

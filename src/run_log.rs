@@ -1,6 +1,8 @@
 //! The run log: one row per action in `upkeep.job_runs`.
 
 use crate::outcome::Outcome;
+use crate::statements::{self, param};
+use pgrx::pg_sys::BuiltinOid;
 use pgrx::prelude::*;
 
 /// Deletes run records older than `upkeep.history_retention`.
@@ -27,18 +29,18 @@ pub fn record(outcomes: &[Outcome]) {
         return;
     }
     let col = |f: fn(&Outcome) -> String| outcomes.iter().map(|o| f(o)).collect::<Vec<String>>();
-    Spi::run_with_args(
-        RECORD_SQL,
-        &[
-            outcomes.iter().map(|o| o.job_id).collect::<Vec<i64>>().into(),
-            col(|o| o.action.to_string()).into(),
-            col(|o| o.target.clone()).into(),
-            outcomes.iter().map(|o| o.seconds).collect::<Vec<f64>>().into(),
-            col(|o| o.status.to_string()).into(),
-            col(|o| o.detail.clone()).into(),
-            outcomes.iter().map(|o| o.error.clone()).collect::<Vec<Option<String>>>().into(),
-            col(|o| o.sql.clone()).into(),
-        ],
-    )
+    let text = param(BuiltinOid::TEXTARRAYOID);
+    let types = [param(BuiltinOid::INT8ARRAYOID), text, text, param(BuiltinOid::FLOAT8ARRAYOID), text, text, text, text];
+    let args = [
+        outcomes.iter().map(|o| o.job_id).collect::<Vec<i64>>().into(),
+        col(|o| o.action.to_string()).into(),
+        col(|o| o.target.clone()).into(),
+        outcomes.iter().map(|o| o.seconds).collect::<Vec<f64>>().into(),
+        col(|o| o.status.to_string()).into(),
+        col(|o| o.detail.clone()).into(),
+        outcomes.iter().map(|o| o.error.clone()).collect::<Vec<Option<String>>>().into(),
+        col(|o| o.sql.clone()).into(),
+    ];
+    Spi::connect_mut(|client| statements::update(client, RECORD_SQL, &types, &args))
     .expect("upkeep.job_runs accepts the run records");
 }

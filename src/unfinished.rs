@@ -8,37 +8,37 @@
 //! but not yet in its archive).
 
 use crate::sql::QualifiedName;
+use crate::statements::{self, param};
+use pgrx::pg_sys::BuiltinOid;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
 pub use upkeep_core::unfinished::Unfinished;
 
+const READ_SQL: &str = "SELECT u.job_id, n.nspname::text, c.relname::text, u.steps \
+     FROM upkeep.unfinished_actions u \
+     JOIN pg_class c ON c.oid = u.target \
+     JOIN pg_namespace n ON n.oid = c.relnamespace \
+    WHERE u.job_id = ANY ($1) \
+    ORDER BY u.started_at";
+
 /// The unfinished actions of these jobs whose targets still exist.
 pub fn read(client: &SpiClient<'_>, jobs: &[i64]) -> Result<Vec<(i64, Unfinished)>, String> {
-    let rows = client
-        .select(
-            "SELECT u.job_id, n.nspname::text, c.relname::text, u.steps \
-               FROM upkeep.unfinished_actions u \
-               JOIN pg_class c ON c.oid = u.target \
-               JOIN pg_namespace n ON n.oid = c.relnamespace \
-              WHERE u.job_id = ANY ($1) \
-              ORDER BY u.started_at",
-            None,
-            &[jobs.to_vec().into()],
-        )
-        .map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    for row in rows {
-        let text = |i: usize| row.get::<String>(i).map_err(|e| e.to_string()).map(Option::unwrap_or_default);
-        out.push((
-            row.get::<i64>(1).map_err(|e| e.to_string())?.unwrap_or_default(),
-            Unfinished {
-                target: QualifiedName::new(text(2)?, text(3)?),
-                steps: row.get::<Vec<String>>(4).map_err(|e| e.to_string())?.unwrap_or_default(),
-            },
-        ));
-    }
-    Ok(out)
+    let types = [param(BuiltinOid::INT8ARRAYOID)];
+    statements::select(client, READ_SQL, &types, &[jobs.to_vec().into()], |rows| {
+        let mut out = Vec::new();
+        for row in rows {
+            let text = |i: usize| row.get::<String>(i).map_err(|e| e.to_string()).map(Option::unwrap_or_default);
+            out.push((
+                row.get::<i64>(1).map_err(|e| e.to_string())?.unwrap_or_default(),
+                Unfinished {
+                    target: QualifiedName::new(text(2)?, text(3)?),
+                    steps: row.get::<Vec<String>>(4).map_err(|e| e.to_string())?.unwrap_or_default(),
+                },
+            ));
+        }
+        Ok(out)
+    })
 }
 
 /// Stores what is left of an action on `target` (in the caller's transaction).
