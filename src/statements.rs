@@ -29,6 +29,22 @@ pub fn select<'conn, R>(
     read(table)
 }
 
+/// As `select`, always with the statement's generic plan. For the reads
+/// of what is due, whose parameter is NULL on most calls (every policy),
+/// the plan cache found a plan for that value cheaper than the generic one
+/// and so planned again on every call: at 200 parents, most of a
+/// maintenance call with nothing due.
+pub fn select_generic<'conn, R>(
+    client: &SpiClient<'conn>,
+    sql: &'static str,
+    types: &[PgOid],
+    args: &[DatumWithOid<'_>],
+    read: impl FnOnce(SpiTupleTable<'conn>) -> Result<R, String>,
+) -> Result<R, String> {
+    let _generic = crate::settings::Local::set(c"plan_cache_mode", c"force_generic_plan");
+    select(client, sql, types, args, read)
+}
+
 /// JIT off while it lives, for catalog reads. Their row estimates are
 /// rough (a function scan counts as 1,000 rows), so at 50,000 indexes the
 /// planner expects millions and compiles hundreds of expressions for a

@@ -127,7 +127,7 @@ fn err(e: pgrx::spi::SpiError) -> String {
 /// which they carry.
 pub fn load(client: &SpiClient<'_>, job: Option<i64>) -> Result<Vec<ViewFacts>, String> {
     let mut out = Vec::new();
-    statements::select(client, VIEWS_SQL.as_str(), &[param(BuiltinOid::INT8OID)], &[job.into()], |rows| {
+    statements::select_generic(client, VIEWS_SQL.as_str(), &[param(BuiltinOid::INT8OID)], &[job.into()], |rows| {
         for row in rows {
             let text = |c: &str| row.get_by_name::<String, _>(c).map_err(err).map(Option::unwrap_or_default);
             let flag = |c: &str| row.get_by_name::<bool, _>(c).map_err(err).map(Option::unwrap_or_default);
