@@ -6,33 +6,58 @@
 
 use crate::problem::Problem;
 use pgrx::prelude::*;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io::ErrorKind;
+use std::time::{Duration, Instant};
 
 /// Bytes in all the files of one relation (every fork, every 1 GB
 /// segment), like `pg_relation_size(rel, fork)` summed over the forks;
 /// 0 for a relation without storage or one that no longer exists. Reads
 /// the catalog cache and the file system only. A relation being rewritten
-/// (VACUUM FULL, TRUNCATE) may read 0 at that instant.
+/// (VACUUM FULL, TRUNCATE) may read 0 at that instant, and a fork made in
+/// the last second may be missed while many relations are being measured
+/// (see `Listing`).
 pub fn relation_bytes(oid: pg_sys::Oid) -> Result<i64, Problem> {
-    let Some((path, kind, persistence)) = storage_of(oid) else { return Ok(0) };
+    let Some(storage) = storage_of(oid) else { return Ok(0) };
     // Only the forks that can exist, so that a view of 100,000 relations
     // does not stat twice as many missing files.
-    let heap = matches!(kind, b'r' | b't' | b'm');
-    let forks = [Some(""), Some("_fsm"), heap.then_some("_vm"), (persistence == b'u').then_some("_init")];
-    forks.into_iter().flatten().map(|fork| fork_bytes(&path, fork)).sum()
+    let heap = matches!(storage.kind, b'r' | b't' | b'm');
+    let forks = [
+        Some(("", 0)),
+        Some(("_fsm", FSM)),
+        heap.then_some(("_vm", VM)),
+        (storage.persistence == b'u').then_some(("_init", INIT)),
+    ];
+    let listed = storage.file.and_then(listed_forks);
+    forks
+        .into_iter()
+        .flatten()
+        .filter(|&(_, bit)| bit == 0 || listed.is_none_or(|l| l & bit != 0))
+        .map(|(fork, _)| fork_bytes(&storage.path, fork))
+        .sum()
 }
 
 /// Bytes of a relation's main fork, like `pg_relation_size(rel)`, read
 /// the same way as `relation_bytes`.
 pub fn main_fork_bytes(oid: pg_sys::Oid) -> Result<i64, Problem> {
-    storage_of(oid).map_or(Ok(0), |(path, _, _)| fork_bytes(&path, ""))
+    storage_of(oid).map_or(Ok(0), |s| fork_bytes(&s.path, ""))
 }
 
-/// The relation's file path (relative to the data directory), kind and
-/// persistence; None without storage or when it no longer exists. One
-/// catalog cache lookup: a view of a large database asks this of 100,000
-/// relations.
-fn storage_of(oid: pg_sys::Oid) -> Option<(String, u8, u8)> {
+/// Where a relation's files are.
+struct Storage {
+    /// Relative to the data directory.
+    path: String,
+    kind: u8,
+    persistence: u8,
+    /// Its file number when the file is in the database's own directory.
+    file: Option<u32>,
+}
+
+/// The relation's files; None without storage or when it no longer
+/// exists. One catalog cache lookup: a view of a large database asks this
+/// of 100,000 relations.
+fn storage_of(oid: pg_sys::Oid) -> Option<Storage> {
     // SAFETY: one catalog cache lookup; the row is copied out before it
     // is released.
     let (kind, persistence, file, space) = unsafe {
@@ -49,17 +74,97 @@ fn storage_of(oid: pg_sys::Oid) -> Option<(String, u8, u8)> {
         return None;
     }
     // SAFETY: the backend's own database and its default tablespace.
-    let (database, default_space) = unsafe { (pg_sys::MyDatabaseId, pg_sys::MyDatabaseTableSpace) };
+    let default_space = unsafe { pg_sys::MyDatabaseTableSpace };
     let in_base = space == pg_sys::InvalidOid && default_space == pg_sys::DEFAULTTABLESPACE_OID;
     if in_base && persistence != b't' && file != pg_sys::InvalidOid {
-        return Some((format!("base/{}/{}", database.to_u32(), file.to_u32()), kind, persistence));
+        let path = format!("{}/{}", database_dir(), file.to_u32());
+        return Some(Storage { path, kind, persistence, file: Some(file.to_u32()) });
     }
     // Mapped catalogs, temporary relations, other tablespaces: the path
     // as PostgreSQL makes it (it returns NULL for a missing relation).
     // SAFETY: pg_relation_filepath looks the relation up by itself.
     let path: Option<String> =
         unsafe { pgrx::direct_function_call(pg_sys::pg_relation_filepath, &[oid.into_datum()]) };
-    path.map(|p| (p, kind, persistence))
+    path.map(|path| Storage { path, kind, persistence, file: None })
+}
+
+/// The database's own directory, relative to the data directory.
+fn database_dir() -> String {
+    // SAFETY: the backend's database, set once it connected.
+    format!("base/{}", unsafe { pg_sys::MyDatabaseId }.to_u32())
+}
+
+const FSM: u8 = 1;
+const VM: u8 = 2;
+const INIT: u8 = 4;
+
+/// Which files of the database's directory have a free space map, a
+/// visibility map or an init fork, from one listing of the directory. Most
+/// relations have none (an empty partition, a small index), so asking for
+/// them one by one made two of every three stat() calls of a view of a
+/// large database fail. A listing costs about what ten failed calls per
+/// file listed do (120,000 files: 70 ms), so it is made only once a backend
+/// has measured `LIST_AFTER` relations within a second, and used for a
+/// second only.
+struct Listing {
+    made: Instant,
+    forks: HashMap<u32, u8>,
+}
+
+const LIST_AFTER: u32 = 5_000;
+const FRESH: Duration = Duration::from_secs(1);
+
+/// Relations measured since `since`, and the listing, if one is fresh.
+struct Recent {
+    since: Instant,
+    measured: u32,
+    listing: Option<Listing>,
+}
+
+thread_local! {
+    static RECENT: RefCell<Option<Recent>> = const { RefCell::new(None) };
+}
+
+/// The optional forks of the database's file `file` by a fresh listing,
+/// or None when there is none (ask the file system).
+fn listed_forks(file: u32) -> Option<u8> {
+    RECENT.with(|recent| {
+        let now = Instant::now();
+        let mut recent = recent.borrow_mut();
+        let r = recent.get_or_insert_with(|| Recent { since: now, measured: 0, listing: None });
+        if now.duration_since(r.since) > FRESH {
+            (r.since, r.measured) = (now, 0);
+        }
+        r.measured += 1;
+        if r.listing.as_ref().is_some_and(|l| now.duration_since(l.made) > FRESH) {
+            r.listing = None;
+        }
+        if r.listing.is_none() && r.measured >= LIST_AFTER {
+            r.listing = list(now);
+        }
+        r.listing.as_ref().map(|l| l.forks.get(&file).copied().unwrap_or(0))
+    })
+}
+
+/// Lists the database's directory. A listing that cannot be made is not
+/// an error: each fork is then asked for on its own, and that reports
+/// what is wrong.
+fn list(now: Instant) -> Option<Listing> {
+    let mut forks: HashMap<u32, u8> = HashMap::new();
+    for entry in std::fs::read_dir(database_dir()).ok()? {
+        let name = entry.ok()?.file_name();
+        let Some((file, fork)) = name.to_str().and_then(|n| n.split_once('_')) else { continue };
+        let bit = match fork {
+            "fsm" => FSM,
+            "vm" => VM,
+            "init" => INIT,
+            _ => continue,
+        };
+        if let Ok(file) = file.parse::<u32>() {
+            *forks.entry(file).or_default() |= bit;
+        }
+    }
+    Some(Listing { made: now, forks })
 }
 
 /// Bytes of one fork: its segments in turn (every one but the last is

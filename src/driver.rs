@@ -7,8 +7,8 @@
 //!    what only a `pg_upkeep worker` may take, and hand those jobs to the
 //!    worker pool (the scheduler only).
 //! 3. Report the problems and notes, take the actions (the caller: in its
-//!    transaction, each in a subtransaction; a scheduler or worker: each in
-//!    a transaction of its own).
+//!    transaction, a failing one rolled back alone; a scheduler or worker:
+//!    each in a transaction of its own).
 //! 4. Let the capability remember what the run changed, record each job's
 //!    run (`upkeep.job_state`), release the kind's lock.
 //!
@@ -85,7 +85,7 @@ pub enum Item<T> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Runner {
     /// An SQL call (psql, pg_cron): everything in the caller's transaction,
-    /// each action in a subtransaction.
+    /// a failing action rolled back alone (see `executor::execute`).
     Caller,
     /// A `pg_upkeep scheduler`: each step and each action in a transaction
     /// of its own. It takes the quick actions and hands the long ones to

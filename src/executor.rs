@@ -1,6 +1,7 @@
-//! The one executor: runs planned actions, each in its own subtransaction
-//! under `upkeep.lock_timeout`, and records one row per action in
-//! `upkeep.job_runs`. A dry run is the same path stopping before it acts.
+//! The one executor: runs planned actions under `upkeep.lock_timeout`, a
+//! failing one rolled back alone (subtransactions), and records one row
+//! per action in `upkeep.job_runs`. A dry run is the same path stopping
+//! before it acts.
 
 use crate::actions::{Action, ActionKind, Step};
 use crate::job_locks;

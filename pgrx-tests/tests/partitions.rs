@@ -279,3 +279,37 @@ fn concurrent_runs_neither_double_create_nor_fail() {
         .get(0);
     assert_eq!(partitions, 7);
 }
+
+/// Sizes come from the files (upkeep.relation_bytes). Past a few thousand
+/// relations a statement reads which optional forks exist from one listing
+/// of the database's directory: every relation must still read what
+/// pg_relation_size says of its forks, free space and visibility maps and
+/// init forks included.
+#[test]
+fn sizes_from_the_files_match_pg_relation_size_across_thousands_of_relations() {
+    let cluster = Cluster::start("sizes", &["upkeep.enabled = off", "max_locks_per_transaction = 1024"]);
+    let mut c = cluster.connect("postgres");
+    c.batch_execute(
+        "DO $$ BEGIN
+           FOR i IN 1..1200 LOOP
+             EXECUTE format('CREATE %s TABLE public.s%s (id int PRIMARY KEY, note text)',
+                            CASE WHEN i % 10 = 0 THEN 'UNLOGGED' ELSE '' END, i);
+             EXECUTE format('INSERT INTO public.s%s SELECT g, repeat(''x'', 20) FROM generate_series(1, 400) g', i);
+             IF i % 2 = 0 THEN EXECUTE format('DELETE FROM public.s%s WHERE id %% 3 = 0', i); END IF;
+           END LOOP;
+         END $$",
+    )
+    .unwrap();
+    c.batch_execute("VACUUM").unwrap();
+    let sql = "SELECT count(*) FILTER (WHERE upkeep.relation_bytes(c.oid) <> f.bytes),
+                      count(*) FILTER (WHERE f.optional > 0)
+                 FROM pg_class c, generate_series(1, 4) pass,
+                      LATERAL (SELECT sum(pg_relation_size(c.oid, k))::int8 AS bytes,
+                                      sum(pg_relation_size(c.oid, k)) FILTER (WHERE k <> 'main') AS optional
+                                 FROM unnest(ARRAY['main', 'fsm', 'vm', 'init']) k) f
+                WHERE c.relkind IN ('r', 'i', 't', 'm', 'S')";
+    let row = c.query_one(sql, &[]).unwrap();
+    let (wrong, with_forks): (i64, i64) = (row.get(0), row.get(1));
+    assert!(with_forks > 4 * 1000, "the relations have free space maps, visibility maps, init forks: {with_forks}");
+    assert_eq!(wrong, 0, "relations whose size differs from pg_relation_size");
+}
