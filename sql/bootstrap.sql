@@ -80,28 +80,6 @@ SELECT pg_catalog.pg_extension_config_dump('upkeep.partition_policies', '');
 SELECT pg_catalog.pg_extension_config_dump('upkeep.archive_policies', '');
 SELECT pg_catalog.pg_extension_config_dump('upkeep.job_id_seq', '');
 
--- Microseconds since 1970 of one partition bound as pg_get_expr() prints it,
--- in the column's own domain (civil time for date/timestamp, UTC for
--- timestamptz). NULL for MINVALUE/MAXVALUE and infinities. No SET clause, so
--- that the planner inlines it: it runs once per partition bound, inside
--- pg_upkeep's functions, whose search_path is pinned already.
-CREATE FUNCTION upkeep.bound_micros(bound text, with_time_zone boolean)
-RETURNS bigint
-LANGUAGE sql STABLE PARALLEL SAFE
-AS $$
-  SELECT CASE
-    WHEN bound IS NULL OR bound IN ('MINVALUE', 'MAXVALUE') THEN NULL
-    WHEN with_time_zone THEN
-      CASE WHEN isfinite(btrim(bound, '''')::timestamptz)
-           THEN (extract(epoch FROM btrim(bound, '''')::timestamptz) * 1000000)::int8 END
-    ELSE
-      CASE WHEN isfinite(btrim(bound, '''')::timestamp)
-           THEN (extract(epoch FROM btrim(bound, '''')::timestamp) * 1000000)::int8 END
-  END
-$$;
-COMMENT ON FUNCTION upkeep.bound_micros(text, boolean) IS
-  'Internal: a partition bound literal as microseconds since 1970 in the column''s domain.';
-
 CREATE TABLE upkeep.partition_state (
     job_id      bigint PRIMARY KEY REFERENCES upkeep.partition_policies ON DELETE CASCADE,
     due_at      timestamptz,

@@ -8,6 +8,10 @@
 -- without locks; upkeep.metrics reads the index catalogs once
 -- (upkeep.index_metrics).
 
+-- Partition bounds are read from their stored node trees, not deparsed
+-- and parsed back through this function.
+DROP FUNCTION upkeep.bound_micros(text, boolean);
+
 CREATE TABLE upkeep.index_watch (
     index_oid     oid PRIMARY KEY,
     watched_since timestamptz NOT NULL DEFAULT now(),

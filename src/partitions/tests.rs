@@ -17,6 +17,73 @@ mod tests {
         .unwrap();
     }
 
+    /// Bounds are read from their stored node trees; they must say what
+    /// deparsing them with pg_get_expr() and parsing the text back says
+    /// (the way pg_upkeep read them before), for dates, timestamps and
+    /// timestamptz in a zone off UTC, MINVALUE, MAXVALUE, infinities,
+    /// times before 1970 and DEFAULT.
+    #[pg_test]
+    fn bounds_from_the_catalog_say_what_pg_get_expr_says() {
+        use super::super::facts::range_of;
+        use upkeep_core::partitions::facts::Range;
+        Spi::run(
+            "SET LOCAL TimeZone = 'Asia/Kathmandu';
+             CREATE FUNCTION pg_temp.micros(bound text, tz boolean) RETURNS bigint LANGUAGE sql AS $$
+               SELECT CASE WHEN bound IS NULL OR bound IN ('MINVALUE', 'MAXVALUE') THEN NULL
+                           WHEN tz THEN CASE WHEN isfinite(btrim(bound, '''')::timestamptz)
+                                             THEN (extract(epoch FROM btrim(bound, '''')::timestamptz) * 1000000)::int8 END
+                           ELSE CASE WHEN isfinite(btrim(bound, '''')::timestamp)
+                                     THEN (extract(epoch FROM btrim(bound, '''')::timestamp) * 1000000)::int8 END END $$;
+             CREATE TABLE bd (d date) PARTITION BY RANGE (d);
+             CREATE TABLE bd_1 PARTITION OF bd FOR VALUES FROM (MINVALUE) TO ('1969-07-20');
+             CREATE TABLE bd_2 PARTITION OF bd FOR VALUES FROM ('1969-07-20') TO ('2024-02-29');
+             CREATE TABLE bd_3 PARTITION OF bd FOR VALUES FROM ('2024-02-29') TO ('infinity');
+             CREATE TABLE bd_4 PARTITION OF bd DEFAULT;
+             CREATE TABLE bi (d date) PARTITION BY RANGE (d);
+             CREATE TABLE bi_1 PARTITION OF bi FOR VALUES FROM ('-infinity') TO ('2000-01-01');
+             CREATE TABLE bt (t timestamp) PARTITION BY RANGE (t);
+             CREATE TABLE bt_1 PARTITION OF bt FOR VALUES FROM ('1969-12-31 23:59:59.5') TO ('2024-01-01 12:00');
+             CREATE TABLE bt_2 PARTITION OF bt FOR VALUES FROM ('2024-01-01 12:00') TO (MAXVALUE);
+             CREATE TABLE bz (t timestamptz) PARTITION BY RANGE (t);
+             CREATE TABLE bz_1 PARTITION OF bz FOR VALUES FROM ('-infinity') TO ('2024-01-01 00:00');
+             CREATE TABLE bz_2 PARTITION OF bz FOR VALUES FROM ('2024-01-01 00:00') TO ('2024-02-01 00:00 UTC');",
+        )
+        .unwrap();
+        let rows: Vec<(String, String, Range)> = Spi::connect(|client| {
+            client
+                .select(
+                    r"SELECT c.relname::text, c.relpartbound::text, m IS NULL,
+                             pg_temp.micros(m[1], a.atttypid = 'timestamptz'::regtype),
+                             pg_temp.micros(m[2], a.atttypid = 'timestamptz'::regtype)
+                        FROM pg_class c JOIN pg_inherits i ON i.inhrelid = c.oid
+                        JOIN pg_partitioned_table t ON t.partrelid = i.inhparent
+                        JOIN pg_attribute a ON a.attrelid = t.partrelid AND a.attnum = t.partattrs[0],
+                             regexp_match(pg_get_expr(c.relpartbound, 0), '^FOR VALUES FROM \((.*)\) TO \((.*)\)$') m
+                       WHERE i.inhparent IN ('bd'::regclass, 'bi'::regclass, 'bt'::regclass, 'bz'::regclass)
+                       ORDER BY 1",
+                    None,
+                    &[],
+                )
+                .unwrap()
+                .map(|r| {
+                    let range = if r.get::<bool>(3).unwrap().unwrap() {
+                        Range::Default
+                    } else {
+                        Range::Bounded { lower: r.get::<i64>(4).unwrap(), upper: r.get::<i64>(5).unwrap() }
+                    };
+                    (r.get::<String>(1).unwrap().unwrap(), r.get::<String>(2).unwrap().unwrap(), range)
+                })
+                .collect()
+        });
+        assert_eq!(rows.len(), 9);
+        for (name, tree, expected) in rows {
+            assert_eq!(range_of(&tree), Ok(expected), "{name}");
+        }
+        // And one known by heart: 2024-02-29 is 1,709,164,800 s after 1970.
+        let leap: String = one("SELECT relpartbound::text FROM pg_class WHERE relname = 'bd_3'");
+        assert_eq!(range_of(&leap), Ok(Range::Bounded { lower: Some(1_709_164_800_000_000), upper: None }));
+    }
+
     #[pg_test]
     fn creates_current_and_premade_months_then_nothing() {
         nav_history("public.nav_history");
