@@ -15,7 +15,9 @@
 #     (upkeep.manage_partitions per parent) against the lock-safe statement
 #     sequence it runs (CREATE TABLE ... LIKE with the bounds CHECK, then
 #     ATTACH), run in a plpgsql loop, for parents with and without indexes
-#     (target: at most 1.3x);
+#     (target: at most 1.3x), and against the same loop with a BEGIN ...
+#     EXCEPTION block per parent, the failure isolation pg_upkeep gives
+#     (a subtransaction per call);
 #   - a backend's resident memory over 1,000 steady-state calls, after
 #     1,000 that fill its caches (target: no growth per call).
 #
@@ -89,12 +91,13 @@ build_partman() {
 }
 
 # creation N INDEXES ROUNDS: seconds to create 9 months for N fresh parents
-# in one transaction, by pg_upkeep and by the lock-safe sequence (best of
-# ROUNDS, each on fresh tables), as "upkeep sequence".
+# in one transaction, by pg_upkeep, by the lock-safe sequence, and by the
+# sequence with a subtransaction per parent (best of ROUNDS, each on fresh
+# tables), as "upkeep sequence sequence_with_subtransactions".
 creation() {
-  local n=$1 indexes=$2 best_u=1e9 best_s=1e9
+  local n=$1 indexes=$2 best_u=1e9 best_s=1e9 best_x=1e9
   for _ in $(seq 1 "$3"); do
-    for tool in u s; do
+    for tool in u s x; do
       "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS c_$tool" -c "CREATE DATABASE c_$tool"
       "${PSQL[@]}" -d "c_$tool" -c "CREATE EXTENSION pg_upkeep" -c "SELECT count(upkeep.pause_job(job_id)) FROM upkeep.jobs" >/dev/null
       for i in $(seq 1 "$n"); do
@@ -105,7 +108,7 @@ creation() {
       done | "${PSQL[@]}" -d "c_$tool" >/dev/null
       "${PSQL[@]}" -d "c_$tool" -c "VACUUM ANALYZE" -c CHECKPOINT
     done
-    local u s
+    local u s x
     u=$("${PSQL[@]}" -d c_u -At -c "
       DO \$\$ DECLARE t0 timestamptz := clock_timestamp(); BEGIN
         FOR i IN 1..$n LOOP
@@ -114,31 +117,40 @@ creation() {
         END LOOP;
         RAISE NOTICE '%', extract(epoch FROM clock_timestamp() - t0);
       END \$\$" 2>&1 | sed 's/.*NOTICE: *//')
-    s=$("${PSQL[@]}" -d c_s -At -c "
-      DO \$\$ DECLARE t0 timestamptz := clock_timestamp(); lo date; part text; BEGIN
-        FOR i IN 1..$n LOOP
-          FOR m IN -4..4 LOOP
-            lo := date_trunc('month', now())::date + make_interval(months => m);
-            part := format('public.%I', 't' || i || '_p' || to_char(lo, 'YYYY_MM'));
-            EXECUTE format('CREATE TABLE %s (LIKE public.%I INCLUDING ALL EXCLUDING INDEXES EXCLUDING IDENTITY, '
-                           'CONSTRAINT pg_upkeep_bounds CHECK (created IS NOT NULL AND created >= %L AND created < %L))',
-                           part, 't' || i, lo, lo + interval '1 month');
-            EXECUTE format('ALTER TABLE public.%I ATTACH PARTITION %s FOR VALUES FROM (%L) TO (%L)',
-                           't' || i, part, lo, (lo + interval '1 month')::date);
+    # sequence BEGIN END: the lock-safe statements for every parent, each
+    # parent's inside BEGIN and END (a block, with an exception handler or not).
+    sequence() {
+      "${PSQL[@]}" -d "$1" -At -c "
+        DO \$\$ DECLARE t0 timestamptz := clock_timestamp(); lo date; part text; BEGIN
+          FOR i IN 1..$n LOOP
+            $2
+            FOR m IN -4..4 LOOP
+              lo := date_trunc('month', now())::date + make_interval(months => m);
+              part := format('public.%I', 't' || i || '_p' || to_char(lo, 'YYYY_MM'));
+              EXECUTE format('CREATE TABLE %s (LIKE public.%I INCLUDING ALL EXCLUDING INDEXES EXCLUDING IDENTITY, '
+                             'CONSTRAINT pg_upkeep_bounds CHECK (created IS NOT NULL AND created >= %L AND created < %L))',
+                             part, 't' || i, lo, lo + interval '1 month');
+              EXECUTE format('ALTER TABLE public.%I ATTACH PARTITION %s FOR VALUES FROM (%L) TO (%L)',
+                             't' || i, part, lo, (lo + interval '1 month')::date);
+            END LOOP;
+            $3
           END LOOP;
-        END LOOP;
-        RAISE NOTICE '%', extract(epoch FROM clock_timestamp() - t0);
-      END \$\$" 2>&1 | sed 's/.*NOTICE: *//')
-    for tool in u s; do
+          RAISE NOTICE '%', extract(epoch FROM clock_timestamp() - t0);
+        END \$\$" 2>&1 | sed 's/.*NOTICE: *//'
+    }
+    s=$(sequence c_s "BEGIN" "END;")
+    x=$(sequence c_x "BEGIN" "EXCEPTION WHEN others THEN RAISE WARNING '%', SQLERRM; END;")
+    for tool in u s x; do
       local made
       made=$("${PSQL[@]}" -d "c_$tool" -At -c "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE c.relkind = 'r'")
       [ "$made" = $((n * 9)) ] || { echo "creation ($tool, $n parents): $made partitions, expected $((n * 9))"; exit 1; }
     done
     best_u=$(awk -v a="$best_u" -v b="$u" 'BEGIN {print (b < a) ? b : a}')
     best_s=$(awk -v a="$best_s" -v b="$s" 'BEGIN {print (b < a) ? b : a}')
+    best_x=$(awk -v a="$best_x" -v b="$x" 'BEGIN {print (b < a) ? b : a}')
   done
-  "${PSQL[@]}" -d postgres -c "DROP DATABASE c_u" -c "DROP DATABASE c_s"
-  echo "$best_u $best_s"
+  "${PSQL[@]}" -d postgres -c "DROP DATABASE c_u" -c "DROP DATABASE c_s" -c "DROP DATABASE c_x"
+  echo "$best_u $best_s $best_x"
 }
 
 # rss DB CALLS: a backend's resident memory (kB) after CALLS steady-state
@@ -186,7 +198,7 @@ for size in "$SMALL" "$LARGE"; do
     rounds=$ROUNDS
     [ "$size" = "$LARGE" ] && rounds=1
     created[$size,$indexes]=$(creation "$size" "$indexes" "$rounds")
-    echo "creation, $size parents, indexes $indexes: ${created[$size,$indexes]} (pg_upkeep, sequence; s)"
+    echo "creation, $size parents, indexes $indexes: ${created[$size,$indexes]} (pg_upkeep, sequence, sequence with subtransactions; s)"
   done
 done
 declare -A memory
@@ -221,13 +233,13 @@ growth=$(awk -v s="$SMALL" -v l="$LARGE" 'BEGIN {printf "%g", l / s}')
   echo
   echo "Creating 9 monthly partitions for every parent in one transaction (fresh tables each time; best of $ROUNDS at $SMALL parents, one run at $LARGE):"
   echo
-  echo "| size | indexes | pg_upkeep (manage_partitions), s | lock-safe sequence, s | pg_upkeep / sequence |"
-  echo "|---|---|---|---|---|"
+  echo "| size | indexes | pg_upkeep (manage_partitions), s | lock-safe sequence, s | pg_upkeep / sequence | sequence, a subtransaction per parent, s | pg_upkeep / that |"
+  echo "|---|---|---|---|---|---|---|"
   for size in "$SMALL" "$LARGE"; do
     for indexes in no yes; do
-      read -r u q <<<"${created[$size,$indexes]}"
-      awk -v n="$size" -v i="$indexes" -v u="$u" -v q="$q" \
-        'BEGIN {printf "| %s parents | %s | %.2f | %.2f | %.2fx |\n", n, (i == "yes" ? "primary key + 1" : "none"), u, q, u / q}'
+      read -r u q x <<<"${created[$size,$indexes]}"
+      awk -v n="$size" -v i="$indexes" -v u="$u" -v q="$q" -v x="$x" \
+        'BEGIN {printf "| %s parents | %s | %.2f | %.2f | %.2fx | %.2f | %.2fx |\n", n, (i == "yes" ? "primary key + 1" : "none"), u, q, u / q, x, u / x}'
     done
   done
   echo
