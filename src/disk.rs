@@ -44,6 +44,15 @@ pub fn main_fork_bytes(oid: pg_sys::Oid) -> Result<i64, Problem> {
     storage_of(oid).map_or(Ok(0), |s| fork_bytes(&s.path, ""))
 }
 
+/// The same, for a relation whose catalog row the caller has read
+/// already (`kind`, `persistence`, `file` and `space` are its relkind,
+/// relpersistence, relfilenode and reltablespace): a read of 76,000
+/// indexes spent a sixth of its time looking each one up again.
+pub fn main_fork_bytes_of(oid: pg_sys::Oid, kind: u8, persistence: u8, file: u32, space: u32) -> Result<i64, Problem> {
+    let storage = storage_from(oid, kind, persistence, pg_sys::Oid::from(file), pg_sys::Oid::from(space));
+    storage.map_or(Ok(0), |s| fork_bytes(&s.path, ""))
+}
+
 /// Where a relation's files are.
 struct Storage {
     /// Relative to the data directory.
@@ -70,6 +79,11 @@ fn storage_of(oid: pg_sys::Oid) -> Option<Storage> {
         pg_sys::ReleaseSysCache(tuple);
         row
     };
+    storage_from(oid, kind, persistence, file, space)
+}
+
+/// The relation's files from its catalog row.
+fn storage_from(oid: pg_sys::Oid, kind: u8, persistence: u8, file: pg_sys::Oid, space: pg_sys::Oid) -> Option<Storage> {
     if !matches!(kind, b'r' | b'i' | b't' | b'm' | b'S') {
         return None;
     }

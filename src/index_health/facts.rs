@@ -41,7 +41,8 @@ fn indexes_sql(watched: bool) -> String {
         "\
 WITH ix AS ( \
   SELECT i.*, n.nspname, t.relname AS table_name, c.relname AS index_name, c.relkind AS index_kind, c.relam, \
-         c.reloptions, c.reltuples AS index_tuples, t.reltuples AS table_tuples, t.relpages AS table_pages \
+         c.reloptions, c.reltuples AS index_tuples, t.reltuples AS table_tuples, t.relpages AS table_pages, \
+         c.relpersistence AS index_persistence, c.relfilenode AS index_file, c.reltablespace AS index_space \
     FROM pg_index i \
     JOIN pg_class c ON c.oid = i.indexrelid \
     JOIN pg_class t ON t.oid = i.indrelid \
@@ -63,7 +64,8 @@ SELECT ix.indexrelid::int8, ix.nspname::text, ix.table_name::text, ix.index_name
        ix.indclass::oid[] && (SELECT coalesce(array_agg(o.oid), '{{}}') FROM pg_opclass o \
                                WHERE NOT EXISTS (SELECT 1 FROM pg_amproc p \
                                                   WHERE p.amprocfamily = o.opcfamily AND p.amprocnum = 4)), \
-       ix.indrelid::int8, ix.table_tuples::float8, ix.table_pages::float8 \
+       ix.indrelid::int8, ix.table_tuples::float8, ix.table_pages::float8, \
+       ix.index_kind::text, ix.index_persistence::text, ix.index_file::int8, ix.index_space::int8 \
   FROM ix \
   JOIN pg_am am ON am.oid = ix.relam \
   LEFT JOIN pg_inherits h ON h.inhrelid = ix.indexrelid \
@@ -222,7 +224,11 @@ pub fn indexes(client: &SpiClient<'_>) -> Result<Vec<IndexFacts>, String> {
             row.get::<Vec<Option<String>>>(24).map_err(err)?.unwrap_or_default().into_iter().flatten().collect();
         // From the files: pg_relation_size() locks the index, and waits
         // behind DDL on it.
-        let size_bytes = crate::disk::main_fork_bytes(oid.into()).map_err(|p| format!("{} {}", p.message, p.hint))?;
+        let char_of = |i: usize| text(i).map(|t| t.bytes().next().unwrap_or_default());
+        let file = row.get::<i64>(31).map_err(err)?.unwrap_or_default() as u32;
+        let space = row.get::<i64>(32).map_err(err)?.unwrap_or_default() as u32;
+        let size_bytes = crate::disk::main_fork_bytes_of(oid.into(), char_of(29)?, char_of(30)?, file, space)
+            .map_err(|p| format!("{} {}", p.message, p.hint))?;
         let tuples = findings::tuples_now(row.get::<f64>(23).map_err(err)?.unwrap_or(-1.0), counted_pages, pages_now);
         out.push(IndexFacts {
             oid,

@@ -5,6 +5,38 @@
 mod tests {
     use pgrx::prelude::*;
 
+    /// Index sizes come from the files, found from the index's catalog row
+    /// as the index read gives it: they must be what pg_relation_size()
+    /// says, for a plain and an unlogged table's indexes. (Catalog and
+    /// temporary indexes are not in the figures.)
+    #[pg_test]
+    fn index_sizes_are_what_pg_relation_size_says() {
+        Spi::run(
+            "CREATE TABLE public.sz (id int PRIMARY KEY, note text); \
+             INSERT INTO public.sz SELECT g, md5(g::text) FROM generate_series(1, 5000) g; \
+             CREATE INDEX sz_note ON public.sz (note); \
+             CREATE UNLOGGED TABLE public.szu (id int PRIMARY KEY); \
+             INSERT INTO public.szu SELECT generate_series(1, 3000);",
+        )
+        .unwrap();
+        let wrong: i64 = Spi::get_one(
+            "SELECT count(*) FROM upkeep.index_health_figures() f \
+               JOIN pg_namespace n ON n.nspname = f.schema \
+               JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = f.index \
+              WHERE f.size_bytes <> pg_relation_size(c.oid)",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(wrong, 0);
+        let seen: i64 = Spi::get_one(
+            "SELECT count(*) FROM upkeep.index_health_figures() \
+              WHERE index IN ('sz_pkey', 'sz_note', 'szu_pkey') AND size_bytes > 0",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(seen, 3, "the indexes are in the figures, with their sizes");
+    }
+
     /// Index columns are told apart by how pg_get_indexdef() prints them:
     /// names (quoted where needed) from the catalog cache, expressions from
     /// the deparser, INCLUDE columns apart from keys.
