@@ -255,12 +255,34 @@ fn connect_to_served_database(application_name: &str) -> bool {
     })
 }
 
+/// SIGTERM (pg_terminate_backend, a fast shutdown) as a backend takes it:
+/// PostgreSQL's `die` notes the request, and the process ends at its next
+/// interrupt check, which a long statement reaches often, rolling back its
+/// open transaction. The handler PostgreSQL gives workers by default ends
+/// the process from inside the signal handler, and a signal that lands in
+/// a critical section (a WAL record being written) becomes a PANIC, which
+/// restarts the whole server: seen when a scheduler creating partitions
+/// was terminated.
+pub(crate) fn terminate_like_a_backend() {
+    unsafe extern "C-unwind" {
+        /// PostgreSQL's SIGTERM handler for backends (postgres.c), as a
+        /// plain C function: pgrx's binding wraps it in Rust.
+        #[link_name = "die"]
+        fn backend_die(signal: std::ffi::c_int);
+    }
+    // SAFETY: installs PostgreSQL's own handler, before signals are unblocked.
+    unsafe {
+        #[cfg(not(feature = "pg18"))]
+        pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(backend_die));
+        #[cfg(feature = "pg18")]
+        pg_sys::pqsignal_be(pg_sys::SIGTERM as i32, Some(backend_die));
+    }
+}
+
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pg_upkeep_scheduler_main(_arg: pg_sys::Datum) {
-    // PostgreSQL's own SIGTERM handler for workers stays: it ends the
-    // process at once, even in the middle of a long statement, and the open
-    // transaction is rolled back. (A flag would be seen only between actions.)
+    terminate_like_a_backend();
     // SAFETY: workers start with signals blocked; this is the standard call.
     unsafe { pg_sys::BackgroundWorkerUnblockSignals() };
     if !connect_to_served_database(SCHEDULER) {

@@ -124,8 +124,7 @@ unsafe extern "C-unwind" fn give_back_slot(_code: std::ffi::c_int, _arg: pg_sys:
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pg_upkeep_worker_main(arg: pg_sys::Datum) {
-    // SIGTERM keeps PostgreSQL's handler: the process ends at once and its
-    // open transaction is rolled back (see the scheduler).
+    super::terminate_like_a_backend();
     // SAFETY: workers start with signals blocked; this is the standard call.
     unsafe { pg_sys::BackgroundWorkerUnblockSignals() };
     // SAFETY: the scheduler passed the job id as an int8 datum.
