@@ -29,20 +29,13 @@ pub fn select<'conn, R>(
     read(table)
 }
 
-/// As `select`, always with the statement's generic plan. For the reads
-/// of what is due, whose parameter is NULL on most calls (every policy),
-/// the plan cache found a plan for that value cheaper than the generic one
-/// and so planned again on every call: at 200 parents, most of a
-/// maintenance call with nothing due.
-pub fn select_generic<'conn, R>(
-    client: &SpiClient<'conn>,
-    sql: &'static str,
-    types: &[PgOid],
-    args: &[DatumWithOid<'_>],
-    read: impl FnOnce(SpiTupleTable<'conn>) -> Result<R, String>,
-) -> Result<R, String> {
-    let _generic = crate::settings::Local::set(c"plan_cache_mode", c"force_generic_plan");
-    select(client, sql, types, args, read)
+/// The statement's generic plan while it lives, for the reads of what is
+/// due: their parameter is NULL on most calls (every policy), and left to
+/// choose, the plan cache found a plan for that value cheaper than the
+/// generic one and so planned again on every call: at 200 parents, most of
+/// a maintenance call with nothing due.
+pub fn generic_plan() -> crate::settings::Local {
+    crate::settings::Local::set(c"plan_cache_mode", c"force_generic_plan")
 }
 
 /// JIT off while it lives, for catalog reads. Their row estimates are

@@ -97,7 +97,8 @@ pub fn load(client: &SpiClient<'_>, scope: Scope) -> Result<Vec<RowFacts>, Strin
     };
     let mut out = Vec::new();
     let mut sources = Vec::new();
-    statements::select_generic(client, POLICIES_SQL.as_str(), &[param(BuiltinOid::INT8OID)], &[job.into()], |rows| {
+    let _generic = statements::generic_plan();
+    statements::select(client, POLICIES_SQL.as_str(), &[param(BuiltinOid::INT8OID)], &[job.into()], |rows| {
         for row in rows {
             sources.push(pgrx::pg_sys::Oid::from(
                 row.get_by_name::<i64, _>("oid").map_err(err)?.unwrap_or_default() as u32

@@ -136,7 +136,8 @@ impl Capability for Snapshot {
         let after = Spi::connect(after_append).unwrap_or_else(|e| error!("pg_upkeep could not read its tables: {e}"));
         let due = Spi::connect(|client| {
             let types = [crate::statements::param(pgrx::pg_sys::BuiltinOid::BOOLOID)];
-            crate::statements::select_generic(client, DUE_SQL.as_str(), &types, &[self.explicit.into()], |rows| {
+            let _generic = crate::statements::generic_plan();
+            crate::statements::select(client, DUE_SQL.as_str(), &types, &[self.explicit.into()], |rows| {
                 rows.into_iter()
                     .next()
                     .map(|r| Ok((r.get::<i64>(1)?, r.get::<String>(2)?)))

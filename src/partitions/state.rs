@@ -30,7 +30,8 @@ static STALE_SQL: LazyLock<String> = LazyLock::new(|| {
 pub fn stale_jobs(parent: Option<pg_sys::Oid>, explicit: bool) -> Vec<i64> {
     Spi::connect(|client| {
         let types = [param(BuiltinOid::OIDOID), param(BuiltinOid::BOOLOID)];
-        statements::select_generic(client, STALE_SQL.as_str(), &types, &[parent.into(), explicit.into()], |rows| {
+        let _generic = statements::generic_plan();
+        statements::select(client, STALE_SQL.as_str(), &types, &[parent.into(), explicit.into()], |rows| {
             rows.map(|row| row.get::<i64>(1).map(Option::unwrap_or_default).map_err(|e| e.to_string()))
                 .collect::<Result<Vec<_>, _>>()
         })
