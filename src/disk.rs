@@ -97,8 +97,7 @@ fn storage_from(oid: pg_sys::Oid, kind: u8, persistence: u8, file: pg_sys::Oid, 
     // Mapped catalogs, temporary relations, other tablespaces: the path
     // as PostgreSQL makes it (it returns NULL for a missing relation).
     // SAFETY: pg_relation_filepath looks the relation up by itself.
-    let path: Option<String> =
-        unsafe { pgrx::direct_function_call(pg_sys::pg_relation_filepath, &[oid.into_datum()]) };
+    let path: Option<String> = unsafe { pgrx::direct_function_call(pg_sys::pg_relation_filepath, &[oid.into_datum()]) };
     path.map(|path| Storage { path, kind, persistence, file: None })
 }
 

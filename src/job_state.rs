@@ -110,7 +110,7 @@ pub fn record_job_runs(jobs: &[i64], outcomes: &[Outcome]) {
     ];
     let args = [jobs.to_vec().into(), status.into(), error.into(), seconds.into(), failed.into(), retry_in.into()];
     Spi::connect_mut(|client| statements::update(client, RECORD_SQL.as_str(), &types, &args))
-    .unwrap_or_else(|e| error!("pg_upkeep could not record job states: {e}"));
+        .unwrap_or_else(|e| error!("pg_upkeep could not record job states: {e}"));
 }
 
 /// Forgets a removed job's state and unfinished actions (a partition a

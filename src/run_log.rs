@@ -30,7 +30,8 @@ pub fn record(outcomes: &[Outcome]) {
     }
     let col = |f: fn(&Outcome) -> String| outcomes.iter().map(|o| f(o)).collect::<Vec<String>>();
     let text = param(BuiltinOid::TEXTARRAYOID);
-    let types = [param(BuiltinOid::INT8ARRAYOID), text, text, param(BuiltinOid::FLOAT8ARRAYOID), text, text, text, text];
+    let types =
+        [param(BuiltinOid::INT8ARRAYOID), text, text, param(BuiltinOid::FLOAT8ARRAYOID), text, text, text, text];
     let args = [
         outcomes.iter().map(|o| o.job_id).collect::<Vec<i64>>().into(),
         col(|o| o.action.to_string()).into(),
@@ -42,5 +43,5 @@ pub fn record(outcomes: &[Outcome]) {
         col(|o| o.sql.clone()).into(),
     ];
     Spi::connect_mut(|client| statements::update(client, RECORD_SQL, &types, &args))
-    .expect("upkeep.job_runs accepts the run records");
+        .expect("upkeep.job_runs accepts the run records");
 }

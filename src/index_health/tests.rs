@@ -37,9 +37,9 @@ mod tests {
         assert_eq!(seen, 3, "the indexes are in the figures, with their sizes");
     }
 
-    /// Index columns are told apart by how pg_get_indexdef() prints them:
-    /// names (quoted where needed) from the catalog cache, expressions from
-    /// the deparser, INCLUDE columns apart from keys.
+    /// Index columns are told apart as pg_get_indexdef() tells them: table
+    /// columns (by number), expressions (by the deparser's text), INCLUDE
+    /// columns apart from keys.
     #[pg_test]
     fn columns_read_like_pg_get_indexdef() {
         Spi::run(
@@ -66,6 +66,43 @@ mod tests {
             .collect()
         });
         assert_eq!(found, [("e_lower_2".to_string(), "duplicate".to_string()), ("t_odd_2".into(), "duplicate".into())]);
+    }
+
+    /// An index that leads with a foreign key's columns serves the key: it
+    /// is never called unused, and the key is not unindexed. Columns are
+    /// matched by number, so a dropped column before them, a renamed
+    /// column and a name that needs quoting change nothing; an index on
+    /// other columns of the same names in another table serves nothing.
+    #[pg_test]
+    fn an_index_that_serves_a_foreign_key_is_needed() {
+        Spi::run(
+            "SET LOCAL upkeep.unused_index_days = 0; \
+             CREATE TABLE public.fk_p (a int, b int, PRIMARY KEY (a, b)); \
+             CREATE TABLE public.fk_c (gone int, \"Ref A\" int, b int, note text); \
+             ALTER TABLE public.fk_c DROP COLUMN gone; \
+             ALTER TABLE public.fk_c ADD FOREIGN KEY (\"Ref A\", b) REFERENCES public.fk_p; \
+             CREATE INDEX fk_c_serving ON public.fk_c (b, \"Ref A\", note); \
+             CREATE INDEX fk_c_note ON public.fk_c (note); \
+             ALTER TABLE public.fk_c RENAME COLUMN \"Ref A\" TO \"Ref A renamed\"; \
+             CREATE TABLE public.fk_other (\"Ref A renamed\" int, b int); \
+             CREATE INDEX fk_other_same_names ON public.fk_other (b, \"Ref A renamed\");",
+        )
+        .unwrap();
+        let found: Vec<(String, String)> = Spi::connect(|c| {
+            c.select(
+                "SELECT coalesce(index, \"table\"), problem FROM upkeep.index_health \
+                  WHERE \"table\" IN ('fk_c', 'fk_other') ORDER BY 1, 2",
+                None,
+                &[],
+            )
+            .unwrap()
+            .map(|r| (r.get::<String>(1).unwrap().unwrap(), r.get::<String>(2).unwrap().unwrap()))
+            .collect()
+        });
+        assert_eq!(
+            found,
+            [("fk_c_note".to_string(), "unused".to_string()), ("fk_other_same_names".into(), "unused".into())]
+        );
     }
 
     /// (index, problem) rows of the report for one table.

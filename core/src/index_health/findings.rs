@@ -14,11 +14,20 @@ use std::collections::BTreeMap;
 
 pub const PAGE: f64 = 8192.0;
 
-/// One column of an index as it is defined: its text (a column name or an
-/// expression), operator class, collation and options (DESC, NULLS FIRST).
+/// What an index column holds: a column of the table, by number (names
+/// would cost a catalog lookup per column, and two indexes are compared on
+/// the same table only), or an expression, by its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Column {
+    Table(i16),
+    Expression(String),
+}
+
+/// One column of an index as it is defined: what it holds, operator class,
+/// collation and options (DESC, NULLS FIRST).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyColumn {
-    pub def: String,
+    pub column: Column,
     pub opclass: u32,
     pub collation: u32,
     pub option: i16,
@@ -52,7 +61,7 @@ pub struct IndexFacts {
     /// A CREATE INDEX or REINDEX is running on its table right now.
     pub being_built: bool,
     pub keys: Vec<KeyColumn>,
-    pub include: Vec<String>,
+    pub include: Vec<Column>,
     pub predicate: Option<String>,
     pub size_bytes: i64,
     pub scans: i64,
@@ -85,7 +94,9 @@ pub struct ForeignKey {
     pub partitions: Vec<QualifiedName>,
     pub constraint: String,
     pub references: String,
+    /// Its columns' names, for the fix, and numbers, to match indexes.
     pub columns: Vec<String>,
+    pub attnums: Vec<i16>,
     /// Some valid, non-partial index has these as its leading columns.
     pub indexed: bool,
 }
@@ -275,18 +286,18 @@ impl IndexFacts {
             && self.predicate == other.predicate
             && self.keys.len() < other.keys.len()
             && other.keys[..self.keys.len()] == self.keys[..]
-            && self.include.iter().all(|c| other.keys.iter().any(|k| &k.def == c) || other.include.contains(c))
+            && self.include.iter().all(|c| other.keys.iter().any(|k| &k.column == c) || other.include.contains(c))
     }
 
     /// Its leading columns are the foreign key's: deleting from the table
     /// referenced looks rows up here, so it is needed even without scans
     /// (dropping it would make the key unindexed).
     fn serves(&self, fk: &ForeignKey) -> bool {
-        let n = fk.columns.len();
+        let n = fk.attnums.len();
         self.table == fk.table
             && self.predicate.is_none()
             && self.keys.len() >= n
-            && self.keys[..n].iter().all(|k| fk.columns.iter().any(|c| k.def == *c || k.def == ident(c)))
+            && self.keys[..n].iter().all(|k| matches!(k.column, Column::Table(a) if fk.attnums.contains(&a)))
     }
 
     /// Kept rather than the other of a duplicate pair: unique or needed
@@ -620,8 +631,19 @@ mod tests {
 
     use super::*;
 
+    /// A column by its name in these tests' tables (numbered by a fixed
+    /// list), or an expression.
+    fn column(def: &str) -> Column {
+        const NAMES: &[&str] =
+            &["id", "customer_id", "created_at", "email", "note", "total", "order id", "region", "at", "status"];
+        match NAMES.iter().position(|n| *n == def) {
+            Some(i) => Column::Table(i as i16 + 1),
+            None => Column::Expression(def.into()),
+        }
+    }
+
     fn col(def: &str) -> KeyColumn {
-        KeyColumn { def: def.into(), opclass: 1978, collation: 0, option: 0 }
+        KeyColumn { column: column(def), opclass: 1978, collation: 0, option: 0 }
     }
 
     fn index(oid: u32, name: &str, keys: &[&str]) -> IndexFacts {
@@ -668,7 +690,7 @@ mod tests {
                 1 => c.keys[0].collation = 950,
                 2 => c.keys[0].option = 3,
                 3 => c.predicate = Some("status = 'open'".into()),
-                _ => c.include = vec!["total".into()],
+                _ => c.include = vec![column("total")],
             }
             assert_eq!(found(&[a.clone(), c]), vec![], "change {change}");
         }
@@ -690,7 +712,7 @@ mod tests {
         assert_eq!(found(&[partial, long.clone()]), vec![]);
         // A covering index on the same key is not made redundant by a wider one's key...
         let mut covering = short.clone();
-        covering.include = vec!["total".into()];
+        covering.include = vec![column("total")];
         assert_eq!(found(&[covering.clone(), long.clone()]), vec![]);
         // ...nor does it make the plain one redundant (same keys: different jobs).
         assert_eq!(
@@ -745,6 +767,7 @@ mod tests {
         let fk = ForeignKey {
             table: QualifiedName::new("public", "orders"),
             columns: vec!["customer_id".into()],
+            attnums: vec![2],
             indexed: true,
             ..ForeignKey::default()
         };
@@ -892,6 +915,7 @@ mod tests {
             constraint: "order_fk".into(),
             references: "\"Sales\".orders".into(),
             columns: vec!["order id".into(), "region".into()],
+            attnums: vec![7, 8],
             ..ForeignKey::default()
         };
         let f = findings(&[], std::slice::from_ref(&fk), OLD, 0);
