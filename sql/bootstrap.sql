@@ -192,8 +192,8 @@ COMMENT ON FUNCTION upkeep.seen(upkeep.changes, upkeep.matview_state) IS
 -- Every relation each managed view reads: through plain views (their
 -- rules), partitions and inheritance children, but not into other
 -- materialized views (their stored rows are what is read). The view
--- itself is listed too.
-CREATE FUNCTION upkeep.matview_reads()
+-- itself is listed too. Of one job's view, or of every managed view.
+CREATE FUNCTION upkeep.matview_reads(job bigint DEFAULT NULL)
 RETURNS TABLE (job_id bigint, relid oid)
 LANGUAGE sql STABLE ROWS 100
 -- Not inlined (the SET sees to that): the planner cannot estimate a
@@ -204,6 +204,7 @@ SET jit = off SET search_path = pg_catalog, pg_temp
 AS $$
   WITH RECURSIVE reads(job_id, relid) AS (
     SELECT p.job_id, p.matview::oid FROM upkeep.matview_policies p
+     WHERE job IS NULL OR p.job_id = job
     UNION
     SELECT r.job_id, x.relid
       FROM reads r
@@ -223,8 +224,8 @@ AS $$
   )
   SELECT job_id, relid FROM reads
 $$;
-COMMENT ON FUNCTION upkeep.matview_reads() IS
-  'Internal: every relation each managed materialized view reads, through plain views, partitions and inheritance children (the view itself included).';
+COMMENT ON FUNCTION upkeep.matview_reads(bigint) IS
+  'Internal: every relation each managed materialized view (or the view of one job) reads, through plain views, partitions and inheritance children (the view itself included).';
 
 CREATE TABLE upkeep.index_health_history (
     captured_at timestamptz NOT NULL DEFAULT now(),

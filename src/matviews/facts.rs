@@ -10,9 +10,10 @@
 //! like) or calls one of the clock functions is deparsed to name it:
 //! deparsing every view took half of a decision at 500 views. (Calls of
 //! built-in functions leave no trace in pg_depend, so the rule's stored
-//! node tree is searched for them; only the view's own rule, read by its
-//! index: a plan that searched every rule in the database per view took
-//! 18 ms a view.)
+//! node tree is searched for them (`tree_mentions`: a regular expression
+//! took a fifth of a decision at 500 views); only the view's own rule,
+//! read by its index: a plan that searched every rule in the database per
+//! view took 18 ms a view.)
 
 use super::plan::{Untracked, ViewFacts};
 use crate::errors::Found;
@@ -23,13 +24,18 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
 const VIEWS_TEMPLATE: &str = "\
-WITH reads_by_job AS (SELECT job_id, array_agg(relid) AS relids FROM upkeep.matview_reads() GROUP BY job_id), \
+WITH reads AS MATERIALIZED ({reads}), \
+reads_by_job AS (SELECT job_id, array_agg(relid) AS relids FROM reads GROUP BY job_id), \
 upstream AS (SELECT rb.job_id, array_agg(u.job_id ORDER BY u.job_id) AS jobs \
                FROM reads_by_job rb CROSS JOIN LATERAL unnest(rb.relids) AS r(relid) \
                JOIN upkeep.matview_policies u ON u.matview::oid = r.relid \
               WHERE u.job_id <> rb.job_id GROUP BY rb.job_id), \
 refresh_tracking AS (SELECT coalesce((SELECT e.xmin::text || e.evtenabled::text FROM pg_event_trigger e \
-                                       WHERE e.evtname = 'upkeep_track_refreshes'), '-') AS seen) \
+                                       WHERE e.evtname = 'upkeep_track_refreshes'), '-') AS seen), \
+unneeded AS (SELECT array_agg(x.schema ORDER BY x.schema, x.name) AS schemas, \
+                    array_agg(x.name ORDER BY x.schema, x.name) AS names, \
+                    array_agg(x.owner ORDER BY x.schema, x.name) AS owners \
+               FROM ({unneeded}) x WHERE $1::int8 IS NULL) \
 SELECT p.job_id, pg_current_snapshot()::text AS snapshot, pg_current_xact_id_if_assigned()::text AS xid, \
        upkeep.command_id() AS cid, c.oid IS NOT NULL AND c.relkind = 'm' AS exists, \
        coalesce(n.nspname::text, '') AS schema, coalesce(c.relname::text, p.matview::oid::text) AS name, \
@@ -49,8 +55,10 @@ SELECT p.job_id, pg_current_snapshot()::text AS snapshot, pg_current_xact_id_if_
        coalesce((SELECT array_agg(DISTINCT ch.relid::regclass::text) FROM upkeep.changes ch \
                   WHERE ch.relid = ANY (s.bases) AND NOT upkeep.seen(ch, s)), '{}') AS changed, \
        s.fingerprint IS DISTINCT FROM md5(coalesce(b.seen, '') || (SELECT seen FROM refresh_tracking)) \
-         OR s.bases IS DISTINCT FROM coalesce(b.bases, '{}') AS moved \
+         OR s.bases IS DISTINCT FROM coalesce(b.bases, '{}') AS moved, \
+       un.schemas AS unneeded_schema, un.names AS unneeded_name, un.owners AS unneeded_owner \
   FROM upkeep.matview_policies p \
+  CROSS JOIN unneeded un \
   LEFT JOIN pg_class c ON c.oid = p.matview \
   LEFT JOIN pg_namespace n ON n.oid = c.relnamespace \
   LEFT JOIN upkeep.job_state j ON j.job_id = p.job_id \
@@ -98,44 +106,119 @@ SELECT p.job_id, pg_current_snapshot()::text AS snapshot, pg_current_xact_id_if_
      CROSS JOIN LATERAL (SELECT w.ev_action FROM pg_rewrite w WHERE w.ev_class = v.oid OFFSET 0) w \
      CROSS JOIN LATERAL regexp_matches(pg_get_viewdef(v.oid), \
        '\\m(now|current_date|current_timestamp|current_time|localtimestamp|localtime|clock_timestamp|statement_timestamp|transaction_timestamp|timeofday|random|nextval)\\M', 'gi') m \
-     WHERE w.ev_action::text ~ (SELECT '\\{SQLVALUEFUNCTION |:funcid (' || string_agg(f.oid::text, '|') || ') ' \
-                                  FROM pg_proc f WHERE f.pronamespace = 'pg_catalog'::regnamespace \
-                                   AND f.proname IN ('now', 'clock_timestamp', 'statement_timestamp', \
-                                                     'transaction_timestamp', 'timeofday', 'random', 'nextval')) \
+     WHERE {mentions_clock} \
   ) t ON true \
  WHERE ($1::int8 IS NULL OR p.job_id = $1) AND {may_manage} \
  ORDER BY p.job_id";
 /// Scoped to the jobs the caller may manage.
-static VIEWS_SQL: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| VIEWS_TEMPLATE.replace("{may_manage}", &crate::ownership::may_manage_sql("p.matview")));
+/// Tracking no view needs any more comes with every row when all jobs are
+/// read (the walk of what the views read is the costliest part of both).
+fn views_sql(reads: &str, mentions_clock: &str) -> String {
+    VIEWS_TEMPLATE
+        .replace("{reads}", reads)
+        .replace("{mentions_clock}", mentions_clock)
+        .replace("{may_manage}", &crate::ownership::may_manage_sql("p.matview"))
+        .replace("{unneeded}", &unneeded_sql("reads"))
+}
 
-const ANY_POLICY_SQL: &str = "SELECT 1 FROM upkeep.matview_policies LIMIT 1";
+/// The clock functions' calls as a rule's node tree writes them.
+const CLOCK_CALLS: &str = "SELECT ':funcid ' || f.oid || ' ' FROM pg_proc f \
+                            WHERE f.pronamespace = 'pg_catalog'::regnamespace \
+                              AND f.proname IN ('now', 'clock_timestamp', 'statement_timestamp', \
+                                                'transaction_timestamp', 'timeofday', 'random', 'nextval')";
+
+static VIEWS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    views_sql(
+        "SELECT job_id, relid FROM upkeep.matview_reads($1)",
+        &format!("upkeep.tree_mentions(w.ev_action::text, ARRAY['{{SQLVALUEFUNCTION '] || ARRAY({CLOCK_CALLS}))"),
+    )
+});
+
+/// The same read with the SQL objects of 0.3.0 (after a package upgrade,
+/// before ALTER EXTENSION UPDATE): every view's reads walked, and the
+/// rules searched by a regular expression.
+static VIEWS_SQL_BEFORE_UPDATE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    views_sql(
+        "SELECT job_id, relid FROM upkeep.matview_reads() WHERE $1::int8 IS NULL OR job_id = $1",
+        &format!(
+            "w.ev_action::text ~ ('\\{{SQLVALUEFUNCTION |(' \
+                                  || (SELECT string_agg(rtrim(c), '|') FROM ({CLOCK_CALLS}) x(c)) || ') ')"
+        ),
+    )
+});
+
+/// Whether a stored node tree (a rule's `ev_action`) holds any of the
+/// strings: the clock expressions and calls of clock functions a view's
+/// facts look for, by a fast substring search per string.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn tree_mentions(tree: &str, needles: Vec<Option<String>>) -> bool {
+    needles.iter().flatten().any(|n| tree.contains(n.as_str()))
+}
+
+/// Whether there is any policy, and the SQL objects are this version's.
+const ANY_POLICY_SQL: &str = "SELECT to_regprocedure('upkeep.tree_mentions(text, text[])') IS NOT NULL \
+                                FROM upkeep.matview_policies LIMIT 1";
 
 /// Tables pg_upkeep tracks that no view refreshed only when changed reads
-/// any more: (table, owner).
-const UNNEEDED_SQL: &str = "\
-SELECT n.nspname::text, c.relname::text, pg_get_userbyid(c.relowner)::text \
+/// any more, (schema, name, owner), given what every view reads
+/// (`matview_reads()` or its rows): all policies count, not only those the
+/// caller may manage.
+fn unneeded_sql(reads: &str) -> String {
+    format!(
+        "\
+SELECT n.nspname::text AS schema, c.relname::text AS name, pg_get_userbyid(c.relowner)::text AS owner \
   FROM pg_trigger tg JOIN pg_class c ON c.oid = tg.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
  WHERE tg.tgname = 'upkeep_track_changes' AND tg.tgfoid = 'upkeep.track_changes'::regproc \
-   AND NOT EXISTS (SELECT 1 FROM upkeep.matview_reads() r JOIN upkeep.matview_policies p ON p.job_id = r.job_id \
-                    WHERE r.relid = tg.tgrelid AND p.only_when_changed AND p.enabled) \
- ORDER BY 1, 2";
+   AND NOT EXISTS (SELECT 1 FROM {reads} r JOIN upkeep.matview_policies p ON p.job_id = r.job_id \
+                    WHERE r.relid = tg.tgrelid AND p.only_when_changed AND p.enabled)"
+    )
+}
+
+static UNNEEDED_SQL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("{} ORDER BY 1, 2", unneeded_sql("upkeep.matview_reads()")));
 
 fn err(e: pgrx::spi::SpiError) -> String {
     e.to_string()
 }
 
+/// Tracked tables no view needs: (table, owner).
+type Unneeded = Vec<(QualifiedName, String)>;
+
 /// Every policy (or one) with its view's facts, read in one snapshot,
 /// which they carry.
 pub fn load(client: &SpiClient<'_>, job: Option<i64>) -> Result<Vec<ViewFacts>, String> {
+    Ok(read(client, job)?.0)
+}
+
+/// Every policy with its view's facts, and the tracking no view needs any
+/// more (read with them when there are policies the caller may manage).
+pub fn load_all(client: &SpiClient<'_>) -> Result<(Vec<ViewFacts>, Unneeded), String> {
+    match read(client, None)? {
+        (views, Some(unneeded)) => Ok((views, unneeded)),
+        (views, None) => Ok((views, unneeded_tracking(client)?)),
+    }
+}
+
+/// The facts of every policy (or one), with the unneeded tracking when
+/// all were read and there was at least one row.
+fn read(client: &SpiClient<'_>, job: Option<i64>) -> Result<(Vec<ViewFacts>, Option<Unneeded>), String> {
     let mut out = Vec::new();
+    let mut unneeded = None;
     // Planning the read takes a few milliseconds, most of a maintenance
     // call in a database without view policies. (Its generic plan, which
     // would be planned once, misjudges how many policies there are.)
-    if statements::select(client, ANY_POLICY_SQL, &[], &[], |rows| Ok(rows.is_empty()))? {
-        return Ok(out);
-    }
-    statements::select(client, VIEWS_SQL.as_str(), &[param(BuiltinOid::INT8OID)], &[job.into()], |rows| {
+    let current = statements::select(client, ANY_POLICY_SQL, &[], &[], |rows| {
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        rows.first().get::<bool>(1).map_err(err)
+    })?;
+    let sql = match current {
+        None => return Ok((out, unneeded)),
+        Some(true) => VIEWS_SQL.as_str(),
+        Some(false) => VIEWS_SQL_BEFORE_UPDATE.as_str(),
+    };
+    statements::select(client, sql, &[param(BuiltinOid::INT8OID)], &[job.into()], |rows| {
         for row in rows {
             let text = |c: &str| row.get_by_name::<String, _>(c).map_err(err).map(Option::unwrap_or_default);
             let flag = |c: &str| row.get_by_name::<bool, _>(c).map_err(err).map(Option::unwrap_or_default);
@@ -154,6 +237,18 @@ pub fn load(client: &SpiClient<'_>, job: Option<i64>) -> Result<Vec<ViewFacts>, 
                     allowed: a.unwrap_or(false),
                 })
                 .collect();
+            if job.is_none() && unneeded.is_none() {
+                let owners = texts("unneeded_owner")?;
+                let tables = texts("unneeded_schema")?.into_iter().zip(texts("unneeded_name")?);
+                unneeded = Some(
+                    tables
+                        .zip(owners)
+                        .map(|((s, n), o)| {
+                            (QualifiedName::new(s.unwrap_or_default(), n.unwrap_or_default()), o.unwrap_or_default())
+                        })
+                        .collect(),
+                );
+            }
             out.push(ViewFacts {
                 job_id: row.get_by_name::<i64, _>("job_id").map_err(err)?.unwrap_or_default(),
                 snapshot: text("snapshot")?,
@@ -186,12 +281,12 @@ pub fn load(client: &SpiClient<'_>, job: Option<i64>) -> Result<Vec<ViewFacts>, 
         }
         Ok(())
     })?;
-    Ok(out)
+    Ok((out, unneeded))
 }
 
 /// Tables tracked for nobody: (table, owner).
-pub fn unneeded_tracking(client: &SpiClient<'_>) -> Result<Vec<(QualifiedName, String)>, String> {
-    statements::select(client, UNNEEDED_SQL, &[], &[], |rows| {
+fn unneeded_tracking(client: &SpiClient<'_>) -> Result<Unneeded, String> {
+    statements::select(client, UNNEEDED_SQL.as_str(), &[], &[], |rows| {
         rows.map(|r| {
             let t = |i| r.get::<String>(i).map_err(err).map(Option::unwrap_or_default);
             Ok((QualifiedName::new(t(1)?, t(2)?), t(3)?))

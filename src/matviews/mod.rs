@@ -52,9 +52,8 @@ impl Capability for Matviews {
     const EXCLUSIVE: bool = false;
 
     fn facts(&mut self, _top_level: bool) -> Option<Views> {
-        let views = load(None);
-        let unneeded = Spi::connect(facts::unneeded_tracking)
-            .unwrap_or_else(|e| error!("pg_upkeep could not read its change tracking: {e}"));
+        let (views, unneeded) = Spi::connect(facts::load_all)
+            .unwrap_or_else(|e| error!("pg_upkeep could not read its materialized view policies: {e}"));
         Some(Views { views, unneeded })
     }
 
