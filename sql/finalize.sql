@@ -680,12 +680,8 @@ DECLARE
   what text;
   ok boolean;
 BEGIN
-  -- A superuser may manage everything: the common case (the workers, most
-  -- DBAs) costs one catalog lookup instead of the checks below, which
-  -- cost half a millisecond a row.
-  IF (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) current_user) THEN
-    RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
-  END IF;
+  -- Superusers may manage everything, and never get here: the triggers
+  -- fire WHEN NOT upkeep.caller_is_superuser().
   -- The old row (it may be changed or removed) and the new one (it may be written).
   FOREACH side IN ARRAY ARRAY['old', 'new'] LOOP
     CONTINUE WHEN (side = 'old' AND TG_OP = 'INSERT') OR (side = 'new' AND TG_OP = 'DELETE');
@@ -719,32 +715,34 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION upkeep.check_manager() IS
-  'Trigger function of upkeep_check_manager on pg_upkeep''s tables: refuses a written row unless the current role may manage its job (upkeep.may_manage_job), table (upkeep.may_manage) or database (upkeep.may_manage_database).';
+  'Trigger function of upkeep_check_manager on pg_upkeep''s tables: refuses a written row unless the current role may manage its job (upkeep.may_manage_job), table (upkeep.may_manage) or database (upkeep.may_manage_database). Superusers may manage everything: the triggers do not fire for them.';
+COMMENT ON FUNCTION upkeep.caller_is_superuser() IS
+  'Internal: whether the current role is a superuser (the WHEN of the upkeep_check_manager triggers).';
 
 CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.partition_policies
-  FOR EACH ROW EXECUTE FUNCTION upkeep.check_manager('parent');
+  FOR EACH ROW WHEN (NOT upkeep.caller_is_superuser()) EXECUTE FUNCTION upkeep.check_manager('parent');
 CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.archive_policies
-  FOR EACH ROW EXECUTE FUNCTION upkeep.check_manager('source');
+  FOR EACH ROW WHEN (NOT upkeep.caller_is_superuser()) EXECUTE FUNCTION upkeep.check_manager('source');
 CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.matview_policies
-  FOR EACH ROW EXECUTE FUNCTION upkeep.check_manager('matview');
+  FOR EACH ROW WHEN (NOT upkeep.caller_is_superuser()) EXECUTE FUNCTION upkeep.check_manager('matview');
 CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.index_snapshot_policy
-  FOR EACH ROW EXECUTE FUNCTION upkeep.check_manager('database');
+  FOR EACH ROW WHEN (NOT upkeep.caller_is_superuser()) EXECUTE FUNCTION upkeep.check_manager('database');
 CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.reindex_policy
-  FOR EACH ROW EXECUTE FUNCTION upkeep.check_manager('database');
+  FOR EACH ROW WHEN (NOT upkeep.caller_is_superuser()) EXECUTE FUNCTION upkeep.check_manager('database');
 CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.index_health_history
-  FOR EACH ROW EXECUTE FUNCTION upkeep.check_manager('database');
+  FOR EACH ROW WHEN (NOT upkeep.caller_is_superuser()) EXECUTE FUNCTION upkeep.check_manager('database');
 CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.index_watch
-  FOR EACH ROW EXECUTE FUNCTION upkeep.check_manager('database');
+  FOR EACH ROW WHEN (NOT upkeep.caller_is_superuser()) EXECUTE FUNCTION upkeep.check_manager('database');
 CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.job_state
-  FOR EACH ROW EXECUTE FUNCTION upkeep.check_manager('job_id');
+  FOR EACH ROW WHEN (NOT upkeep.caller_is_superuser()) EXECUTE FUNCTION upkeep.check_manager('job_id');
 CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.job_runs
-  FOR EACH ROW EXECUTE FUNCTION upkeep.check_manager('job_id');
+  FOR EACH ROW WHEN (NOT upkeep.caller_is_superuser()) EXECUTE FUNCTION upkeep.check_manager('job_id');
 CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.partition_state
-  FOR EACH ROW EXECUTE FUNCTION upkeep.check_manager('job_id');
+  FOR EACH ROW WHEN (NOT upkeep.caller_is_superuser()) EXECUTE FUNCTION upkeep.check_manager('job_id');
 CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.matview_state
-  FOR EACH ROW EXECUTE FUNCTION upkeep.check_manager('job_id');
+  FOR EACH ROW WHEN (NOT upkeep.caller_is_superuser()) EXECUTE FUNCTION upkeep.check_manager('job_id');
 CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.unfinished_actions
-  FOR EACH ROW EXECUTE FUNCTION upkeep.check_manager('job_id');
+  FOR EACH ROW WHEN (NOT upkeep.caller_is_superuser()) EXECUTE FUNCTION upkeep.check_manager('job_id');
 
 -- A committed policy change wakes the workers' launcher, so that a policy
 -- registered or changed by a plain INSERT or UPDATE is acted on within a

@@ -12,6 +12,14 @@
 -- and parsed back through this function.
 DROP FUNCTION upkeep.bound_micros(text, boolean);
 
+-- The permission triggers fire for other roles only (WHEN, below).
+CREATE FUNCTION upkeep."caller_is_superuser"() RETURNS bool
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'caller_is_superuser_wrapper';
+COMMENT ON FUNCTION upkeep.caller_is_superuser() IS
+  'Internal: whether the current role is a superuser (the WHEN of the upkeep_check_manager triggers).';
+
 CREATE TABLE upkeep.index_watch (
     index_oid     oid PRIMARY KEY,
     watched_since timestamptz NOT NULL DEFAULT now(),
@@ -24,7 +32,7 @@ COMMENT ON COLUMN upkeep.index_watch.watched_since IS 'The first snapshot that s
 COMMENT ON COLUMN upkeep.index_watch.unused_since IS 'The first of the snapshots since its last seen scan, all of which saw no scan; NULL when the last snapshot saw scans.';
 
 CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.index_watch
-  FOR EACH ROW EXECUTE FUNCTION upkeep.check_manager('database');
+  FOR EACH ROW WHEN (NOT upkeep.caller_is_superuser()) EXECUTE FUNCTION upkeep.check_manager('database');
 GRANT SELECT, INSERT, UPDATE, DELETE ON upkeep.index_watch TO PUBLIC;
 
 COMMENT ON FUNCTION upkeep.snapshot_index_health() IS
@@ -244,9 +252,9 @@ COMMENT ON COLUMN upkeep.partitions.size_bytes IS
 COMMENT ON FUNCTION upkeep.relation_bytes(regclass) IS
   'Bytes on disk of one relation (all its forks; not its indexes or TOAST table), read from its files without opening or locking it, so it never waits behind DDL. 0 for a relation without storage.';
 
--- The permission trigger lets a superuser through at once: its checks cost
+-- The permission triggers do not fire for a superuser: their checks cost
 -- half a millisecond a row, and the run log, the job states and the
--- policies are written a row per job.
+-- policies are written a row per job (the trigger's WHEN, below).
 CREATE OR REPLACE FUNCTION upkeep.check_manager() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
 AS $$
@@ -257,12 +265,8 @@ DECLARE
   what text;
   ok boolean;
 BEGIN
-  -- A superuser may manage everything: the common case (the workers, most
-  -- DBAs) costs one catalog lookup instead of the checks below, which
-  -- cost half a millisecond a row.
-  IF (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) current_user) THEN
-    RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
-  END IF;
+  -- Superusers may manage everything, and never get here: the triggers
+  -- fire WHEN NOT upkeep.caller_is_superuser().
   -- The old row (it may be changed or removed) and the new one (it may be written).
   FOREACH side IN ARRAY ARRAY['old', 'new'] LOOP
     CONTINUE WHEN (side = 'old' AND TG_OP = 'INSERT') OR (side = 'new' AND TG_OP = 'DELETE');
@@ -295,6 +299,42 @@ BEGIN
   RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
 END
 $$;
+COMMENT ON FUNCTION upkeep.check_manager() IS
+  'Trigger function of upkeep_check_manager on pg_upkeep''s tables: refuses a written row unless the current role may manage its job (upkeep.may_manage_job), table (upkeep.may_manage) or database (upkeep.may_manage_database). Superusers may manage everything: the triggers do not fire for them.';
+DROP TRIGGER upkeep_check_manager ON upkeep.partition_policies;
+CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.partition_policies
+  FOR EACH ROW WHEN (NOT upkeep.caller_is_superuser()) EXECUTE FUNCTION upkeep.check_manager('parent');
+DROP TRIGGER upkeep_check_manager ON upkeep.archive_policies;
+CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.archive_policies
+  FOR EACH ROW WHEN (NOT upkeep.caller_is_superuser()) EXECUTE FUNCTION upkeep.check_manager('source');
+DROP TRIGGER upkeep_check_manager ON upkeep.matview_policies;
+CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.matview_policies
+  FOR EACH ROW WHEN (NOT upkeep.caller_is_superuser()) EXECUTE FUNCTION upkeep.check_manager('matview');
+DROP TRIGGER upkeep_check_manager ON upkeep.index_snapshot_policy;
+CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.index_snapshot_policy
+  FOR EACH ROW WHEN (NOT upkeep.caller_is_superuser()) EXECUTE FUNCTION upkeep.check_manager('database');
+DROP TRIGGER upkeep_check_manager ON upkeep.reindex_policy;
+CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.reindex_policy
+  FOR EACH ROW WHEN (NOT upkeep.caller_is_superuser()) EXECUTE FUNCTION upkeep.check_manager('database');
+DROP TRIGGER upkeep_check_manager ON upkeep.index_health_history;
+CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.index_health_history
+  FOR EACH ROW WHEN (NOT upkeep.caller_is_superuser()) EXECUTE FUNCTION upkeep.check_manager('database');
+DROP TRIGGER upkeep_check_manager ON upkeep.job_state;
+CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.job_state
+  FOR EACH ROW WHEN (NOT upkeep.caller_is_superuser()) EXECUTE FUNCTION upkeep.check_manager('job_id');
+DROP TRIGGER upkeep_check_manager ON upkeep.job_runs;
+CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.job_runs
+  FOR EACH ROW WHEN (NOT upkeep.caller_is_superuser()) EXECUTE FUNCTION upkeep.check_manager('job_id');
+DROP TRIGGER upkeep_check_manager ON upkeep.partition_state;
+CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.partition_state
+  FOR EACH ROW WHEN (NOT upkeep.caller_is_superuser()) EXECUTE FUNCTION upkeep.check_manager('job_id');
+DROP TRIGGER upkeep_check_manager ON upkeep.matview_state;
+CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.matview_state
+  FOR EACH ROW WHEN (NOT upkeep.caller_is_superuser()) EXECUTE FUNCTION upkeep.check_manager('job_id');
+DROP TRIGGER upkeep_check_manager ON upkeep.unfinished_actions;
+CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.unfinished_actions
+  FOR EACH ROW WHEN (NOT upkeep.caller_is_superuser()) EXECUTE FUNCTION upkeep.check_manager('job_id');
+
 
 -- The launcher visits a database with nothing due only hourly: a committed
 -- policy change wakes it.

@@ -71,3 +71,13 @@ pub fn may_manage_sql(oid: &str) -> String {
 /// of the database owner's role (as SQL's `upkeep.may_manage_database()`).
 pub const MAY_MANAGE_DATABASE_SQL: &str = "(SELECT pg_catalog.pg_has_role(d.datdba, 'USAGE') \
      FROM pg_catalog.pg_database d WHERE d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database())";
+
+/// Whether the current role is a superuser: the WHEN of the permission
+/// triggers (`upkeep_check_manager`), so that a superuser's writes (the
+/// workers', most DBAs') skip the trigger's plpgsql, which cost 6 ms of a
+/// views decision at 500 views. Runs no SQL and so needs no search_path.
+#[pg_extern(stable, parallel_safe)]
+fn caller_is_superuser() -> bool {
+    // SAFETY: reads the current user's role flag from the catalog cache.
+    unsafe { pg_sys::superuser() }
+}
