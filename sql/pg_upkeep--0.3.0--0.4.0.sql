@@ -301,39 +301,23 @@ END
 $$;
 COMMENT ON FUNCTION upkeep.check_manager() IS
   'Trigger function of upkeep_check_manager on pg_upkeep''s tables: refuses a written row unless the current role may manage its job (upkeep.may_manage_job), table (upkeep.may_manage) or database (upkeep.may_manage_database). Superusers may manage everything: the triggers do not fire for them.';
-DROP TRIGGER upkeep_check_manager ON upkeep.partition_policies;
-CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.partition_policies
-  FOR EACH ROW WHEN (NOT upkeep.caller_is_superuser()) EXECUTE FUNCTION upkeep.check_manager('parent');
-DROP TRIGGER upkeep_check_manager ON upkeep.archive_policies;
-CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.archive_policies
-  FOR EACH ROW WHEN (NOT upkeep.caller_is_superuser()) EXECUTE FUNCTION upkeep.check_manager('source');
-DROP TRIGGER upkeep_check_manager ON upkeep.matview_policies;
-CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.matview_policies
-  FOR EACH ROW WHEN (NOT upkeep.caller_is_superuser()) EXECUTE FUNCTION upkeep.check_manager('matview');
-DROP TRIGGER upkeep_check_manager ON upkeep.index_snapshot_policy;
-CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.index_snapshot_policy
-  FOR EACH ROW WHEN (NOT upkeep.caller_is_superuser()) EXECUTE FUNCTION upkeep.check_manager('database');
-DROP TRIGGER upkeep_check_manager ON upkeep.reindex_policy;
-CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.reindex_policy
-  FOR EACH ROW WHEN (NOT upkeep.caller_is_superuser()) EXECUTE FUNCTION upkeep.check_manager('database');
-DROP TRIGGER upkeep_check_manager ON upkeep.index_health_history;
-CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.index_health_history
-  FOR EACH ROW WHEN (NOT upkeep.caller_is_superuser()) EXECUTE FUNCTION upkeep.check_manager('database');
-DROP TRIGGER upkeep_check_manager ON upkeep.job_state;
-CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.job_state
-  FOR EACH ROW WHEN (NOT upkeep.caller_is_superuser()) EXECUTE FUNCTION upkeep.check_manager('job_id');
-DROP TRIGGER upkeep_check_manager ON upkeep.job_runs;
-CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.job_runs
-  FOR EACH ROW WHEN (NOT upkeep.caller_is_superuser()) EXECUTE FUNCTION upkeep.check_manager('job_id');
-DROP TRIGGER upkeep_check_manager ON upkeep.partition_state;
-CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.partition_state
-  FOR EACH ROW WHEN (NOT upkeep.caller_is_superuser()) EXECUTE FUNCTION upkeep.check_manager('job_id');
-DROP TRIGGER upkeep_check_manager ON upkeep.matview_state;
-CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.matview_state
-  FOR EACH ROW WHEN (NOT upkeep.caller_is_superuser()) EXECUTE FUNCTION upkeep.check_manager('job_id');
-DROP TRIGGER upkeep_check_manager ON upkeep.unfinished_actions;
-CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.unfinished_actions
-  FOR EACH ROW WHEN (NOT upkeep.caller_is_superuser()) EXECUTE FUNCTION upkeep.check_manager('job_id');
+-- Each permission trigger again, with its WHEN: (table, what its rows are about).
+DO $$
+DECLARE
+  t record;
+BEGIN
+  FOR t IN SELECT * FROM (VALUES ('partition_policies', 'parent'), ('archive_policies', 'source'),
+                                 ('matview_policies', 'matview'), ('index_snapshot_policy', 'database'),
+                                 ('reindex_policy', 'database'), ('index_health_history', 'database'),
+                                 ('job_state', 'job_id'), ('job_runs', 'job_id'), ('partition_state', 'job_id'),
+                                 ('matview_state', 'job_id'), ('unfinished_actions', 'job_id')) v(tab, side) LOOP
+    EXECUTE format('DROP TRIGGER upkeep_check_manager ON upkeep.%I', t.tab);
+    EXECUTE format('CREATE TRIGGER upkeep_check_manager BEFORE INSERT OR UPDATE OR DELETE ON upkeep.%I '
+                   'FOR EACH ROW WHEN (NOT upkeep.caller_is_superuser()) EXECUTE FUNCTION upkeep.check_manager(%L)',
+                   t.tab, t.side);
+  END LOOP;
+END
+$$;
 
 
 -- The launcher visits a database with nothing due only hourly: a committed
