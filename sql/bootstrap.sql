@@ -227,6 +227,39 @@ $$;
 COMMENT ON FUNCTION upkeep.matview_reads(bigint) IS
   'Internal: every relation each managed materialized view (or the view of one job) reads, through plain views, partitions and inheritance children (the view itself included).';
 
+-- Whether a managed view reads the relation (or is it): the walk of
+-- matview_reads() taken backwards, from the relation up through the
+-- views whose rules name it (on through plain views, not through other
+-- materialized views) and its inheritance parents, stopping at the first
+-- managed view. A refresh of a materialized view, and the pruning of
+-- change records, check their relations this way instead of walking
+-- every managed view's reads.
+CREATE FUNCTION upkeep.read_by_managed_view(rel oid) RETURNS boolean
+LANGUAGE sql STABLE
+SET jit = off SET search_path = pg_catalog, pg_temp
+AS $$
+  WITH RECURSIVE readers(relid) AS (
+    SELECT rel
+    UNION
+    SELECT x.relid
+      FROM readers r
+      CROSS JOIN LATERAL (
+        SELECT w.ev_class AS relid
+          FROM pg_catalog.pg_depend d
+          JOIN pg_catalog.pg_rewrite w ON w.oid = d.objid
+         WHERE d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid = r.relid
+           AND d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND w.ev_class <> r.relid
+        UNION ALL
+        SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = r.relid
+      ) x
+     WHERE r.relid = rel
+        OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = r.relid AND c.relkind = 'm')
+  )
+  SELECT EXISTS (SELECT 1 FROM readers r JOIN upkeep.matview_policies p ON p.matview::oid = r.relid)
+$$;
+COMMENT ON FUNCTION upkeep.read_by_managed_view(oid) IS
+  'Internal: whether a managed materialized view reads the relation (through plain views, partitions and inheritance parents), or is it.';
+
 CREATE TABLE upkeep.index_health_history (
     captured_at timestamptz NOT NULL DEFAULT now(),
     schema      text NOT NULL,

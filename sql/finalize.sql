@@ -426,7 +426,7 @@ BEGIN
   SELECT c.objid, -nextval('upkeep.change_slots')::int4, pg_current_xact_id(), upkeep.command_id()
     FROM pg_event_trigger_ddl_commands() c
    WHERE c.classid = 'pg_catalog.pg_class'::regclass
-     AND EXISTS (SELECT 1 FROM upkeep.matview_reads() r WHERE r.relid = c.objid);
+     AND upkeep.read_by_managed_view(c.objid);
 END
 $$;
 COMMENT ON FUNCTION upkeep.track_refreshes() IS

@@ -230,6 +230,43 @@ mod tests {
         assert!(log.chunks(3).all(|c| c == ["public.c_totals", "public.c_top", "public.c_best"]), "{log:?}");
     }
 
+    /// Change records are kept for exactly what managed views read: a
+    /// refresh of a materialized view read through a plain view is
+    /// recorded, one nobody manages a reader of is not, a write to a
+    /// partition of a table read through a plain view is kept until no
+    /// managed view reads it any more, and seen one-off records go.
+    #[pg_test]
+    fn change_records_are_kept_for_what_managed_views_read_and_pruned_otherwise() {
+        schema("k");
+        Spi::run(
+            "CREATE VIEW public.k_top_v AS SELECT * FROM public.k_top;
+             CREATE MATERIALIZED VIEW public.k_over AS SELECT count(*) AS n FROM public.k_top_v;
+             CREATE UNIQUE INDEX ON public.k_over (n);
+             CREATE MATERIALIZED VIEW public.k_alone AS SELECT count(*) AS n FROM public.k_other;
+             SELECT upkeep.manage_matview('public.k_over'), upkeep.manage_matview('public.k_totals');",
+        )
+        .unwrap();
+        refresh("");
+        let rows =
+            |rel: &str| one::<i64>(&format!("SELECT count(*) FROM upkeep.changes WHERE relid = '{rel}'::regclass"));
+        Spi::run("REFRESH MATERIALIZED VIEW public.k_top; REFRESH MATERIALIZED VIEW public.k_alone").unwrap();
+        assert_eq!(rows("public.k_top"), 1, "read by k_over through k_top_v");
+        assert_eq!(rows("public.k_alone"), 0, "no managed view reads it");
+        Spi::run("INSERT INTO public.k_trades_2026 VALUES (1, 1, '2026-05-01')").unwrap();
+        assert_eq!(rows("public.k_trades_2026"), 1);
+        // k_over sees the refresh of k_top: its one-off record goes; the
+        // partition's record stays, as k_totals reads the partition.
+        let runs = refresh("'public.k_over'");
+        assert_eq!(runs[0].1, "refreshed", "{runs:?}");
+        assert!(runs[0].2.contains("public.k_top"), "{runs:?}");
+        assert_eq!(rows("public.k_top"), 0);
+        assert_eq!(rows("public.k_trades_2026"), 1);
+        // With k_totals no longer managed, nothing reads the partition.
+        Spi::run("SELECT upkeep.unmanage_matview('public.k_totals')").unwrap();
+        refresh("'public.k_over'");
+        assert_eq!(rows("public.k_trades_2026"), 0);
+    }
+
     #[pg_test]
     fn an_unpopulated_view_gets_one_plain_refresh_then_concurrent_ones() {
         schema("p");
