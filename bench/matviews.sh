@@ -80,7 +80,8 @@ readers_start() {
   READER_PID=$!
   sleep 1
 }
-readers_stop() { kill -INT "$READER_PID" 2>/dev/null || true; wait "$READER_PID" 2>/dev/null || true; }
+# TERM, not INT: a background job of a script without job control ignores INT.
+readers_stop() { kill -TERM "$READER_PID" 2>/dev/null || true; wait "$READER_PID" 2>/dev/null || true; }
 # keep LABEL FROM TO: the readers' latencies (us) between two epoch times
 keep() { cat "$OUT"/reader_"$1"_log.* | awk -v a="$2" -v b="$3" '{t = $5 + $6 / 1e6; if (t >= a && t <= b) print $3}' >>"$OUT/$1.lat"; }
 worst() { sort -n "$OUT/$1.lat" | tail -1 | awk '{printf "%.2f", $1 / 1000}'; }
