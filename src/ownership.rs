@@ -17,11 +17,16 @@ pub fn require_owner(table: Option<RegClass>, argument: &str) -> (pg_sys::Oid, S
             format!("Pass the table, e.g. {argument} => 'public.nav_history'."),
         );
     };
-    let row = Spi::get_two_with_args::<String, bool>(
-        "SELECT c.oid::regclass::text, pg_has_role(current_user, c.relowner, 'USAGE') \
-           FROM pg_class c WHERE c.oid = $1",
-        &[oid.into()],
-    );
+    let row = Spi::connect(|client| {
+        let types = [crate::statements::param(pgrx::pg_sys::BuiltinOid::OIDOID)];
+        crate::statements::select(client, OWNER_SQL, &types, &[oid.into()], |rows| {
+            if rows.is_empty() {
+                return Ok((None, None));
+            }
+            let row = rows.first();
+            Ok((row.get::<String>(1).map_err(|e| e.to_string())?, row.get::<bool>(2).map_err(|e| e.to_string())?))
+        })
+    });
     match row {
         Ok((Some(name), Some(true))) => (oid, name),
         Ok((Some(name), _)) => bad_input(
@@ -36,6 +41,9 @@ pub fn require_owner(table: Option<RegClass>, argument: &str) -> (pg_sys::Oid, S
         ),
     }
 }
+
+const OWNER_SQL: &str =
+    "SELECT c.oid::regclass::text, pg_has_role(current_user, c.relowner, 'USAGE') FROM pg_class c WHERE c.oid = $1";
 
 /// For what serves the whole database (the index-health jobs): its owner
 /// (a member of the owning role) or a superuser.

@@ -384,21 +384,18 @@ SELECT w.i, r.oid::int8, rn.nspname::text, r.relname::text \
 pub fn taken_names(client: &SpiClient<'_>, wanted: &[QualifiedName]) -> Result<BTreeSet<QualifiedName>, String> {
     let schemas: Vec<String> = wanted.iter().map(|q| q.schema.clone()).collect();
     let names: Vec<String> = wanted.iter().map(|q| q.name.clone()).collect();
-    let rows = client
-        .select(
-            "SELECT w.s, w.n FROM unnest($1::text[], $2::text[]) w(s, n) \
-               JOIN pg_namespace ns ON ns.nspname = w.s \
-               JOIN pg_class c ON c.relnamespace = ns.oid AND c.relname = w.n",
-            None,
-            &[schemas.into(), names.into()],
-        )
-        .map_err(spi_err)?;
-    let mut out = BTreeSet::new();
-    for row in rows {
-        out.insert(QualifiedName::new(
-            row.get::<String>(1).map_err(spi_err)?.unwrap_or_default(),
-            row.get::<String>(2).map_err(spi_err)?.unwrap_or_default(),
-        ));
-    }
-    Ok(out)
+    let types = [param(BuiltinOid::TEXTARRAYOID), param(BuiltinOid::TEXTARRAYOID)];
+    statements::select(client, TAKEN_SQL, &types, &[schemas.into(), names.into()], |rows| {
+        rows.map(|row| {
+            Ok(QualifiedName::new(
+                row.get::<String>(1).map_err(spi_err)?.unwrap_or_default(),
+                row.get::<String>(2).map_err(spi_err)?.unwrap_or_default(),
+            ))
+        })
+        .collect()
+    })
 }
+
+const TAKEN_SQL: &str = "SELECT w.s, w.n FROM unnest($1::text[], $2::text[]) w(s, n) \
+                           JOIN pg_namespace ns ON ns.nspname = w.s \
+                           JOIN pg_class c ON c.relnamespace = ns.oid AND c.relname = w.n";

@@ -16,8 +16,10 @@ use crate::ownership::require_owner;
 use crate::problem::Problem;
 use crate::regclass::RegClass;
 use crate::sql::QualifiedName;
+use crate::statements::param;
 use facts::{ParentFacts, PolicyProblem, Scope};
 use pgrx::datum::{Interval, TimestampWithTimeZone};
+use pgrx::pg_sys::BuiltinOid;
 use pgrx::prelude::*;
 use retention::{self as archive_plan, ArchiveMode};
 use std::collections::{BTreeMap, BTreeSet};
@@ -259,20 +261,28 @@ fn manage_partitions(
             );
         }
 
-        Spi::run_with_args(
-            UPSERT_SQL,
-            &[
-                oid.into(),
-                control.into(),
-                granularity.into(),
-                premake.into(),
-                retention.into(),
-                archive.into(),
-                time_zone.into(),
-                start_at.into(),
-            ],
-        )
-        .unwrap_or_else(|e| error!("could not register the partition policy of {target}: {e}"));
+        let types = [
+            param(BuiltinOid::OIDOID),
+            param(BuiltinOid::TEXTOID),
+            param(BuiltinOid::TEXTOID),
+            param(BuiltinOid::INT4OID),
+            param(BuiltinOid::INTERVALOID),
+            param(BuiltinOid::TEXTOID),
+            param(BuiltinOid::TEXTOID),
+            param(BuiltinOid::TIMESTAMPTZOID),
+        ];
+        let args = [
+            oid.into(),
+            control.into(),
+            granularity.into(),
+            premake.into(),
+            retention.into(),
+            archive.into(),
+            time_zone.into(),
+            start_at.into(),
+        ];
+        Spi::connect_mut(|client| crate::statements::update(client, UPSERT_SQL, &types, &args))
+            .unwrap_or_else(|e| error!("could not register the partition policy of {target}: {e}"));
 
         // The catalog checks are the ones maintenance applies later; here a
         // failure is an ERROR, which also undoes the registration above.

@@ -59,14 +59,17 @@ pub fn remember(parents: &[ParentFacts], now_utc: i64) {
         })
         .collect();
     let fingerprints: Vec<String> = parents.iter().map(|f| f.fingerprint.clone()).collect();
-    Spi::run_with_args(
-        "INSERT INTO upkeep.partition_state AS s (job_id, due_at, fingerprint, checked_at) \
-         SELECT d.job_id, 'epoch'::timestamptz + make_interval(secs => d.due / 1e6), d.fingerprint, now() \
-           FROM unnest($1::int8[], $2::int8[], $3::text[]) AS d(job_id, due, fingerprint) \
-           JOIN upkeep.partition_policies p ON p.job_id = d.job_id \
-         ON CONFLICT (job_id) DO UPDATE \
-            SET due_at = EXCLUDED.due_at, fingerprint = EXCLUDED.fingerprint, checked_at = EXCLUDED.checked_at",
-        &[jobs.into(), due.into(), fingerprints.into()],
-    )
+    let types = [param(BuiltinOid::INT8ARRAYOID), param(BuiltinOid::INT8ARRAYOID), param(BuiltinOid::TEXTARRAYOID)];
+    Spi::connect_mut(|client| {
+        statements::update(client, REMEMBER_SQL, &types, &[jobs.into(), due.into(), fingerprints.into()])
+    })
     .unwrap_or_else(|e| error!("pg_upkeep could not record its partition state: {e}"));
 }
+
+const REMEMBER_SQL: &str = "\
+INSERT INTO upkeep.partition_state AS s (job_id, due_at, fingerprint, checked_at) \
+SELECT d.job_id, 'epoch'::timestamptz + make_interval(secs => d.due / 1e6), d.fingerprint, now() \
+  FROM unnest($1::int8[], $2::int8[], $3::text[]) AS d(job_id, due, fingerprint) \
+  JOIN upkeep.partition_policies p ON p.job_id = d.job_id \
+ON CONFLICT (job_id) DO UPDATE \
+   SET due_at = EXCLUDED.due_at, fingerprint = EXCLUDED.fingerprint, checked_at = EXCLUDED.checked_at";
