@@ -44,7 +44,7 @@ for v in $VERSIONS; do
   echo "== PostgreSQL $v: cluster tests (pgrx-tests/)"
   installed "$v"
   skip=()
-  for ext in pg_cron pgstattuple; do
+  for ext in pg_cron pg_partman pgstattuple; do
     if ! has_extension "$v" "$ext"; then
       skip+=(--skip "$ext")
       SKIPPED+=("PostgreSQL $v: the cluster tests named after $ext (this server has no $ext)")

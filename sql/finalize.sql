@@ -103,6 +103,8 @@ COMMENT ON FUNCTION upkeep.unmanage_partitions(regclass) IS
   'Forgets the partition policy of a table. Touches no table or partition.';
 COMMENT ON FUNCTION upkeep.create_partitions(regclass, boolean) IS
   'Creates the partitions that are due (all policies when parent is NULL), one row per action. dry_run => true shows the same actions and SQL without doing them.';
+COMMENT ON FUNCTION upkeep.adopt_pg_partman(boolean) IS
+  'Takes over pg_partman''s time-partitioned parents: for each row of its part_config, the equivalent partition policy (granularity, premake, retention and where it goes, the time zone of its bounds), registered with pg_partman''s automatic_maintenance turned off for that parent; every partition and the default partition stay as they are. What cannot be carried over exactly is not adopted, with why and what to do. One row per parent. dry_run => true (the default) changes nothing. The way back: upkeep.unmanage_partitions(parent) and automatic_maintenance = ''on''.';
 COMMENT ON FUNCTION upkeep.run_maintenance(boolean) IS
   'Everything that is due, in the caller''s transaction; one row per action. This is what pg_cron calls.';
 COMMENT ON FUNCTION upkeep.partition_report() IS

@@ -432,3 +432,20 @@ BEGIN
      AND upkeep.read_by_managed_view(c.objid);
 END
 $$;
+
+-- Switching over from pg_partman in one call.
+CREATE FUNCTION upkeep."adopt_pg_partman"(
+	"dry_run" bool DEFAULT true
+) RETURNS TABLE (
+	"parent" TEXT,
+	"pg_partman" TEXT,
+	"pg_upkeep" TEXT,
+	"status" TEXT,
+	"detail" TEXT
+)
+VOLATILE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'adopt_pg_partman_wrapper';
+COMMENT ON FUNCTION upkeep.adopt_pg_partman(boolean) IS
+  'Takes over pg_partman''s time-partitioned parents: for each row of its part_config, the equivalent partition policy (granularity, premake, retention and where it goes, the time zone of its bounds), registered with pg_partman''s automatic_maintenance turned off for that parent; every partition and the default partition stay as they are. What cannot be carried over exactly is not adopted, with why and what to do. One row per parent. dry_run => true (the default) changes nothing. The way back: upkeep.unmanage_partitions(parent) and automatic_maintenance = ''on''.';

@@ -57,6 +57,14 @@ fn maintenance_search_path_hint(code: PgSqlErrorCode) -> Option<&'static str> {
     )
 }
 
+/// Runs `f` on its own: an error (a PostgreSQL ERROR too) rolls back
+/// only what `f` did and comes back as its message with its HINT. For
+/// callers that take independent steps in one call, such as adopting
+/// pg_partman's parents one by one.
+pub fn isolated<R>(f: impl FnOnce() -> Result<R, String>) -> Result<R, String> {
+    in_subtransaction(f).map_err(|e| e.message)
+}
+
 /// Runs `f` in an internal subtransaction, the way PL/pgSQL runs a block
 /// with an EXCEPTION clause: an error rolls back only what `f` did.
 fn in_subtransaction<R>(f: impl FnOnce() -> Result<R, String>) -> Result<R, Failure> {

@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod outcome;
 pub mod ownership;
 pub mod partitions;
+pub mod partman;
 pub mod regclass;
 pub mod report;
 pub mod run_log;

@@ -16,6 +16,7 @@ pub mod citus;
 pub mod index_health;
 pub mod matviews;
 pub mod partitions;
+pub mod partman;
 pub mod problem;
 pub mod sql;
 pub mod unfinished;

@@ -7,7 +7,7 @@
 //! the `postgres` user when the tests run as root (initdb refuses root), and
 //! listens only on a unix socket in that directory.
 //!
-//! A test that needs another extension (pg_cron, pgstattuple) says so in
+//! A test that needs another extension (pg_cron, pg_partman, pgstattuple) says so in
 //! its name: scripts/test.sh skips it, and says so, on a server that does
 //! not ship that extension.
 
@@ -382,6 +382,11 @@ pub fn wait_for(limit: std::time::Duration, mut what: impl FnMut() -> bool) -> b
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     false
+}
+
+/// The first column of every row of a query, as text.
+pub fn texts(c: &mut Client, sql: &str) -> Vec<String> {
+    c.query(sql, &[]).unwrap_or_else(|e| panic!("{sql}: {e}")).iter().map(|r| r.get(0)).collect()
 }
 
 /// The one bigint a query returns.

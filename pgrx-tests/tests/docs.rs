@@ -28,17 +28,31 @@ fn statements(page: &str) -> Vec<String> {
     out
 }
 
-#[test]
-fn every_example_in_docs_runs() {
-    let cluster = Cluster::start("docs", &["upkeep.enabled = off"]);
+/// The extensions a page's examples need besides pg_upkeep, named in a
+/// line `<!-- examples need: pg_partman -->`.
+fn needs(page: &str) -> Vec<String> {
+    page.lines()
+        .filter_map(|l| l.trim().strip_prefix("<!-- examples need:")?.strip_suffix("-->").map(str::to_string))
+        .flat_map(|l| l.split(',').map(|e| e.trim().to_string()).collect::<Vec<_>>())
+        .collect()
+}
+
+/// Runs the examples of every page whose needs `wanted` accepts, each page
+/// in a fresh database; returns the pages and statements run.
+fn run_pages(cluster_name: &str, wanted: impl Fn(&[String]) -> bool) -> (usize, usize) {
+    let cluster = Cluster::start(cluster_name, &["upkeep.enabled = off"]);
     let mut admin = cluster.connect("postgres");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
     let mut pages: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).collect();
     pages.sort();
-    let mut total = 0;
+    let (mut run, mut total) = (0, 0);
     for page in pages.iter().filter(|p| p.extension().is_some_and(|e| e == "md")) {
         let name = page.file_stem().unwrap().to_string_lossy().to_string();
-        let sql = statements(&std::fs::read_to_string(page).unwrap());
+        let text = std::fs::read_to_string(page).unwrap();
+        if !wanted(&needs(&text)) {
+            continue;
+        }
+        let sql = statements(&text);
         assert!(!sql.is_empty(), "{name}.md has no example");
         admin.batch_execute(&format!("CREATE DATABASE \"docs_{name}\"")).unwrap();
         let mut c = cluster.connect(&format!("docs_{name}"));
@@ -46,8 +60,23 @@ fn every_example_in_docs_runs() {
         for s in &sql {
             c.batch_execute(s).unwrap_or_else(|e| panic!("docs/{name}.md: {s}\n{e}"));
         }
+        run += 1;
         total += sql.len();
         println!("docs/{name}.md: {} statements ran", sql.len());
     }
-    assert!(pages.len() >= 6 && total > 40, "{} pages, {total} statements", pages.len());
+    (run, total)
+}
+
+#[test]
+fn every_example_in_docs_runs() {
+    let (pages, total) = run_pages("docs", |needs| needs.is_empty());
+    assert!(pages >= 6 && total > 40, "{pages} pages, {total} statements");
+}
+
+/// Pages about switching from pg_partman run where pg_partman is
+/// installed (scripts/test.sh skips this test elsewhere, by its name).
+#[test]
+fn the_docs_examples_that_need_pg_partman_run() {
+    let (pages, total) = run_pages("docs-pg-partman", |needs| needs.iter().any(|n| n == "pg_partman"));
+    assert!(pages >= 1 && total > 3, "{pages} pages, {total} statements");
 }

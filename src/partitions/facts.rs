@@ -118,7 +118,7 @@ const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
 /// most of the views' time at 24,000 partitions. Only the first column is
 /// read: a managed parent has one. The tree is allocated in the current
 /// memory context.
-pub(super) fn range_of(tree: &str) -> Result<Range, String> {
+pub fn range_of(tree: &str) -> Result<Range, String> {
     let text = std::ffi::CString::new(tree).map_err(|e| e.to_string())?;
     // SAFETY: stringToNode parses the text PostgreSQL itself wrote for a
     // PartitionBoundSpec; every node is checked for its tag before it is

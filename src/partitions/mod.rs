@@ -232,6 +232,62 @@ const UPSERT_SQL: &str = "INSERT INTO upkeep.partition_policies AS p \
        premake = EXCLUDED.premake, retention = EXCLUDED.retention, archive = EXCLUDED.archive, \
        time_zone = EXCLUDED.time_zone, start_at = EXCLUDED.start_at, updated_at = now()";
 
+/// A partition policy as `manage_partitions` takes it.
+pub struct PolicyArgs<'a> {
+    pub control: Option<&'a str>,
+    pub granularity: &'a str,
+    pub premake: i32,
+    pub retention: Option<Interval>,
+    pub archive: &'a str,
+    pub time_zone: &'a str,
+    pub start_at: Option<TimestampWithTimeZone>,
+}
+
+/// Registers (or updates) the policy on `oid` and checks the table the way
+/// maintenance will: an ERROR with a HINT when it does not fit, which also
+/// undoes the registration with the caller's (sub)transaction.
+pub fn register(oid: pg_sys::Oid, target: &str, policy: &PolicyArgs) {
+    register_checked(oid, target, policy);
+}
+
+fn register_checked(oid: pg_sys::Oid, target: &str, policy: &PolicyArgs) -> Checked {
+    check_policy_arguments(target, policy.control, policy.premake, policy.retention.as_ref());
+    let types = [
+        param(BuiltinOid::OIDOID),
+        param(BuiltinOid::TEXTOID),
+        param(BuiltinOid::TEXTOID),
+        param(BuiltinOid::INT4OID),
+        param(BuiltinOid::INTERVALOID),
+        param(BuiltinOid::TEXTOID),
+        param(BuiltinOid::TEXTOID),
+        param(BuiltinOid::TIMESTAMPTZOID),
+    ];
+    let args = [
+        oid.into(),
+        policy.control.into(),
+        policy.granularity.into(),
+        policy.premake.into(),
+        policy.retention.into(),
+        policy.archive.into(),
+        policy.time_zone.into(),
+        policy.start_at.into(),
+    ];
+    Spi::connect_mut(|client| crate::statements::update(client, UPSERT_SQL, &types, &args))
+        .unwrap_or_else(|e| error!("could not register the partition policy of {target}: {e}"));
+
+    // The catalog checks are the ones maintenance applies later; here a
+    // failure is an ERROR, which also undoes the registration above.
+    Runner::Caller.exclude_others(Kind::Partitions);
+    let (parents, problems) = load(&Scope::Parent(oid));
+    if let Some(p) = problems.into_iter().next() {
+        bad_input(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, p.message, p.hint);
+    }
+    if let Some(p) = parents.iter().find_map(|f| f.archive_refused.as_ref()) {
+        invalid(p.message.clone(), p.hint.clone());
+    }
+    Checked { parents, problems: Vec::new(), now: now_micros() }
+}
+
 /// Registers (or updates) the partition policy of `parent` and creates what
 /// is due at once. Returns the partitions it created.
 #[pg_extern(volatile)]
@@ -253,7 +309,6 @@ fn manage_partitions(
         let premake = premake.unwrap_or(3);
         let archive = archive.unwrap_or("archive_table");
         let time_zone = time_zone.unwrap_or("UTC");
-        check_policy_arguments(&target, control, premake, retention.as_ref());
         if start_at.is_some_and(|s| s.is_infinity() || s.is_neg_infinity()) {
             invalid(
                 format!("start_at {} for table {target} is not a point in time", start_at.unwrap()),
@@ -261,40 +316,8 @@ fn manage_partitions(
             );
         }
 
-        let types = [
-            param(BuiltinOid::OIDOID),
-            param(BuiltinOid::TEXTOID),
-            param(BuiltinOid::TEXTOID),
-            param(BuiltinOid::INT4OID),
-            param(BuiltinOid::INTERVALOID),
-            param(BuiltinOid::TEXTOID),
-            param(BuiltinOid::TEXTOID),
-            param(BuiltinOid::TIMESTAMPTZOID),
-        ];
-        let args = [
-            oid.into(),
-            control.into(),
-            granularity.into(),
-            premake.into(),
-            retention.into(),
-            archive.into(),
-            time_zone.into(),
-            start_at.into(),
-        ];
-        Spi::connect_mut(|client| crate::statements::update(client, UPSERT_SQL, &types, &args))
-            .unwrap_or_else(|e| error!("could not register the partition policy of {target}: {e}"));
-
-        // The catalog checks are the ones maintenance applies later; here a
-        // failure is an ERROR, which also undoes the registration above.
-        Runner::Caller.exclude_others(Kind::Partitions);
-        let (parents, problems) = load(&Scope::Parent(oid));
-        if let Some(p) = problems.into_iter().next() {
-            bad_input(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, p.message, p.hint);
-        }
-        if let Some(p) = parents.iter().find_map(|f| f.archive_refused.as_ref()) {
-            invalid(p.message.clone(), p.hint.clone());
-        }
-        let read = Checked { parents, problems: Vec::new(), now: now_micros() };
+        let policy = PolicyArgs { control, granularity, premake, retention, archive, time_zone, start_at };
+        let read = register_checked(oid, &target, &policy);
         let created = drive(Partitions { selection: Selection::Parent(oid), read: Some(read) }, Runner::Caller, false)
             .into_iter()
             .filter_map(|o| match o.status {
