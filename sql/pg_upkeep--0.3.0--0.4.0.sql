@@ -433,7 +433,7 @@ BEGIN
 END
 $$;
 
--- Switching over from pg_partman in one call.
+-- Switching over from pg_partman and pg_cron in one call each.
 CREATE FUNCTION upkeep."adopt_pg_partman"(
 	"dry_run" bool DEFAULT true
 ) RETURNS TABLE (
@@ -449,3 +449,18 @@ LANGUAGE c
 AS 'MODULE_PATHNAME', 'adopt_pg_partman_wrapper';
 COMMENT ON FUNCTION upkeep.adopt_pg_partman(boolean) IS
   'Takes over pg_partman''s time-partitioned parents: for each row of its part_config, the equivalent partition policy (granularity, premake, retention and where it goes, the time zone of its bounds), registered with pg_partman''s automatic_maintenance turned off for that parent; every partition and the default partition stay as they are. What cannot be carried over exactly is not adopted, with why and what to do. One row per parent. dry_run => true (the default) changes nothing. The way back: upkeep.unmanage_partitions(parent) and automatic_maintenance = ''on''.';
+CREATE FUNCTION upkeep."adopt_pg_cron"(
+	"dry_run" bool DEFAULT true
+) RETURNS TABLE (
+	"job" TEXT,
+	"pg_cron" TEXT,
+	"pg_upkeep" TEXT,
+	"status" TEXT,
+	"detail" TEXT
+)
+VOLATILE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'adopt_pg_cron_wrapper';
+COMMENT ON FUNCTION upkeep.adopt_pg_cron(boolean) IS
+  'Takes over pg_cron jobs written by hand, run in the database pg_cron keeps its jobs in: a job that only refreshes materialized views becomes their policies (every from its schedule, only_when_changed on) and is unscheduled in the same transaction; one that runs pg_partman''s maintenance is unscheduled once pg_partman maintains nothing more; a DELETE of old rows is listed with the manage_archive call that keeps them instead, never taken over; jobs of other databases are listed with the calls to run there. One row per job. dry_run => true (the default) takes the same steps and rolls them back.';

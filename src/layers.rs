@@ -43,7 +43,7 @@ pub const LAYERS: [(&str, &[&str]); 4] = [
         ],
     ),
     ("capabilities", &["partitions", "archive", "matviews", "index_health"]),
-    ("callers", &["maintenance", "metrics", "report", "workers", "partman"]),
+    ("callers", &["maintenance", "metrics", "report", "workers", "partman", "cron"]),
 ];
 
 #[cfg(test)]

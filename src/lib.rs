@@ -12,6 +12,7 @@ pub mod access;
 pub use upkeep_core::{actions, archive_target, calendar, problem, sql};
 pub mod archive;
 pub mod citus;
+pub mod cron;
 pub mod disk;
 pub mod driver;
 pub mod errors;

@@ -26,7 +26,7 @@ SELECT n.nspname::text, e.extversion::text, EXISTS (SELECT 1 FROM pg_extension j
 
 /// `schema.table` as pg_partman stores it (unquoted, case as is) to the
 /// relation's OID, the way pg_partman itself finds it.
-fn relation_by_name(text: &str) -> String {
+pub fn relation_by_name(text: &str) -> String {
     format!(
         "(SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
            WHERE n.nspname = split_part({text}, '.', 1) \

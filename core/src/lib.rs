@@ -13,6 +13,7 @@ pub mod archive_target;
 pub mod backoff;
 pub mod calendar;
 pub mod citus;
+pub mod cron;
 pub mod index_health;
 pub mod matviews;
 pub mod partitions;

@@ -39,8 +39,10 @@ fn needs(page: &str) -> Vec<String> {
 
 /// Runs the examples of every page whose needs `wanted` accepts, each page
 /// in a fresh database; returns the pages and statements run.
-fn run_pages(cluster_name: &str, wanted: impl Fn(&[String]) -> bool) -> (usize, usize) {
-    let cluster = Cluster::start(cluster_name, &["upkeep.enabled = off"]);
+fn run_pages(cluster_name: &str, settings: &[&str], wanted: impl Fn(&[String]) -> bool) -> (usize, usize) {
+    let mut all = vec!["upkeep.enabled = off"];
+    all.extend_from_slice(settings);
+    let cluster = Cluster::start(cluster_name, &all);
     let mut admin = cluster.connect("postgres");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
     let mut pages: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).collect();
@@ -69,14 +71,16 @@ fn run_pages(cluster_name: &str, wanted: impl Fn(&[String]) -> bool) -> (usize, 
 
 #[test]
 fn every_example_in_docs_runs() {
-    let (pages, total) = run_pages("docs", |needs| needs.is_empty());
+    let (pages, total) = run_pages("docs", &[], |needs| needs.is_empty());
     assert!(pages >= 6 && total > 40, "{pages} pages, {total} statements");
 }
 
-/// Pages about switching from pg_partman run where pg_partman is
-/// installed (scripts/test.sh skips this test elsewhere, by its name).
+/// Pages about switching from pg_partman and pg_cron run where both are
+/// installed (scripts/test.sh skips this test elsewhere, by its name),
+/// pg_cron keeping its jobs in the page's database.
 #[test]
-fn the_docs_examples_that_need_pg_partman_run() {
-    let (pages, total) = run_pages("docs-pg-partman", |needs| needs.iter().any(|n| n == "pg_partman"));
-    assert!(pages >= 1 && total > 3, "{pages} pages, {total} statements");
+fn the_docs_examples_that_need_pg_partman_and_pg_cron_run() {
+    let settings = ["shared_preload_libraries = 'pg_upkeep, pg_cron'", "cron.database_name = 'docs_migrating'"];
+    let (pages, total) = run_pages("docs-switching", &settings, |needs| !needs.is_empty());
+    assert!(pages >= 1 && total > 10, "{pages} pages, {total} statements");
 }

@@ -197,53 +197,63 @@ fn manage_matview(
     concurrently: default!(Option<bool>, true),
     only_when_changed: default!(Option<bool>, true),
 ) -> i64 {
-    crate::errors::guarded("manage_matview", || {
-        let (oid, name) = require_owner(matview, "matview");
-        let relkind =
-            Spi::get_one_with_args::<String>("SELECT relkind::text FROM pg_class WHERE oid = $1", &[oid.into()])
-                .found();
-        if relkind.as_deref() != Some("m") {
+    crate::errors::guarded("manage_matview", || register(matview, every, concurrently, only_when_changed))
+}
+
+/// Registers (or updates) the policy of a materialized view and checks it
+/// the way every run will: an ERROR with a HINT when it does not fit, which
+/// also undoes the registration with the caller's (sub)transaction.
+/// Returns the job.
+pub fn register(
+    matview: Option<RegClass>,
+    every: Option<Interval>,
+    concurrently: Option<bool>,
+    only_when_changed: Option<bool>,
+) -> i64 {
+    let (oid, name) = require_owner(matview, "matview");
+    let relkind =
+        Spi::get_one_with_args::<String>("SELECT relkind::text FROM pg_class WHERE oid = $1", &[oid.into()]).found();
+    if relkind.as_deref() != Some("m") {
+        bad_input(
+            PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+            format!("{name} is not a materialized view"),
+            "manage_matview takes a materialized view (\\dm lists them). Tables: upkeep.manage_partitions() or upkeep.manage_archive().",
+        );
+    }
+    if !every.is_some_and(crate::errors::is_positive) {
+        invalid(
+            format!("every for {name} must be a positive interval"),
+            "Give the least time between two refreshes, e.g. every => '1 hour'.",
+        );
+    }
+    let (Some(concurrently), Some(only_when_changed)) = (concurrently, only_when_changed) else {
+        bad_input(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            format!("concurrently and only_when_changed for {name} must not be NULL"),
+            "Pass true or false, or leave them out (both default to true).",
+        );
+    };
+    let job_id = Spi::get_one_with_args::<i64>(
+        "INSERT INTO upkeep.matview_policies (matview, every, concurrent, only_when_changed) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (matview) DO UPDATE SET every = EXCLUDED.every, concurrent = EXCLUDED.concurrent, \
+            only_when_changed = EXCLUDED.only_when_changed, updated_at = now() \
+         RETURNING job_id",
+        &[oid.into(), every.into(), concurrently.into(), only_when_changed.into()],
+    )
+    .found()
+    .unwrap_or_else(|| error!("could not register the policy of {name}"));
+    // The rule every run applies; here it is an ERROR, which also undoes
+    // the registration above.
+    if let Some(v) = load(Some(job_id)).pop() {
+        if v.concurrently && !v.unique_key {
             bad_input(
-                PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
-                format!("{name} is not a materialized view"),
-                "manage_matview takes a materialized view (\\dm lists them). Tables: upkeep.manage_partitions() or upkeep.manage_archive().",
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!("materialized view {name} cannot be refreshed concurrently: it has no usable unique index"),
+                unique_index_hint(&v),
             );
         }
-        if !every.is_some_and(crate::errors::is_positive) {
-            invalid(
-                format!("every for {name} must be a positive interval"),
-                "Give the least time between two refreshes, e.g. every => '1 hour'.",
-            );
-        }
-        let (Some(concurrently), Some(only_when_changed)) = (concurrently, only_when_changed) else {
-            bad_input(
-                PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-                format!("concurrently and only_when_changed for {name} must not be NULL"),
-                "Pass true or false, or leave them out (both default to true).",
-            );
-        };
-        let job_id = Spi::get_one_with_args::<i64>(
-            "INSERT INTO upkeep.matview_policies (matview, every, concurrent, only_when_changed) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (matview) DO UPDATE SET every = EXCLUDED.every, concurrent = EXCLUDED.concurrent, \
-                only_when_changed = EXCLUDED.only_when_changed, updated_at = now() \
-             RETURNING job_id",
-            &[oid.into(), every.into(), concurrently.into(), only_when_changed.into()],
-        )
-        .found()
-        .unwrap_or_else(|| error!("could not register the policy of {name}"));
-        // The rule every run applies; here it is an ERROR, which also undoes
-        // the registration above.
-        if let Some(v) = load(Some(job_id)).pop() {
-            if v.concurrently && !v.unique_key {
-                bad_input(
-                    PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                    format!("materialized view {name} cannot be refreshed concurrently: it has no usable unique index"),
-                    unique_index_hint(&v),
-                );
-            }
-        }
-        job_id
-    })
+    }
+    job_id
 }
 
 /// Forgets the policy of a materialized view. Refreshes and drops nothing;
