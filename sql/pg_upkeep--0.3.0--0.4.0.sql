@@ -174,8 +174,14 @@ AS $$
 -- every partition, the jobs view one of every policy.
 WITH j AS MATERIALIZED (
        SELECT j.job_id, j.kind, j.target, j.last_duration, j.consecutive_failures, s.last_success,
+              coalesce(e.every, nullif(current_setting('upkeep.naptime', true), '')::interval) AS every,
               jsonb_build_object('job_id', j.job_id::text, 'kind', j.kind, 'target', j.target) AS labels
-         FROM upkeep.jobs j LEFT JOIN upkeep.job_state s ON s.job_id = j.job_id),
+         FROM upkeep.jobs j LEFT JOIN upkeep.job_state s ON s.job_id = j.job_id
+         LEFT JOIN (SELECT job_id, every FROM upkeep.partition_policies
+                    UNION ALL SELECT job_id, every FROM upkeep.archive_policies
+                    UNION ALL SELECT job_id, every FROM upkeep.matview_policies
+                    UNION ALL SELECT job_id, every FROM upkeep.index_snapshot_policy
+                    UNION ALL SELECT job_id, every FROM upkeep.reindex_policy) e ON e.job_id = j.job_id),
      h AS MATERIALIZED (SELECT parent, future_partitions, rows_in_default FROM upkeep.partition_health)
 SELECT 'upkeep_job_last_success_timestamp_seconds'::text AS metric, j.labels,
        extract(epoch FROM j.last_success)::float8 AS value
@@ -186,6 +192,9 @@ SELECT 'upkeep_job_last_duration_seconds', j.labels, extract(epoch FROM j.last_d
 UNION ALL
 SELECT 'upkeep_job_consecutive_failures', j.labels, j.consecutive_failures::float8
   FROM j
+UNION ALL
+SELECT 'upkeep_job_interval_seconds', j.labels, extract(epoch FROM j.every)::float8
+  FROM j WHERE j.every IS NOT NULL
 UNION ALL
 SELECT 'upkeep_partitions_future', jsonb_build_object('parent', h.parent::text), h.future_partitions::float8
   FROM h
@@ -200,6 +209,18 @@ SELECT 'upkeep_matview_seconds_since_refresh', jsonb_build_object('matview', m.m
        extract(epoch FROM now() - s.refreshed_at)::float8
   FROM upkeep.matview_policies m JOIN upkeep.matview_state s ON s.job_id = m.job_id
 UNION ALL
+-- Stale: what it reads changed (or cannot be seen) since its last refresh.
+SELECT 'upkeep_matview_stale_seconds', jsonb_build_object('matview', v.matview::text),
+       CASE WHEN v.changed_since IS FALSE THEN 0 ELSE extract(epoch FROM now() - v.last_refresh)::float8 END
+  FROM upkeep.matview_status v WHERE v.last_refresh IS NOT NULL
+UNION ALL
+-- Row archives only: partitions leave whole, so rows up to a period
+-- older than the cut-off stay by design.
+SELECT 'upkeep_archive_behind_seconds', jsonb_build_object('source', a.source::text),
+       greatest(0, extract(epoch FROM now() - a.older_than - o.oldest))::float8
+  FROM upkeep.archive_policies a CROSS JOIN LATERAL upkeep.oldest_value(a.source, a.time_column) o(oldest)
+ WHERE a.enabled AND o.oldest IS NOT NULL
+UNION ALL
 SELECT m.metric, CASE WHEN m.problem IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('problem', m.problem) END, m.value
   FROM upkeep.index_metrics() m
 UNION ALL
@@ -212,7 +233,7 @@ COMMENT ON FUNCTION upkeep.index_metrics() IS
 COMMENT ON FUNCTION upkeep.scheduler_wait_seconds() IS
   'Seconds this database''s scheduler has been waiting for its turn past its due time (the launcher runs at most upkeep.max_schedulers at once, longest-waiting first); 0 when on time, NULL without the workers (no shared_preload_libraries).';
 COMMENT ON VIEW upkeep.metrics IS
-  'Figures for dashboards, one row per sample: per job last success time, last duration, consecutive failures; per managed table future partitions and rows in DEFAULT; per archive source rows archived; per view seconds since refresh; index problems by kind; total estimated index bloat; how long this database''s scheduler has waited for its turn. upkeep.prometheus() renders it for Prometheus.';
+  'Figures for dashboards, one row per sample: per job last success time, last duration, consecutive failures; per managed table future partitions and rows in DEFAULT; per archive source rows archived; per view seconds since refresh and since what it reads changed unrefreshed; per row archive how far its oldest row is past the cut-off; per job its interval; index problems by kind; total estimated index bloat; how long this database''s scheduler has waited for its turn. upkeep.prometheus() renders it for Prometheus.';
 
 -- The partition report pins its search path itself: a SET clause is
 -- applied again for every row a set-returning function returns.

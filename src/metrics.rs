@@ -9,10 +9,21 @@ const METRICS: &[(&str, &str, &str)] = &[
     ("upkeep_job_last_success_timestamp_seconds", "gauge", "When a run of the job last succeeded (Unix time)."),
     ("upkeep_job_last_duration_seconds", "gauge", "Time the job's actions took in its last run."),
     ("upkeep_job_consecutive_failures", "gauge", "Failed runs of the job in a row; above 0 it is backing off."),
+    ("upkeep_job_interval_seconds", "gauge", "Time between two runs of the job (its every; upkeep.naptime when it has none)."),
     ("upkeep_partitions_future", "gauge", "Partitions ready beyond the current period, per managed table."),
     ("upkeep_partition_default_rows", "gauge", "Rows sitting in the DEFAULT partition, per managed table."),
     ("upkeep_archive_rows_total", "counter", "Rows an archive job has moved in all."),
     ("upkeep_matview_seconds_since_refresh", "gauge", "Seconds since pg_upkeep last refreshed the materialized view."),
+    (
+        "upkeep_matview_stale_seconds",
+        "gauge",
+        "Seconds since its last refresh when what the view reads changed since (or cannot be seen); 0 when nothing changed.",
+    ),
+    (
+        "upkeep_archive_behind_seconds",
+        "gauge",
+        "How far the oldest row of a row archive's table is past its cut-off, in seconds (0: on time).",
+    ),
     ("upkeep_index_problems", "gauge", "Index problems found, by kind (see upkeep.index_health)."),
     ("upkeep_index_bloat_bytes", "gauge", "Estimated bloat of all btree indexes, in bytes."),
     (
@@ -191,6 +202,18 @@ mod tests {
         assert_eq!(value("upkeep_job_consecutive_failures", &job_labels), Some(0.0));
         assert!(value("upkeep_job_last_success_timestamp_seconds", &job_labels).unwrap() > 1.7e9);
         assert!(value("upkeep_index_bloat_bytes", "{}").is_some());
+        assert_eq!(value("upkeep_job_interval_seconds", &job_labels), Some(3600.0));
+        // Stale only once what the view reads changed since its refresh.
+        let mv = r#"{"matview": "public.m_mv"}"#;
+        Spi::run("UPDATE upkeep.matview_state SET refreshed_at = now() - interval '1 hour'").unwrap();
+        assert_eq!(value("upkeep_matview_stale_seconds", mv), Some(0.0));
+        Spi::run("INSERT INTO public.m_events VALUES (1000, now())").unwrap();
+        assert_eq!(value("upkeep_matview_stale_seconds", mv), Some(3600.0));
+        // The archive ran: its oldest row is at the cut-off; one 40 days old is 10 days behind.
+        let source = r#"{"source": "public.m_events"}"#;
+        assert_eq!(value("upkeep_archive_behind_seconds", source), Some(0.0));
+        Spi::run("INSERT INTO public.m_events VALUES (1001, now() - interval '40 days')").unwrap();
+        assert_eq!(value("upkeep_archive_behind_seconds", source), Some(864000.0));
         let text = Spi::get_one::<String>("SELECT upkeep.prometheus()").unwrap().unwrap();
         assert!(text.contains("upkeep_partitions_future{parent=\"public.m_nav\"} 2\n"), "{text}");
         assert!(text.contains("upkeep_archive_rows_total{source=\"public.m_events\"} 70\n"), "{text}");
