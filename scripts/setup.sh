@@ -6,7 +6,7 @@ source "$(dirname "$0")/lib/versions.sh"
 
 PGRX_VERSION=0.18.1
 PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-partman postgresql-15-cron
-          prometheus-postgres-exporter chromium libclang-dev clang pkg-config sudo python3-pip)
+          prometheus-postgres-exporter prometheus chromium libclang-dev clang pkg-config sudo python3-pip)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -24,8 +24,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   # Keep existing config files (such as createcluster.conf above) without asking.
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}" >/dev/null
-  # The tests start their own exporter; the packaged service is not wanted.
-  if command -v systemctl >/dev/null; then systemctl disable --now prometheus-postgres-exporter >/dev/null 2>&1 || true; fi
+  # The tests start their own exporter and use promtool only; the packaged
+  # services are not wanted.
+  if command -v systemctl >/dev/null; then
+    systemctl disable --now prometheus-postgres-exporter prometheus >/dev/null 2>&1 || true
+  fi
 fi
 
 if ! cargo pgrx --version 2>/dev/null | grep -q " $PGRX_VERSION"; then

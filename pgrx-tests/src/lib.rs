@@ -384,6 +384,33 @@ pub fn wait_for(limit: std::time::Duration, mut what: impl FnMut() -> bool) -> b
     false
 }
 
+/// One sample of a Prometheus text exposition: name, labels, value.
+pub type Sample = (String, std::collections::BTreeMap<String, String>, f64);
+
+/// The `upkeep_` samples of a text exposition (label values as pg_upkeep's
+/// tests name things: no escaped quotes in them).
+pub fn samples(text: &str) -> Vec<Sample> {
+    text.lines()
+        .filter(|l| l.starts_with("upkeep_"))
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            let (name, labels) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            let labels = labels
+                .split("\",")
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (k, v) = p.split_once("=\"").unwrap();
+                    (k.to_string(), v.trim_end_matches('"').to_string())
+                })
+                .collect();
+            (name.to_string(), labels, value.parse().unwrap())
+        })
+        .collect()
+}
+
 /// The first column of every row of a query, as text.
 pub fn texts(c: &mut Client, sql: &str) -> Vec<String> {
     c.query(sql, &[]).unwrap_or_else(|e| panic!("{sql}: {e}")).iter().map(|r| r.get(0)).collect()

@@ -2,40 +2,13 @@
 //! on loopback against a test cluster with the repository's query file,
 //! serves the upkeep metrics with the values upkeep.prometheus() gives.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use upkeep_cluster_tests::{wait_for, Cluster};
+use upkeep_cluster_tests::{samples as parse, wait_for, Cluster};
 
 const EXPORTER: &str = "/usr/bin/prometheus-postgres-exporter";
-
-/// One sample: name, labels, value.
-type Sample = (String, BTreeMap<String, String>, f64);
-
-/// The samples of an exposition text whose names start with `upkeep_`.
-fn parse(text: &str) -> Vec<Sample> {
-    text.lines()
-        .filter(|l| l.starts_with("upkeep_"))
-        .map(|l| {
-            let (series, value) = l.rsplit_once(' ').unwrap();
-            let (name, labels) = match series.split_once('{') {
-                Some((n, rest)) => (n, rest.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            let labels = labels
-                .split("\",")
-                .filter(|p| !p.is_empty())
-                .map(|p| {
-                    let (k, v) = p.split_once("=\"").unwrap();
-                    (k.to_string(), v.trim_end_matches('"').to_string())
-                })
-                .collect();
-            (name.to_string(), labels, value.parse().unwrap())
-        })
-        .collect()
-}
 
 fn scrape(port: u16) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
