@@ -15,9 +15,6 @@ use upkeep_core::cron::{decide, manage_matview_call, Job, Partman, Verdict};
 
 const JOBS_SQL: &str = "SELECT jobid, jobname::text, schedule, command, database, active FROM cron.job ORDER BY jobid";
 
-/// What stands in for a dry run's rolled-back steps.
-const ROLLED_BACK: &str = "pg_upkeep: dry run, rolled back";
-
 fn err(e: pgrx::spi::SpiError) -> String {
     e.to_string()
 }
@@ -105,7 +102,7 @@ fn read(client: &SpiClient<'_>) -> Result<(String, Vec<Job>, Partman), String> {
 /// Registers the views' policies (only_when_changed on), then unschedules
 /// the job: all of it, or (an error, or a dry run) none of it.
 fn take_over(job: &Job, every: &str, views: &[(String, bool)], dry_run: bool) -> Result<(), String> {
-    let outcome = crate::executor::isolated(|| {
+    crate::executor::rehearsed(dry_run, || {
         let every = Spi::get_one_with_args::<Interval>("SELECT $1::interval", &[every.into()])
             .map_err(err)?
             .ok_or("an empty interval")?;
@@ -131,16 +128,8 @@ fn take_over(job: &Job, every: &str, views: &[(String, bool)], dry_run: bool) ->
                 crate::matviews::register(Some(RegClass(oid)), Some(every), Some(*concurrently), Some(true));
             }
         }
-        unschedule(job)?;
-        if dry_run {
-            return Err(ROLLED_BACK.to_string());
-        }
-        Ok(())
-    });
-    match outcome {
-        Err(e) if dry_run && e == ROLLED_BACK => Ok(()),
-        other => other,
-    }
+        unschedule(job)
+    })
 }
 
 fn unschedule(job: &Job) -> Result<(), String> {
@@ -202,20 +191,14 @@ fn adopt_pg_cron(
                             Err(e) => (Some(calls), "not adopted", e),
                         }
                     }
-                    Verdict::Unschedule => {
-                        let outcome = if dry_run { Ok(()) } else { crate::executor::isolated(|| unschedule(job)) };
-                        match outcome {
-                            Ok(()) => (
-                                Some(
-                                    "pg_upkeep's partition maintenance (the workers, or upkeep.run_maintenance())"
-                                        .into(),
-                                ),
-                                done,
-                                "pg_upkeep maintains every parent it ran for; the job is unscheduled".to_string(),
-                            ),
-                            Err(e) => (None, "not adopted", e),
-                        }
-                    }
+                    Verdict::Unschedule => match crate::executor::rehearsed(dry_run, || unschedule(job)) {
+                        Ok(()) => (
+                            Some("pg_upkeep's partition maintenance (the workers, or upkeep.run_maintenance())".into()),
+                            done,
+                            "pg_upkeep maintains every parent it ran for; the job is unscheduled".to_string(),
+                        ),
+                        Err(e) => (None, "not adopted", e),
+                    },
                 };
                 (name, was, instead, status.to_string(), detail)
             })

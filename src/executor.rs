@@ -65,6 +65,24 @@ pub fn isolated<R>(f: impl FnOnce() -> Result<R, String>) -> Result<R, String> {
     in_subtransaction(f).map_err(|e| e.message)
 }
 
+/// Runs `f` on its own (see `isolated`); in a dry run, what it did is
+/// rolled back even when it succeeds, so that a dry run meets every check
+/// a real one would and changes nothing.
+pub fn rehearsed(dry_run: bool, f: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+    const DRY_RUN: &str = "pg_upkeep: a dry run, rolled back";
+    let outcome = isolated(|| {
+        f()?;
+        if dry_run {
+            return Err(DRY_RUN.to_string());
+        }
+        Ok(())
+    });
+    match outcome {
+        Err(e) if dry_run && e == DRY_RUN => Ok(()),
+        other => other,
+    }
+}
+
 /// Runs `f` in an internal subtransaction, the way PL/pgSQL runs a block
 /// with an EXCEPTION clause: an error rolls back only what `f` did.
 fn in_subtransaction<R>(f: impl FnOnce() -> Result<R, String>) -> Result<R, Failure> {

@@ -278,11 +278,11 @@ fn newest(client: &SpiClient<'_>, f: &Found) -> Result<Option<Bound>, String> {
 }
 
 /// Registers the policy and turns pg_partman's maintenance of the parent
-/// off, both or neither.
-fn adopt(schema: &str, f: &Found, r: &Registration, register: bool) -> Result<(), String> {
+/// off, both or neither; a dry run takes both steps and rolls them back.
+fn adopt(schema: &str, f: &Found, r: &Registration, register: bool, dry_run: bool) -> Result<(), String> {
     let name = f.parent.name.clone().unwrap_or_default();
     let oid = f.oid.unwrap_or(pg_sys::InvalidOid);
-    crate::executor::isolated(|| {
+    crate::executor::rehearsed(dry_run, || {
         if register {
             let granularity = r.granularity.to_string();
             let retention = r.retention.map(|s| Interval::new(s.months, s.days, s.micros)).transpose();
@@ -312,7 +312,8 @@ fn adopt(schema: &str, f: &Found, r: &Registration, register: bool) -> Result<()
 
 /// One row per pg_partman parent: what pg_partman had, what pg_upkeep does
 /// instead, and whether it was adopted (or, in a dry run, would be) or why
-/// not. A dry run (the default) changes nothing.
+/// not. A dry run (the default) takes the same steps, so it meets the same
+/// checks, and rolls them back.
 #[pg_extern(volatile)]
 #[search_path(pg_catalog, pg_temp)]
 fn adopt_pg_partman(
@@ -344,18 +345,18 @@ fn adopt_pg_partman(
                 let was = describe(&f.parent);
                 let (registration, status, detail) = match decide(&f.parent, now) {
                     Verdict::Refuse { registration, reasons } => (registration, "not adopted", reasons.join("; ")),
-                    Verdict::Adopt { registration, notes } | Verdict::Already { registration, notes } if dry_run => {
-                        let status = if f.parent.existing.is_some() { "already adopted" } else { "would adopt" };
-                        (Some(registration), status, notes.join("; "))
+                    Verdict::Adopt { registration, notes } => match adopt(&schema, f, &registration, true, dry_run) {
+                        Ok(()) => {
+                            (Some(registration), if dry_run { "would adopt" } else { "adopted" }, notes.join("; "))
+                        }
+                        Err(e) => (Some(registration), "not adopted", e),
+                    },
+                    Verdict::Already { registration, notes } => {
+                        match adopt(&schema, f, &registration, false, dry_run) {
+                            Ok(()) => (Some(registration), "already adopted", notes.join("; ")),
+                            Err(e) => (Some(registration), "not adopted", e),
+                        }
                     }
-                    Verdict::Adopt { registration, notes } => match adopt(&schema, f, &registration, true) {
-                        Ok(()) => (Some(registration), "adopted", notes.join("; ")),
-                        Err(e) => (Some(registration), "not adopted", e),
-                    },
-                    Verdict::Already { registration, notes } => match adopt(&schema, f, &registration, false) {
-                        Ok(()) => (Some(registration), "already adopted", notes.join("; ")),
-                        Err(e) => (Some(registration), "not adopted", e),
-                    },
                 };
                 (parent.clone(), was, registration.map(|r| r.call(&parent)), status.to_string(), detail)
             })

@@ -49,6 +49,12 @@ UPDATE partman.part_config SET infinite_time_partitions = true WHERE parent_tabl
 -- No rows and infinite_time_partitions off: pg_partman makes nothing more.
 CREATE TABLE quiet (t timestamptz NOT NULL) PARTITION BY RANGE (t);
 SELECT partman.create_parent('public.quiet', 't', 'native', 'monthly', p_premake => 2);
+-- Retention into a schema that does not exist: what the registration's
+-- own checks refuse, in the dry run too.
+CREATE TABLE lost (d date NOT NULL) PARTITION BY RANGE (d);
+SELECT partman.create_parent('public.lost', 'd', 'native', 'monthly', p_premake => 2);
+UPDATE partman.part_config SET retention = '100 years', retention_schema = 'nowhere', infinite_time_partitions = true
+ WHERE parent_table = 'public.lost';
 -- Partitioned by id.
 CREATE TABLE orders (id bigint NOT NULL) PARTITION BY RANGE (id);
 SELECT partman.create_parent('public.orders', 'id', 'native', '1000', p_premake => 2);
@@ -109,6 +115,8 @@ fn pg_partman_parents_are_adopted_and_maintained_as_pg_partman_would() {
         assert_eq!(status(&dry, p), "would adopt", "{p}: {dry:?}");
     }
     assert_eq!(status(&dry, "quiet"), "not adopted");
+    let lost = dry.iter().find(|r| r.0 == "public.lost").unwrap();
+    assert!(lost.1 == "not adopted" && lost.2.contains("nowhere"), "the registration's check, rolled back: {lost:?}");
     assert_eq!(status(&dry, "orders"), "not adopted");
     assert_eq!(a.query_one(config, &[]).unwrap().get::<_, String>(0), before);
     assert_eq!(count(&mut a, "SELECT count(*) FROM upkeep.partition_policies"), 0);
