@@ -22,18 +22,7 @@ fn err(e: pgrx::spi::SpiError) -> String {
 /// pg_partman here: its parents, and whether each is still maintained by
 /// it or adopted by pg_upkeep.
 fn partman(client: &SpiClient<'_>) -> Result<Partman, String> {
-    let schema = client
-        .select(
-            "SELECT n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace \
-              WHERE e.extname = 'pg_partman'",
-            None,
-            &[],
-        )
-        .map_err(err)?
-        .first()
-        .get::<String>(1)
-        .map_err(err)?;
-    let Some(schema) = schema else { return Ok(Partman::default()) };
+    let Some((schema, ..)) = crate::partman::installed(client)? else { return Ok(Partman::default()) };
     let sql = format!(
         "SELECT cfg.parent_table, cfg.automatic_maintenance = 'on', \
                 EXISTS (SELECT 1 FROM upkeep.partition_policies p WHERE p.parent::oid = {}) \

@@ -111,9 +111,10 @@ struct Found {
     default: Option<QualifiedName>,
 }
 
-/// pg_partman's schema, and the facts of every parent it configures.
-fn read(client: &SpiClient<'_>) -> Result<(String, Vec<Found>), String> {
-    let found = statements::select(client, EXTENSION_SQL, &[], &[], |rows| {
+/// pg_partman in this database: its schema, its version, and whether
+/// pg_jobmon is installed too; None without pg_partman.
+pub fn installed(client: &SpiClient<'_>) -> Result<Option<(String, String, bool)>, String> {
+    statements::select(client, EXTENSION_SQL, &[], &[], |rows| {
         if rows.is_empty() {
             return Ok(None);
         }
@@ -123,8 +124,12 @@ fn read(client: &SpiClient<'_>) -> Result<(String, Vec<Found>), String> {
             row.get::<String>(2).map_err(err)?.unwrap_or_default(),
             row.get::<bool>(3).map_err(err)?.unwrap_or(false),
         )))
-    })?;
-    let Some((schema, version, jobmon_installed)) = found else {
+    })
+}
+
+/// pg_partman's schema, and the facts of every parent it configures.
+fn read(client: &SpiClient<'_>) -> Result<(String, Vec<Found>), String> {
+    let Some((schema, version, jobmon_installed)) = installed(client)? else {
         bad_input(
             PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
             "pg_partman is not installed in this database",
