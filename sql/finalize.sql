@@ -492,8 +492,6 @@ COMMENT ON FUNCTION upkeep.refresh_matviews(regclass, boolean) IS
   'Refreshes the managed views that are due (or one, now), in dependency order, in the caller''s transaction; one row per view: refreshed, or skipped and why. force => true refreshes even when nothing changed.';
 COMMENT ON FUNCTION upkeep.command_id() IS
   'Internal: the current command of this transaction (change tracking tells the changes a transaction makes after its own refresh by it).';
-COMMENT ON FUNCTION upkeep.tree_mentions(text, text[]) IS
-  'Internal: whether a stored node tree holds any of the strings (a view''s rule searched for clock expressions and calls of clock functions).';
 COMMENT ON FUNCTION upkeep.matview_report() IS
   'The rows of the view upkeep.matview_status, without run history.';
 

@@ -358,61 +358,15 @@ CREATE TRIGGER upkeep_wake_workers AFTER INSERT OR UPDATE ON upkeep.reindex_poli
 COMMENT ON FUNCTION upkeep.wake_workers() IS
   'Trigger function of upkeep_wake_workers on the policy tables: when the transaction that registered or changed a policy commits, the launcher starts a scheduler for this database within upkeep.naptime.';
 
--- A view's rule is searched for clock expressions by a substring search
--- (a regular expression took a fifth of a refresh decision at 500 views).
-CREATE FUNCTION upkeep."tree_mentions"("tree" TEXT, "needles" TEXT[]) RETURNS bool
-IMMUTABLE STRICT PARALLEL SAFE
-LANGUAGE c
-AS 'MODULE_PATHNAME', 'tree_mentions_wrapper';
-COMMENT ON FUNCTION upkeep.tree_mentions(text, text[]) IS
-  'Internal: whether a stored node tree holds any of the strings (a view''s rule searched for clock expressions and calls of clock functions).';
-
--- What a view reads is walked for its own job when one view is refreshed
--- (the walk of every managed view cost each refresh as much as deciding).
+-- What views read is walked by the library itself (a recursive query
+-- over the catalogs took most of a refresh decision at 500 views).
 DROP FUNCTION upkeep.matview_reads();
--- Every relation each managed view reads: through plain views (their
--- rules), partitions and inheritance children, but not into other
--- materialized views (their stored rows are what is read). The view
--- itself is listed too. Of one job's view, or of every managed view.
-CREATE FUNCTION upkeep.matview_reads(job bigint DEFAULT NULL)
-RETURNS TABLE (job_id bigint, relid oid)
-LANGUAGE sql STABLE ROWS 100
--- Not inlined (the SET sees to that): the planner cannot estimate a
--- recursive walk of the catalogs, and a wild guess made queries reading it
--- costly enough to be JIT-compiled, which took 40 times the query itself.
--- Its own search_path, whoever calls it.
-SET jit = off SET search_path = pg_catalog, pg_temp
-AS $$
-  WITH RECURSIVE reads(job_id, relid) AS (
-    SELECT p.job_id, p.matview::oid FROM upkeep.matview_policies p
-     WHERE job IS NULL OR p.job_id = job
-    UNION
-    SELECT r.job_id, x.relid
-      FROM reads r
-      CROSS JOIN LATERAL (
-        SELECT d.refobjid AS relid
-          FROM pg_catalog.pg_class v
-          JOIN pg_catalog.pg_rewrite w ON w.ev_class = v.oid
-          JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass
-           AND d.objid = w.oid AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
-           AND d.refobjid <> v.oid
-         WHERE v.oid = r.relid
-           AND (v.relkind = 'v' OR EXISTS (SELECT 1 FROM upkeep.matview_policies m
-                                             WHERE m.job_id = r.job_id AND m.matview::oid = v.oid))
-        UNION ALL
-        SELECT i.inhrelid FROM pg_catalog.pg_inherits i WHERE i.inhparent = r.relid
-      ) x
-  )
-  SELECT job_id, relid FROM reads
-$$;
-COMMENT ON FUNCTION upkeep.matview_reads(bigint) IS
-  'Internal: every relation each managed materialized view (or the view of one job) reads, through plain views, partitions and inheritance children (the view itself included).';
 
--- Whether a managed view reads the relation (or is it): the walk of
--- matview_reads() taken backwards, from the relation up through the
--- views whose rules name it (on through plain views, not through other
--- materialized views) and its inheritance parents, stopping at the first
--- managed view. A refresh of a materialized view, and the pruning of
+-- Whether a managed view reads the relation (or is it): the walk of what
+-- a view reads (the library's, in matviews/reads.rs) taken backwards,
+-- from the relation up through the views whose rules name it (on through
+-- plain views, not through other materialized views) and its inheritance
+-- parents, stopping at the first managed view. A refresh of a materialized view, and the pruning of
 -- change records, check their relations this way instead of walking
 -- every managed view's reads.
 CREATE FUNCTION upkeep.read_by_managed_view(rel oid) RETURNS boolean

@@ -88,8 +88,12 @@ pub fn record_job_runs(jobs: &[i64], outcomes: &[Outcome]) {
     let mut seconds = Vec::new();
     let mut failed = Vec::new();
     let mut retry_in = Vec::new();
+    let mut by_job: BTreeMap<i64, Vec<&Outcome>> = BTreeMap::new();
+    for o in outcomes {
+        by_job.entry(o.job_id).or_default().push(o);
+    }
     for &job in jobs {
-        let mine: Vec<&Outcome> = outcomes.iter().filter(|o| o.job_id == job).collect();
+        let mine = by_job.remove(&job).unwrap_or_default();
         let worst = mine.iter().find(|o| !matches!(o.status, Status::Ok | Status::Skipped));
         let n = if worst.is_some() { failures.get(&job).copied().unwrap_or(0) + 1 } else { 0 };
         status.push(worst.map_or(Status::Ok, |o| o.status).to_string());

@@ -1,43 +1,37 @@
 //! The catalog reads of materialized view maintenance: every policy with
 //! its view, what the view reads (through plain views and partitions), how
 //! those relations are tracked and whether they changed since the view's
-//! last refresh, in one statement whatever the number of views (what each
-//! view reads is grouped by view once and joined, not scanned per view).
-//! What makes a view's rows change without any table changing (functions
-//! that may read other tables, the clock in its definition) is listed as a
-//! reason to be unsure: such a view is refreshed whenever it is due. Only
-//! a view whose stored rule has a clock expression (CURRENT_DATE and the
-//! like) or calls one of the clock functions is deparsed to name it:
-//! deparsing every view took half of a decision at 500 views. (Calls of
-//! built-in functions leave no trace in pg_depend, so the rule's stored
-//! node tree is searched for them (`tree_mentions`: a regular expression
-//! took a fifth of a decision at 500 views); only the view's own rule,
-//! read by its index: a plan that searched every rule in the database per
-//! view took 18 ms a view.)
+//! last refresh. The walk of what views read is the library's own
+//! (`reads`); one statement reads the policies, their state and the
+//! changes, in the snapshot a refresh records. What makes a view's rows
+//! change without any table changing (functions that may read other
+//! tables, the clock in its definition) is listed as a reason to be
+//! unsure: such a view is refreshed whenever it is due. Only a view whose
+//! stored rule has a clock expression (CURRENT_DATE and the like) or calls
+//! one of the clock functions is deparsed to name it: deparsing every view
+//! took half of a decision at 500 views.
 
-use super::plan::{Untracked, ViewFacts};
+use super::plan::ViewFacts;
+use super::reads::{ViewReads, Walk};
 use crate::errors::Found;
 use crate::sql::QualifiedName;
 use crate::statements::{self, param};
 use pgrx::pg_sys::BuiltinOid;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
+use std::collections::{BTreeSet, HashMap};
+use upkeep_core::matviews::changes::{Change, Refresh};
+use upkeep_core::matviews::reads::{compare, summarize};
 
-const VIEWS_TEMPLATE: &str = "\
-WITH reads AS MATERIALIZED ({reads}), \
-reads_by_job AS (SELECT job_id, array_agg(relid) AS relids FROM reads GROUP BY job_id), \
-upstream AS (SELECT rb.job_id, array_agg(u.job_id ORDER BY u.job_id) AS jobs \
-               FROM reads_by_job rb CROSS JOIN LATERAL unnest(rb.relids) AS r(relid) \
-               JOIN upkeep.matview_policies u ON u.matview::oid = r.relid \
-              WHERE u.job_id <> rb.job_id GROUP BY rb.job_id), \
-refresh_tracking AS (SELECT coalesce((SELECT e.xmin::text || e.evtenabled::text FROM pg_event_trigger e \
-                                       WHERE e.evtname = 'upkeep_track_refreshes'), '-') AS seen), \
-unneeded AS (SELECT array_agg(x.schema ORDER BY x.schema, x.name) AS schemas, \
-                    array_agg(x.name ORDER BY x.schema, x.name) AS names, \
-                    array_agg(x.owner ORDER BY x.schema, x.name) AS owners \
-               FROM ({unneeded}) x WHERE $1::int8 IS NULL) \
+/// Every policy (or one's) with its view, state and changes. The snapshot
+/// is taken here, before the walk reads the catalogs.
+static POLICIES_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "\
 SELECT p.job_id, pg_current_snapshot()::text AS snapshot, pg_current_xact_id_if_assigned()::text AS xid, \
-       upkeep.command_id() AS cid, c.oid IS NOT NULL AND c.relkind = 'm' AS exists, \
+       upkeep.command_id() AS cid, coalesce(pg_has_role(c.relowner, 'USAGE'), {may_manage_database}) AS mine, \
+       p.matview::oid AS relid, c.relowner AS owner_id, \
+       c.oid IS NOT NULL AND c.relkind = 'm' AS exists, \
        coalesce(n.nspname::text, '') AS schema, coalesce(c.relname::text, p.matview::oid::text) AS name, \
        coalesce(pg_get_userbyid(c.relowner)::text, '') AS owner, coalesce(c.relispopulated, false) AS populated, \
        p.concurrent AS concurrently, p.only_when_changed, p.enabled, \
@@ -45,137 +39,43 @@ SELECT p.job_id, pg_current_snapshot()::text AS snapshot, pg_current_xact_id_if_
        EXISTS (SELECT 1 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam \
                 WHERE i.indrelid = c.oid AND i.indisunique AND i.indimmediate AND i.indisvalid \
                   AND am.amname = 'btree' AND i.indpred IS NULL AND NOT (0 = ANY (i.indkey::int2[]))) AS unique_key, \
-       coalesce(up.jobs, '{}') AS upstream, \
-       coalesce(b.bases, '{}') AS bases, \
-       md5(coalesce(b.seen, '') || (SELECT seen FROM refresh_tracking)) AS fingerprint, \
-       coalesce(b.unsure, '{}') || coalesce(f.unsure, '{}') || coalesce(t.unsure, '{}') AS unsure, \
-       coalesce(b.untracked_schema, '{}') AS untracked_schema, coalesce(b.untracked_name, '{}') AS untracked_name, \
-       coalesce(b.untracked_allowed, '{}') AS untracked_allowed, \
-       s.job_id IS NOT NULL AS refreshed, \
-       coalesce((SELECT array_agg(DISTINCT ch.relid::regclass::text) FROM upkeep.changes ch \
-                  WHERE ch.relid = ANY (s.bases) AND NOT upkeep.seen(ch, s)), '{}') AS changed, \
-       s.fingerprint IS DISTINCT FROM md5(coalesce(b.seen, '') || (SELECT seen FROM refresh_tracking)) \
-         OR s.bases IS DISTINCT FROM coalesce(b.bases, '{}') AS moved, \
-       un.schemas AS unneeded_schema, un.names AS unneeded_name, un.owners AS unneeded_owner \
+       s.job_id IS NOT NULL AS refreshed, s.bases AS refreshed_bases, s.fingerprint AS refreshed_fingerprint, \
+       s.snapshot::text AS refreshed_snapshot, s.xid::text AS refreshed_xid, s.cid AS refreshed_cid, \
+       (SELECT coalesce((SELECT e.xmin::text || e.evtenabled::text FROM pg_event_trigger e \
+                          WHERE e.evtname = 'upkeep_track_refreshes'), '-')) AS refresh_tracking \
   FROM upkeep.matview_policies p \
-  CROSS JOIN unneeded un \
   LEFT JOIN pg_class c ON c.oid = p.matview \
   LEFT JOIN pg_namespace n ON n.oid = c.relnamespace \
   LEFT JOIN upkeep.job_state j ON j.job_id = p.job_id \
   LEFT JOIN upkeep.matview_state s ON s.job_id = p.job_id \
-  LEFT JOIN reads_by_job rb ON rb.job_id = p.job_id \
-  LEFT JOIN upstream up ON up.job_id = p.job_id \
-  LEFT JOIN LATERAL ( \
-    SELECT array_agg(r.relid ORDER BY r.relid) FILTER (WHERE rc.relkind IN ('r', 'p', 'm')) AS bases, \
-           string_agg(r.relid::text || rc.relkind::text || coalesce(tg.xmin::text || tg.tgenabled::text, '-'), ',' \
-                      ORDER BY r.relid) AS seen, \
-           array_agg(CASE \
-             WHEN rc.relkind = 'f' THEN format('reads foreign table %s, whose changes cannot be seen', r.relid::regclass) \
-             WHEN rc.relkind NOT IN ('r', 'p', 'm', 'v') THEN format('reads %s, which is not a table', r.relid::regclass) \
-             WHEN rc.relkind IN ('r', 'p') AND tg.oid IS NULL THEN format('changes to %s are not tracked yet', r.relid::regclass) \
-             WHEN tg.tgenabled = 'D' THEN format('the trigger tracking changes to %s is disabled', r.relid::regclass) \
-             WHEN rc.relkind = 'm' AND (SELECT seen FROM refresh_tracking) NOT LIKE '%O' AND (SELECT seen FROM refresh_tracking) NOT LIKE '%A' \
-               THEN format('refreshes of %s cannot be seen: event trigger upkeep_track_refreshes is missing or disabled', r.relid::regclass) \
-             WHEN EXISTS (SELECT 1 FROM pg_subscription_rel sr WHERE sr.srrelid = r.relid) \
-               THEN format('%s is written by logical replication, whose changes are not all seen', r.relid::regclass) \
-           END ORDER BY r.relid) FILTER (WHERE rc.relkind <> 'v') AS unsure, \
-           array_agg(rn.nspname::text ORDER BY r.relid) FILTER (WHERE rc.relkind IN ('r', 'p') AND tg.oid IS NULL) AS untracked_schema, \
-           array_agg(rc.relname::text ORDER BY r.relid) FILTER (WHERE rc.relkind IN ('r', 'p') AND tg.oid IS NULL) AS untracked_name, \
-           array_agg(has_table_privilege(c.relowner, r.relid, 'TRIGGER') ORDER BY r.relid) \
-             FILTER (WHERE rc.relkind IN ('r', 'p') AND tg.oid IS NULL) AS untracked_allowed \
-      FROM unnest(rb.relids) AS r(relid) \
-      JOIN pg_class rc ON rc.oid = r.relid \
-      JOIN pg_namespace rn ON rn.oid = rc.relnamespace \
-      LEFT JOIN pg_trigger tg ON tg.tgrelid = r.relid AND tg.tgname = 'upkeep_track_changes' \
-     WHERE r.relid <> p.matview::oid \
-  ) b ON true \
-  LEFT JOIN LATERAL ( \
-    SELECT array_agg(DISTINCT format('calls %s, which may read tables whose changes cannot be seen', d.refobjid::regprocedure)) AS unsure \
-      FROM unnest(rb.relids) AS r(relid) \
-      JOIN pg_class v ON v.oid = r.relid AND (v.relkind = 'v' OR v.oid = p.matview::oid) \
-      JOIN pg_rewrite w ON w.ev_class = v.oid \
-      JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = w.oid AND d.refclassid = 'pg_proc'::regclass \
-      JOIN pg_proc fn ON fn.oid = d.refobjid \
-     WHERE fn.provolatile <> 'i' \
-  ) f ON true \
-  LEFT JOIN LATERAL ( \
-    SELECT array_agg(DISTINCT format('%s uses %s, whose result changes without any table changing', \
-                                     v.oid::regclass, lower(m[1]))) AS unsure \
-      FROM unnest(rb.relids) AS r(relid) \
-      JOIN pg_class v ON v.oid = r.relid AND (v.relkind = 'v' OR v.oid = p.matview::oid) \
-     CROSS JOIN LATERAL (SELECT w.ev_action FROM pg_rewrite w WHERE w.ev_class = v.oid OFFSET 0) w \
-     CROSS JOIN LATERAL regexp_matches(pg_get_viewdef(v.oid), \
-       '\\m(now|current_date|current_timestamp|current_time|localtimestamp|localtime|clock_timestamp|statement_timestamp|transaction_timestamp|timeofday|random|nextval)\\M', 'gi') m \
-     WHERE {mentions_clock} \
-  ) t ON true \
- WHERE ($1::int8 IS NULL OR p.job_id = $1) AND {may_manage} \
- ORDER BY p.job_id";
-/// Scoped to the jobs the caller may manage.
-/// Tracking no view needs any more comes with every row when all jobs are
-/// read (the walk of what the views read is the costliest part of both).
-fn views_sql(reads: &str, mentions_clock: &str) -> String {
-    VIEWS_TEMPLATE
-        .replace("{reads}", reads)
-        .replace("{mentions_clock}", mentions_clock)
-        .replace("{may_manage}", &crate::ownership::may_manage_sql("p.matview"))
-        .replace("{unneeded}", &unneeded_sql("reads"))
-}
-
-/// The clock functions' calls as a rule's node tree writes them.
-const CLOCK_CALLS: &str = "SELECT ':funcid ' || f.oid || ' ' FROM pg_proc f \
-                            WHERE f.pronamespace = 'pg_catalog'::regnamespace \
-                              AND f.proname IN ('now', 'clock_timestamp', 'statement_timestamp', \
-                                                'transaction_timestamp', 'timeofday', 'random', 'nextval')";
-
-static VIEWS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    views_sql(
-        "SELECT job_id, relid FROM upkeep.matview_reads($1)",
-        &format!("upkeep.tree_mentions(w.ev_action::text, ARRAY['{{SQLVALUEFUNCTION '] || ARRAY({CLOCK_CALLS}))"),
+ WHERE $1::int8 IS NULL OR p.job_id = $1 \
+ ORDER BY p.job_id",
+        may_manage_database = crate::ownership::MAY_MANAGE_DATABASE_SQL
     )
 });
 
-/// The same read with the SQL objects of 0.3.0 (after a package upgrade,
-/// before ALTER EXTENSION UPDATE): every view's reads walked, and the
-/// rules searched by a regular expression.
-static VIEWS_SQL_BEFORE_UPDATE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    views_sql(
-        "SELECT job_id, relid FROM upkeep.matview_reads() WHERE $1::int8 IS NULL OR job_id = $1",
-        &format!(
-            "w.ev_action::text ~ ('\\{{SQLVALUEFUNCTION |(' \
-                                  || (SELECT string_agg(rtrim(c), '|') FROM ({CLOCK_CALLS}) x(c)) || ') ')"
-        ),
-    )
-});
+/// The change records, read once for all views.
+const CHANGES_SQL: &str = "SELECT relid, xid::text, cid FROM upkeep.changes";
 
-/// Whether a stored node tree (a rule's `ev_action`) holds any of the
-/// strings: the clock expressions and calls of clock functions a view's
-/// facts look for, by a fast substring search per string.
-#[pg_extern(immutable, strict, parallel_safe)]
-fn tree_mentions(tree: &str, needles: Vec<Option<String>>) -> bool {
-    needles.iter().flatten().any(|n| tree.contains(n.as_str()))
-}
+/// The clock functions, whose calls in a view's query make its rows
+/// change without any table changing.
+const CLOCK_FUNCTIONS_SQL: &str = "SELECT coalesce(array_agg(f.oid::int8), '{}') FROM pg_proc f \
+                                    WHERE f.pronamespace = 'pg_catalog'::regnamespace \
+                                      AND f.proname IN ('now', 'clock_timestamp', 'statement_timestamp', \
+                                                        'transaction_timestamp', 'timeofday', 'random', 'nextval')";
 
-/// Whether there is any policy, and the SQL objects are this version's.
-const ANY_POLICY_SQL: &str = "SELECT to_regprocedure('upkeep.tree_mentions(text, text[])') IS NOT NULL \
-                                FROM upkeep.matview_policies LIMIT 1";
+/// The clock a view's definition names, as it names it.
+const CLOCK_WORDS_SQL: &str = "\
+SELECT coalesce(array_agg(DISTINCT lower(m[1])), '{}') \
+  FROM regexp_matches(pg_get_viewdef($1), \
+       '\\m(now|current_date|current_timestamp|current_time|localtimestamp|localtime|clock_timestamp|statement_timestamp|transaction_timestamp|timeofday|random|nextval)\\M', 'gi') m";
 
-/// Tables pg_upkeep tracks that no view refreshed only when changed reads
-/// any more, (schema, name, owner), given what every view reads
-/// (`matview_reads()` or its rows): all policies count, not only those the
-/// caller may manage.
-fn unneeded_sql(reads: &str) -> String {
-    format!(
-        "\
-SELECT n.nspname::text AS schema, c.relname::text AS name, pg_get_userbyid(c.relowner)::text AS owner \
+/// The tables pg_upkeep tracks: (OID, schema, name, owner).
+const TRACKED_SQL: &str = "\
+SELECT tg.tgrelid, n.nspname::text, c.relname::text, pg_get_userbyid(c.relowner)::text \
   FROM pg_trigger tg JOIN pg_class c ON c.oid = tg.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
  WHERE tg.tgname = 'upkeep_track_changes' AND tg.tgfoid = 'upkeep.track_changes'::regproc \
-   AND NOT EXISTS (SELECT 1 FROM {reads} r JOIN upkeep.matview_policies p ON p.job_id = r.job_id \
-                    WHERE r.relid = tg.tgrelid AND p.only_when_changed AND p.enabled)"
-    )
-}
-
-static UNNEEDED_SQL: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| format!("{} ORDER BY 1, 2", unneeded_sql("upkeep.matview_reads()")));
+ ORDER BY 2, 3";
 
 fn err(e: pgrx::spi::SpiError) -> String {
     e.to_string()
@@ -184,112 +84,249 @@ fn err(e: pgrx::spi::SpiError) -> String {
 /// Tracked tables no view needs: (table, owner).
 type Unneeded = Vec<(QualifiedName, String)>;
 
-/// Every policy (or one) with its view's facts, read in one snapshot,
-/// which they carry.
+/// Every policy (or one) the caller may manage, with its view's facts,
+/// read in one snapshot, which they carry.
 pub fn load(client: &SpiClient<'_>, job: Option<i64>) -> Result<Vec<ViewFacts>, String> {
-    Ok(read(client, job)?.0)
+    let policies = policies(client, job)?;
+    let mut reading = Reading::new(client, &policies)?;
+    policies.into_iter().filter(|p| p.mine).map(|p| reading.view_facts(p)).collect()
 }
 
-/// Every policy with its view's facts, and the tracking no view needs any
-/// more (read with them when there are policies the caller may manage).
+/// Every policy the caller may manage with its view's facts, and the
+/// tables pg_upkeep tracks that no view refreshed only when changed reads
+/// any more (all policies count, not only the caller's).
 pub fn load_all(client: &SpiClient<'_>) -> Result<(Vec<ViewFacts>, Unneeded), String> {
-    match read(client, None)? {
-        (views, Some(unneeded)) => Ok((views, unneeded)),
-        (views, None) => Ok((views, unneeded_tracking(client)?)),
+    let policies = policies(client, None)?;
+    let mut reading = Reading::new(client, &policies)?;
+    let tracked = tracked(client)?;
+    let mut needed = BTreeSet::new();
+    let mut views = Vec::new();
+    for p in policies {
+        let counts = p.row.only_when_changed && p.row.enabled;
+        if p.mine {
+            let v = reading.view_facts(p)?;
+            if counts {
+                needed.extend(v.bases.iter().copied());
+            }
+            views.push(v);
+        } else if counts && !tracked.is_empty() {
+            needed.extend(reading.walk.view(p.relid).relations);
+        }
     }
+    let unneeded = tracked.into_iter().filter(|(relid, ..)| !needed.contains(relid)).map(|(_, t, o)| (t, o)).collect();
+    Ok((views, unneeded))
 }
 
-/// The facts of every policy (or one), with the unneeded tracking when
-/// all were read and there was at least one row.
-fn read(client: &SpiClient<'_>, job: Option<i64>) -> Result<(Vec<ViewFacts>, Option<Unneeded>), String> {
+/// One policy as the statement reads it: its view's facts but for what
+/// the view reads.
+struct Policy {
+    row: ViewFacts,
+    mine: bool,
+    relid: u32,
+    owner: pg_sys::Oid,
+    refreshed: Option<Refreshed>,
+    refresh_tracking: String,
+}
+
+/// What the view's last refresh by pg_upkeep recorded.
+struct Refreshed {
+    /// None for a snapshot that does not parse (every change counts).
+    seen: Option<Refresh>,
+    bases: Vec<u32>,
+    fingerprint: String,
+}
+
+/// The policies (all, or one job's), read first: their snapshot is the
+/// one a refresh records, and the walk reads the catalogs after it.
+fn policies(client: &SpiClient<'_>, job: Option<i64>) -> Result<Vec<Policy>, String> {
     let mut out = Vec::new();
-    let mut unneeded = None;
-    // Planning the read takes a few milliseconds, most of a maintenance
-    // call in a database without view policies. (Its generic plan, which
-    // would be planned once, misjudges how many policies there are.)
-    let current = statements::select(client, ANY_POLICY_SQL, &[], &[], |rows| {
-        if rows.is_empty() {
-            return Ok(None);
+    statements::select(client, POLICIES_SQL.as_str(), &[param(BuiltinOid::INT8OID)], &[job.into()], |rows| {
+        // Columns by position: looking each up by name, 20 columns of 500
+        // rows, was a tenth of a decision.
+        let mut at = HashMap::new();
+        for c in 1..=rows.columns().map_err(err)? {
+            at.insert(rows.column_name(c).map_err(err)?, c);
         }
-        rows.first().get::<bool>(1).map_err(err)
-    })?;
-    let sql = match current {
-        None => return Ok((out, unneeded)),
-        Some(true) => VIEWS_SQL.as_str(),
-        Some(false) => VIEWS_SQL_BEFORE_UPDATE.as_str(),
-    };
-    statements::select(client, sql, &[param(BuiltinOid::INT8OID)], &[job.into()], |rows| {
+        let at = |c: &str| at.get(c).copied().ok_or_else(|| format!("no column {c}"));
         for row in rows {
-            let text = |c: &str| row.get_by_name::<String, _>(c).map_err(err).map(Option::unwrap_or_default);
-            let flag = |c: &str| row.get_by_name::<bool, _>(c).map_err(err).map(Option::unwrap_or_default);
-            let texts =
-                |c: &str| row.get_by_name::<Vec<Option<String>>, _>(c).map_err(err).map(Option::unwrap_or_default);
-            let schemas = texts("untracked_schema")?;
-            let names = texts("untracked_name")?;
-            let allowed =
-                row.get_by_name::<Vec<Option<bool>>, _>("untracked_allowed").map_err(err)?.unwrap_or_default();
-            let untracked = schemas
-                .into_iter()
-                .zip(names)
-                .zip(allowed)
-                .map(|((s, n), a)| Untracked {
-                    table: QualifiedName::new(s.unwrap_or_default(), n.unwrap_or_default()),
-                    allowed: a.unwrap_or(false),
-                })
-                .collect();
-            if job.is_none() && unneeded.is_none() {
-                let owners = texts("unneeded_owner")?;
-                let tables = texts("unneeded_schema")?.into_iter().zip(texts("unneeded_name")?);
-                unneeded = Some(
-                    tables
-                        .zip(owners)
-                        .map(|((s, n), o)| {
-                            (QualifiedName::new(s.unwrap_or_default(), n.unwrap_or_default()), o.unwrap_or_default())
-                        })
-                        .collect(),
-                );
-            }
-            out.push(ViewFacts {
-                job_id: row.get_by_name::<i64, _>("job_id").map_err(err)?.unwrap_or_default(),
-                snapshot: text("snapshot")?,
-                xid: row.get_by_name::<String, _>("xid").map_err(err)?,
-                cid: row.get_by_name::<i64, _>("cid").map_err(err)?.unwrap_or_default(),
-                matview: QualifiedName::new(text("schema")?, text("name")?),
-                exists: flag("exists")?,
-                owner: text("owner")?,
-                populated: flag("populated")?,
-                concurrently: flag("concurrently")?,
-                only_when_changed: flag("only_when_changed")?,
-                enabled: flag("enabled")?,
-                scheduled: flag("scheduled")?,
-                unique_key: flag("unique_key")?,
-                upstream: row.get_by_name::<Vec<i64>, _>("upstream").map_err(err)?.unwrap_or_default(),
-                bases: row
-                    .get_by_name::<Vec<pg_sys::Oid>, _>("bases")
-                    .map_err(err)?
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(pg_sys::Oid::to_u32)
-                    .collect(),
-                fingerprint: text("fingerprint")?,
-                unsure: texts("unsure")?.into_iter().flatten().collect(),
-                untracked,
-                refreshed: flag("refreshed")?,
-                changed: texts("changed")?.into_iter().flatten().collect(),
-                moved: flag("moved")?,
+            let text = |c: &str| row.get::<String>(at(c)?).map_err(err).map(Option::unwrap_or_default);
+            let flag = |c: &str| row.get::<bool>(at(c)?).map_err(err).map(Option::unwrap_or_default);
+            let oid = |c: &str| row.get::<pg_sys::Oid>(at(c)?).map_err(err);
+            let refreshed = match row.get::<String>(at("refreshed_snapshot")?).map_err(err)? {
+                Some(snapshot) => {
+                    let xid = row.get::<String>(at("refreshed_xid")?).map_err(err)?;
+                    let cid = row.get::<i64>(at("refreshed_cid")?).map_err(err)?.unwrap_or_default();
+                    let bases = row.get::<Vec<pg_sys::Oid>>(at("refreshed_bases")?).map_err(err)?.unwrap_or_default();
+                    Some(Refreshed {
+                        seen: Refresh::parse(&snapshot, xid.as_deref(), cid),
+                        bases: bases.into_iter().map(pg_sys::Oid::to_u32).collect(),
+                        fingerprint: text("refreshed_fingerprint")?,
+                    })
+                }
+                None => None,
+            };
+            // The same moment on every row.
+            let (snapshot, xid, cid) = match out.first() {
+                Some(Policy { row: first, .. }) => (first.snapshot.clone(), first.xid.clone(), first.cid),
+                None => (
+                    text("snapshot")?,
+                    row.get::<String>(at("xid")?).map_err(err)?,
+                    row.get::<i64>(at("cid")?).map_err(err)?.unwrap_or_default(),
+                ),
+            };
+            out.push(Policy {
+                row: ViewFacts {
+                    job_id: row.get::<i64>(at("job_id")?).map_err(err)?.unwrap_or_default(),
+                    snapshot,
+                    xid,
+                    cid,
+                    matview: QualifiedName::new(text("schema")?, text("name")?),
+                    exists: flag("exists")?,
+                    owner: text("owner")?,
+                    populated: flag("populated")?,
+                    concurrently: flag("concurrently")?,
+                    only_when_changed: flag("only_when_changed")?,
+                    enabled: flag("enabled")?,
+                    scheduled: flag("scheduled")?,
+                    unique_key: flag("unique_key")?,
+                    refreshed: refreshed.is_some(),
+                    ..ViewFacts::default()
+                },
+                mine: flag("mine")?,
+                relid: oid("relid")?.map_or(0, pg_sys::Oid::to_u32),
+                owner: oid("owner_id")?.unwrap_or(pg_sys::InvalidOid),
+                refreshed,
+                refresh_tracking: text("refresh_tracking")?,
             });
         }
         Ok(())
     })?;
-    Ok((out, unneeded))
+    Ok(out)
 }
 
-/// Tables tracked for nobody: (table, owner).
-fn unneeded_tracking(client: &SpiClient<'_>) -> Result<Unneeded, String> {
-    statements::select(client, UNNEEDED_SQL.as_str(), &[], &[], |rows| {
+/// The change records by relation.
+fn changes(client: &SpiClient<'_>) -> Result<HashMap<u32, Vec<Change>>, String> {
+    statements::select(client, CHANGES_SQL, &[], &[], |rows| {
+        let mut by_relation: HashMap<u32, Vec<Change>> = HashMap::new();
+        for r in rows {
+            let relid = r.get::<pg_sys::Oid>(1).map_err(err)?.map_or(0, pg_sys::Oid::to_u32);
+            let xid = r.get::<String>(2).map_err(err)?.and_then(|x| x.parse().ok());
+            let (Some(xid), Some(cid)) = (xid, r.get::<i64>(3).map_err(err)?) else { continue };
+            by_relation.entry(relid).or_default().push(Change { relid, xid, cid });
+        }
+        Ok(by_relation)
+    })
+}
+
+/// What the facts of each policy's view are read from: a walk of the
+/// catalogs after the policies' statement, each managed view's job, and
+/// the change records.
+struct Reading<'a, 'conn> {
+    client: &'a SpiClient<'conn>,
+    walk: Walk,
+    jobs: HashMap<u32, i64>,
+    changes: HashMap<u32, Vec<Change>>,
+    /// Read when a view's rules must be searched for the clock.
+    clock_functions: Option<Vec<u32>>,
+}
+
+impl<'a, 'conn> Reading<'a, 'conn> {
+    fn new(client: &'a SpiClient<'conn>, policies: &[Policy]) -> Result<Self, String> {
+        let jobs = policies.iter().map(|p| (p.relid, p.row.job_id)).collect();
+        let changes = if policies.is_empty() { HashMap::new() } else { changes(client)? };
+        Ok(Reading { client, walk: Walk::in_current_snapshot(), jobs, changes, clock_functions: None })
+    }
+
+    /// The view and plain views it reads whose queries use the clock.
+    fn clock(&mut self, reads: &ViewReads) -> Result<Vec<u32>, String> {
+        if self.clock_functions.is_none() {
+            let oids = statements::select(self.client, CLOCK_FUNCTIONS_SQL, &[], &[], |rows| {
+                Ok(rows.first().get::<Vec<i64>>(1).map_err(err)?.unwrap_or_default())
+            })?;
+            self.clock_functions = Some(oids.into_iter().map(|o| o as u32).collect());
+        }
+        Ok(self.walk.clock(reads, self.clock_functions.as_deref().unwrap_or_default()))
+    }
+
+    /// A policy's facts with what its view reads.
+    fn view_facts(&mut self, p: Policy) -> Result<ViewFacts, String> {
+        let mut v = p.row;
+        if let Some(r) = &p.refreshed {
+            v.changed = self.changed_since(r);
+        }
+        if !v.exists {
+            return Ok(v);
+        }
+        let reads = self.walk.view(p.relid);
+        let summary = summarize(&self.walk.facts(&reads, p.owner), p.refresh_tracking.ends_with(['O', 'A']));
+        let mut clock = Vec::new();
+        let recorded = p.refreshed.as_ref().map(|r| r.fingerprint.as_str());
+        let now = compare(recorded, &summary.seen, &p.refresh_tracking, &reads.rules, || {
+            clock = self.clock(&reads)?;
+            Ok::<_, String>(!clock.is_empty())
+        })?;
+        v.moved = !now.same || p.refreshed.as_ref().is_none_or(|r| r.bases != summary.bases);
+        let mut upstream: Vec<i64> =
+            reads.relations.iter().filter_map(|r| self.jobs.get(r)).copied().filter(|&j| j != v.job_id).collect();
+        upstream.sort_unstable();
+        v.upstream = upstream;
+        v.unsure = summary.unsure;
+        v.unsure.extend(
+            reads.calls.iter().map(|f| format!("calls {f}, which may read tables whose changes cannot be seen")),
+        );
+        v.unsure.extend(self.clock_reasons(&clock)?);
+        v.untracked = summary.untracked;
+        v.bases = summary.bases;
+        v.fingerprint = now.fingerprint;
+        Ok(v)
+    }
+
+    /// The relations the refresh read that changed in transactions it did
+    /// not see, by name (by OID when dropped since).
+    fn changed_since(&mut self, r: &Refreshed) -> Vec<String> {
+        let changes = &self.changes;
+        let changed = r
+            .bases
+            .iter()
+            .filter(|b| changes.get(b).is_some_and(|cs| cs.iter().any(|c| r.seen.as_ref().is_none_or(|s| !s.saw(c)))));
+        let names: BTreeSet<String> = changed
+            .copied()
+            .collect::<Vec<u32>>()
+            .into_iter()
+            .map(|b| self.walk.name(b).map_or_else(|| b.to_string(), |n| n.to_string()))
+            .collect();
+        names.into_iter().collect()
+    }
+
+    /// "v uses now(), ..." for each view or plain view a view reads whose
+    /// query uses the clock, as its definition names it.
+    fn clock_reasons(&mut self, clock: &[u32]) -> Result<BTreeSet<String>, String> {
+        let mut reasons = BTreeSet::new();
+        for &relid in clock {
+            let Some(view) = self.walk.name(relid) else { continue };
+            let oid = pg_sys::Oid::from(relid);
+            let words = statements::select(
+                self.client,
+                CLOCK_WORDS_SQL,
+                &[param(BuiltinOid::OIDOID)],
+                &[oid.into()],
+                |rows| Ok(rows.first().get::<Vec<String>>(1).map_err(err)?.unwrap_or_default()),
+            )?;
+            reasons.extend(
+                words.into_iter().map(|w| format!("{view} uses {w}, whose result changes without any table changing")),
+            );
+        }
+        Ok(reasons)
+    }
+}
+
+/// The tracked tables: (OID, table, owner).
+fn tracked(client: &SpiClient<'_>) -> Result<Vec<(u32, QualifiedName, String)>, String> {
+    statements::select(client, TRACKED_SQL, &[], &[], |rows| {
         rows.map(|r| {
             let t = |i| r.get::<String>(i).map_err(err).map(Option::unwrap_or_default);
-            Ok((QualifiedName::new(t(1)?, t(2)?), t(3)?))
+            let relid = r.get::<pg_sys::Oid>(1).map_err(err)?.map_or(0, pg_sys::Oid::to_u32);
+            Ok((relid, QualifiedName::new(t(2)?, t(3)?), t(4)?))
         })
         .collect()
     })

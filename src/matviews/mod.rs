@@ -5,6 +5,7 @@
 
 pub mod changes;
 pub mod facts;
+pub mod reads;
 
 pub use upkeep_core::matviews::plan;
 

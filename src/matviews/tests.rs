@@ -161,6 +161,14 @@ mod tests {
         refresh("NULL, force => true");
         assert_eq!(refresh("'public.v_rate_mv'")[0].1, "skipped");
         refreshed_after("public.v_rate_mv", "INSERT INTO public.v_rates VALUES (1, 0.5)", "public.v_rates");
+        // A plain view it reads redefined, over the same table: what it
+        // reads is another query.
+        refreshed_after(
+            "public.v_rate_mv",
+            "CREATE OR REPLACE VIEW public.v_rated AS SELECT r.fund, r.rate * 2 AS rate FROM public.v_rates r",
+            "a view it reads redefined",
+        );
+        assert_eq!(one::<f64>("SELECT rate::float8 FROM public.v_rate_mv WHERE fund = 1"), 1.0);
         // A function may read any table: refreshed whenever due, and the log says why.
         let runs = refresh("'public.v_fn_mv'");
         assert_eq!(runs[0].1, "refreshed");
@@ -186,6 +194,13 @@ mod tests {
         let runs = refresh("'public.v_now_mv'");
         assert_eq!(runs[0].1, "refreshed");
         assert!(runs[0].2.contains("v_now_mv uses now, whose result changes without any table changing"), "{runs:?}");
+        // And again at the next run: what its refresh recorded does not
+        // pass for a view off the clock.
+        for view in ["public.v_now_mv", "public.v_clock_mv"] {
+            let runs = refresh(&format!("'{view}'"));
+            assert_eq!(runs[0].1, "refreshed", "{runs:?}");
+            assert!(runs[0].2.contains("whose result changes without any table changing"), "{runs:?}");
+        }
     }
 
     #[pg_test]
