@@ -50,15 +50,28 @@ pub fn add_rows_moved(job_id: i64, rows: i64) -> Result<(), String> {
 
 const FAILURES_SQL: &str = "SELECT job_id, consecutive_failures FROM upkeep.job_state WHERE job_id = ANY ($1)";
 
+/// Updates the jobs' rows, and inserts those of jobs never recorded (a
+/// concurrent first run of the same job lands in ON CONFLICT). An UPDATE
+/// costs about half of an INSERT ... ON CONFLICT DO UPDATE per row, whose
+/// speculative insertion and row lock took a sixth of a views decision at
+/// 500 views, where every view was due.
 static RECORD_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "INSERT INTO upkeep.job_state AS j (job_id, last_run, last_status, last_error, last_duration, consecutive_failures, next_run, last_success) \
-         SELECT r.job_id, now(), r.status, r.error, make_interval(secs => r.secs), r.failed, \
-                coalesce(now() + make_interval(secs => r.retry_in), now() + p.every), \
-                CASE WHEN r.status = 'ok' THEN now() END \
-           FROM unnest($1::int8[], $2::text[], $3::text[], $4::float8[], $5::int4[], $6::int8[]) \
-                AS r(job_id, status, error, secs, failed, retry_in) \
-           LEFT JOIN {POLICIES} p ON p.job_id = r.job_id \
+        "WITH r AS MATERIALIZED ( \
+           SELECT r.job_id, r.status, r.error, make_interval(secs => r.secs) AS duration, r.failed, \
+                  coalesce(now() + make_interval(secs => r.retry_in), now() + p.every) AS next_run, \
+                  CASE WHEN r.status = 'ok' THEN now() END AS success \
+             FROM unnest($1::int8[], $2::text[], $3::text[], $4::float8[], $5::int4[], $6::int8[]) \
+                  AS r(job_id, status, error, secs, failed, retry_in) \
+             LEFT JOIN {POLICIES} p ON p.job_id = r.job_id), \
+         updated AS ( \
+           UPDATE upkeep.job_state j SET last_run = now(), last_status = r.status, last_error = r.error, \
+                  last_duration = r.duration, consecutive_failures = r.failed, next_run = r.next_run, \
+                  last_success = coalesce(r.success, j.last_success) \
+             FROM r WHERE j.job_id = r.job_id RETURNING j.job_id) \
+         INSERT INTO upkeep.job_state AS j (job_id, last_run, last_status, last_error, last_duration, consecutive_failures, next_run, last_success) \
+         SELECT r.job_id, now(), r.status, r.error, r.duration, r.failed, r.next_run, r.success \
+           FROM r WHERE r.job_id NOT IN (SELECT job_id FROM updated) \
          ON CONFLICT (job_id) DO UPDATE SET last_run = EXCLUDED.last_run, last_status = EXCLUDED.last_status, \
             last_error = EXCLUDED.last_error, last_duration = EXCLUDED.last_duration, \
             consecutive_failures = EXCLUDED.consecutive_failures, next_run = EXCLUDED.next_run, \
