@@ -87,15 +87,15 @@ pub fn record_job_runs(jobs: &[i64], outcomes: &[Outcome]) {
     if jobs.is_empty() {
         return;
     }
-    let types = [param(BuiltinOid::INT8ARRAYOID)];
-    let failures: BTreeMap<i64, i32> = Spi::connect(|client| {
-        statements::select(client, FAILURES_SQL, &types, &[jobs.to_vec().into()], |rows| {
-            rows.map(|r| Ok((r.get::<i64>(1)?.unwrap_or_default(), r.get::<i32>(2)?.unwrap_or_default())))
-                .collect::<Result<_, pgrx::spi::SpiError>>()
-                .map_err(|e| e.to_string())
-        })
-    })
-    .unwrap_or_else(|e| error!("pg_upkeep could not read job states: {e}"));
+    let failed_jobs: Vec<i64> =
+        outcomes.iter().filter(|o| !matches!(o.status, Status::Ok | Status::Skipped)).map(|o| o.job_id).collect();
+    // Earlier failures count only for jobs failing again: a run where
+    // nothing failed reads none.
+    let failures: BTreeMap<i64, i32> = if failed_jobs.is_empty() {
+        BTreeMap::new()
+    } else {
+        read_failures(&failed_jobs)
+    };
     let mut status = Vec::new();
     let mut error = Vec::new();
     let mut seconds = Vec::new();
@@ -128,6 +128,19 @@ pub fn record_job_runs(jobs: &[i64], outcomes: &[Outcome]) {
     let args = [jobs.to_vec().into(), status.into(), error.into(), seconds.into(), failed.into(), retry_in.into()];
     Spi::connect_mut(|client| statements::update(client, RECORD_SQL.as_str(), &types, &args))
         .unwrap_or_else(|e| error!("pg_upkeep could not record job states: {e}"));
+}
+
+/// The consecutive failures recorded for the jobs.
+fn read_failures(jobs: &[i64]) -> BTreeMap<i64, i32> {
+    let types = [param(BuiltinOid::INT8ARRAYOID)];
+    Spi::connect(|client| {
+        statements::select(client, FAILURES_SQL, &types, &[jobs.to_vec().into()], |rows| {
+            rows.map(|r| Ok((r.get::<i64>(1)?.unwrap_or_default(), r.get::<i32>(2)?.unwrap_or_default())))
+                .collect::<Result<_, pgrx::spi::SpiError>>()
+                .map_err(|e| e.to_string())
+        })
+    })
+    .unwrap_or_else(|e| error!("pg_upkeep could not read job states: {e}"))
 }
 
 /// Forgets a removed job's state and unfinished actions (a partition a
