@@ -368,15 +368,22 @@ fn add_partitions(
 
 /// `<parent>_archive` tables (by schema and name) and the partitions
 /// pg_upkeep moved into them, numbered by the position of their name.
+/// Each partition's bounds constraint is probed by its index (LATERAL ...
+/// LIMIT 1): written as EXISTS, the planner, sure from stale statistics
+/// that few such constraints exist, turned it into a scan of all of them,
+/// every partition ever made, on every call (a fifth of creating
+/// partitions for 200 parents in one transaction, and growing with the
+/// square of them). Names are looked up in the catalog cache
+/// (`to_regclass`), not by a plan made on pg_class's statistics.
 const ARCHIVE_RELATIONS_SQL: &str = "\
 SELECT w.i, r.oid::int8, rn.nspname::text, r.relname::text \
   FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS w(s, n, i) \
-  JOIN pg_namespace an ON an.nspname = w.s \
-  JOIN pg_class a ON a.relnamespace = an.oid AND a.relname = w.n \
-  CROSS JOIN LATERAL (SELECT a.oid UNION ALL \
-                      SELECT i.inhrelid FROM pg_inherits i WHERE i.inhparent = a.oid \
-                         AND EXISTS (SELECT 1 FROM pg_constraint x \
-                                      WHERE x.conrelid = i.inhrelid AND x.conname = 'pg_upkeep_bounds')) x(oid) \
+  CROSS JOIN LATERAL (SELECT to_regclass(quote_ident(w.s) || '.' || quote_ident(w.n))::oid AS oid) a \
+  CROSS JOIN LATERAL (SELECT a.oid WHERE a.oid IS NOT NULL UNION ALL \
+                      SELECT i.inhrelid FROM pg_inherits i \
+                       CROSS JOIN LATERAL (SELECT 1 FROM pg_constraint x \
+                                            WHERE x.conrelid = i.inhrelid AND x.conname = 'pg_upkeep_bounds' LIMIT 1) b \
+                       WHERE i.inhparent = a.oid) x(oid) \
   JOIN pg_class r ON r.oid = x.oid \
   JOIN pg_namespace rn ON rn.oid = r.relnamespace";
 
@@ -396,6 +403,6 @@ pub fn taken_names(client: &SpiClient<'_>, wanted: &[QualifiedName]) -> Result<B
     })
 }
 
+/// Names looked up in the catalog cache, as in ARCHIVE_RELATIONS_SQL.
 const TAKEN_SQL: &str = "SELECT w.s, w.n FROM unnest($1::text[], $2::text[]) w(s, n) \
-                           JOIN pg_namespace ns ON ns.nspname = w.s \
-                           JOIN pg_class c ON c.relnamespace = ns.oid AND c.relname = w.n";
+                          WHERE to_regclass(quote_ident(w.s) || '.' || quote_ident(w.n)) IS NOT NULL";
