@@ -179,11 +179,7 @@ impl Walk {
                 let r = self.relation(relid)?;
                 let may_track = matches!(r.kind, b'r' | b'p')
                     && r.tracking.is_none()
-                    // SAFETY: a privilege check by OID; a missing relation
-                    // is an ERROR only for a relation dropped since its
-                    // catalog row was read, which holds no lock here.
-                    && unsafe { pg_sys::pg_class_aclcheck(relid.into(), owner, pg_sys::ACL_TRIGGER as pg_sys::AclMode) }
-                        == pg_sys::AclResult::ACLCHECK_OK;
+                    && may_create_trigger(relid, owner);
                 Some(Read {
                     relid,
                     kind: r.kind,
@@ -395,6 +391,18 @@ impl Drop for Walk {
         // SAFETY: registered in new().
         unsafe { pg_sys::UnregisterSnapshot(self.snapshot) };
     }
+}
+
+/// Whether the role may create triggers on the relation; false for a
+/// relation dropped since the walk read it (no lock is held on it), as
+/// SQL's `has_table_privilege` answers, instead of an ERROR.
+fn may_create_trigger(relid: u32, role: pg_sys::Oid) -> bool {
+    let mut missing = false;
+    // SAFETY: a privilege check by OID that reports a missing relation.
+    let result = unsafe {
+        pg_sys::pg_class_aclcheck_ext(relid.into(), role, pg_sys::ACL_TRIGGER as pg_sys::AclMode, &mut missing)
+    };
+    !missing && result == pg_sys::AclResult::ACLCHECK_OK
 }
 
 /// An oid column of a catalog row.
