@@ -9,10 +9,11 @@
 //! hit, and each relation and rule is looked up once per walk, however
 //! many views read it.
 //!
-//! The scans read the catalogs in the snapshot the caller's statements
-//! read (in REPEATABLE READ, the transaction's): a refresh records its
-//! snapshot with the tracking it saw, and tracking committed after that
-//! snapshot must not pass for seen.
+//! The scans (rules, dependencies, children, tracking triggers) read in
+//! a snapshot of the caller's transaction: in REPEATABLE READ the one a
+//! refresh records and reads, so tracking committed after it never passes
+//! for seen; in READ COMMITTED one taken after the recorded snapshot and
+//! before the refresh's own. Kinds and names come from the catalog cache.
 
 use crate::sql::QualifiedName;
 use pgrx::prelude::*;
@@ -92,7 +93,7 @@ pub struct Walk {
 }
 
 impl Walk {
-    /// A walk in the snapshot of the caller's next statement.
+    /// A walk in the snapshot the caller's next statement would read.
     pub fn in_current_snapshot() -> Walk {
         // SAFETY: registered here, unregistered when the walk is dropped
         // (an error ends the transaction, which releases it too).
