@@ -91,11 +91,8 @@ pub fn record_job_runs(jobs: &[i64], outcomes: &[Outcome]) {
         outcomes.iter().filter(|o| !matches!(o.status, Status::Ok | Status::Skipped)).map(|o| o.job_id).collect();
     // Earlier failures count only for jobs failing again: a run where
     // nothing failed reads none.
-    let failures: BTreeMap<i64, i32> = if failed_jobs.is_empty() {
-        BTreeMap::new()
-    } else {
-        read_failures(&failed_jobs)
-    };
+    let failures: BTreeMap<i64, i32> =
+        if failed_jobs.is_empty() { BTreeMap::new() } else { read_failures(&failed_jobs) };
     let mut status = Vec::new();
     let mut error = Vec::new();
     let mut seconds = Vec::new();

@@ -212,7 +212,7 @@ fn changes(client: &SpiClient<'_>) -> Result<HashMap<u32, Vec<Change>>, String> 
             let relid = r.get::<pg_sys::Oid>(1).map_err(err)?.map_or(0, pg_sys::Oid::to_u32);
             let xid = r.get::<String>(2).map_err(err)?.and_then(|x| x.parse().ok());
             let (Some(xid), Some(cid)) = (xid, r.get::<i64>(3).map_err(err)?) else { continue };
-            by_relation.entry(relid).or_default().push(Change { relid, xid, cid });
+            by_relation.entry(relid).or_default().push(Change { xid, cid });
         }
         Ok(by_relation)
     })
@@ -284,17 +284,10 @@ impl<'a, 'conn> Reading<'a, 'conn> {
     /// The relations the refresh read that changed in transactions it did
     /// not see, by name (by OID when dropped since).
     fn changed_since(&mut self, r: &Refreshed) -> Vec<String> {
-        let changes = &self.changes;
-        let changed = r
-            .bases
-            .iter()
-            .filter(|b| changes.get(b).is_some_and(|cs| cs.iter().any(|c| r.seen.as_ref().is_none_or(|s| !s.saw(c)))));
-        let names: BTreeSet<String> = changed
-            .copied()
-            .collect::<Vec<u32>>()
-            .into_iter()
-            .map(|b| self.walk.name(b).map_or_else(|| b.to_string(), |n| n.to_string()))
-            .collect();
+        let unseen = |cs: &Vec<Change>| cs.iter().any(|c| r.seen.as_ref().is_none_or(|s| !s.saw(c)));
+        let changed: Vec<u32> = r.bases.iter().copied().filter(|b| self.changes.get(b).is_some_and(unseen)).collect();
+        let names: BTreeSet<String> =
+            changed.into_iter().map(|b| self.walk.name(b).map_or_else(|| b.to_string(), |n| n.to_string())).collect();
         names.into_iter().collect()
     }
 

@@ -86,7 +86,6 @@ pub struct Walk {
     relations: HashMap<u32, Option<Relation>>,
     rules: HashMap<u32, Rules>,
     clocks: HashMap<u32, bool>,
-    clock_functions: Vec<u32>,
     /// Whether any table is written by a subscription: asked once, at
     /// the first relation (most databases have none to look up).
     any_subscribed: Option<bool>,
@@ -103,7 +102,6 @@ impl Walk {
             relations: HashMap::new(),
             rules: HashMap::new(),
             clocks: HashMap::new(),
-            clock_functions: Vec::new(),
             any_subscribed: None,
         }
     }
@@ -149,16 +147,12 @@ impl Walk {
     /// one of `clock_functions` (`now()`, `random()` and the like, by OID)
     /// or have a clock expression.
     pub fn clock(&mut self, reads: &ViewReads, clock_functions: &[u32]) -> Vec<u32> {
-        if self.clock_functions.as_slice() != clock_functions {
-            self.clock_functions = clock_functions.to_vec();
-            self.clocks.clear();
-        }
         let mut clock = Vec::new();
         for &relid in &reads.queries {
             if !self.clocks.contains_key(&relid) {
                 let mut uses = false;
                 self.rows(REWRITE, Some(REWRITE_BY_RELATION), &[(REWRITE_EV_CLASS, relid.into())], |t, desc| {
-                    uses |= self.uses_clock(t, desc);
+                    uses |= uses_clock(t, desc, clock_functions);
                     !uses
                 });
                 self.clocks.insert(relid, uses);
@@ -178,9 +172,8 @@ impl Walk {
             .iter()
             .filter_map(|&relid| {
                 let r = self.relation(relid)?;
-                let may_track = matches!(r.kind, b'r' | b'p')
-                    && r.tracking.is_none()
-                    && may_create_trigger(relid, owner);
+                let may_track =
+                    matches!(r.kind, b'r' | b'p') && r.tracking.is_none() && may_create_trigger(relid, owner);
                 Some(Read {
                     relid,
                     kind: r.kind,
@@ -311,26 +304,6 @@ impl Walk {
         rules
     }
 
-    /// Whether the rule row's query uses the clock.
-    fn uses_clock(&self, t: pg_sys::HeapTuple, desc: pg_sys::TupleDesc) -> bool {
-        let mut null = false;
-        // SAFETY: ev_action is a text column of the row; detoasted into a
-        // copy when compressed.
-        unsafe {
-            let datum = pg_sys::heap_getattr(t, REWRITE_EV_ACTION, desc, &mut null);
-            if null {
-                return false;
-            }
-            let stored = datum.cast_mut_ptr::<pg_sys::varlena>();
-            let text = pg_sys::pg_detoast_datum_packed(stored);
-            let uses = mentions_clock(pgrx::varlena::varlena_to_byte_slice(text), &self.clock_functions);
-            if text != stored {
-                pg_sys::pfree(text.cast());
-            }
-            uses
-        }
-    }
-
     /// Scans a catalog for the rows whose columns equal the OIDs (by the
     /// index, or every row without one), in the walk's snapshot, until
     /// `each` returns false. Whether any row was seen.
@@ -404,6 +377,26 @@ fn may_create_trigger(relid: u32, role: pg_sys::Oid) -> bool {
         pg_sys::pg_class_aclcheck_ext(relid.into(), role, pg_sys::ACL_TRIGGER as pg_sys::AclMode, &mut missing)
     };
     !missing && result == pg_sys::AclResult::ACLCHECK_OK
+}
+
+/// Whether the rule row's query uses the clock.
+fn uses_clock(t: pg_sys::HeapTuple, desc: pg_sys::TupleDesc, clock_functions: &[u32]) -> bool {
+    let mut null = false;
+    // SAFETY: ev_action is a text column of the row; detoasted into a
+    // copy when compressed.
+    unsafe {
+        let datum = pg_sys::heap_getattr(t, REWRITE_EV_ACTION, desc, &mut null);
+        if null {
+            return false;
+        }
+        let stored = datum.cast_mut_ptr::<pg_sys::varlena>();
+        let text = pg_sys::pg_detoast_datum_packed(stored);
+        let uses = mentions_clock(pgrx::varlena::varlena_to_byte_slice(text), clock_functions);
+        if text != stored {
+            pg_sys::pfree(text.cast());
+        }
+        uses
+    }
 }
 
 /// An oid column of a catalog row.

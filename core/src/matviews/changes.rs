@@ -2,11 +2,10 @@
 //! `upkeep.seen()`, for the decision, which reads the change records once
 //! instead of once per view.
 
-/// A row of `upkeep.changes`: the last transaction (and its command) that
-/// changed a relation from one backend.
+/// A row of `upkeep.changes` (of a relation): the last transaction, and
+/// its command, that changed the relation from one backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
-    pub relid: u32,
     pub xid: u64,
     pub cid: i64,
 }
@@ -57,7 +56,7 @@ mod tests {
     use super::*;
 
     fn change(xid: u64, cid: i64) -> Change {
-        Change { relid: 1, xid, cid }
+        Change { xid, cid }
     }
 
     #[test]
