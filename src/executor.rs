@@ -69,23 +69,18 @@ pub fn isolated<R>(f: impl FnOnce() -> Result<R, String>) -> Result<R, String> {
 /// rolled back even when it succeeds, so that a dry run meets every check
 /// a real one would and changes nothing.
 pub fn rehearsed(dry_run: bool, f: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
-    const DRY_RUN: &str = "pg_upkeep: a dry run, rolled back";
-    let outcome = isolated(|| {
-        f()?;
-        if dry_run {
-            return Err(DRY_RUN.to_string());
-        }
-        Ok(())
-    });
-    match outcome {
-        Err(e) if dry_run && e == DRY_RUN => Ok(()),
-        other => other,
-    }
+    subtransaction(f, !dry_run).map_err(|e| e.message)
 }
 
 /// Runs `f` in an internal subtransaction, the way PL/pgSQL runs a block
 /// with an EXCEPTION clause: an error rolls back only what `f` did.
 fn in_subtransaction<R>(f: impl FnOnce() -> Result<R, String>) -> Result<R, Failure> {
+    subtransaction(f, true)
+}
+
+/// `in_subtransaction`, keeping what `f` did when it succeeds only if
+/// `keep`.
+fn subtransaction<R>(f: impl FnOnce() -> Result<R, String>, keep: bool) -> Result<R, Failure> {
     // SAFETY: the standard Begin/Release/RollbackAndRelease sequence,
     // restoring the caller's memory context and resource owner either way.
     unsafe {
@@ -102,7 +97,11 @@ fn in_subtransaction<R>(f: impl FnOnce() -> Result<R, String>) -> Result<R, Fail
         let run = std::panic::AssertUnwindSafe(f);
         PgTryBuilder::new(move || match run() {
             Ok(r) => {
-                pg_sys::ReleaseCurrentSubTransaction();
+                if keep {
+                    pg_sys::ReleaseCurrentSubTransaction();
+                } else {
+                    pg_sys::RollbackAndReleaseCurrentSubTransaction();
+                }
                 restore();
                 Ok(r)
             }
