@@ -44,7 +44,7 @@ fn read(
         return Ok(out);
     }
     let types = [param(BuiltinOid::OIDARRAYOID)];
-    statements::select(client, FLAGS_SQL, &types, &[oids.to_vec().into()], |rows| {
+    statements::lookup(client, FLAGS_SQL, &types, &[oids.to_vec().into()], |rows| {
         for row in rows {
             let rules = out.entry(row.get::<i64>(1).map_err(err)?.unwrap_or_default() as u32).or_default();
             rules.row_security = row.get::<bool>(2).map_err(err)?.unwrap_or(false);
@@ -52,7 +52,7 @@ fn read(
         }
         Ok(())
     })?;
-    statements::select(client, GRANTS_SQL, &types, &[oids.to_vec().into()], |rows| {
+    statements::lookup(client, GRANTS_SQL, &types, &[oids.to_vec().into()], |rows| {
         for row in rows {
             let rules = out.entry(row.get::<i64>(1).map_err(err)?.unwrap_or_default() as u32).or_default();
             rules.grants.push(Grant {
@@ -64,7 +64,7 @@ fn read(
         }
         Ok(())
     })?;
-    statements::select(client, POLICIES_SQL, &types, &[oids.to_vec().into()], |rows| {
+    statements::lookup(client, POLICIES_SQL, &types, &[oids.to_vec().into()], |rows| {
         for row in rows {
             let rules = out.entry(row.get::<i64>(1).map_err(err)?.unwrap_or_default() as u32).or_default();
             rules.policies.push(RowPolicy {

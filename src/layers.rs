@@ -18,6 +18,7 @@ pub const LAYERS: [(&str, &[&str]); 4] = [
             "errors",
             "settings",
             "regclass",
+            "catalog",
             "disk",
             "citus",
             "ownership",

@@ -11,6 +11,7 @@ pub mod access;
 // The pure foundations live in the core crate, under the same names.
 pub use upkeep_core::{actions, archive_target, calendar, problem, sql};
 pub mod archive;
+pub mod catalog;
 pub mod citus;
 pub mod cron;
 pub mod disk;

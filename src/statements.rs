@@ -11,7 +11,15 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 thread_local! {
-    static KEPT: RefCell<HashMap<&'static str, OwnedPreparedStatement>> = RefCell::new(HashMap::new());
+    static KEPT: RefCell<HashMap<(&'static str, Planning), OwnedPreparedStatement>> = RefCell::new(HashMap::new());
+}
+
+/// How a kept statement is planned: a statement kept for lookups is
+/// prepared apart from the same text kept for the plan cache to choose.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Planning {
+    PlanCache,
+    Lookup,
 }
 
 /// Runs a read-only statement through its session-wide plan, preparing it
@@ -23,9 +31,40 @@ pub fn select<'conn, R>(
     args: &[DatumWithOid<'_>],
     read: impl FnOnce(SpiTupleTable<'conn>) -> Result<R, String>,
 ) -> Result<R, String> {
+    run(client, (sql, Planning::PlanCache), types, args, read)
+}
+
+/// Runs a read of rows found by key (one parent's policy, given relations'
+/// grants) through one generic plan for the session, made with sequential
+/// scans off. Left to choose, the plan cache made a custom plan on every
+/// call, as one for an array of one element looks cheaper than the
+/// generic plan: an eighth of creating partitions for 200 parents in one
+/// transaction went to planning. And a generic plan is made once, from the
+/// catalogs' sizes of that moment, tiny in a new database: one made with
+/// sequential scans allowed went on scanning catalogs that grew with every
+/// partition the transaction made.
+pub fn lookup<'conn, R>(
+    client: &SpiClient<'conn>,
+    sql: &'static str,
+    types: &[PgOid],
+    args: &[DatumWithOid<'_>],
+    read: impl FnOnce(SpiTupleTable<'conn>) -> Result<R, String>,
+) -> Result<R, String> {
+    let _generic = generic_plan();
+    let _no_seqscan = crate::settings::Local::set(c"enable_seqscan", c"off");
+    run(client, (sql, Planning::Lookup), types, args, read)
+}
+
+fn run<'conn, R>(
+    client: &SpiClient<'conn>,
+    key: (&'static str, Planning),
+    types: &[PgOid],
+    args: &[DatumWithOid<'_>],
+    read: impl FnOnce(SpiTupleTable<'conn>) -> Result<R, String>,
+) -> Result<R, String> {
     let _no_jit = no_jit();
-    keep(client, sql, types, false)?;
-    let table = KEPT.with(|kept| client.select(&kept.borrow()[sql], None, args)).map_err(|e| e.to_string())?;
+    keep(client, key, types, false)?;
+    let table = KEPT.with(|kept| client.select(&kept.borrow()[&key], None, args)).map_err(|e| e.to_string())?;
     read(table)
 }
 
@@ -54,18 +93,19 @@ pub fn update(
     types: &[PgOid],
     args: &[DatumWithOid<'_>],
 ) -> Result<(), String> {
-    keep(client, sql, types, true)?;
-    KEPT.with(|kept| client.update(&kept.borrow()[sql], None, args)).map(|_| ()).map_err(|e| e.to_string())
+    let key = (sql, Planning::PlanCache);
+    keep(client, key, types, true)?;
+    KEPT.with(|kept| client.update(&kept.borrow()[&key], None, args)).map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// Prepares the statement for the session, unless it is already.
-fn keep(client: &SpiClient<'_>, sql: &'static str, types: &[PgOid], mutating: bool) -> Result<(), String> {
+fn keep(client: &SpiClient<'_>, key: (&'static str, Planning), types: &[PgOid], mutating: bool) -> Result<(), String> {
     KEPT.with(|kept| {
-        if kept.borrow().contains_key(sql) {
+        if kept.borrow().contains_key(&key) {
             return Ok(());
         }
-        let prepared = if mutating { client.prepare_mut(sql, types) } else { client.prepare(sql, types) };
-        kept.borrow_mut().insert(sql, prepared.map_err(|e| e.to_string())?.keep());
+        let prepared = if mutating { client.prepare_mut(key.0, types) } else { client.prepare(key.0, types) };
+        kept.borrow_mut().insert(key, prepared.map_err(|e| e.to_string())?.keep());
         Ok(())
     })
 }

@@ -15,6 +15,7 @@
 //! for seen; in READ COMMITTED one taken after the recorded snapshot and
 //! before the refresh's own. Kinds and names come from the catalog cache.
 
+use crate::catalog::{Row, Snapshot, INHERITS, INHERITS_BY_PARENT, INHERITS_INHPARENT, INHERITS_INHRELID};
 use crate::sql::QualifiedName;
 use pgrx::prelude::*;
 use std::collections::{BTreeSet, HashMap};
@@ -33,10 +34,6 @@ const REWRITE_BY_RELATION: u32 = 2693;
 const REWRITE_OID: i32 = 1;
 const REWRITE_EV_CLASS: i16 = 3;
 const REWRITE_EV_ACTION: i32 = 8;
-const INHERITS: u32 = 2611;
-const INHERITS_BY_PARENT: u32 = 2187;
-const INHERITS_INHRELID: i32 = 1;
-const INHERITS_INHPARENT: i16 = 2;
 const SUBSCRIPTION_REL: u32 = 6102;
 const SUBSCRIPTION_REL_BY_RELATION: u32 = 6117;
 const SUBSCRIPTION_REL_SRRELID: i16 = 2;
@@ -82,7 +79,7 @@ pub struct ViewReads {
 
 /// One walk: what it has looked up so far, for the views after.
 pub struct Walk {
-    snapshot: pg_sys::Snapshot,
+    snapshot: Snapshot,
     relations: HashMap<u32, Option<Relation>>,
     rules: HashMap<u32, Rules>,
     clocks: HashMap<u32, bool>,
@@ -94,11 +91,8 @@ pub struct Walk {
 impl Walk {
     /// A walk in the snapshot the caller's next statement would read.
     pub fn in_current_snapshot() -> Walk {
-        // SAFETY: registered here, unregistered when the walk is dropped
-        // (an error ends the transaction, which releases it too).
-        let snapshot = unsafe { pg_sys::RegisterSnapshot(pg_sys::GetTransactionSnapshot()) };
         Walk {
-            snapshot,
+            snapshot: Snapshot::current(),
             relations: HashMap::new(),
             rules: HashMap::new(),
             clocks: HashMap::new(),
@@ -151,8 +145,8 @@ impl Walk {
         for &relid in &reads.queries {
             if !self.clocks.contains_key(&relid) {
                 let mut uses = false;
-                self.rows(REWRITE, Some(REWRITE_BY_RELATION), &[(REWRITE_EV_CLASS, relid.into())], |t, desc| {
-                    uses |= uses_clock(t, desc, clock_functions);
+                self.snapshot.rows(REWRITE, Some(REWRITE_BY_RELATION), &[(REWRITE_EV_CLASS, relid.into())], |row| {
+                    uses |= uses_clock(row, clock_functions);
                     !uses
                 });
                 self.clocks.insert(relid, uses);
@@ -193,7 +187,7 @@ impl Walk {
 
     fn relation(&mut self, relid: u32) -> Option<&Relation> {
         if self.any_subscribed.is_none() {
-            self.any_subscribed = Some(self.rows(SUBSCRIPTION_REL, None, &[], |_, _| false));
+            self.any_subscribed = Some(self.snapshot.rows(SUBSCRIPTION_REL, None, &[], |_| false));
         }
         if !self.relations.contains_key(&relid) {
             let found = self.look_up(relid);
@@ -217,28 +211,21 @@ impl Walk {
             pg_sys::ReleaseSysCache(tuple);
             row
         };
-        // SAFETY: a catalog cache lookup returning a palloc'd copy.
-        let schema = unsafe {
-            let s = pg_sys::get_namespace_name(schema);
-            if s.is_null() {
-                return None;
-            }
-            std::ffi::CStr::from_ptr(s).to_string_lossy().into_owned()
-        };
+        let schema = crate::catalog::namespace_name(schema)?;
         let relation = pg_sys::Oid::from(relid);
         let mut tracking = None;
         if has_triggers {
-            self.rows(
+            self.snapshot.rows(
                 pg_sys::TriggerRelationId.to_u32(),
                 Some(pg_sys::TriggerRelidNameIndexId),
                 &[(pg_sys::Anum_pg_trigger_tgrelid as i16, relation)],
-                |t, _| {
+                |row| {
                     // SAFETY: a pg_trigger row of the scan.
-                    let tg = unsafe { &*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_trigger>(t) };
+                    let tg = unsafe { &*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_trigger>(row.tuple) };
                     // SAFETY: NameData is NUL-terminated.
                     let name = unsafe { std::ffi::CStr::from_ptr(tg.tgname.data.as_ptr()) };
                     if name.to_bytes() == TRACKING_TRIGGER.as_bytes() {
-                        tracking = Some((xmin(t), tg.tgenabled as u8));
+                        tracking = Some((row.xmin(), tg.tgenabled as u8));
                         return false;
                     }
                     true
@@ -246,16 +233,16 @@ impl Walk {
             );
         }
         let replicated = self.any_subscribed == Some(true)
-            && self.rows(
+            && self.snapshot.rows(
                 SUBSCRIPTION_REL,
                 Some(SUBSCRIPTION_REL_BY_RELATION),
                 &[(SUBSCRIPTION_REL_SRRELID, relation)],
-                |_, _| false,
+                |_| false,
             );
         let mut children = Vec::new();
         if has_children {
-            self.rows(INHERITS, Some(INHERITS_BY_PARENT), &[(INHERITS_INHPARENT, relation)], |t, desc| {
-                children.extend(oid_at(t, desc, INHERITS_INHRELID).map(pg_sys::Oid::to_u32));
+            self.snapshot.rows(INHERITS, Some(INHERITS_BY_PARENT), &[(INHERITS_INHPARENT, relation)], |row| {
+                children.extend(row.oid(INHERITS_INHRELID).map(pg_sys::Oid::to_u32));
                 true
             });
         }
@@ -273,20 +260,18 @@ impl Walk {
     /// What the relation's rules depend on, and their versions.
     fn read_rules(&self, relid: u32) -> Rules {
         let mut rules = Rules::default();
-        self.rows(REWRITE, Some(REWRITE_BY_RELATION), &[(REWRITE_EV_CLASS, relid.into())], |t, desc| {
-            rules.versions.extend(oid_at(t, desc, REWRITE_OID).map(|o| (o.to_u32(), xmin(t), cmin(t))));
+        self.snapshot.rows(REWRITE, Some(REWRITE_BY_RELATION), &[(REWRITE_EV_CLASS, relid.into())], |row| {
+            rules.versions.extend(row.oid(REWRITE_OID).map(|o| (o.to_u32(), row.xmin(), row.cmin())));
             true
         });
         let mut calls = BTreeSet::new();
         for rule in rules.versions.iter().map(|(o, ..)| pg_sys::Oid::from(*o)) {
-            self.rows(
+            self.snapshot.rows(
                 DEPEND,
                 Some(DEPEND_BY_DEPENDER),
                 &[(DEPEND_CLASSID, REWRITE.into()), (DEPEND_OBJID, rule)],
-                |t, desc| {
-                    let (Some(class), Some(object)) =
-                        (oid_at(t, desc, DEPEND_REFCLASSID), oid_at(t, desc, DEPEND_REFOBJID))
-                    else {
+                |row| {
+                    let (Some(class), Some(object)) = (row.oid(DEPEND_REFCLASSID), row.oid(DEPEND_REFOBJID)) else {
                         return true;
                     };
                     if class == pg_sys::RelationRelationId && object.to_u32() != relid {
@@ -303,68 +288,6 @@ impl Walk {
         rules.calls = calls.into_iter().collect();
         rules
     }
-
-    /// Scans a catalog for the rows whose columns equal the OIDs (by the
-    /// index, or every row without one), in the walk's snapshot, until
-    /// `each` returns false. Whether any row was seen.
-    fn rows(
-        &self,
-        catalog: u32,
-        index: Option<u32>,
-        keys: &[(i16, pg_sys::Oid)],
-        mut each: impl FnMut(pg_sys::HeapTuple, pg_sys::TupleDesc) -> bool,
-    ) -> bool {
-        let mut any = false;
-        // SAFETY: the catalog is opened and closed here, under
-        // AccessShareLock; the scan keys live until the scan ends.
-        unsafe {
-            let rel = pg_sys::table_open(catalog.into(), pg_sys::AccessShareLock as pg_sys::LOCKMODE);
-            let mut scan_keys: Vec<pg_sys::ScanKeyData> = keys
-                .iter()
-                .map(|(column, value)| {
-                    let mut key = pg_sys::ScanKeyData::default();
-                    pg_sys::ScanKeyInit(
-                        &mut key,
-                        *column,
-                        pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
-                        pg_sys::F_OIDEQ.into(),
-                        (*value).into(),
-                    );
-                    key
-                })
-                .collect();
-            let scan = pg_sys::systable_beginscan(
-                rel,
-                index.unwrap_or(0).into(),
-                index.is_some(),
-                self.snapshot,
-                scan_keys.len() as i32,
-                scan_keys.as_mut_ptr(),
-            );
-            loop {
-                let t = pg_sys::systable_getnext(scan);
-                if t.is_null() {
-                    break;
-                }
-                any = true;
-                if !each(t, (*rel).rd_att) {
-                    break;
-                }
-            }
-            pg_sys::systable_endscan(scan);
-            // The lock is kept to the end of the transaction, as a query's
-            // is: the next scan of the catalog finds it taken.
-            pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
-        }
-        any
-    }
-}
-
-impl Drop for Walk {
-    fn drop(&mut self) {
-        // SAFETY: registered in new().
-        unsafe { pg_sys::UnregisterSnapshot(self.snapshot) };
-    }
 }
 
 /// Whether the role may create triggers on the relation; false for a
@@ -380,15 +303,11 @@ fn may_create_trigger(relid: u32, role: pg_sys::Oid) -> bool {
 }
 
 /// Whether the rule row's query uses the clock.
-fn uses_clock(t: pg_sys::HeapTuple, desc: pg_sys::TupleDesc, clock_functions: &[u32]) -> bool {
-    let mut null = false;
+fn uses_clock(row: &Row, clock_functions: &[u32]) -> bool {
+    let Some(datum) = row.datum(REWRITE_EV_ACTION) else { return false };
     // SAFETY: ev_action is a text column of the row; detoasted into a
     // copy when compressed.
     unsafe {
-        let datum = pg_sys::heap_getattr(t, REWRITE_EV_ACTION, desc, &mut null);
-        if null {
-            return false;
-        }
         let stored = datum.cast_mut_ptr::<pg_sys::varlena>();
         let text = pg_sys::pg_detoast_datum_packed(stored);
         let uses = mentions_clock(pgrx::varlena::varlena_to_byte_slice(text), clock_functions);
@@ -397,33 +316,6 @@ fn uses_clock(t: pg_sys::HeapTuple, desc: pg_sys::TupleDesc, clock_functions: &[
         }
         uses
     }
-}
-
-/// An oid column of a catalog row.
-fn oid_at(t: pg_sys::HeapTuple, desc: pg_sys::TupleDesc, column: i32) -> Option<pg_sys::Oid> {
-    let mut null = false;
-    // SAFETY: a column of a row of the catalog the descriptor describes.
-    let datum = unsafe { pg_sys::heap_getattr(t, column, desc, &mut null) };
-    (!null).then(|| pg_sys::Oid::from(datum.value() as u32))
-}
-
-/// The row's xmin, as the `xmin` column shows it.
-fn xmin(t: pg_sys::HeapTuple) -> u32 {
-    system_column(t, pg_sys::MinTransactionIdAttributeNumber)
-}
-
-/// The command of its transaction that wrote the row, as the `cmin`
-/// column shows it.
-fn cmin(t: pg_sys::HeapTuple) -> u32 {
-    system_column(t, pg_sys::MinCommandIdAttributeNumber)
-}
-
-fn system_column(t: pg_sys::HeapTuple, column: i32) -> u32 {
-    let mut null = false;
-    // SAFETY: a system column of a heap row; the descriptor is not read
-    // for it.
-    let datum = unsafe { pg_sys::heap_getattr(t, column, std::ptr::null_mut(), &mut null) };
-    datum.value() as u32
 }
 
 /// The function as `regprocedure` text, unless it is IMMUTABLE (or gone).

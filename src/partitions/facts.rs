@@ -5,6 +5,7 @@
 use super::retention::ArchiveMode;
 use crate::access;
 use crate::calendar::Span;
+use crate::catalog;
 use crate::sql::QualifiedName;
 use crate::statements::{self, param};
 use pgrx::pg_sys::BuiltinOid;
@@ -32,12 +33,15 @@ pub const FINGERPRINT: &str =
        (SELECT count(*) || ':' || coalesce(sum(i.inhrelid::int8), 0) || ':' || coalesce(sum(i.xmin::text::int8), 0) \
           FROM pg_inherits i WHERE i.inhparent = p.parent)))";
 
-/// The policies (all, or some) and what their tables look like.
-static POLICIES_SQL: LazyLock<String> = LazyLock::new(|| {
+/// The policies `filter` picks (by $1) and what their tables look like;
+/// $2: whether to compute their fingerprints. One statement per filter, so
+/// that a lookup's plan probes the index its key has; unordered, as an
+/// ORDER BY made that plan walk the primary key instead (sorted in Rust).
+fn policies_sql(filter: &str) -> String {
     format!(
         r#"
 SELECT p.job_id,
-       CASE WHEN $3 THEN {FINGERPRINT} END AS fingerprint,
+       CASE WHEN $2 THEN {FINGERPRINT} END AS fingerprint,
        p.parent::oid::int8 AS oid,
        p.parent::text AS target,
        c.oid IS NOT NULL AS exists,
@@ -71,12 +75,13 @@ SELECT p.job_id,
   LEFT JOIN pg_partitioned_table pt ON pt.partrelid = c.oid
   LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = p.control AND NOT a.attisdropped
   LEFT JOIN pg_tablespace ts ON ts.oid = c.reltablespace
- WHERE ($1::oid IS NULL OR p.parent::oid = $1) AND ($2::int8[] IS NULL OR p.job_id = ANY ($2))
-   AND {may_manage}
- ORDER BY p.job_id"#,
+ WHERE {filter} AND {may_manage}"#,
         may_manage = crate::ownership::may_manage_sql("p.parent")
     )
-});
+}
+static EVERY_POLICY_SQL: LazyLock<String> = LazyLock::new(|| policies_sql("true"));
+static JOB_POLICIES_SQL: LazyLock<String> = LazyLock::new(|| policies_sql("p.job_id = ANY ($1)"));
+static PARENT_POLICY_SQL: LazyLock<String> = LazyLock::new(|| policies_sql("p.parent::oid = $1"));
 
 /// The partitions of the given parents, with their stored bounds (read by
 /// `range_of`). `$detach_pending` is pg_inherits.inhdetachpending, which
@@ -184,23 +189,50 @@ pub enum Scope {
     Jobs(Vec<i64>),
 }
 
+impl Scope {
+    /// Runs one of the reads: the views' through the plans the plan cache
+    /// chooses, a run's as lookups by key (`statements::lookup`).
+    fn select<'conn, R>(
+        &self,
+        client: &SpiClient<'conn>,
+        sql: &'static str,
+        types: &[pgrx::pg_sys::PgOid],
+        args: &[pgrx::datum::DatumWithOid<'_>],
+        read: impl FnOnce(SpiTupleTable<'conn>) -> Result<R, String>,
+    ) -> Result<R, String> {
+        match self {
+            Scope::Report(_) => statements::select(client, sql, types, args, read),
+            Scope::Parent(_) | Scope::Jobs(_) => statements::lookup(client, sql, types, args, read),
+        }
+    }
+}
+
 /// Reads the raw policy rows: one query whatever the number of policies.
 fn read_raw(client: &SpiClient<'_>, scope: &Scope) -> Result<Vec<RawParent>, String> {
-    let (parent, jobs) = match scope {
-        Scope::Report(jobs) => (None, jobs.clone()),
-        Scope::Parent(oid) => (Some(*oid), None),
-        Scope::Jobs(ids) => (None, Some(ids.clone())),
-    };
     // The views never record state, so they skip the fingerprint.
     let fingerprint = !matches!(scope, Scope::Report(_));
-    let types = [param(BuiltinOid::OIDOID), param(BuiltinOid::INT8ARRAYOID), param(BuiltinOid::BOOLOID)];
-    statements::select(
-        client,
-        POLICIES_SQL.as_str(),
-        &types,
-        &[parent.into(), jobs.into(), fingerprint.into()],
-        |rows| read_policies(rows),
-    )
+    let bool = param(BuiltinOid::BOOLOID);
+    let read = |rows| {
+        read_policies(rows).map(|mut raws| {
+            raws.sort_unstable_by_key(|r| r.job_id);
+            raws
+        })
+    };
+    match scope {
+        Scope::Report(None) => {
+            // No key: $1 is there for $2's number.
+            let (types, key) = ([param(BuiltinOid::INT8OID), bool], None::<i64>);
+            scope.select(client, EVERY_POLICY_SQL.as_str(), &types, &[key.into(), fingerprint.into()], read)
+        }
+        Scope::Report(Some(jobs)) | Scope::Jobs(jobs) => {
+            let types = [param(BuiltinOid::INT8ARRAYOID), bool];
+            scope.select(client, JOB_POLICIES_SQL.as_str(), &types, &[jobs.clone().into(), fingerprint.into()], read)
+        }
+        Scope::Parent(oid) => {
+            let types = [param(BuiltinOid::OIDOID), bool];
+            scope.select(client, PARENT_POLICY_SQL.as_str(), &types, &[(*oid).into(), fingerprint.into()], read)
+        }
+    }
 }
 
 fn read_policies(rows: SpiTupleTable<'_>) -> Result<Vec<RawParent>, String> {
@@ -270,34 +302,23 @@ pub fn load(client: &SpiClient<'_>, scope: &Scope) -> Result<(Vec<ParentFacts>, 
     let oids: Vec<pg_sys::Oid> = by_oid.keys().map(|&o| pg_sys::Oid::from(o as u32)).collect();
     // Relations made for each parent, to keep in line with its rules.
     let mut kept: Vec<(usize, pg_sys::Oid, QualifiedName)> = Vec::new();
-    statements::select(client, PARTITIONS_SQL, &[param(BuiltinOid::OIDARRAYOID)], &[oids.clone().into()], |rows| {
-        add_partitions(rows, &by_oid, &mut parents, &mut kept)
-    })?;
-    if matches!(scope, Scope::Report(_)) {
+    if let Scope::Report(_) = scope {
+        // Every parent at once: one statement's joins beat probes.
+        statements::select(client, PARTITIONS_SQL, &[param(BuiltinOid::OIDARRAYOID)], &[oids.into()], |rows| {
+            add_partitions(members(rows), &by_oid, &mut parents, &mut kept)
+        })?;
         return Ok((parents, problems));
     }
-    let archives: Vec<(usize, QualifiedName)> = parents
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| f.policy.archive == ArchiveMode::ArchiveTable)
-        .map(|(i, f)| (i, super::retention::archive_table(f)))
-        .collect();
-    if !archives.is_empty() {
-        let schemas: Vec<String> = archives.iter().map(|(_, q)| q.schema.clone()).collect();
-        let names: Vec<String> = archives.iter().map(|(_, q)| q.name.clone()).collect();
-        let types = [param(BuiltinOid::TEXTARRAYOID), param(BuiltinOid::TEXTARRAYOID)];
-        statements::select(client, ARCHIVE_RELATIONS_SQL, &types, &[schemas.into(), names.into()], |rows| {
-            for row in rows {
-                let i = archives[row.get::<i64>(1).map_err(spi_err)?.unwrap_or_default() as usize - 1].0;
-                let oid = pg_sys::Oid::from(row.get::<i64>(2).map_err(spi_err)?.unwrap_or_default() as u32);
-                let name = QualifiedName::new(
-                    row.get::<String>(3).map_err(spi_err)?.unwrap_or_default(),
-                    row.get::<String>(4).map_err(spi_err)?.unwrap_or_default(),
-                );
-                kept.push((i, oid, name));
-            }
-            Ok(())
-        })?;
+    add_partitions(partitions_of(&oids).into_iter().map(Ok), &by_oid, &mut parents, &mut kept)?;
+    // `<parent>_archive` tables and the partitions pg_upkeep moved into them.
+    for (i, f) in parents.iter().enumerate() {
+        if f.policy.archive != ArchiveMode::ArchiveTable {
+            continue;
+        }
+        let archive = super::retention::archive_table(f);
+        let Some(oid) = relation_named(&archive) else { continue };
+        kept.push((i, oid, archive));
+        kept.extend(partitions_of(&[oid]).into_iter().filter(|m| m.ours).map(|m| (i, m.oid, m.name)));
     }
     // Parents in their order: `kept` numbers them by position.
     let mut tables = vec![pg_sys::Oid::INVALID; parents.len()];
@@ -317,39 +338,135 @@ pub fn load(client: &SpiClient<'_>, scope: &Scope) -> Result<(Vec<ParentFacts>, 
     Ok((parents, problems))
 }
 
-/// Files each partition row under its parent's facts, in the order of
-/// their ranges (a default partition first).
+/// A partition, as PARTITIONS_SQL or `partitions_of` read it.
+struct Member {
+    parent: i64,
+    oid: pg_sys::Oid,
+    /// Whether it has pg_upkeep's bounds constraint: made by pg_upkeep.
+    ours: bool,
+    detach_pending: bool,
+    name: QualifiedName,
+    /// `pg_class.relpartbound`, a node tree's text.
+    bound: String,
+}
+
+/// The partitions of the parents, from PARTITIONS_SQL's rows.
+fn members(rows: SpiTupleTable<'_>) -> impl Iterator<Item = Result<Member, String>> + '_ {
+    // By position (PARTITIONS_SQL's columns): by name, each value cost a
+    // search of the columns, a tenth of the read at 24,000 partitions.
+    rows.map(|row| {
+        Ok(Member {
+            parent: row.get::<i64>(1).map_err(spi_err)?.unwrap_or_default(),
+            oid: pg_sys::Oid::from(row.get::<i64>(2).map_err(spi_err)?.unwrap_or_default() as u32),
+            ours: row.get::<bool>(3).map_err(spi_err)?.unwrap_or(false),
+            detach_pending: row.get::<bool>(4).map_err(spi_err)?.unwrap_or(false),
+            name: QualifiedName::new(
+                row.get::<String>(5).map_err(spi_err)?.unwrap_or_default(),
+                row.get::<String>(6).map_err(spi_err)?.unwrap_or_default(),
+            ),
+            bound: row.get::<String>(7).map_err(spi_err)?.unwrap_or_default(),
+        })
+    })
+}
+
+/// The partitions of the parents, read by index probes and the catalog
+/// cache: what PARTITIONS_SQL reads, without planning it on every call (a
+/// plan made once goes wrong in a new database, where pg_inherits is empty
+/// when it is made and grows with every partition the transaction makes).
+fn partitions_of(parents: &[pg_sys::Oid]) -> Vec<Member> {
+    let snapshot = catalog::Snapshot::current();
+    let mut out = Vec::new();
+    for &parent in parents {
+        let mut children = Vec::new();
+        snapshot.rows(
+            catalog::INHERITS,
+            Some(catalog::INHERITS_BY_PARENT),
+            &[(catalog::INHERITS_INHPARENT, parent)],
+            |row| {
+                children.extend(row.oid(catalog::INHERITS_INHRELID).map(|oid| (oid, detach_pending(row))));
+                true
+            },
+        );
+        for (oid, detach_pending) in children {
+            // A partition dropped since the scan (no lock is held on it) is
+            // left out, as a later statement would not see it either.
+            let Some((name, bound)) = partition_row(oid) else { continue };
+            let ours = snapshot.has_constraint(oid, c"pg_upkeep_bounds");
+            out.push(Member { parent: i64::from(parent.to_u32()), oid, ours, detach_pending, name, bound });
+        }
+    }
+    out
+}
+
+/// Whether the pg_inherits row is of a partition being detached
+/// concurrently (a step that came with PostgreSQL 14).
+#[cfg(not(feature = "pg13"))]
+fn detach_pending(row: &catalog::Row) -> bool {
+    row.bool(catalog::INHERITS_DETACH_PENDING).unwrap_or(false)
+}
+#[cfg(feature = "pg13")]
+fn detach_pending(_: &catalog::Row) -> bool {
+    false
+}
+
+/// A partition's name and stored bound, from the catalog cache.
+fn partition_row(oid: pg_sys::Oid) -> Option<(QualifiedName, String)> {
+    // SAFETY: a catalog cache lookup; the name and the bound's text are
+    // copied out before the row is released.
+    let (name, schema, bound) = unsafe {
+        let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::RELOID as i32, oid.into());
+        if tuple.is_null() {
+            return None;
+        }
+        let c = &*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_class>(tuple);
+        let name = std::ffi::CStr::from_ptr(c.relname.data.as_ptr()).to_string_lossy().into_owned();
+        let mut null = false;
+        let datum = pg_sys::SysCacheGetAttr(
+            pg_sys::SysCacheIdentifier::RELOID as i32,
+            tuple,
+            pg_sys::Anum_pg_class_relpartbound as pg_sys::AttrNumber,
+            &mut null,
+        );
+        let bound = if null {
+            String::new()
+        } else {
+            let text = pg_sys::text_to_cstring(datum.cast_mut_ptr());
+            let out = std::ffi::CStr::from_ptr(text).to_string_lossy().into_owned();
+            pg_sys::pfree(text.cast());
+            out
+        };
+        let row = (name, c.relnamespace, bound);
+        pg_sys::ReleaseSysCache(tuple);
+        row
+    };
+    Some((QualifiedName::new(catalog::namespace_name(schema)?, name), bound))
+}
+
+/// Files each partition under its parent's facts, in the order of their
+/// ranges (a default partition first).
 fn add_partitions(
-    rows: SpiTupleTable<'_>,
+    members: impl IntoIterator<Item = Result<Member, String>>,
     by_oid: &BTreeMap<i64, usize>,
     parents: &mut [ParentFacts],
     ours: &mut Vec<(usize, pg_sys::Oid, QualifiedName)>,
 ) -> Result<(), String> {
-    // Each row's bound is parsed here and freed before the next.
+    // Each bound is parsed here and freed before the next.
     let mut scratch = pgrx::PgMemoryContexts::new("pg_upkeep partition bounds");
-    // By position (PARTITIONS_SQL's columns): by name, each value cost a
-    // search of the columns, a tenth of the read at 24,000 partitions.
-    for row in rows {
-        let parent = row.get::<i64>(1).map_err(spi_err)?.unwrap_or_default();
+    for member in members {
+        let Member { parent, oid, ours: made, detach_pending, name, bound } = member?;
         let Some(&i) = by_oid.get(&parent) else { continue };
-        let name = QualifiedName::new(
-            row.get::<String>(5).map_err(spi_err)?.unwrap_or_default(),
-            row.get::<String>(6).map_err(spi_err)?.unwrap_or_default(),
-        );
-        if row.get::<bool>(3).map_err(spi_err)?.unwrap_or(false) {
-            let oid = row.get::<i64>(2).map_err(spi_err)?.unwrap_or_default();
-            ours.push((i, pg_sys::Oid::from(oid as u32), name.clone()));
+        if made {
+            ours.push((i, oid, name.clone()));
         }
-        let tree = row.get::<String>(7).map_err(spi_err)?.unwrap_or_default();
         // SAFETY: nothing allocated in `scratch` outlives this row.
         let range = unsafe {
-            let range = scratch.switch_to(|_| range_of(&tree));
+            let range = scratch.switch_to(|_| range_of(&bound));
             scratch.reset();
             range
         }
         .map_err(|e| format!("could not read the bounds of partition {name}: {e}"))?;
         let f = &mut parents[i];
-        if row.get::<bool>(4).map_err(spi_err)?.unwrap_or(false) {
+        if detach_pending {
             f.detach_pending = Some(name.clone());
         }
         if range == Range::Default {
@@ -366,26 +483,21 @@ fn add_partitions(
     Ok(())
 }
 
-/// `<parent>_archive` tables (by schema and name) and the partitions
-/// pg_upkeep moved into them, numbered by the position of their name.
-/// Each partition's bounds constraint is probed by its index (LATERAL ...
-/// LIMIT 1): written as EXISTS, the planner, sure from stale statistics
-/// that few such constraints exist, turned it into a scan of all of them,
-/// every partition ever made, on every call (a fifth of creating
-/// partitions for 200 parents in one transaction, and growing with the
-/// square of them). Names are looked up in the catalog cache
-/// (`to_regclass`), not by a plan made on pg_class's statistics.
-const ARCHIVE_RELATIONS_SQL: &str = "\
-SELECT w.i, r.oid::int8, rn.nspname::text, r.relname::text \
-  FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS w(s, n, i) \
-  CROSS JOIN LATERAL (SELECT to_regclass(quote_ident(w.s) || '.' || quote_ident(w.n))::oid AS oid) a \
-  CROSS JOIN LATERAL (SELECT a.oid WHERE a.oid IS NOT NULL UNION ALL \
-                      SELECT i.inhrelid FROM pg_inherits i \
-                       CROSS JOIN LATERAL (SELECT 1 FROM pg_constraint x \
-                                            WHERE x.conrelid = i.inhrelid AND x.conname = 'pg_upkeep_bounds' LIMIT 1) b \
-                       WHERE i.inhparent = a.oid) x(oid) \
-  JOIN pg_class r ON r.oid = x.oid \
-  JOIN pg_namespace rn ON rn.oid = r.relnamespace";
+/// The relation of that name, from the catalog cache.
+fn relation_named(name: &QualifiedName) -> Option<pg_sys::Oid> {
+    let schema = std::ffi::CString::new(name.schema.as_str()).ok()?;
+    let relation = std::ffi::CString::new(name.name.as_str()).ok()?;
+    // SAFETY: catalog cache lookups by name that report a missing one as
+    // InvalidOid.
+    let oid = unsafe {
+        let namespace = pg_sys::get_namespace_oid(schema.as_ptr(), true);
+        if namespace == pg_sys::Oid::INVALID {
+            return None;
+        }
+        pg_sys::get_relname_relid(relation.as_ptr(), namespace)
+    };
+    (oid != pg_sys::Oid::INVALID).then_some(oid)
+}
 
 /// Which of the given names are taken in their schemas (by any relation).
 pub fn taken_names(client: &SpiClient<'_>, wanted: &[QualifiedName]) -> Result<BTreeSet<QualifiedName>, String> {
