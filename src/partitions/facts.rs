@@ -515,6 +515,7 @@ pub fn taken_names(client: &SpiClient<'_>, wanted: &[QualifiedName]) -> Result<B
     })
 }
 
-/// Names looked up in the catalog cache, as in ARCHIVE_RELATIONS_SQL.
+/// Names looked up in the catalog cache (`to_regclass`), not by a plan made
+/// on pg_class's statistics.
 const TAKEN_SQL: &str = "SELECT w.s, w.n FROM unnest($1::text[], $2::text[]) w(s, n) \
                           WHERE to_regclass(quote_ident(w.s) || '.' || quote_ident(w.n)) IS NOT NULL";
