@@ -39,10 +39,12 @@ pub fn select<'conn, R>(
 /// scans off. Left to choose, the plan cache made a custom plan on every
 /// call, as one for an array of one element looks cheaper than the
 /// generic plan: an eighth of creating partitions for 200 parents in one
-/// transaction went to planning. And a generic plan is made once, from the
-/// catalogs' sizes of that moment, tiny in a new database: one made with
-/// sequential scans allowed went on scanning catalogs that grew with every
-/// partition the transaction made.
+/// transaction went to planning. A generic plan is made once, from the
+/// catalogs' sizes of that moment: with sequential scans off it probes
+/// the key's index of catalogs that are never tiny (pg_class,
+/// pg_attribute). A catalog empty in a new database and growing with the
+/// transaction (pg_inherits) is no place for one: any plan scans all of an
+/// empty table as cheaply, so `catalog` reads it without SQL.
 pub fn lookup<'conn, R>(
     client: &SpiClient<'conn>,
     sql: &'static str,
