@@ -105,25 +105,6 @@ impl Drop for Snapshot {
     }
 }
 
-/// A relation's name and schema, from the catalog cache; None when it is
-/// gone.
-pub fn name_of(relid: pg_sys::Oid) -> Option<crate::sql::QualifiedName> {
-    // SAFETY: a catalog cache lookup; the row is copied out before it is
-    // released.
-    let (name, schema) = unsafe {
-        let tuple = pg_sys::SearchSysCache1(pg_sys::SysCacheIdentifier::RELOID as i32, relid.into());
-        if tuple.is_null() {
-            return None;
-        }
-        let c = &*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_class>(tuple);
-        let name = std::ffi::CStr::from_ptr(c.relname.data.as_ptr()).to_string_lossy().into_owned();
-        let schema = c.relnamespace;
-        pg_sys::ReleaseSysCache(tuple);
-        (name, schema)
-    };
-    Some(crate::sql::QualifiedName::new(namespace_name(schema)?, name))
-}
-
 /// A schema's name, from the catalog cache.
 pub fn namespace_name(schema: pg_sys::Oid) -> Option<String> {
     // SAFETY: a catalog cache lookup returning a palloc'd copy.

@@ -11,15 +11,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 thread_local! {
-    static KEPT: RefCell<HashMap<(&'static str, Planning), OwnedPreparedStatement>> = RefCell::new(HashMap::new());
-}
-
-/// How a kept statement is planned: a statement kept for lookups is
-/// prepared apart from the same text kept for the plan cache to choose.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-enum Planning {
-    PlanCache,
-    Lookup,
+    static KEPT: RefCell<HashMap<&'static str, OwnedPreparedStatement>> = RefCell::new(HashMap::new());
 }
 
 /// Runs a read-only statement through its session-wide plan, preparing it
@@ -31,7 +23,10 @@ pub fn select<'conn, R>(
     args: &[DatumWithOid<'_>],
     read: impl FnOnce(SpiTupleTable<'conn>) -> Result<R, String>,
 ) -> Result<R, String> {
-    run(client, (sql, Planning::PlanCache), types, args, read)
+    let _no_jit = no_jit();
+    keep(client, sql, types, false)?;
+    let table = KEPT.with(|kept| client.select(&kept.borrow()[sql], None, args)).map_err(|e| e.to_string())?;
+    read(table)
 }
 
 /// Runs a read of rows found by key (one parent's policy, given relations'
@@ -44,7 +39,9 @@ pub fn select<'conn, R>(
 /// the key's index of catalogs that are never tiny (pg_class,
 /// pg_attribute). A catalog empty in a new database and growing with the
 /// transaction (pg_inherits) is no place for one: any plan scans all of an
-/// empty table as cheaply, so `catalog` reads it without SQL.
+/// empty table as cheaply, so `catalog` reads it without SQL. A statement
+/// is run either always through here or never: its plan is kept for the
+/// session.
 pub fn lookup<'conn, R>(
     client: &SpiClient<'conn>,
     sql: &'static str,
@@ -54,20 +51,7 @@ pub fn lookup<'conn, R>(
 ) -> Result<R, String> {
     let _generic = generic_plan();
     let _no_seqscan = crate::settings::Local::set(c"enable_seqscan", c"off");
-    run(client, (sql, Planning::Lookup), types, args, read)
-}
-
-fn run<'conn, R>(
-    client: &SpiClient<'conn>,
-    key: (&'static str, Planning),
-    types: &[PgOid],
-    args: &[DatumWithOid<'_>],
-    read: impl FnOnce(SpiTupleTable<'conn>) -> Result<R, String>,
-) -> Result<R, String> {
-    let _no_jit = no_jit();
-    keep(client, key, types, false)?;
-    let table = KEPT.with(|kept| client.select(&kept.borrow()[&key], None, args)).map_err(|e| e.to_string())?;
-    read(table)
+    select(client, sql, types, args, read)
 }
 
 /// The statement's generic plan while it lives, for the reads of what is
@@ -95,19 +79,18 @@ pub fn update(
     types: &[PgOid],
     args: &[DatumWithOid<'_>],
 ) -> Result<(), String> {
-    let key = (sql, Planning::PlanCache);
-    keep(client, key, types, true)?;
-    KEPT.with(|kept| client.update(&kept.borrow()[&key], None, args)).map(|_| ()).map_err(|e| e.to_string())
+    keep(client, sql, types, true)?;
+    KEPT.with(|kept| client.update(&kept.borrow()[sql], None, args)).map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// Prepares the statement for the session, unless it is already.
-fn keep(client: &SpiClient<'_>, key: (&'static str, Planning), types: &[PgOid], mutating: bool) -> Result<(), String> {
+fn keep(client: &SpiClient<'_>, sql: &'static str, types: &[PgOid], mutating: bool) -> Result<(), String> {
     KEPT.with(|kept| {
-        if kept.borrow().contains_key(&key) {
+        if kept.borrow().contains_key(sql) {
             return Ok(());
         }
-        let prepared = if mutating { client.prepare_mut(key.0, types) } else { client.prepare(key.0, types) };
-        kept.borrow_mut().insert(key, prepared.map_err(|e| e.to_string())?.keep());
+        let prepared = if mutating { client.prepare_mut(sql, types) } else { client.prepare(sql, types) };
+        kept.borrow_mut().insert(sql, prepared.map_err(|e| e.to_string())?.keep());
         Ok(())
     })
 }

@@ -33,15 +33,15 @@ pub const FINGERPRINT: &str =
        (SELECT count(*) || ':' || coalesce(sum(i.inhrelid::int8), 0) || ':' || coalesce(sum(i.xmin::text::int8), 0) \
           FROM pg_inherits i WHERE i.inhparent = p.parent)))";
 
-/// The policies `filter` picks (by $1) and what their tables look like;
-/// $2: whether to compute their fingerprints. One statement per filter, so
+/// The policies `filter` picks (by $2) and what their tables look like;
+/// $1: whether to compute their fingerprints. One statement per filter, so
 /// that a lookup's plan probes the index its key has; unordered, as an
 /// ORDER BY made that plan walk the primary key instead (sorted in Rust).
 fn policies_sql(filter: &str) -> String {
     format!(
         r#"
 SELECT p.job_id,
-       CASE WHEN $2 THEN {FINGERPRINT} END AS fingerprint,
+       CASE WHEN $1 THEN {FINGERPRINT} END AS fingerprint,
        p.parent::oid::int8 AS oid,
        p.parent::text AS target,
        c.oid IS NOT NULL AS exists,
@@ -80,8 +80,8 @@ SELECT p.job_id,
     )
 }
 static EVERY_POLICY_SQL: LazyLock<String> = LazyLock::new(|| policies_sql("true"));
-static JOB_POLICIES_SQL: LazyLock<String> = LazyLock::new(|| policies_sql("p.job_id = ANY ($1)"));
-static PARENT_POLICY_SQL: LazyLock<String> = LazyLock::new(|| policies_sql("p.parent::oid = $1"));
+static JOB_POLICIES_SQL: LazyLock<String> = LazyLock::new(|| policies_sql("p.job_id = ANY ($2)"));
+static PARENT_POLICY_SQL: LazyLock<String> = LazyLock::new(|| policies_sql("p.parent::oid = $2"));
 
 /// The partitions of the given parents, with their stored bounds (read by
 /// `range_of`). `$detach_pending` is pg_inherits.inhdetachpending, which
@@ -189,24 +189,6 @@ pub enum Scope {
     Jobs(Vec<i64>),
 }
 
-impl Scope {
-    /// Runs one of the reads: the views' through the plans the plan cache
-    /// chooses, a run's as lookups by key (`statements::lookup`).
-    fn select<'conn, R>(
-        &self,
-        client: &SpiClient<'conn>,
-        sql: &'static str,
-        types: &[pgrx::pg_sys::PgOid],
-        args: &[pgrx::datum::DatumWithOid<'_>],
-        read: impl FnOnce(SpiTupleTable<'conn>) -> Result<R, String>,
-    ) -> Result<R, String> {
-        match self {
-            Scope::Report(_) => statements::select(client, sql, types, args, read),
-            Scope::Parent(_) | Scope::Jobs(_) => statements::lookup(client, sql, types, args, read),
-        }
-    }
-}
-
 /// Reads the raw policy rows: one query whatever the number of policies.
 fn read_raw(client: &SpiClient<'_>, scope: &Scope) -> Result<Vec<RawParent>, String> {
     // The views never record state, so they skip the fingerprint.
@@ -218,19 +200,24 @@ fn read_raw(client: &SpiClient<'_>, scope: &Scope) -> Result<Vec<RawParent>, Str
             raws
         })
     };
+    // Reads by key are lookups (`statements::lookup`): one plan a session.
     match scope {
         Scope::Report(None) => {
-            // No key: $1 is there for $2's number.
-            let (types, key) = ([param(BuiltinOid::INT8OID), bool], None::<i64>);
-            scope.select(client, EVERY_POLICY_SQL.as_str(), &types, &[key.into(), fingerprint.into()], read)
+            statements::select(client, EVERY_POLICY_SQL.as_str(), &[bool], &[fingerprint.into()], read)
         }
         Scope::Report(Some(jobs)) | Scope::Jobs(jobs) => {
-            let types = [param(BuiltinOid::INT8ARRAYOID), bool];
-            scope.select(client, JOB_POLICIES_SQL.as_str(), &types, &[jobs.clone().into(), fingerprint.into()], read)
+            let types = [bool, param(BuiltinOid::INT8ARRAYOID)];
+            statements::lookup(
+                client,
+                JOB_POLICIES_SQL.as_str(),
+                &types,
+                &[fingerprint.into(), jobs.clone().into()],
+                read,
+            )
         }
         Scope::Parent(oid) => {
-            let types = [param(BuiltinOid::OIDOID), bool];
-            scope.select(client, PARENT_POLICY_SQL.as_str(), &types, &[(*oid).into(), fingerprint.into()], read)
+            let types = [bool, param(BuiltinOid::OIDOID)];
+            statements::lookup(client, PARENT_POLICY_SQL.as_str(), &types, &[fingerprint.into(), (*oid).into()], read)
         }
     }
 }
@@ -309,7 +296,8 @@ pub fn load(client: &SpiClient<'_>, scope: &Scope) -> Result<(Vec<ParentFacts>, 
         })?;
         return Ok((parents, problems));
     }
-    add_partitions(partitions_of(&oids).into_iter().map(Ok), &by_oid, &mut parents, &mut kept)?;
+    let snapshot = catalog::Snapshot::current();
+    add_partitions(partitions_of(&snapshot, &oids).into_iter().map(Ok), &by_oid, &mut parents, &mut kept)?;
     // `<parent>_archive` tables and the partitions pg_upkeep moved into them.
     for (i, f) in parents.iter().enumerate() {
         if f.policy.archive != ArchiveMode::ArchiveTable {
@@ -318,7 +306,7 @@ pub fn load(client: &SpiClient<'_>, scope: &Scope) -> Result<(Vec<ParentFacts>, 
         let archive = super::retention::archive_table(f);
         let Some(oid) = relation_named(&archive) else { continue };
         kept.push((i, oid, archive));
-        kept.extend(partitions_of(&[oid]).into_iter().filter(|m| m.ours).map(|m| (i, m.oid, m.name)));
+        kept.extend(partitions_of(&snapshot, &[oid]).into_iter().filter(|m| m.ours).map(|m| (i, m.oid, m.name)));
     }
     // Parents in their order: `kept` numbers them by position.
     let mut tables = vec![pg_sys::Oid::INVALID; parents.len()];
@@ -373,8 +361,7 @@ fn members(rows: SpiTupleTable<'_>) -> impl Iterator<Item = Result<Member, Strin
 /// cache: what PARTITIONS_SQL reads, without planning it on every call (a
 /// plan made once goes wrong in a new database, where pg_inherits is empty
 /// when it is made and grows with every partition the transaction makes).
-fn partitions_of(parents: &[pg_sys::Oid]) -> Vec<Member> {
-    let snapshot = catalog::Snapshot::current();
+fn partitions_of(snapshot: &catalog::Snapshot, parents: &[pg_sys::Oid]) -> Vec<Member> {
     let mut out = Vec::new();
     for &parent in parents {
         let mut children = Vec::new();
