@@ -188,7 +188,10 @@ fn a_refresh_still_running_is_not_started_twice() {
         "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%refresh_matviews(''public.slow_mv'')%' AND pid <> pg_backend_pid()"
     ) == 1
     }));
-    std::thread::sleep(Duration::from_millis(300));
+    // The first refresh runs: it holds the view's lock for the REFRESH.
+    let refreshing = "SELECT count(*) FROM pg_locks WHERE relation = 'public.slow_mv'::regclass AND granted \
+                      AND mode IN ('ExclusiveLock', 'AccessExclusiveLock') AND pid <> pg_backend_pid()";
+    assert!(wait_for(Duration::from_secs(30), || count(&mut c, refreshing) == 1), "the first refresh never started");
     let t = Instant::now();
     let r = c
         .query_one("SELECT status, reason FROM upkeep.refresh_matviews('public.slow_mv', force => true)", &[])
@@ -208,6 +211,14 @@ fn refreshes(c: &mut Client) -> Vec<(String, String)> {
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect()
+}
+
+/// Waits until a worker has checked each of the three managed views
+/// again, in a run that started after this call.
+fn checked_again(c: &mut Client) -> bool {
+    let since: String = c.query_one("SELECT clock_timestamp()::text", &[]).unwrap().get(0);
+    let sql = format!("SELECT count(*) FROM upkeep.jobs WHERE kind = 'matview' AND last_run > '{since}'");
+    wait_for(Duration::from_secs(30), || count(c, &sql) == 3)
 }
 
 #[test]
@@ -231,14 +242,11 @@ fn workers_refresh_a_chain_in_order_once_each_after_committed_changes_only() {
         cluster.log()
     );
     assert_eq!(refreshes(&mut c).iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), order);
-    // Several cycles with no change: nothing is refreshed again.
-    std::thread::sleep(Duration::from_secs(5));
+    // Cycles with no change: the workers keep checking, and refresh nothing again.
+    for _ in 0..2 {
+        assert!(checked_again(&mut c), "the workers stopped checking the views");
+    }
     assert_eq!(refreshes(&mut c).len(), 3, "{:?}", refreshes(&mut c));
-    let checked = count(
-        &mut c,
-        "SELECT count(*) FROM upkeep.jobs WHERE kind = 'matview' AND last_run > now() - interval '3 seconds'",
-    );
-    assert_eq!(checked, 3, "the workers kept checking");
     // Another session commits changes; each kind makes the chain refresh, in order, once.
     let mut app = cluster.connect("postgres");
     let changes = [
@@ -256,7 +264,9 @@ fn workers_refresh_a_chain_in_order_once_each_after_committed_changes_only() {
             "after {change}: {:?}",
             refreshes(&mut c)
         );
-        std::thread::sleep(Duration::from_secs(3));
+        for _ in 0..2 {
+            assert!(checked_again(&mut c), "after {change}: the workers stopped checking the views");
+        }
         let runs = refreshes(&mut c);
         assert_eq!(runs.len(), want, "after {change}, once each: {runs:?}");
         let last: Vec<&str> = runs[want - 3..].iter().map(|r| r.0.as_str()).collect();

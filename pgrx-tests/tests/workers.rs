@@ -23,6 +23,16 @@ fn partitions(c: &mut postgres::Client) -> i64 {
         .get(0)
 }
 
+/// Whether a scheduler was started for `db` and every scheduler started
+/// so far has ended (at debug1 the log names the database a scheduler is
+/// started for, and only the kind of one that ended).
+fn first_visit_over(cluster: &Cluster, db: &str) -> bool {
+    let log = cluster.log();
+    let started = log.matches("starting background worker process \"pg_upkeep scheduler for ").count();
+    let ended = log.matches("background worker \"pg_upkeep scheduler\" (PID").count();
+    log.contains(&format!("starting background worker process \"pg_upkeep scheduler for {db}\"")) && ended >= started
+}
+
 const ALL_MADE: &str = "SELECT count(*) = 25 FROM pg_inherits WHERE inhparent = 'public.nav_history'::regclass";
 
 #[test]
@@ -108,10 +118,15 @@ fn a_database_that_gains_the_extension_is_served_and_one_that_drops_it_or_is_dro
 
 #[test]
 fn a_reload_with_a_new_naptime_takes_effect() {
-    let cluster = Cluster::start("workers-sighup", &["upkeep.naptime = 3600"]);
+    let cluster = Cluster::start("workers-sighup", &["upkeep.naptime = 3600", "log_min_messages = debug1"]);
     let mut c = cluster.connect("postgres");
-    // The launcher's first cycle has passed: let it fall asleep for an hour.
-    std::thread::sleep(Duration::from_secs(2));
+    // The launcher's first visit of the database is over, so that it
+    // sleeps for an hour: a policy registered before would be acted on.
+    assert!(
+        upkeep_cluster_tests::wait_for(Duration::from_secs(60), || first_visit_over(&cluster, "postgres")),
+        "the launcher never visited postgres:\n{}",
+        cluster.log()
+    );
     register_by_insert(&mut c, 24);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(partitions(&mut c), 0, "nothing happens within the hour-long naptime");
