@@ -309,7 +309,20 @@ fn objects_planted_in_public_are_never_run_by_workers_or_functions() {
              SELECT upkeep.unmanage_archive('public.events');",
         )
         .unwrap();
-    std::thread::sleep(Duration::from_secs(3)); // more worker cycles
+    // Worker cycles after those calls: the view's job, due every second
+    // again, is run by two schedulers that start after them. (This
+    // session's search_path still puts public first.)
+    admin
+        .batch_execute(
+            "SELECT upkeep.alter_job(job_id, every => '1 second') FROM upkeep.jobs \
+              WHERE kind OPERATOR(pg_catalog.=) 'matview'",
+        )
+        .unwrap();
+    for _ in 0..2 {
+        let since: String = admin.query_one("SELECT pg_catalog.clock_timestamp()::text", &[]).unwrap().get(0);
+        let ran = format!("SELECT EXISTS (SELECT 1 FROM upkeep.jobs WHERE kind = 'matview' AND last_run > '{since}')");
+        assert!(cluster.wait_until("postgres", &ran, Duration::from_secs(60)), "no worker cycle after the calls");
+    }
     let caught: Vec<String> = admin
         .query("SELECT who || ' ran ' || what FROM public.hijacked", &[])
         .unwrap()
