@@ -384,6 +384,19 @@ pub fn wait_for(limit: std::time::Duration, mut what: impl FnMut() -> bool) -> b
     false
 }
 
+/// Waits (up to 60 s) until `jobs` jobs of `kind` have been run by a run
+/// that started after this call (the server's clock is read first, so a
+/// run under way does not count). Its statements name pg_catalog's
+/// operators, so a session with a hostile search_path may call it.
+pub fn ran_again(c: &mut Client, kind: &str, jobs: i64) -> bool {
+    let since: String = c.query_one("SELECT pg_catalog.clock_timestamp()::text", &[]).unwrap().get(0);
+    let sql = "SELECT pg_catalog.count(*) FROM upkeep.jobs \
+                WHERE kind OPERATOR(pg_catalog.=) $1 AND last_run OPERATOR(pg_catalog.>) $2::text::timestamptz";
+    wait_for(std::time::Duration::from_secs(60), || {
+        c.query_one(sql, &[&kind, &since]).unwrap().get::<_, i64>(0) == jobs
+    })
+}
+
 /// One sample of a Prometheus text exposition: name, labels, value.
 pub type Sample = (String, std::collections::BTreeMap<String, String>, f64);
 

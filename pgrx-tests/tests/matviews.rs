@@ -7,7 +7,7 @@ use postgres::Client;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use upkeep_cluster_tests::{assert_refused, count, error_of, wait_for, Cluster};
+use upkeep_cluster_tests::{assert_refused, count, error_of, ran_again, wait_for, Cluster};
 
 const CHAIN: &str = "
 CREATE TABLE public.trades (fund int NOT NULL, amount numeric NOT NULL, at date NOT NULL) PARTITION BY RANGE (at);
@@ -213,14 +213,6 @@ fn refreshes(c: &mut Client) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Waits until a worker has checked each of the three managed views
-/// again, in a run that started after this call.
-fn checked_again(c: &mut Client) -> bool {
-    let since: String = c.query_one("SELECT clock_timestamp()::text", &[]).unwrap().get(0);
-    let sql = format!("SELECT count(*) FROM upkeep.jobs WHERE kind = 'matview' AND last_run > '{since}'");
-    wait_for(Duration::from_secs(30), || count(c, &sql) == 3)
-}
-
 #[test]
 fn workers_refresh_a_chain_in_order_once_each_after_committed_changes_only() {
     let cluster = Cluster::start("matviews-chain", &["upkeep.naptime = 1"]);
@@ -244,7 +236,7 @@ fn workers_refresh_a_chain_in_order_once_each_after_committed_changes_only() {
     assert_eq!(refreshes(&mut c).iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), order);
     // Cycles with no change: the workers keep checking, and refresh nothing again.
     for _ in 0..2 {
-        assert!(checked_again(&mut c), "the workers stopped checking the views");
+        assert!(ran_again(&mut c, "matview", 3), "the workers stopped checking the views");
     }
     assert_eq!(refreshes(&mut c).len(), 3, "{:?}", refreshes(&mut c));
     // Another session commits changes; each kind makes the chain refresh, in order, once.
@@ -265,7 +257,7 @@ fn workers_refresh_a_chain_in_order_once_each_after_committed_changes_only() {
             refreshes(&mut c)
         );
         for _ in 0..2 {
-            assert!(checked_again(&mut c), "after {change}: the workers stopped checking the views");
+            assert!(ran_again(&mut c, "matview", 3), "after {change}: the workers stopped checking the views");
         }
         let runs = refreshes(&mut c);
         assert_eq!(runs.len(), want, "after {change}, once each: {runs:?}");

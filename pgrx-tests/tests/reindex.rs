@@ -5,7 +5,7 @@
 
 use postgres::Client;
 use std::time::Duration;
-use upkeep_cluster_tests::{assert_refused, count, wait_for, Cluster};
+use upkeep_cluster_tests::{assert_refused, count, ran_again, wait_for, Cluster};
 
 /// A 400,000-row table whose index has 3 of 4 entries deleted and vacuumed
 /// away: about 4 times the size it needs.
@@ -72,15 +72,7 @@ fn workers_reindex_only_when_asked_inside_the_window_leftovers_first() {
         "SELECT count(*) FROM upkeep.jobs WHERE kind = 'reindex' AND last_run IS NOT NULL"
     ) == 1));
     // A later cycle decides again (the job runs every second): still nothing rebuilt.
-    let first: String =
-        c.query_one("SELECT last_run::text FROM upkeep.jobs WHERE kind = 'reindex'", &[]).unwrap().get(0);
-    assert!(wait_for(Duration::from_secs(20), || c
-        .query_one(
-            "SELECT count(*) FROM upkeep.jobs WHERE kind = 'reindex' AND last_run > $1::text::timestamptz",
-            &[&first]
-        )
-        .map(|r| r.get::<_, i64>(0) == 1)
-        .unwrap_or(false)));
+    assert!(ran_again(&mut c, "reindex", 1), "the reindex job was not run again");
     assert_eq!(count(&mut c, "SELECT count(*) FROM upkeep.job_runs WHERE action = 'reindex'"), 0);
     assert_eq!(size(&mut c, "events_id"), before);
 
